@@ -1,0 +1,78 @@
+"""The `tunesmith` command. Each stage's typed function is its command; help text comes from docstrings.
+
+    tunesmith --help
+    tunesmith data convert --from rolebench ../shared/datasets/rolebench-zh/general/train.jsonl out.jsonl
+    tunesmith train configs/rolebench_libai.yaml max_steps=50
+    tunesmith eval --adapter libai=runs/libai/adapter --data ... --task rolebench -o report/
+
+Heavy libraries (torch, transformers, gradio) are imported inside the command functions so that
+`tunesmith --help` answers in well under a second.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from tunesmith.errors import TunesmithError
+
+app = typer.Typer(
+    name="tunesmith",
+    help="Tailor an open chat LLM with LoRA to play a character or follow a strict format, and prove it worked.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _register() -> None:
+    # Each module below imports only the standard library and typer at top level.
+    from tunesmith.data.commands import app as data_app
+    from tunesmith.demo import demo
+    from tunesmith.eval.commands import eval_command
+    from tunesmith.infer.commands import chat
+    from tunesmith.label.commands import label
+    from tunesmith.serve.commands import serve
+    from tunesmith.tiny import tiny_model_command
+    from tunesmith.train.commands import export, train
+
+    app.add_typer(data_app, name="data", help="Import, validate, inspect and split datasets; mine dialogue from novels.")
+    app.command("train")(train)
+    app.command("export")(export)
+    app.command("eval")(eval_command)
+    app.command("chat")(chat)
+    app.command("serve")(serve)
+    app.command("label")(label)
+    app.command("tiny-model")(tiny_model_command)
+    app.command("demo")(demo)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user mistakes print one clear line and exit 2, never a traceback."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except TunesmithError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+"""Command entry points (being built)."""
+
+from tunesmith.errors import ConfigError
+
+
+def label() -> None:
+    """Not built yet."""
+    raise ConfigError("this command is not built yet")
