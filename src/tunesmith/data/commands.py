@@ -1,7 +1,218 @@
-"""`tunesmith data ...` commands."""
+"""`tunesmith data ...` commands: convert, check, stats, split, register, rolebench-prepare, formats.
+
+    tunesmith data convert --from rolebench ../shared/datasets/rolebench-zh/general/train.jsonl out/general.jsonl
+    tunesmith data stats ../shared/datasets/chatglm-mixed-ie-cls/mixed_train_dataset.jsonl
+    tunesmith data rolebench-prepare ../shared/datasets/rolebench-zh --role 李白 -o data/libai
+
+Only the standard library and typer are imported here at top level; the work is in the sibling modules.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, help="Import, validate, inspect and split datasets.")
+
+FromOpt = Annotated[Optional[str], typer.Option("--from", "-f", help="Input format (rolebench, novel-dialogue, context-target, alpaca, sharegpt, messages, conversation); default: detected from the first record.")]
+OnErrorOpt = Annotated[str, typer.Option("--on-error", help="fail: stop at the first bad record; skip: drop bad records and report them on stderr.")]
+EncodingOpt = Annotated[str, typer.Option("--encoding", help="Input encoding; auto = UTF-8 (BOM ok), falling back to GB18030 when the bytes are clearly Chinese GB text.")]
+RoleOpt = Annotated[Optional[list[str]], typer.Option("--role", "-r", help="Keep only conversations of this role (meta.role: RoleBench role, novel speaker). Repeatable.")]
+OptionOpt = Annotated[Optional[list[str]], typer.Option("--option", "-O", help="Importer option KEY=VALUE (VALUE parsed as JSON when it can be), e.g. -O answers=first. Repeatable.")]
+
+
+def _parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
+    from tunesmith.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{what} {item!r} must look like KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _load_opts(profiles: Optional[Path], persona_template: Optional[str], no_persona: bool, options: list[str] | None) -> dict[str, Any]:
+    opts = _parse_kv(options, "--option")
+    if profiles is not None:
+        opts["profiles"] = str(profiles)
+    if persona_template is not None:
+        opts["persona_template"] = persona_template
+    if no_persona:
+        opts["persona"] = False
+    return opts
+
+
+@app.command("convert")
+def convert(
+    input: Annotated[str, typer.Argument(help="Input file, folder (its *.jsonl/*.json files) or quoted glob.")],
+    output: Annotated[Path, typer.Argument(help="Output file (.jsonl; a .json name writes a JSON array).")],
+    from_: FromOpt = None,
+    to: Annotated[str, typer.Option("--to", "-t", help="Output format: conversation (default), alpaca, sharegpt, messages, context-target, novel-dialogue.")] = "conversation",
+    profiles: Annotated[Optional[Path], typer.Option("--profiles", help="rolebench: desc.json with role descriptions (default: found next to the data).")] = None,
+    persona_template: Annotated[Optional[str], typer.Option("--persona-template", help="rolebench: system prompt template with {role} and {desc}.")] = None,
+    no_persona: Annotated[bool, typer.Option("--no-persona", help="rolebench: no system prompt.")] = False,
+    role: RoleOpt = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Keep at most N conversations.")] = None,
+    on_error: OnErrorOpt = "fail",
+    encoding: EncodingOpt = "auto",
+    option: OptionOpt = None,
+) -> None:
+    """Convert a dataset into Conversations JSONL (or another format), validating every record.
+
+    Bad records are reported as FILE:LINE: what is wrong (expected ...). The output is written to a
+    temp file and renamed, so it is never left half-written.
+    """
+    from tunesmith.data.formats import load, save
+
+    opts = _load_opts(profiles, persona_template, no_persona, option)
+    convs = load(input, from_, on_error=on_error, encoding=encoding, roles=role, limit=limit, **opts)
+    if not convs:
+        from tunesmith.errors import DataError
+        raise DataError("no conversations to write (every record was skipped or filtered out)", input)
+    save(convs, output, to)
+    print(f"wrote {len(convs):,} conversations to {output} ({to})", file=sys.stderr)
+
+
+@app.command("check")
+def check(
+    input: Annotated[str, typer.Argument(help="Input file, folder or quoted glob.")],
+    from_: FromOpt = None,
+    max_errors: Annotated[int, typer.Option("--max-errors", help="Show at most this many problems.")] = 20,
+    encoding: EncodingOpt = "auto",
+    option: OptionOpt = None,
+) -> None:
+    """Validate a dataset: list every bad record (FILE:LINE: problem) and exit 2 if there is any."""
+    from tunesmith.data.formats import load
+    from tunesmith.errors import DataError
+
+    errors: list[DataError] = []
+    convs = load(input, from_, on_error="skip", encoding=encoding, errors=errors, quiet=True, **_parse_kv(option, "--option"))
+    for e in errors[:max_errors]:
+        print(e, file=sys.stderr)
+    if errors:
+        more = f" (showing {max_errors})" if len(errors) > max_errors else ""
+        raise DataError(f"{len(errors)} bad record(s){more}; {len(convs):,} conversations are fine", input)
+    print(f"ok: {len(convs):,} conversations in {input}")
+
+
+@app.command("stats")
+def stats(
+    input: Annotated[str, typer.Argument(help="Input file, folder or quoted glob.")],
+    from_: FromOpt = None,
+    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Model or tokenizer folder: also report lengths in tokens.")] = None,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow the tokenizer's own code (ChatGLM, Baichuan).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    role: RoleOpt = None,
+    on_error: OnErrorOpt = "fail",
+    option: OptionOpt = None,
+) -> None:
+    """Counts, roles, turns and p50/p90/p99/max lengths of prompts and answers (characters, and tokens with --tokenizer)."""
+    from tunesmith.data.formats import load
+    from tunesmith.data.stats import dataset_stats, load_tokenizer, render_stats
+
+    convs = load(input, from_, on_error=on_error, roles=role, **_parse_kv(option, "--option"))
+    tok = load_tokenizer(tokenizer, trust_remote_code) if tokenizer else None
+    s = dataset_stats(convs, tok)
+    if as_json:
+        print(json.dumps(s, ensure_ascii=False, indent=2))
+    else:
+        render_stats(s, title=str(input))
+
+
+@app.command("split")
+def split(
+    input: Annotated[str, typer.Argument(help="Input file, folder or quoted glob.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for train.jsonl and dev.jsonl.")],
+    dev_ratio: Annotated[float, typer.Option("--dev-ratio", help="Share of groups (questions) that go to dev.")] = 0.05,
+    seed: Annotated[int, typer.Option("--seed", help="Same input + ratio + seed = same split.")] = 42,
+    group_by: Annotated[str, typer.Option("--group-by", help="question: all answers to one question stay on one side; none: split conversations independently.")] = "question",
+    from_: FromOpt = None,
+    role: RoleOpt = None,
+    allow_test: Annotated[bool, typer.Option("--allow-test", help="Split data marked split=test anyway (RoleBench test data is for evaluation).")] = False,
+    on_error: OnErrorOpt = "fail",
+    option: OptionOpt = None,
+) -> None:
+    """Split a dataset into OUT/train.jsonl and OUT/dev.jsonl, deterministically and grouped by question."""
+    from tunesmith.data.formats import load, save
+    from tunesmith.data.split import split_conversations
+    from tunesmith.errors import DataError
+
+    convs = load(input, from_, on_error=on_error, roles=role, **_parse_kv(option, "--option"))
+    n_test = sum(1 for c in convs if c.meta.get("split") == "test")
+    if n_test:
+        if not allow_test:
+            raise DataError(f"{n_test:,} conversations are test data (meta.split=test): RoleBench test splits are for "
+                            "evaluation and must not become training data. Use the train files (see: tunesmith data "
+                            "rolebench-prepare), or pass --allow-test if you really mean it", input)
+        print(f"WARNING: splitting {n_test:,} TEST conversations into train/dev (--allow-test). Scores on this "
+              "test set will no longer measure generalisation.", file=sys.stderr)
+    train, dev = split_conversations(convs, dev_ratio=dev_ratio, seed=seed, group_by=group_by)
+    save(train, out_dir / "train.jsonl")
+    save(dev, out_dir / "dev.jsonl")
+    print(f"train: {len(train):,}  dev: {len(dev):,}  -> {out_dir}/train.jsonl, {out_dir}/dev.jsonl", file=sys.stderr)
+
+
+@app.command("register")
+def register(
+    name: Annotated[str, typer.Argument(help="Dataset name to use in recipes (e.g. libai_train).")],
+    file: Annotated[Path, typer.Argument(help="Data file or folder (absolute, relative to here, or to --data-dir).")],
+    data_dir: Annotated[Path, typer.Option("--data-dir", "-d", help="Folder holding dataset_info.json (created if missing).")] = Path("data"),
+    formatting: Annotated[Optional[str], typer.Option("--formatting", help="alpaca, sharegpt, openai, or one of ours (rolebench, context-target, novel-dialogue, conversation); default: detected.")] = None,
+    column: Annotated[Optional[list[str]], typer.Option("--column", help="LLaMA-Factory column mapping KEY=FIELD, e.g. --column prompt=question. Repeatable.")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="sharegpt tag mapping KEY=VALUE, e.g. --tag role_tag=role. Repeatable.")] = None,
+    option: OptionOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing entry of that name.")] = False,
+) -> None:
+    """Add a dataset to DATA_DIR/dataset_info.json (LLaMA-Factory's registry format) and check that it loads."""
+    from tunesmith.data.registry import DATA_CONFIG, register_dataset
+
+    entry = register_dataset(name, file, data_dir, formatting=formatting, columns=_parse_kv(column, "--column") or None,
+                             tags=_parse_kv(tag, "--tag") or None, options=_parse_kv(option, "--option") or None, force=force)
+    print(f"registered {name!r} in {data_dir / DATA_CONFIG}: {json.dumps(entry, ensure_ascii=False)}")
+
+
+@app.command("rolebench-prepare")
+def rolebench_prepare(
+    rolebench_dir: Annotated[Path, typer.Argument(help="The rolebench-zh folder (with general/, role_specific/, profiles-zh/).")],
+    role: Annotated[list[str], typer.Option("--role", "-r", help="Role to prepare, e.g. 李白. Repeatable.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    profiles: Annotated[Optional[Path], typer.Option("--profiles", help="desc.json (default: ROLEBENCH_DIR/profiles-zh/desc.json).")] = None,
+    persona_template: Annotated[Optional[str], typer.Option("--persona-template", help="System prompt template with {role} and {desc}.")] = None,
+    dev_ratio: Annotated[float, typer.Option("--dev-ratio", help="Share of train questions held out as dev.jsonl (0 = none).")] = 0.05,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the dev split.")] = 42,
+) -> None:
+    """Build train/dev/test files for one role from rolebench-zh (test splits kept separate; see docs/data.md).
+
+    OUT/train.jsonl = general/train + role_specific/train; OUT/test_general.jsonl (CUS) and
+    OUT/test_role_specific.jsonl (SPE) with all references in meta.references; OUT/baseline_*.jsonl
+    (RoleGPT answers to the same test questions); persona.txt, manifest.json and dataset_info.json.
+    """
+    from tunesmith.data.rolebench import prepare
+
+    m = prepare(rolebench_dir, list(role), out_dir, profiles=profiles, persona_template=persona_template,
+                dev_ratio=dev_ratio, seed=seed)
+    for key, f in m["files"].items():
+        print(f"{out_dir / f['file']}: {f['conversations']:,} conversations ({f['questions']:,} questions)")
+    if m["dropped_train_pairs_also_in_test"]:
+        print(f"dropped {m['dropped_train_pairs_also_in_test']} train conversations whose (role, question) is in a test file", file=sys.stderr)
+
+
+@app.command("formats")
+def formats() -> None:
+    """List the dataset formats, what one record looks like, and their importer options."""
+    from tunesmith.data.formats import FORMATS
+
+    for f in FORMATS.values():
+        rw = "read/write" if f.export else "read"
+        print(f"{f.name}  ({rw})\n  {f.record}")
+        for k, v in f.options.items():
+            print(f"    -O {k}=...  {v}")

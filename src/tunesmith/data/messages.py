@@ -48,7 +48,7 @@ def _content(v: Any, i: int) -> str:
     raise DataError(f"messages[{i}].content must be a string (got {type_name(v)})")
 
 
-def make_converter(source: str, require_answer: bool, default_system: str | None) -> Callable[[Any], list[Conversation]]:
+def make_converter(source: str | None, require_answer: bool, default_system: str | None) -> Callable[[Any], list[Conversation]]:
     def convert(rec: Any) -> list[Conversation]:
         require_object(rec, EXPECTED)
         raw = rec.get("messages")
@@ -89,7 +89,8 @@ def make_converter(source: str, require_answer: bool, default_system: str | None
         if meta is not None and not isinstance(meta, dict):
             raise DataError(f'field "meta" must be an object (got {type_name(meta)})')
         meta = dict(meta) if meta else {}
-        meta.setdefault("source", source)
+        if source:
+            meta.setdefault("source", source)
         return [Conversation(msgs, system or default_system, meta)]
 
     return convert
@@ -103,7 +104,7 @@ def converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
 def conversation_converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
     # Our own format may end with a user turn (prompt-only data for eval / generation).
     check_options("conversation", opts, CONVERSATION_OPTIONS)
-    return make_converter("conversation", require_answer=False, default_system=None)
+    return make_converter(None, require_answer=False, default_system=None)
 
 
 def export(conv: Conversation) -> dict:

@@ -1,0 +1,207 @@
+"""Load any supported dataset format into Conversations, and save Conversations in any of them.
+
+    from tunesmith.data import load, save
+    convs = load("../shared/datasets/rolebench-zh/general/train.jsonl", "rolebench")
+    convs = load("data/*.jsonl")                       # format detected from each file's first record
+    convs = load("bad.jsonl", "alpaca", on_error="skip")   # bad records reported on stderr, then dropped
+    save(convs, "out/train.jsonl")                     # our own JSONL (Conversation.to_dict())
+    save(convs, "out/train.json", "sharegpt")          # a .json path writes a JSON array
+
+Formats (name: reader / writer):
+  rolebench       {role, question, generated: [...], type?}        read
+  novel-dialogue  {context, chat, speaker?, chapter?}              read / write
+  context-target  {context, target}                                read / write
+  alpaca          {instruction, input, output, system?, history?}  read / write
+  sharegpt        {conversations: [{from, value}], system?}        read / write
+  messages        {messages: [{role, content}]} (OpenAI)           read / write
+  conversation    our JSONL: {system?, messages, meta?}            read / write (default output)
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunesmith.conversation import Conversation
+from tunesmith.data import alpaca, context_target, messages, novel_dialogue, rolebench, sharegpt
+from tunesmith.data.records import expand_paths, read_records, write_atomic
+from tunesmith.errors import ConfigError, DataError
+
+ON_ERROR = ("fail", "skip")
+# Shown when skipping bad records: enough to see the pattern without flooding the terminal.
+SHOW_FIRST_ERRORS = 5
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    record: str  # what one record looks like, for messages and --help
+    converter: Callable[..., Callable[[Any], list[Conversation]]] | None
+    export: Callable[[Conversation], dict] | None
+    detect: Callable[[dict], bool]
+    options: dict[str, str]
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format("rolebench", rolebench.EXPECTED, rolebench.converter, None, rolebench.detect, rolebench.OPTIONS),
+        Format("novel-dialogue", novel_dialogue.EXPECTED, novel_dialogue.converter, novel_dialogue.export,
+               novel_dialogue.detect, novel_dialogue.OPTIONS),
+        Format("context-target", context_target.EXPECTED, context_target.converter, context_target.export,
+               context_target.detect, context_target.OPTIONS),
+        Format("alpaca", '{"instruction": str, "input"?: str, "output": str, "system"?: str, "history"?: [[str, str], ...]}',
+               alpaca.converter, alpaca.export, alpaca.detect, alpaca.OPTIONS),
+        Format("sharegpt", '{"conversations": [{"from": "human"|"gpt"|"system", "value": str}, ...], "system"?: str}',
+               sharegpt.converter, sharegpt.export, sharegpt.detect, sharegpt.OPTIONS),
+        Format("messages", messages.EXPECTED, messages.converter, messages.export, messages.detect, messages.OPTIONS),
+        Format("conversation", '{"system"?: str, "messages": [{"role": "user"|"assistant", "content": str, "loss"?: bool}], "meta"?: {}}',
+               messages.conversation_converter, messages.export_conversation,
+               lambda r: messages.detect(r) and messages.is_own_format(r), messages.CONVERSATION_OPTIONS),
+    )
+}
+# Detection order: the most specific shapes first (our own JSONL is a superset of OpenAI messages).
+_DETECT_ORDER = ("conversation", "messages", "sharegpt", "alpaca", "rolebench", "context-target", "novel-dialogue")
+ALIASES = {"openai": "messages", "jsonl": "conversation", "context_target": "context-target",
+           "novel_dialogue": "novel-dialogue", "cosplay": "novel-dialogue", "role-bench": "rolebench"}
+
+
+def get_format(name: str) -> Format:
+    key = ALIASES.get(name, name)
+    if key not in FORMATS:
+        raise ConfigError(f"unknown format {name!r} (expected one of: {', '.join(FORMATS)})")
+    return FORMATS[key]
+
+
+def detect_format(record: Any, where: str | None = None) -> str:
+    """The format name whose shape matches one record (the first of a file), or DataError."""
+    if isinstance(record, dict):
+        for name in _DETECT_ORDER:
+            if FORMATS[name].detect(record):
+                return name
+        keys = ", ".join(sorted(record)) or "none"
+        msg = f"cannot tell the format from this record (its keys: {keys})"
+    else:
+        msg = f"cannot tell the format: the record is a {type(record).__name__}, not a JSON object"
+    shapes = "; ".join(f"{n}: {FORMATS[n].record}" for n in _DETECT_ORDER)
+    raise DataError(f"{msg} (expected one of {shapes}); pass the format explicitly (--from FORMAT)", where)
+
+
+def _check_on_error(on_error: str) -> None:
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"on_error={on_error!r} (expected 'fail' or 'skip')")
+
+
+def report_skipped(skipped: list[DataError], what: str) -> None:
+    if not skipped:
+        return
+    lines = [f"warning: skipped {len(skipped)} bad record(s) in {what}; the first {min(len(skipped), SHOW_FIRST_ERRORS)}:"]
+    lines += [f"  {e}" for e in skipped[:SHOW_FIRST_ERRORS]]
+    print("\n".join(lines), file=sys.stderr)
+
+
+def load(path: str | os.PathLike | list, fmt: str | None = None, *, on_error: str = "fail", encoding: str = "auto",
+         roles: Iterable[str] | str | None = None, limit: int | None = None, errors: list[DataError] | None = None,
+         quiet: bool = False, **opts: Any) -> list[Conversation]:
+    """Read a file, folder, glob or list of them into Conversations.
+
+    fmt: a name from FORMATS, or None to detect it from each file's first record.
+    on_error: "fail" raises DataError("FILE:LINE: what is wrong (expected ...)") at the first bad record;
+        "skip" drops bad records, prints how many and the first few to stderr (unless quiet) and appends
+        them to `errors` when a list is given.
+    roles: keep only conversations whose meta.role is one of these (RoleBench roles, novel speakers).
+    limit: keep at most this many conversations (after the role filter).
+    opts: options of the format (see FORMATS[fmt].options), e.g. profiles=..., persona_template=...
+    """
+    _check_on_error(on_error)
+    skip = on_error == "skip"
+    files = expand_paths(path)
+    if isinstance(roles, str):
+        roles = [roles]
+    role_set = set(roles) if roles else None
+    fixed = get_format(fmt).name if fmt else None
+    out: list[Conversation] = []
+    skipped: list[DataError] = []
+    for f in files:
+        records = read_records(f, encoding, errors=skipped if skip else None)
+        try:
+            first = next(records)
+        except StopIteration:  # every line was unparseable (already recorded in skip mode)
+            continue
+        except DataError as e:
+            if skip:
+                skipped.append(e)
+                continue
+            raise
+        name = fixed or detect_format(first[1], first[0])
+        form = FORMATS[name]
+        if form.converter is None:  # pragma: no cover - every format reads
+            raise ConfigError(f"format {name!r} cannot be read")
+        convert = form.converter(f, **opts)
+        try:
+            for where, rec in itertools.chain([first], records):
+                try:
+                    convs = convert(rec)
+                except DataError as e:
+                    err = DataError(e.detail, where)
+                    if not skip:
+                        raise err from None
+                    skipped.append(err)
+                    continue
+                except (KeyError, TypeError, AttributeError, ValueError) as e:
+                    err = DataError(f"cannot read this record as {name} ({type(e).__name__}: {e}) (expected {form.record})", where)
+                    if not skip:
+                        raise err from None
+                    skipped.append(err)
+                    continue
+                if role_set is not None:
+                    convs = [c for c in convs if c.meta.get("role") in role_set]
+                out.extend(convs)
+        except DataError as e:  # a broken JSON array cannot be resumed: skip the rest of this file
+            if not skip or e in skipped:
+                raise
+            skipped.append(e)
+    if skip and skipped:
+        if errors is not None:
+            errors.extend(skipped)
+        if not quiet:
+            report_skipped(skipped, str(path) if not isinstance(path, list) else ", ".join(map(str, path)))
+    if limit is not None:
+        out = out[: int(limit)]
+    return out
+
+
+def to_records(convs: Iterable[Conversation], fmt: str = "conversation") -> list[dict]:
+    """Conversations -> records of a format (dicts), raising DataError naming the conversation that does not fit."""
+    form = get_format(fmt)
+    if form.export is None:
+        writable = ", ".join(n for n, f in FORMATS.items() if f.export)
+        raise ConfigError(f"cannot write format {form.name!r} (writable formats: {writable})")
+    out = []
+    for i, c in enumerate(convs):
+        try:
+            out.append(form.export(c))
+        except DataError as e:
+            hint = f" [{c.meta.get('source', '')} {c.meta.get('role', '')}]".rstrip(" []") if c.meta else ""
+            raise DataError(e.detail, f"conversation {i + 1}{hint}") from None
+    return out
+
+
+def dumps_records(records: Iterable[dict], as_array: bool = False) -> str:
+    lines = [json.dumps(r, ensure_ascii=False) for r in records]
+    if as_array:
+        return "[\n" + ",\n".join(lines) + "\n]\n"
+    return "".join(line + "\n" for line in lines)
+
+
+def save(convs: Iterable[Conversation], path: str | os.PathLike, fmt: str = "conversation") -> Path:
+    """Write Conversations as JSONL (a `.json` path writes one JSON array), atomically (temp file + os.replace)."""
+    records = to_records(convs, fmt)  # convert everything first: a bad conversation must not leave a partial file
+    p = Path(path)
+    return write_atomic(p, [], text=dumps_records(records, as_array=p.suffix == ".json"))
