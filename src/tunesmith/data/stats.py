@@ -91,7 +91,8 @@ def render_stats(stats: dict[str, Any], title: str) -> None:
     from rich.table import Table
 
     console = Console()
-    t = Table(title=title, show_header=False, title_justify="left")
+    console.print(f"[bold]{title}[/bold]", soft_wrap=True)
+    t = Table(show_header=False)
     t.add_column("what")
     t.add_column("value", justify="right")
     t.add_row("conversations", f"{stats['conversations']:,}")
