@@ -119,8 +119,8 @@ def stats(
     from tunesmith.data.formats import load
     from tunesmith.data.stats import dataset_stats, load_tokenizer, render_stats
 
-    convs = load(input, from_, on_error=on_error, roles=role, **_parse_kv(option, "--option"))
     tok = load_tokenizer(tokenizer, trust_remote_code) if tokenizer else None
+    convs = load(input, from_, on_error=on_error, roles=role, **_parse_kv(option, "--option"))
     s = dataset_stats(convs, tok)
     if as_json:
         print(json.dumps(s, ensure_ascii=False, indent=2))

@@ -121,11 +121,11 @@ def load(path: str | os.PathLike | list, fmt: str | None = None, *, on_error: st
     """
     _check_on_error(on_error)
     skip = on_error == "skip"
+    fixed = get_format(fmt).name if fmt else None
     files = expand_paths(path)
     if isinstance(roles, str):
         roles = [roles]
     role_set = set(roles) if roles else None
-    fixed = get_format(fmt).name if fmt else None
     out: list[Conversation] = []
     skipped: list[DataError] = []
     for f in files:
@@ -188,7 +188,9 @@ def to_records(convs: Iterable[Conversation], fmt: str = "conversation") -> list
         try:
             out.append(form.export(c))
         except DataError as e:
-            hint = f" [{c.meta.get('source', '')} {c.meta.get('role', '')}]".rstrip(" []") if c.meta else ""
+            # Name the conversation by position and, when known, by where it came from.
+            label = " ".join(str(c.meta[k]) for k in ("source", "role", "question") if c.meta.get(k))
+            hint = f" ({label[:60]})" if label else ""
             raise DataError(e.detail, f"conversation {i + 1}{hint}") from None
     return out
 

@@ -98,11 +98,11 @@ def make_converter(source: str | None, require_answer: bool, default_system: str
 
 def converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
     check_options(NAME, opts, OPTIONS)
-    return make_converter(NAME, require_answer=True, default_system=opts.get("system") or None)
+    # A conversation may end with the user: prompt-only data for eval/generation. Training skips those.
+    return make_converter(NAME, require_answer=False, default_system=opts.get("system") or None)
 
 
 def conversation_converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
-    # Our own format may end with a user turn (prompt-only data for eval / generation).
     check_options("conversation", opts, CONVERSATION_OPTIONS)
     return make_converter(None, require_answer=False, default_system=None)
 

@@ -183,7 +183,8 @@ def _read_json_array(p: str, text: str, errors: list[DataError] | None) -> Itera
             rec, end = dec.raw_decode(text, pos)
         except json.JSONDecodeError as e:
             # A syntax error inside an array leaves no safe place to resume: always fatal.
-            msg = "truncated JSON array: the file ends in the middle of a record" if e.pos >= len(text.rstrip()) else f"invalid JSON: {e.msg}"
+            cut = e.msg.startswith("Unterminated string") or e.pos >= len(text.rstrip())
+            msg = "truncated JSON array: the file ends in the middle of a record" if cut else f"invalid JSON: {e.msg}"
             raise DataError(f"{msg} (expected a JSON array of objects)", f"{p}:{e.lineno} (record {index})") from None
         yield where_at(pos), rec
         index += 1

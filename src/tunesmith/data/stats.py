@@ -18,7 +18,6 @@ from collections import Counter
 from typing import Any
 
 from tunesmith.conversation import Conversation
-from tunesmith.errors import ModelError
 
 PERCENTILES = (50, 90, 99)
 
@@ -43,15 +42,12 @@ def _prompt_text(c: Conversation) -> str:
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
-    try:
-        from transformers import AutoTokenizer
-    except ImportError as e:  # pragma: no cover - transformers is a pinned dependency
-        raise ModelError(f"transformers is needed for --tokenizer ({e})") from None
-    try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except Exception as e:  # transformers raises OSError/ValueError/... for a bad folder
-        raise ModelError(f"cannot load a tokenizer from {path!r} (expected a model or tokenizer folder with "
-                         f"tokenizer.json or tokenizer_config.json): {type(e).__name__}: {e}") from None
+    """The tokenizer of a model folder, hub id or "default" (same resolution as train/chat use)."""
+    from tunesmith.model import load_tokenizer as _load
+    from tunesmith.model import resolve_model_path
+
+    resolve_model_path(path)  # a wrong path fails here, before transformers is imported (seconds)
+    return _load(path, trust_remote_code=trust_remote_code)
 
 
 def _token_lengths(tok, texts: list[str]) -> list[int]:
