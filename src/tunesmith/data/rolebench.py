@@ -240,13 +240,14 @@ def prepare(rolebench_dir: str | Path, roles: list[str], out_dir: str | Path, *,
     def role_filter(convs: list[Conversation]) -> list[Conversation]:
         return [c for c in convs if c.meta.get("role") in roles]
 
-    train = role_filter(load(needed["general_train"], "rolebench", on_error=on_error, **opts)) + \
-        role_filter(load(needed["role_specific_train"], "rolebench", on_error=on_error, **opts))
-    present = {c.meta["role"] for c in train}
-    missing = [r for r in roles if r not in present]
+    all_train = load(needed["general_train"], "rolebench", on_error=on_error, **opts) + \
+        load(needed["role_specific_train"], "rolebench", on_error=on_error, **opts)
+    all_roles = sorted({c.meta["role"] for c in all_train})
+    missing = [r for r in roles if r not in all_roles]
     if missing:
-        all_roles = sorted({c.meta["role"] for c in load(needed["general_train"], "rolebench", on_error="skip", quiet=True, **opts)})
-        raise ConfigError(f"role {', '.join(map(repr, missing))} not found in {needed['general_train']} (roles there: {', '.join(all_roles)})")
+        raise ConfigError(f"role {', '.join(map(repr, missing))} not found in {root} train files (roles there: {', '.join(all_roles)})")
+    train = role_filter(all_train)
+    del all_train
     tests = {
         "test_general": role_filter(load(needed["general_test"], "rolebench", on_error=on_error, answers="first", **opts)),
         "test_role_specific": role_filter(load(needed["role_specific_test"], "rolebench", on_error=on_error, answers="first", **opts)),
