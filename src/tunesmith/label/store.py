@@ -349,11 +349,12 @@ class LabelStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        con = self._con()
         try:
-            mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = self._con().execute("PRAGMA journal_mode=WAL").fetchone()[0]
         except sqlite3.DatabaseError as e:
-            raise ConfigError(f"{self.path}: not a labeling database ({e})") from None
+            self.close()
+            raise ConfigError(f"{self.path}: not a labeling database ({e}); "
+                              f"expected a project folder or a {DB_NAME} file") from None
         if mode.lower() != "wal":  # e.g. a network file system without shared memory
             raise ConfigError(f"{self.path}: SQLite cannot use WAL journaling here (got {mode}); use a local folder")
         with self._write() as c:
@@ -374,9 +375,13 @@ class LabelStore:
             # so the write lock is taken up front and two writers never deadlock on a lock upgrade.
             con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             con.row_factory = sqlite3.Row
-            con.execute("PRAGMA busy_timeout = 30000")
-            con.execute("PRAGMA synchronous = FULL")  # a COMMIT is on disk before the call returns
-            con.execute("PRAGMA foreign_keys = ON")
+            try:
+                con.execute("PRAGMA busy_timeout = 30000")
+                con.execute("PRAGMA synchronous = FULL")  # a COMMIT is on disk before the call returns
+                con.execute("PRAGMA foreign_keys = ON")
+            except sqlite3.Error:
+                con.close()
+                raise
             self._local.con = con
             with self._lock:
                 self._all.append(con)
