@@ -1,0 +1,475 @@
+"""The generation engine: one base model, any number of named LoRA adapters, batched and streamed replies.
+
+    from tunesmith.conversation import Message
+    from tunesmith.infer.engine import Engine, GenerationOptions
+
+    engine = Engine.load("default", adapters={"libai": "runs/libai/adapter"})
+    engine.adapter_names                        # ["base", "libai"]
+    engine.chat([Message("user", "你是谁？")], adapter="libai")
+    for piece in engine.stream([Message("user", "写一首诗")], options=GenerationOptions(do_sample=True, seed=1)):
+        print(piece, end="", flush=True)
+    replies = engine.generate([(None, [Message("user", q)]) for q in questions], adapter="libai", batch_size=16)
+
+Adapters share the one base model in memory (a PeftModel with several adapter names): a request for
+an adapter activates it, a request for "base" runs with the adapters disabled.  Every adapter's prompt
+is built with the template saved next to it by training (template.json), so inference prompts are the
+training prompts; "base" uses the template given to `load` (default: the tokenizer's own).
+
+Requests from several threads (the API server, the web UI) go to one worker thread.  It waits a few
+milliseconds for more requests to arrive, then runs all waiting requests with the same adapter and
+compatible sampling settings as one left-padded `generate` batch, streaming each row's text to its own
+request.  So throughput grows with the number of concurrent clients.  Per-row stop strings and
+max_new_tokens are honoured inside the batch (rows finish one by one).  A request with a `seed` runs in a
+batch of its own so that its result does not depend on what else was running.
+
+`generate(...)` (used by eval) returns one string per conversation, or, when options.n > 1, a list of
+n strings per conversation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from tunesmith.conversation import Message
+from tunesmith.errors import ConfigError, ModelError
+from tunesmith.infer.history import PromptTooLongError, check_messages, fit_prompt  # noqa: F401 (re-export)
+from tunesmith.infer.options import GenerationOptions
+from tunesmith.infer.streaming import BatchStreamer, IncrementalDecoder, RowStopCriteria, first_stop
+from tunesmith.template import ChatTemplate, load_template, resolve_template, stop_token_ids
+
+BASE = "base"
+ADAPTER_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+__all__ = ["BASE", "Completion", "Engine", "GenerationOptions", "PromptTooLongError", "UnknownAdapterError"]
+
+
+class UnknownAdapterError(ModelError):
+    """A request named an adapter that is not loaded."""
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (stop token or stop string) or "length" (max_new_tokens reached)
+
+
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    adapter: str
+    template: ChatTemplate
+    options: GenerationOptions
+    # one callback per choice (n); called from the worker thread with each new piece of text
+    on_text: Callable[[int, str], None] | None
+    future: Future = field(default_factory=Future)
+    id: int = 0
+    arrived: float = field(default_factory=time.monotonic)
+    cancelled: bool = False
+
+    @property
+    def rows(self) -> int:
+        return self.options.n if self.options.num_beams == 1 else 1
+
+    def batch_key(self) -> tuple:
+        o = self.options
+        sampling = (o.temperature, o.top_p, o.top_k) if o.sampling else None
+        return (self.adapter, id(self.template), o.sampling, sampling, o.repetition_penalty, o.num_beams,
+                # beam search returns n per prompt for the whole batch; seeded requests run alone
+                o.n if o.num_beams > 1 else None, self.id if o.seed is not None else None)
+
+
+def _parse_adapter_specs(adapters: dict[str, str] | None) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for name, path in (adapters or {}).items():
+        if not name or name == BASE or not set(name) <= ADAPTER_NAME_CHARS:
+            raise ConfigError(f"adapter name {name!r}: expected letters, digits, '_' or '-' (and not 'base')")
+        p = Path(path).expanduser()
+        if not (p / "adapter_config.json").is_file():
+            raise ModelError(f"{p}: not a LoRA adapter folder (expected adapter_config.json, for adapter {name!r})")
+        out[name] = p
+    return out
+
+
+class Engine:
+    def __init__(self, model, tokenizer, base_template: ChatTemplate, adapter_templates: dict[str, ChatTemplate],
+                 *, model_name: str = "model", max_batch_size: int = 16, batch_wait_s: float = 0.01):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.base_template = base_template
+        self._templates = {BASE: base_template, **adapter_templates}
+        self.adapter_names: list[str] = [BASE, *adapter_templates]
+        self.max_batch_size = max_batch_size
+        self.batch_wait_s = batch_wait_s
+        self._lock = threading.RLock()  # the model (and its active adapter) is used by one generate at a time
+        self._cv = threading.Condition()
+        self._pending: list[_Request] = []
+        self._worker: threading.Thread | None = None
+        self._closed = False
+        self._ids = itertools.count(1)
+        self._stop_cache: dict[int, list[int]] = {}
+        self.context_length = self._context_length()
+
+    # -- loading ------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, model: str = "default", adapters: dict[str, str] | None = None, *, dtype: str = "auto",
+             device: str = "auto", quantization: str = "none", template: str | None = None,
+             trust_remote_code: bool = False, max_batch_size: int = 16, batch_wait_s: float = 0.01) -> "Engine":
+        """Load the base once and attach each adapter by name.
+
+        `template`: a template name (auto, tokenizer, chatml, plain, instruction) or a folder / file holding
+        a template.json; it is used for "base" and for adapters that have no template.json of their own.
+        """
+        from tunesmith.model import load_adapter, load_model
+
+        specs = _parse_adapter_specs(adapters)
+        m, tok = load_model(model, dtype=dtype, device=device, quantization=quantization,
+                            trust_remote_code=trust_remote_code)
+        base_tpl = _template_from_arg(template, tok)
+        templates: dict[str, ChatTemplate] = {}
+        for name, path in specs.items():
+            m = load_adapter(m, path, name=name)
+            templates[name] = load_template(path) or base_tpl
+        m.eval()
+        return cls(m, tok, base_tpl, templates, model_name=str(model), max_batch_size=max_batch_size,
+                   batch_wait_s=batch_wait_s)
+
+    def _context_length(self) -> int:
+        cfg = getattr(self.model, "config", None)
+        n = None
+        for attr in ("max_position_embeddings", "n_positions", "seq_length", "max_sequence_length"):
+            v = getattr(cfg, attr, None)
+            if isinstance(v, int) and v > 0:
+                n = v
+                break
+        tok_max = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(tok_max, int) and 0 < tok_max < 10_000_000:
+            n = min(n, tok_max) if n else tok_max
+        return n or 2048
+
+    # -- templates and prompts ----------------------------------------------------------------------
+    def template_for(self, adapter: str) -> ChatTemplate:
+        self._check_adapter(adapter)
+        return self._templates[adapter]
+
+    def _check_adapter(self, adapter: str) -> None:
+        if adapter not in self._templates:
+            raise UnknownAdapterError(f"unknown adapter {adapter!r} (loaded: {', '.join(self.adapter_names)})")
+
+    def prompt_ids(self, messages: Sequence[Message], system: str | None = None, adapter: str = BASE,
+                   options: GenerationOptions | None = None, max_history_turns: int | None = None,
+                   template: ChatTemplate | None = None) -> list[int]:
+        """The prompt the reply is generated from: history trimmed to max_history_turns and to the context."""
+        opts = options or GenerationOptions()
+        tpl = template or self.template_for(adapter)
+        budget = self.context_length - opts.max_new_tokens
+        if budget < 1:
+            raise ConfigError(f"max_new_tokens: {opts.max_new_tokens} leaves no room for a prompt "
+                              f"(the model's context is {self.context_length} tokens)")
+        ids, _ = fit_prompt(self.tokenizer, tpl, system, list(messages), budget=budget,
+                            max_history_turns=max_history_turns)
+        return ids
+
+    def stop_ids(self, template: ChatTemplate) -> list[int]:
+        key = id(template)
+        if key not in self._stop_cache:
+            self._stop_cache[key] = stop_token_ids(self.tokenizer, template, getattr(self.model, "generation_config", None))
+        return self._stop_cache[key]
+
+    # -- the request queue --------------------------------------------------------------------------
+    def submit(self, prompt_ids: list[int], adapter: str = BASE, options: GenerationOptions | None = None,
+               on_text: Callable[[int, str], None] | None = None,
+               template: ChatTemplate | None = None) -> "Future[list[Completion]]":
+        """Queue one prompt; the future gives its n Completions.  on_text(choice, piece) streams text."""
+        return self._submit(prompt_ids, adapter, options, on_text, template).future
+
+    def _submit(self, prompt_ids, adapter, options, on_text, template) -> _Request:
+        opts = (options or GenerationOptions()).validate()
+        tpl = template or self.template_for(adapter)
+        if len(prompt_ids) + opts.max_new_tokens > self.context_length:
+            raise PromptTooLongError(f"prompt of {len(prompt_ids)} tokens + max_new_tokens {opts.max_new_tokens} "
+                                     f"exceeds the model's context of {self.context_length} tokens")
+        req = _Request(list(prompt_ids), adapter, tpl, opts, on_text, id=next(self._ids))
+        with self._cv:
+            if self._closed:
+                raise ModelError("the engine is closed")
+            self._pending.append(req)
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._worker_loop, name="tunesmith-engine", daemon=True)
+                self._worker.start()
+            self._cv.notify_all()
+        return req
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+    def _worker_loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._pending and not self._closed:
+                    self._cv.wait()
+                if not self._pending:
+                    return
+                # Wait (briefly) for requests arriving together, so they share one batch.
+                deadline = self._pending[0].arrived + 5 * self.batch_wait_s
+                while (sum(r.rows for r in self._pending) < self.max_batch_size and not self._closed
+                       and time.monotonic() < deadline):
+                    last = self._pending[-1].arrived
+                    quiet_until = min(deadline, last + self.batch_wait_s)
+                    if time.monotonic() >= quiet_until:
+                        break
+                    self._cv.wait(quiet_until - time.monotonic())
+                batch = self._take_batch()
+            self._execute(batch)
+
+    def _take_batch(self) -> list[_Request]:
+        key = self._pending[0].batch_key()
+        batch, rest, rows = [], [], 0
+        for r in self._pending:
+            if r.cancelled:
+                r.future.cancel()
+                continue
+            if r.batch_key() == key and (not batch or rows + r.rows <= self.max_batch_size):
+                batch.append(r)
+                rows += r.rows
+            else:
+                rest.append(r)
+        self._pending = rest
+        return batch
+
+    def _execute(self, batch: list[_Request]) -> None:
+        if not batch:
+            return
+        try:
+            with self._lock:
+                results = self._run_batch(batch)
+        except BaseException as e:  # hand the error to every waiting request, keep the worker alive
+            for r in batch:
+                if not r.future.done():
+                    r.future.set_exception(e)
+            return
+        for r, res in zip(batch, results):
+            if not r.future.done():
+                r.future.set_result(res)
+
+    # -- one batched generate -----------------------------------------------------------------------
+    def _adapter_context(self, adapter: str):
+        from peft import PeftModel
+
+        if not isinstance(self.model, PeftModel):
+            return nullcontext()
+        if adapter == BASE:
+            return self.model.disable_adapter()
+        self.model.set_adapter(adapter)
+        return nullcontext()
+
+    def _run_batch(self, requests: list[_Request]) -> list[list[Completion]]:
+        import torch
+        from transformers import GenerationConfig, StoppingCriteriaList
+
+        first = requests[0]
+        opts0, tpl = first.options, first.template
+        beams = opts0.num_beams
+        stop_ids = self.stop_ids(tpl)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stop_ids[0]
+
+        row_req: list[int] = []
+        row_choice: list[int] = []
+        for qi, req in enumerate(requests):
+            for c in range(req.rows):
+                row_req.append(qi)
+                row_choice.append(c)
+        prompts = [requests[q].prompt_ids for q in row_req]
+        width = max(len(p) for p in prompts)
+        device = getattr(self.model, "device", None) or "cpu"
+        input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], dtype=torch.long, device=device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long, device=device)
+
+        row_stops = [requests[q].options.stop for q in row_req]
+        row_max = [requests[q].options.max_new_tokens for q in row_req]
+        cancel_flags = [requests[q] for q in row_req]
+        criteria = _CancellableStops(self.tokenizer, width, row_stops, row_max, stop_ids, cancel_flags)
+
+        gen: dict[str, Any] = dict(max_new_tokens=max(row_max), eos_token_id=stop_ids, pad_token_id=pad_id,
+                                   bos_token_id=getattr(self.model.generation_config, "bos_token_id", None),
+                                   repetition_penalty=opts0.repetition_penalty, num_beams=beams)
+        if opts0.sampling:
+            gen.update(do_sample=True, temperature=opts0.temperature, top_p=opts0.top_p, top_k=opts0.top_k)
+        else:
+            gen.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if beams > 1:
+            gen.update(num_return_sequences=opts0.n, early_stopping=True)
+        config = GenerationConfig(**gen)
+
+        streaming = beams == 1 and any(r.on_text is not None for r in requests)
+        decoders: list[IncrementalDecoder | None] = []
+        callbacks: list[Callable[[str], None] | None] = []
+        if streaming:
+            for q, c in zip(row_req, row_choice):
+                req = requests[q]
+                if req.on_text is None:
+                    decoders.append(None)
+                    callbacks.append(None)
+                else:
+                    decoders.append(IncrementalDecoder(self.tokenizer, req.options.stop))
+                    callbacks.append(_bind(req.on_text, c))
+        streamer = BatchStreamer(decoders, callbacks, stop_ids, row_max) if streaming else None
+
+        if opts0.seed is not None:
+            torch.manual_seed(opts0.seed)
+        with torch.inference_mode(), self._adapter_context(first.adapter):
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
+                                      stopping_criteria=StoppingCriteriaList([criteria]), streamer=streamer)
+        generated = out[:, width:].tolist()
+
+        results: list[list[Completion]] = [[] for _ in requests]
+        for k, ids in enumerate(generated):
+            if beams > 1:
+                q, choice = k // opts0.n, k % opts0.n
+                finished_at = None
+            else:
+                q, choice = row_req[k], row_choice[k]
+                finished_at = criteria.finished_at[k]
+            req = requests[q]
+            comp = self._finish(ids, finished_at, stop_ids, req.options, len(req.prompt_ids))
+            if req.on_text is not None:
+                dec = decoders[k] if streaming else None
+                sent = dec.text[:dec.emitted] if dec is not None else ""
+                if comp.text.startswith(sent) and len(comp.text) > len(sent):
+                    req.on_text(choice, comp.text[len(sent):])
+            results[q].append(comp)
+        return results
+
+    def _finish(self, ids: list[int], finished_at: int | None, stop_ids: Sequence[int], opts: GenerationOptions,
+                prompt_tokens: int) -> Completion:
+        """Decode one row from its generated token ids only (never by cutting characters off the full text)."""
+        ids = ids[: opts.max_new_tokens]
+        if finished_at is not None:
+            ids = ids[:finished_at]
+        stops = set(stop_ids)
+        reason = None
+        n_tokens = len(ids)
+        for i, t in enumerate(ids):
+            if t in stops:
+                ids, n_tokens, reason = ids[:i], i + 1, "stop"
+                break
+        text = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        cut = first_stop(text, opts.stop)
+        if cut >= 0:
+            text, reason = text[:cut], "stop"
+        if reason is None:
+            reason = "length" if n_tokens >= opts.max_new_tokens else "stop"
+        return Completion(text=text, prompt_tokens=prompt_tokens, completion_tokens=n_tokens, finish_reason=reason)
+
+    # -- convenience APIs ---------------------------------------------------------------------------
+    def complete(self, messages: Sequence[Message], system: str | None = None, adapter: str = BASE,
+                 options: GenerationOptions | None = None, max_history_turns: int | None = None,
+                 on_text: Callable[[int, str], None] | None = None) -> list[Completion]:
+        """n Completions (text, token counts, finish reason) for one conversation."""
+        opts = (options or GenerationOptions()).validate()
+        ids = self.prompt_ids(messages, system, adapter, opts, max_history_turns)
+        return self.submit(ids, adapter, opts, on_text).result()
+
+    def chat(self, messages: list[Message], system: str | None = None, adapter: str = BASE,
+             options: GenerationOptions | None = None, max_history_turns: int | None = None) -> str:
+        """The reply to the last user message (the first one when options.n > 1)."""
+        return self.complete(messages, system, adapter, options, max_history_turns)[0].text
+
+    def stream(self, messages: list[Message], system: str | None = None, adapter: str = BASE,
+               options: GenerationOptions | None = None, max_history_turns: int | None = None) -> Iterator[str]:
+        """Pieces of the reply as they are generated (whole characters only; n is taken as 1)."""
+        opts = replace(options or GenerationOptions(), n=1).validate()
+        ids = self.prompt_ids(messages, system, adapter, opts, max_history_turns)
+        return _stream_iterator(self, ids, adapter, opts)
+
+    def generate(self, conversations: Sequence[tuple[str | None, Sequence[Message]]], adapter: str = BASE,
+                 options: GenerationOptions | None = None, batch_size: int = 16,
+                 template: ChatTemplate | None = None) -> list[str] | list[list[str]]:
+        """One reply per (system, messages) conversation, in order; a list of n replies each when n > 1.
+
+        Conversations run in batches of `batch_size` rows, sorted by prompt length so that little padding
+        is needed.  `template` overrides the adapter's template (e.g. to prompt "base" the way an adapter
+        was trained).
+        """
+        opts = (options or GenerationOptions()).validate()
+        tpl = template or self.template_for(adapter)
+        self._check_adapter(adapter)
+        prompts = [self.prompt_ids(msgs, system, adapter, opts, template=tpl) for system, msgs in conversations]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        per_batch = max(1, batch_size // (opts.n if opts.num_beams == 1 else 1))
+        out: list[Any] = [None] * len(prompts)
+        for start in range(0, len(order), per_batch):
+            chunk = order[start:start + per_batch]
+            reqs = [_Request(prompts[i], adapter, tpl, opts, None, id=next(self._ids)) for i in chunk]
+            with self._lock:
+                results = self._run_batch(reqs)
+            for i, comps in zip(chunk, results):
+                out[i] = [c.text for c in comps] if opts.n > 1 else comps[0].text
+        return out
+
+
+def _bind(on_text: Callable[[int, str], None], choice: int) -> Callable[[str], None]:
+    return lambda piece: on_text(choice, piece)
+
+
+class _CancellableStops(RowStopCriteria):
+    """RowStopCriteria that also ends rows whose request was cancelled and records when each row ended."""
+
+    def __init__(self, tokenizer, prompt_len, stops, max_new, stop_ids, requests):
+        super().__init__(tokenizer, prompt_len, stops, max_new, stop_ids)
+        self.requests = requests
+        self.rows = len(stops)
+        self.finished_at: list[int | None] = [None] * self.rows
+
+    def __call__(self, input_ids, scores=None, **kwargs):
+        done = super().__call__(input_ids, scores, **kwargs)
+        if input_ids.shape[0] == self.rows:  # not beam search: rows are the requests' rows
+            gen_len = input_ids.shape[1] - self.prompt_len
+            for r in range(self.rows):
+                if self.requests[r].cancelled:
+                    done[r] = True
+                if done[r] and self.finished_at[r] is None:
+                    self.finished_at[r] = gen_len
+        return done
+
+
+def _stream_iterator(engine: Engine, ids: list[int], adapter: str, opts: GenerationOptions) -> Iterator[str]:
+    pieces: queue.Queue = queue.Queue()
+    done = object()
+    req = engine._submit(ids, adapter, opts, lambda _choice, piece: pieces.put(piece), None)
+    fut = req.future
+    fut.add_done_callback(lambda _f: pieces.put(done))
+    try:
+        while True:
+            item = pieces.get()
+            if item is done:
+                break
+            yield item
+        fut.result()  # re-raise a generation error in the reader's thread
+    finally:
+        if not fut.done():  # the reader went away (e.g. a client disconnected): stop generating for it
+            req.cancelled = True
+
+
+def _template_from_arg(template: str | None, tokenizer) -> ChatTemplate:
+    if template and (os.sep in template or template.endswith(".json") or Path(template).is_dir()):
+        p = Path(template).expanduser()
+        folder = p.parent if p.is_file() else p
+        tpl = load_template(folder)
+        if tpl is None:
+            raise ConfigError(f"{p}: no template.json found (expected a template name or a folder with template.json)")
+        return tpl
+    return resolve_template(template or "auto", tokenizer)

@@ -1,0 +1,119 @@
+"""Generation options shared by the engine, the terminal chat, the API and the web UI.
+
+    from tunesmith.infer.options import GenerationOptions
+    opts = GenerationOptions(max_new_tokens=64, do_sample=True, temperature=0.8, seed=1, stop=["\\n\\n"])
+    opts = opts.updated({"do_sample": "false", "num_beams": "4"})   # strings parsed by field type
+
+Every value is checked by `validate()`; a bad one raises ConfigError naming the field and the allowed range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from tunesmith.errors import ConfigError
+
+MAX_N = 16
+MAX_STOP_STRINGS = 16
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f"}
+
+
+def parse_bool(value: Any, name: str = "value") -> bool:
+    """'false'/'0'/'no'/'off' are False (a plain bool() would read the string "False" as True)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigError(f"{name}: expected true or false (got {value!r})")
+
+
+@dataclass
+class GenerationOptions:
+    max_new_tokens: int = 256
+    do_sample: bool = False  # False: greedy (or beam search when num_beams > 1)
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 50  # 0 disables top-k
+    repetition_penalty: float = 1.0
+    num_beams: int = 1
+    seed: int | None = None  # makes sampling reproducible (such a request runs in a batch of its own)
+    stop: list[str] = field(default_factory=list)  # the reply ends before the first of these strings
+    n: int = 1  # replies per prompt; with beam search, the n best beams (n <= num_beams)
+
+    def validate(self) -> "GenerationOptions":
+        def bad(name: str, expected: str) -> ConfigError:
+            return ConfigError(f"{name}: expected {expected} (got {getattr(self, name)!r})")
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        if not is_int(self.max_new_tokens) or self.max_new_tokens < 1:
+            raise bad("max_new_tokens", "an integer >= 1")
+        if not isinstance(self.do_sample, bool):
+            raise bad("do_sample", "true or false")
+        if not is_num(self.temperature) or not 0 <= self.temperature <= 100:
+            raise bad("temperature", "a number in [0, 100]")
+        if not is_num(self.top_p) or not 0 < self.top_p <= 1:
+            raise bad("top_p", "a number in (0, 1]")
+        if not is_int(self.top_k) or self.top_k < 0:
+            raise bad("top_k", "an integer >= 0 (0 disables top-k)")
+        if not is_num(self.repetition_penalty) or not 0 < self.repetition_penalty <= 10:
+            raise bad("repetition_penalty", "a number in (0, 10]")
+        if not is_int(self.num_beams) or not 1 <= self.num_beams <= 32:
+            raise bad("num_beams", "an integer in [1, 32]")
+        if self.seed is not None and (not is_int(self.seed) or self.seed < 0):
+            raise bad("seed", "a non-negative integer or null")
+        if not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop):
+            raise bad("stop", "a list of non-empty strings")
+        if len(self.stop) > MAX_STOP_STRINGS:
+            raise bad("stop", f"at most {MAX_STOP_STRINGS} strings")
+        if not is_int(self.n) or not 1 <= self.n <= MAX_N:
+            raise bad("n", f"an integer in [1, {MAX_N}]")
+        if self.num_beams > 1 and self.n > self.num_beams:
+            raise ConfigError(f"n: with beam search n must be <= num_beams (got n={self.n}, num_beams={self.num_beams})")
+        return self
+
+    @property
+    def sampling(self) -> bool:
+        """Sampling really happens only with do_sample and a temperature above zero."""
+        return self.do_sample and self.temperature > 0
+
+    def updated(self, changes: Mapping[str, Any]) -> "GenerationOptions":
+        """A copy with `changes` applied; string values (from a CLI or a chat command) are parsed by field type."""
+        known = {f.name: f for f in dataclasses.fields(self)}
+        values = dataclasses.asdict(self)
+        for key, raw in changes.items():
+            if key not in known:
+                raise ConfigError(f"unknown generation option {key!r} (expected one of {', '.join(known)})")
+            values[key] = _parse_field(key, raw)
+        return GenerationOptions(**values).validate()
+
+
+def _parse_field(key: str, raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return list(raw) if key == "stop" and isinstance(raw, (list, tuple)) else raw
+    text = raw.strip()
+    try:
+        if key == "do_sample":
+            return parse_bool(text, key)
+        if key in ("max_new_tokens", "top_k", "num_beams", "n"):
+            return int(text)
+        if key == "seed":
+            return None if text.lower() in ("", "none", "null") else int(text)
+        if key in ("temperature", "top_p", "repetition_penalty"):
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"{key}: expected a number (got {raw!r})") from None
+    if key == "stop":
+        # "a|b" -> ["a", "b"]; \n and \t are understood so a newline can be typed
+        return [s.replace("\\n", "\n").replace("\\t", "\t") for s in raw.split("|") if s]
+    return raw

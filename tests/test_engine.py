@@ -1,0 +1,219 @@
+"""The generation engine on a tiny Qwen2 with two random LoRA adapters: sharing, decoding modes, history, batching."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunesmith.conversation import Message
+from tunesmith.errors import ConfigError, DataError
+from tunesmith.infer.engine import Engine, GenerationOptions, PromptTooLongError, UnknownAdapterError
+from tunesmith.template import encode_prompt, resolve_template, save_template
+
+
+def make_lora_adapter(model_dir: Path, out_dir: Path, *, seed: int, template: str = "auto",
+                      default_system: str | None = None) -> Path:
+    """A saved PEFT LoRA adapter with random non-zero weights (so it changes the outputs) + its template.json."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    cfg = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False,
+                     task_type="CAUSAL_LM")
+    peft_model = get_peft_model(base, cfg)
+    with torch.no_grad():  # make the adapter's effect large enough to change greedy outputs
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    peft_model.save_pretrained(out_dir)
+    save_template(resolve_template(template, tok, default_system=default_system), out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(tiny_qwen2, tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("adapters")
+    return {
+        "libai": str(make_lora_adapter(tiny_qwen2, root / "libai", seed=1, default_system="你是李白")),
+        "ie": str(make_lora_adapter(tiny_qwen2, root / "ie", seed=2, template="plain")),
+    }
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_qwen2, tiny_adapters) -> Engine:
+    eng = Engine.load(str(tiny_qwen2), tiny_adapters, device="cpu")
+    yield eng
+    eng.close()
+
+
+Q = [Message("user", "你好，请问你是谁？")]
+GREEDY = GenerationOptions(max_new_tokens=12)
+
+
+def _reference_ids(model_dir, adapter_dir, prompt, n):
+    """Greedy continuation by plain transformers/peft, no engine involved."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    if adapter_dir:
+        model = PeftModel.from_pretrained(model, adapter_dir)
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False, eos_token_id=[-1])
+    return out[0, len(prompt):].tolist()
+
+
+def test_adapters_share_one_base_in_memory(engine):
+    assert engine.adapter_names == ["base", "libai", "ie"]
+    model = engine.model
+    base_weights = {n: p for n, p in model.named_parameters() if "lora_" not in n}
+    lora_weights = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    assert any(".libai." in n for n in lora_weights) and any(".ie." in n for n in lora_weights)
+    # every base matrix exists once: distinct storages == number of base parameters, none duplicated per adapter
+    ptrs = [p.data_ptr() for p in base_weights.values()]
+    assert len(set(ptrs)) == len(ptrs)
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_pretrained(engine.model.peft_config["libai"].base_model_name_or_path)
+    assert len(base_weights) == len(list(plain.parameters()))
+    lora_numel = sum(p.numel() for p in lora_weights.values())
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in plain.parameters()) + lora_numel
+
+
+def test_each_adapter_matches_plain_peft_and_base_is_unadapted(engine, tiny_qwen2, tiny_adapters):
+    for name, folder in [("base", None), ("libai", tiny_adapters["libai"]), ("ie", tiny_adapters["ie"])]:
+        tpl = engine.template_for(name)
+        prompt = encode_prompt(engine.tokenizer, tpl, None, Q)
+        want = _reference_ids(tiny_qwen2, folder, prompt, 12)
+        comp = engine.complete(Q, adapter=name, options=GenerationOptions(max_new_tokens=12, stop=[]))[0]
+        stop = set(engine.stop_ids(tpl))
+        cut = next((i for i, t in enumerate(want) if t in stop), len(want))
+        # the reply is the decode of the generated ids only
+        assert comp.text == engine.tokenizer.decode(want[:cut], skip_special_tokens=True)
+    replies = {a: engine.chat(Q, adapter=a, options=GREEDY) for a in engine.adapter_names}
+    assert len(set(replies.values())) == 3  # the adapters really change the model
+
+
+def test_adapter_template_json_is_used(engine, tiny_adapters):
+    assert engine.template_for("ie").name == "plain"
+    assert engine.template_for("libai").default_system == "你是李白"
+    ids = engine.prompt_ids(Q, adapter="libai")
+    assert engine.tokenizer.decode(ids).startswith("<|im_start|>system\n你是李白<|im_end|>")
+    assert engine.tokenizer.decode(engine.prompt_ids(Q, adapter="ie")) == Q[0].content
+    with pytest.raises(UnknownAdapterError):
+        engine.chat(Q, adapter="../etc")
+
+
+def test_batched_generate_equals_one_by_one(engine):
+    convs = [(None, [Message("user", q)]) for q in ["你好", "4*5等于多少", "曹洪曰：目今失了彝陵，势已危急", "hi"]]
+    batched = engine.generate(convs, adapter="libai", options=GREEDY, batch_size=4)
+    single = [engine.generate([c], adapter="libai", options=GREEDY, batch_size=1)[0] for c in convs]
+    assert batched == single and len(set(batched)) > 1
+
+
+def test_beam_search_works_and_returns_n_best(engine):
+    opts = GenerationOptions(max_new_tokens=8, num_beams=4, n=2)
+    out = engine.generate([(None, Q), (None, [Message("user", "hi")])], adapter="libai", options=opts)
+    assert len(out) == 2 and all(len(x) == 2 for x in out)
+    assert all(isinstance(t, str) for x in out for t in x)
+    streamed = list(engine.stream(Q, adapter="libai", options=GenerationOptions(max_new_tokens=8, num_beams=4)))
+    assert "".join(streamed) == out[0][0]
+    with pytest.raises(ConfigError, match="num_beams"):
+        engine.chat(Q, options=GenerationOptions(num_beams=2, n=3))
+
+
+def test_sampling_seed_is_reproducible(engine):
+    opts = GenerationOptions(max_new_tokens=16, do_sample=True, temperature=1.5, top_p=1.0, top_k=0, seed=7)
+    a = engine.chat(Q, options=opts)
+    b = engine.chat(Q, options=opts)
+    others = {engine.chat(Q, options=GenerationOptions(**{**opts.__dict__, "seed": s})) for s in range(1, 6)}
+    assert a == b and len(others) > 1
+    several = engine.complete(Q, options=GenerationOptions(**{**opts.__dict__, "n": 3}))
+    assert len(several) == 3 and len({c.text for c in several}) > 1
+
+
+def test_max_new_tokens_and_stop_strings_cut_at_token_level(engine):
+    full = engine.complete(Q, adapter="libai", options=GenerationOptions(max_new_tokens=20))[0]
+    assert full.completion_tokens == 20 and full.finish_reason == "length"
+    assert len(full.text) > 4
+    stop = full.text[3:5]
+    cut = engine.complete(Q, adapter="libai", options=GenerationOptions(max_new_tokens=20, stop=[stop]))[0]
+    assert cut.text == full.text[: full.text.find(stop)] and cut.finish_reason == "stop"
+    # generation stopped right after the stop string: far fewer tokens than the full reply
+    assert cut.completion_tokens < full.completion_tokens
+    assert "".join(engine.stream(Q, adapter="libai", options=GenerationOptions(max_new_tokens=20, stop=[stop]))) == cut.text
+
+
+def test_stream_equals_chat(engine):
+    for adapter in ("base", "libai"):
+        assert "".join(engine.stream(Q, adapter=adapter, options=GREEDY)) == engine.chat(Q, adapter=adapter, options=GREEDY)
+
+
+def _history(turns: int) -> list[Message]:
+    msgs = []
+    for i in range(turns):
+        msgs += [Message("user", f"问题{i}"), Message("assistant", f"回答{i}")]
+    return msgs + [Message("user", "最后的问题")]
+
+
+def test_max_history_counts_turns(engine):
+    msgs = _history(12)
+    text = engine.tokenizer.decode(engine.prompt_ids(msgs, system="你是李白", max_history_turns=10))
+    kept = [i for i in range(12) if f"问题{i}<" in text]
+    assert kept == list(range(2, 12))  # ten turns, not five
+    assert all(f"回答{i}<" in text for i in range(2, 12)) and "最后的问题" in text
+    text0 = engine.tokenizer.decode(engine.prompt_ids(msgs, system="你是李白", max_history_turns=0))
+    assert "问题" not in text0.replace("最后的问题", "")
+
+
+def test_token_budget_drops_oldest_turns_keeps_system(engine):
+    msgs = []
+    for i in range(40):
+        msgs += [Message("user", f"问题{i}" + "很长的话" * 20), Message("assistant", f"回答{i}" + "答" * 20)]
+    msgs.append(Message("user", "最后的问题"))
+    opts = GenerationOptions(max_new_tokens=1800)  # leaves 248 of the 2048-token context for the prompt
+    ids = engine.prompt_ids(msgs, system="你是李白", options=opts)
+    text = engine.tokenizer.decode(ids)
+    assert len(ids) <= 248 and text.startswith("<|im_start|>system\n你是李白")
+    assert "问题39" in text and "问题0" not in text and text.endswith("最后的问题<|im_end|>\n<|im_start|>assistant\n")
+    with pytest.raises(PromptTooLongError, match="only 248 fit"):
+        engine.prompt_ids([Message("user", "长" * 2000)], options=opts)
+
+
+def test_bad_message_order_is_a_data_error(engine):
+    with pytest.raises(DataError, match="expected 'user'"):
+        engine.chat([Message("assistant", "hi")])
+    with pytest.raises(DataError, match="last message"):
+        engine.chat([Message("user", "a"), Message("assistant", "b")])
+
+
+def test_concurrent_requests_are_batched_and_correct(engine, monkeypatch):
+    questions = [f"问题{i}" for i in range(6)]
+    want = [engine.chat([Message("user", q)], adapter="libai", options=GREEDY) for q in questions]
+    sizes: list[int] = []
+    real = engine._run_batch
+
+    def spy(reqs):
+        sizes.append(len(reqs))
+        return real(reqs)
+
+    monkeypatch.setattr(engine, "_run_batch", spy)
+    got: dict[int, str] = {}
+    start = threading.Barrier(len(questions))
+
+    def ask(i):
+        start.wait()
+        got[i] = "".join(engine.stream([Message("user", questions[i])], adapter="libai", options=GREEDY))
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(questions))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [got[i] for i in range(len(questions))] == want
+    assert max(sizes) > 1 and len(sizes) < len(questions)
