@@ -1,8 +1,122 @@
-"""Command entry points (being built)."""
+"""`tunesmith eval`: the base model and every adapter answer the same test set; one report compares them.
 
-from tunesmith.errors import ConfigError
+    tunesmith eval --adapter libai=runs/libai/adapter --data data/libai/test_general.jsonl \\
+        --data2 data/libai/test_role_specific.jsonl --task rolebench -o reports/libai
+    tunesmith eval --adapter iecls=runs/ie_cls/adapter \\
+        --data ../shared/datasets/chatglm-mixed-ie-cls/mixed_dev_dataset.jsonl --task iecls -o reports/ie_cls
+    tunesmith eval --no-base --score-file rolegpt=../shared/datasets/rolebench-zh/general/rolegpt_baseline.jsonl \\
+        --data ../shared/datasets/rolebench-zh/general/test.jsonl --role 李白 --task rolebench -o reports/rolegpt
+
+Writes REPORT_DIR/report.md, report.html, metrics.json, metrics.png and predictions.jsonl.  See
+docs/evaluation.md.  Only the standard library and typer are imported at top level.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
 
 
-def eval_command() -> None:
-    """Not built yet."""
-    raise ConfigError("this command is not built yet")
+def _name_path(spec: str, flag: str, default_name: str | None = None) -> tuple[str, str]:
+    from tunesmith.errors import ConfigError
+
+    name, sep, path = spec.partition("=")
+    if not sep:
+        if default_name is None:
+            raise ConfigError(f"{flag} {spec!r} must look like NAME=PATH (e.g. {flag} libai=runs/libai/adapter)")
+        name, path = default_name(spec) if callable(default_name) else default_name, spec
+    name, path = name.strip(), path.strip()
+    if not name or not path:
+        raise ConfigError(f"{flag} {spec!r} must look like NAME=PATH with a non-empty name and path")
+    if flag == "--adapter" and not set(name) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"):
+        raise ConfigError(f"--adapter name {name!r}: expected letters, digits, '_' or '-'")
+    return name, path
+
+
+def _command_line() -> str:
+    """The command as typed (from sys.argv when run as `tunesmith`, else rebuilt from the parsed options)."""
+    if Path(sys.argv[0]).name == "tunesmith" and len(sys.argv) > 1 and sys.argv[1] == "eval":
+        return " ".join(shlex.quote(a) for a in ["tunesmith", *sys.argv[1:]])
+    import click
+
+    ctx = click.get_current_context()
+    parts = ["tunesmith", "eval"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value is None or value == param.default or value == [] or not isinstance(param, click.Option):
+            continue
+        if isinstance(value, bool):
+            flag = param.opts[0] if value else (param.secondary_opts or param.opts)[0]
+            parts.append(flag)
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            parts += [param.opts[0], shlex.quote(str(v))]
+    return " ".join(parts)
+
+
+def eval_command(
+    data: Annotated[list[Path], typer.Option("--data", "-d", help="Test file (any format `tunesmith data` reads). RoleBench: the role's general test (CUS), unless records say meta.subset. Repeatable.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: report.md, report.html, metrics.json, metrics.png, predictions.jsonl.")],
+    data2: Annotated[Optional[list[Path]], typer.Option("--data2", help="Second test file. RoleBench: the role_specific test (SPE). Other tasks: scored as its own set. Repeatable.")] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Base model: a folder, a hub id, or 'default' (the embedded SmolLM2-135M-Instruct).")] = "default",
+    adapter: Annotated[Optional[list[str]], typer.Option("--adapter", "-a", help="NAME=PATH of a LoRA adapter folder (with its template.json). Repeatable.")] = None,
+    task: Annotated[str, typer.Option("--task", "-t", help="auto, rolebench (ROUGE-L CUS/SPE/RAW + probe), ie (JSON triples), cls (labels), iecls (ie or cls per record by target shape), generic (ROUGE-L).")] = "auto",
+    from_: Annotated[Optional[str], typer.Option("--from", "-f", help="Format of the test files (default: detected).")] = None,
+    role: Annotated[Optional[list[str]], typer.Option("--role", "-r", help="Keep only test records of this role (meta.role). Repeatable.")] = None,
+    raw_refs: Annotated[Optional[Path], typer.Option("--raw-refs", help="RoleBench RAW: plain-answer references, JSONL {role?, question, answer | references}.")] = None,
+    score_file: Annotated[Optional[list[str]], typer.Option("--score-file", help="[NAME=]PATH of existing answers to score as one more column (e.g. rolegpt=.../rolegpt_baseline.jsonl), matched by (role, question). Repeat a NAME to join files.")] = None,
+    base: Annotated[bool, typer.Option("--base/--no-base", help="Also evaluate the base model without adapters.")] = True,
+    base_template: Annotated[Optional[str], typer.Option("--base-template", help="Template for the base (name: auto, tokenizer, chatml, plain, instruction; or a folder with template.json). Default: the first adapter's saved template.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="Evaluate only the first N items of each test set.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Prompts per batched generate call.")] = 16,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Answer length limit in tokens (default: rolebench 160, ie/iecls 320, cls 32, generic 256).")] = None,
+    do_sample: Annotated[bool, typer.Option("--do-sample/--greedy", help="Sample instead of greedy decoding (greedy is the default: reproducible scores).")] = False,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", help="Sampling temperature (with --do-sample).")] = None,
+    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling mass (with --do-sample).")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Top-k sampling (with --do-sample; 0 disables).")] = None,
+    num_beams: Annotated[Optional[int], typer.Option("--num-beams", help="Beam search width (1: none).")] = None,
+    repetition_penalty: Annotated[Optional[float], typer.Option("--repetition-penalty", help="Penalty > 1 discourages repeating tokens.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for sampling.")] = None,
+    probe: Annotated[Optional[bool], typer.Option("--probe/--no-probe", help="Ask the general-ability probe in character (default: on for rolebench and generic).")] = None,
+    probe_file: Annotated[Optional[Path], typer.Option("--probe-file", help="Own probe questions, JSONL {question, accept: [...]} (default: the bundled probe_zh.jsonl).")] = None,
+    show: Annotated[int, typer.Option("--show", help="Rows per set in the side-by-side answer table.")] = 20,
+    dtype: Annotated[str, typer.Option("--dtype", help="auto, fp32, bf16 or fp16.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard predictions.jsonl in the report folder instead of resuming from it.")] = False,
+) -> None:
+    """Compare the base model and its LoRA adapters on a test set, and write a side-by-side report.
+
+    Every model answers the same prompts: the same system/persona text, and the base uses the first adapter's saved chat template unless --base-template says otherwise. Generation is batched and greedy by default.
+
+    Answers are appended to predictions.jsonl after every batch: after an interruption, run the same command again and only the missing answers are generated.
+    """
+    from tunesmith.errors import ConfigError
+    from tunesmith.eval.runner import EvalConfig, run_eval
+
+    adapters: dict[str, str] = {}
+    for spec in adapter or []:
+        name, path = _name_path(spec, "--adapter")
+        if name in adapters:
+            raise ConfigError(f"--adapter name {name!r} is given twice")
+        adapters[name] = path
+    scores = [_name_path(s, "--score-file", lambda p: Path(p).stem) for s in score_file or []]
+    gen = {k: v for k, v in {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "temperature": temperature,
+                             "top_p": top_p, "top_k": top_k, "num_beams": num_beams,
+                             "repetition_penalty": repetition_penalty, "seed": seed}.items() if v is not None}
+    cfg = EvalConfig(out=out, data=list(data), data2=list(data2 or []), model=model, adapters=adapters, task=task,
+                     fmt=from_, roles=list(role or []), raw_refs=raw_refs, score_files=scores, run_base=base,
+                     base_template=base_template, limit=limit, batch_size=batch_size, generation=gen, probe=probe,
+                     probe_file=probe_file, show=show, dtype=dtype, device=device, overwrite=overwrite,
+                     command=_command_line())
+    result = run_eval(cfg)
+    typer.echo(f"wrote {out / 'report.md'} ({result['seconds']:.1f} s)")
+    from tunesmith.eval.report import metric_rows
+
+    header, rows = metric_rows(result)
+    typer.echo(" | ".join(header))
+    for r in rows:
+        typer.echo(" | ".join(r))

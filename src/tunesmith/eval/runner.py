@@ -1,0 +1,315 @@
+"""Run an evaluation: the base and every adapter answer the same prompts, then everything is scored.
+
+    from tunesmith.eval.runner import EvalConfig, run_eval
+    result = run_eval(EvalConfig(model="default", adapters={"libai": "runs/libai/adapter"},
+                                 data=["data/libai/test_general.jsonl"], data2=["data/libai/test_role_specific.jsonl"],
+                                 task="rolebench", out="reports/libai"))
+
+Fairness: every model sees the same prompts.  The system/persona text comes from the test data and is
+given to all models alike, and the base is prompted with the chat template saved next to the first
+adapter (template.json), so the only difference between the columns of the report is the adapter.
+`base_template` overrides the base's template (a name such as chatml, or a folder with template.json).
+
+Resuming: answers are appended to OUT/predictions.jsonl after every batch; running the same command
+again skips every (model, prompt) already answered with the same settings.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from tunesmith.conversation import Message
+from tunesmith.errors import ConfigError, ModelError
+from tunesmith.eval.predictions import PredictionStore, signature
+from tunesmith.eval.testset import CUS, PROBE, RAW, SPE, EvalItem, lookup, prompt_id, read_answer_file
+
+BASE = "base"
+DEFAULT_MAX_NEW_TOKENS = {"rolebench": 160, "ie": 320, "cls": 32, "iecls": 320, "generic": 256}
+PROBE_MAX_NEW_TOKENS = 64
+
+
+@dataclass
+class EvalConfig:
+    out: str | Path
+    data: Sequence[str | Path]
+    data2: Sequence[str | Path] = ()
+    model: str = "default"
+    adapters: dict[str, str] = field(default_factory=dict)
+    task: str = "auto"
+    fmt: str | None = None
+    roles: Sequence[str] = ()
+    raw_refs: str | Path | None = None
+    score_files: Sequence[tuple[str, str]] = ()  # (name, path); a name may repeat to join files
+    run_base: bool = True
+    base_template: str | None = None
+    limit: int | None = None
+    batch_size: int = 16
+    generation: dict[str, Any] = field(default_factory=dict)  # GenerationOptions fields; max_new_tokens by task
+    probe: bool | None = None  # None: on for rolebench and generic tasks
+    probe_file: str | Path | None = None
+    probe_max_new_tokens: int = PROBE_MAX_NEW_TOKENS
+    show: int = 20
+    dtype: str = "auto"
+    device: str = "auto"
+    overwrite: bool = False
+    command: str = ""
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _device_text(engine: Any) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        if names:
+            cpu = f"{names[0]} x{len(names)}"
+    except OSError:
+        pass
+    dev = str(getattr(getattr(engine, "model", None), "device", "")) if engine is not None else ""
+    if dev.startswith("cuda"):
+        import torch
+
+        return f"{torch.cuda.get_device_name(0)} ({dev})"
+    return f"CPU: {cpu}" + (f" ({dev})" if dev else "")
+
+
+def probe_items(path: str | Path | None, items: Sequence[EvalItem]) -> tuple[list[EvalItem], str | None]:
+    """Probe questions asked in character: with the system text of the most frequent role in the test data."""
+    from tunesmith.eval.probe import load_probe
+
+    systems = Counter(i.system for i in items if i.set != PROBE)
+    persona = systems.most_common(1)[0][0] if systems else None
+    out = []
+    for rec in load_probe(path):
+        msgs = [Message("user", rec["question"])]
+        out.append(EvalItem(prompt_id(persona, msgs), PROBE, persona, msgs, list(rec["accept"]), "probe", dict(rec)))
+    return out, persona
+
+
+def _options(cfg: EvalConfig, task: str):
+    from tunesmith.infer.options import GenerationOptions
+
+    gen = dict(cfg.generation)
+    gen.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS.get(task, 256))
+    main = GenerationOptions().updated(gen)
+    probe = GenerationOptions().updated({**gen, "max_new_tokens": min(cfg.probe_max_new_tokens, main.max_new_tokens)
+                                         if cfg.probe_max_new_tokens else main.max_new_tokens})
+    if main.n != 1:
+        raise ConfigError("eval scores one answer per prompt: n must be 1")
+    return main, probe
+
+
+def _generate_all(engine, store: PredictionStore, model: str, adapter: str, template, sig: str,
+                  items: Sequence[EvalItem], options, probe_options, batch_size: int) -> dict[str, Any]:
+    """Answer every item not yet in predictions.jsonl; append after each batch. Returns timing stats."""
+    done = store.done(model, sig)
+    unique: dict[str, EvalItem] = {}
+    for i in items:
+        if i.id not in done and i.id not in unique:
+            unique[i.id] = i
+    resumed = len({i.id for i in items} & done.keys())
+    stats = {"answered": 0, "resumed": resumed, "seconds": 0.0, "generated_tokens": 0}
+    if not unique:
+        return stats
+    _log(f"[{model}] {len(unique)} prompts to answer" + (f" ({resumed} already in predictions.jsonl)" if resumed else ""))
+    tok = getattr(engine, "tokenizer", None)
+    for kind_probe in (False, True):
+        todo = [i for i in unique.values() if (i.kind == "probe") == kind_probe]
+        # Longest prompts first: similar lengths share a batch (little padding) and the slowest come first.
+        todo.sort(key=lambda i: len(i.system or "") + sum(len(m.content) for m in i.messages), reverse=True)
+        opts = probe_options if kind_probe else options
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            t0 = time.perf_counter()
+            answers = engine.generate([(i.system, i.messages) for i in batch], adapter=adapter, options=opts,
+                                      batch_size=len(batch), template=template)
+            dt = time.perf_counter() - t0
+            rows = []
+            for i, a in zip(batch, answers):
+                n_tok = len(tok(a, add_special_tokens=False)["input_ids"]) if tok is not None and a else 0
+                stats["generated_tokens"] += n_tok
+                row = {"model": model, "sig": sig, "set": i.set, "id": i.id}
+                if i.role:
+                    row["role"] = i.role
+                row.update({"question": i.meta.get("question") or i.question, "prediction": a, "tokens": n_tok,
+                            "seconds": round(dt / len(batch), 4)})
+                rows.append(row)
+            store.append(rows)
+            stats["answered"] += len(batch)
+            stats["seconds"] += dt
+            rate = stats["generated_tokens"] / stats["seconds"] if stats["seconds"] else 0.0
+            _log(f"[{model}] {stats['answered']}/{len(unique)} answered, {rate:.1f} tokens/s")
+    return stats
+
+
+def _parse_template_arg(engine, name: str):
+    from tunesmith.infer.engine import _template_from_arg
+
+    return _template_from_arg(name, engine.tokenizer)
+
+
+def run_eval(cfg: EvalConfig, engine: Any = None) -> dict[str, Any]:
+    """Generate (resumably), score and write the report; returns the result dict (also in metrics.json)."""
+    from tunesmith.eval.report import write_report
+    from tunesmith.eval.rouge import CHARS_DESCRIPTION, WORDS_DESCRIPTION
+    from tunesmith.eval.scoring import per_item_scores, score_model
+    from tunesmith.eval.testset import build_sets
+
+    t_start = time.time()
+    started = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    if cfg.batch_size < 1:
+        raise ConfigError(f"--batch-size: expected an integer >= 1 (got {cfg.batch_size})")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ConfigError(f"--limit: expected an integer >= 1 (got {cfg.limit})")
+    for name in cfg.adapters:
+        if name == BASE:
+            raise ConfigError("--adapter name 'base' is reserved for the model without adapters")
+    task, items = build_sets(cfg.data, cfg.data2, cfg.task, cfg.fmt, cfg.roles or None, cfg.limit)
+    options, probe_options = _options(cfg, task)
+    raw_table = read_answer_file(cfg.raw_refs, "--raw-refs")[0] if cfg.raw_refs else None
+    score_tables: dict[str, list[tuple[dict, dict]]] = {}
+    for name, path in cfg.score_files:
+        if name == BASE or name in cfg.adapters:
+            raise ConfigError(f"--score-file name {name!r} is already used by a model; pick another (NAME=PATH)")
+        score_tables.setdefault(name, []).append(read_answer_file(path, "--score-file", model=name))
+    run_models = ([BASE] if cfg.run_base else []) + list(cfg.adapters)
+    # The probe needs a model to ask; existing answer files have no answers to it.
+    use_probe = bool(run_models) and (cfg.probe if cfg.probe is not None else task in ("rolebench", "generic"))
+    persona = None
+    if use_probe:
+        pitems, persona = probe_items(cfg.probe_file, items)
+        items = items + pitems
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"-o {out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    store = PredictionStore(out / "predictions.jsonl", overwrite=cfg.overwrite)
+
+    models: dict[str, dict[str, Any]] = {}
+    preds: dict[str, dict[str, str]] = {}
+    fairness = "no generated answers (only existing answer files were scored)"
+    if run_models:
+        if engine is None:
+            from tunesmith.infer.engine import Engine
+
+            _log(f"loading {cfg.model}" + (f" with adapters {', '.join(cfg.adapters)}" if cfg.adapters else ""))
+            engine = Engine.load(cfg.model, adapters=dict(cfg.adapters), dtype=cfg.dtype, device=cfg.device,
+                                 max_batch_size=cfg.batch_size)
+        first_adapter = next(iter(cfg.adapters), None)
+        if cfg.base_template:
+            base_tpl = _parse_template_arg(engine, cfg.base_template)
+            fairness = (f"the base is prompted with the template given by --base-template ({base_tpl.name}); "
+                        "all models get the same system/persona text from the test data")
+        elif first_adapter:
+            base_tpl = engine.template_for(first_adapter)
+            fairness = (f"the base is prompted with the chat template saved with adapter '{first_adapter}' "
+                        f"({base_tpl.name}) and the same system/persona text from the test data, so it sees exactly the "
+                        "prompts the adapter sees (override with --base-template)")
+        else:
+            base_tpl = engine.template_for(BASE)
+            fairness = f"the base uses the template {base_tpl.name}; system/persona text comes from the test data"
+        tpl_names = {n: engine.template_for(n).to_dict() for n in cfg.adapters}
+        if len({json.dumps(t, sort_keys=True) for t in tpl_names.values()}) > 1:
+            fairness += ("; note: the adapters were trained with different templates, and the base uses the first "
+                         "adapter's")
+        for name in run_models:
+            adapter = BASE if name == BASE else name
+            tpl = base_tpl if name == BASE else engine.template_for(name)
+            path = None if name == BASE else str(Path(cfg.adapters[name]).resolve())
+            sig = signature({"model": str(cfg.model), "adapter": path, "template": tpl.to_dict(),
+                             "options": asdict(options), "probe_options": asdict(probe_options), "dtype": cfg.dtype})
+            store.check_signature(name, sig)
+            stats = _generate_all(engine, store, name, adapter, tpl, sig, items, options, probe_options,
+                                  cfg.batch_size)
+            preds[name] = store.done(name, sig)
+            models[name] = {"kind": "base" if name == BASE else "adapter", "path": path or str(cfg.model),
+                            "template": tpl.name, **stats,
+                            "tokens_per_s": stats["generated_tokens"] / stats["seconds"] if stats["seconds"] else 0.0}
+    elif not score_tables:
+        raise ConfigError("nothing to evaluate: --no-base without --adapter or --score-file")
+    for name, tables in score_tables.items():
+        answers: dict[str, str] = {}
+        for by_question, by_id in tables:
+            for i in items:
+                if i.id in answers or i.kind == "probe":
+                    continue
+                if i.id in by_id:
+                    answers[i.id] = by_id[i.id]
+                    continue
+                found = lookup(by_question, i)
+                if found:
+                    answers[i.id] = found[0]
+        if not answers:
+            raise ConfigError(f"--score-file {name}: no answer matches a test record (matched by id, or by (role, question))")
+        preds[name] = answers
+        models[name] = {"kind": "score-file", "paths": [str(p) for n, p in cfg.score_files if n == name],
+                        "matched": len(answers)}
+
+    set_order = [s for s in (CUS, SPE) if any(i.set == s for i in items)]
+    if raw_table is not None and CUS in set_order:
+        set_order.append(RAW)
+    set_order += [s for s in dict.fromkeys(i.set for i in items) if s not in (CUS, SPE, PROBE)]
+    if use_probe:
+        set_order.append(PROBE)
+    metrics = {name: score_model(items, p, raw_table) for name, p in preds.items()}
+    model_order = list(preds)
+
+    side: list[dict[str, Any]] = []
+    for s in [x for x in set_order if x != RAW]:
+        for i in [x for x in items if x.set == s][: cfg.show]:
+            side.append({"set": s, "question": i.meta.get("question") or i.question,
+                         "answers": {m: (p[i.id], per_item_scores(i, p[i.id])) for m, p in preds.items() if i.id in p},
+                         "reference": (" / ".join(i.references) if i.kind == "probe" else i.references[0])
+                         + (f"  (+{len(i.references) - 1} more references)" if len(i.references) > 1 and i.kind != "probe" else "")})
+
+    notes = []
+    if any(i.kind == "rouge" for i in items):
+        notes += ["ROUGE-L F (beta 1) of the answer against each reference; the best reference counts; "
+                  "the set score is the mean over answers; an empty answer scores 0",
+                  "tokenization " + CHARS_DESCRIPTION, "tokenization " + WORDS_DESCRIPTION]
+    if task == "rolebench":
+        notes.append("CUS = the role's general test (speaking style), SPE = role_specific test (role knowledge), "
+                     "RAW = the CUS answers against plain-answer references (--raw-refs)"
+                     + ("" if raw_table is not None else "; RAW not computed (no --raw-refs given)"))
+    if any(i.kind == "ie" for i in items):
+        from tunesmith.eval.ie import IE_RULES
+
+        notes.append("IE: " + IE_RULES)
+    if any(i.kind == "cls" for i in items):
+        from tunesmith.eval.ie import CLS_RULES
+
+        notes.append("classification: " + CLS_RULES)
+    if use_probe:
+        from tunesmith.eval.probe import CHECKER_DESCRIPTION
+
+        notes.append(f"probe: {sum(i.set == PROBE for i in items)} plain questions asked with the persona system "
+                     f"prompt {persona!r}; " + CHECKER_DESCRIPTION)
+
+    set_sizes = {s: sum(1 for i in items if i.set == s) for s in set_order if s != RAW}
+    if RAW in set_order:
+        set_sizes[RAW] = next(iter(metrics.values()), {}).get(RAW, {}).get("n_total", 0)
+    result = {
+        "task": task, "command": cfg.command, "started": started, "seconds": 0.0,
+        "device": _device_text(engine) if run_models else "none (no model was run)",
+        "model": str(cfg.model), "models": models, "model_order": model_order, "set_order": set_order,
+        "set_sizes": set_sizes, "metrics": metrics, "fairness": fairness,
+        "generation": asdict(options), "probe_generation": asdict(probe_options) if use_probe else None,
+        "limit": cfg.limit, "batch_size": cfg.batch_size, "persona": persona, "metric_notes": notes,
+        "show": cfg.show, "side_by_side": side,
+        "data": [str(p) for p in cfg.data], "data2": [str(p) for p in cfg.data2],
+        "raw_refs": str(cfg.raw_refs) if cfg.raw_refs else None,
+    }
+    result["seconds"] = time.time() - t_start
+    paths = write_report(out, result)
+    result["files"] = {k: str(v) for k, v in paths.items()}
+    return result
