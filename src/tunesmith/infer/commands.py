@@ -1,8 +1,102 @@
-"""Command entry points (being built)."""
+"""`tunesmith chat`: talk to a base model and its LoRA adapters in the terminal.
+
+    tunesmith chat                                             # the embedded default model
+    tunesmith chat --model /models/Qwen2.5-1.5B-Instruct --adapter libai=runs/libai/adapter \\
+        --system "你是李白" --do-sample --temperature 0.8 --max-history-turns 10
+
+Only the standard library and typer are imported here; torch and transformers load when the command runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
 
 from tunesmith.errors import ConfigError
 
 
-def chat() -> None:
-    """Not built yet."""
-    raise ConfigError("this command is not built yet")
+def parse_adapter_options(values: list[str] | None) -> dict[str, str]:
+    """["libai=runs/libai/adapter", ...] -> {"libai": "runs/libai/adapter"}; a bare path is named after its folder."""
+    from pathlib import Path
+
+    out: dict[str, str] = {}
+    for value in values or []:
+        name, sep, path = value.partition("=")
+        if not sep:
+            path = value
+            p = Path(value.rstrip("/"))
+            name = p.parent.name if p.name == "adapter" and p.parent.name else p.name
+        name, path = name.strip(), path.strip()
+        if not name or not path:
+            raise ConfigError(f"--adapter {value!r}: expected NAME=PATH (e.g. libai=runs/libai/adapter)")
+        if name in out:
+            raise ConfigError(f"--adapter: the name {name!r} is given twice")
+        out[name] = path
+    return out
+
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Base model: a folder, a hub id, or 'default' (the embedded SmolLM2-135M-Instruct).")]
+AdapterOpt = Annotated[Optional[list[str]], typer.Option("--adapter", "-a", help="A LoRA adapter as NAME=PATH; repeat for several (they share one base in memory).")]
+TemplateOpt = Annotated[Optional[str], typer.Option(help="Chat template for 'base' and for adapters without template.json: auto, tokenizer, chatml, plain, instruction, or a folder with template.json.")]
+DtypeOpt = Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16 (auto: bf16/fp16 on GPU, fp32 on CPU).")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+QuantOpt = Annotated[str, typer.Option(help="none, 8bit or 4bit (needs CUDA and bitsandbytes).")]
+MaxNewOpt = Annotated[int, typer.Option(help="Most tokens per reply.")]
+SampleOpt = Annotated[bool, typer.Option("--do-sample/--greedy", help="Sample (with temperature/top-p/top-k) or decode greedily / with beams.")]
+TempOpt = Annotated[float, typer.Option(help="Sampling temperature (with --do-sample).")]
+TopPOpt = Annotated[float, typer.Option(help="Nucleus sampling: keep the smallest token set with this much probability.")]
+TopKOpt = Annotated[int, typer.Option(help="Sample among the k most likely tokens (0: no limit).")]
+RepOpt = Annotated[float, typer.Option(help="Repetition penalty (1.0: none; 1.1 discourages repeats).")]
+BeamsOpt = Annotated[int, typer.Option(help="Beam search width (1: no beam search).")]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Seed for reproducible sampling.")]
+StopOpt = Annotated[Optional[list[str]], typer.Option("--stop", help="End the reply before this string; repeatable.")]
+HistoryOpt = Annotated[int, typer.Option(help="Earlier turns (user + assistant) kept in the prompt; older ones are dropped first. -1: all that fit.")]
+
+
+def chat(
+    model: ModelOpt = "default",
+    adapter: AdapterOpt = None,
+    use: Annotated[Optional[str], typer.Option(help="Adapter to start with (default: the first --adapter, else base).")] = None,
+    system: Annotated[Optional[str], typer.Option(help="System prompt (the adapter's saved default is used when omitted).")] = None,
+    template: TemplateOpt = None,
+    max_new_tokens: MaxNewOpt = 256,
+    do_sample: SampleOpt = False,
+    temperature: TempOpt = 0.7,
+    top_p: TopPOpt = 0.9,
+    top_k: TopKOpt = 50,
+    repetition_penalty: RepOpt = 1.0,
+    num_beams: BeamsOpt = 1,
+    seed: SeedOpt = None,
+    stop: StopOpt = None,
+    max_history_turns: HistoryOpt = 10,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    quantization: QuantOpt = "none",
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the model folder / hub.")] = False,
+) -> None:
+    """Chat in the terminal with a base model or any of its LoRA adapters; replies stream as they are generated.
+
+    Inside the chat: /clear, /retry, /system TEXT, /adapter NAME, /set key=value (e.g. /set do_sample=true
+    temperature=0.9), /history, /exit.
+    """
+    from tunesmith.infer.engine import Engine
+    from tunesmith.infer.options import GenerationOptions
+    from tunesmith.infer.terminal import ChatState, run_chat
+
+    options = GenerationOptions(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+                                top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty,
+                                num_beams=num_beams, seed=seed, stop=list(stop or [])).validate()
+    adapters = parse_adapter_options(adapter)
+    if use is not None and use != "base" and use not in adapters:
+        raise ConfigError(f"--use {use!r}: no such adapter (given: base, {', '.join(adapters) or 'none'})")
+    engine = Engine.load(model, adapters, dtype=dtype, device=device, quantization=quantization,
+                         template=template, trust_remote_code=trust_remote_code)
+    start = use or next(iter(adapters), "base")
+    state = ChatState(adapter=start, options=options, system=system,
+                      max_history_turns=None if max_history_turns < 0 else max_history_turns)
+    try:
+        run_chat(engine, state, sys.stdin, sys.stdout, interactive=sys.stdin.isatty())
+    finally:
+        engine.close()
