@@ -178,16 +178,16 @@ def converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
                 system = systems[role] = persona_prompt(role, descs[role], template, normalize)
         refs = [g.strip() for g in generated]
         chosen = refs if answers == "each" else refs[:1]
+        base: dict[str, Any] = {"source": NAME}
+        if subset:
+            base["subset"] = subset
+        if split:
+            base["split"] = split
+        base["role"] = role
+        base["question"] = question
         out = []
         for i, ans in enumerate(chosen):
-            meta: dict[str, Any] = {"source": NAME}
-            if subset:
-                meta["subset"] = subset
-            if split:
-                meta["split"] = split
-            meta["role"] = role
-            meta["question"] = question
-            meta["answer_index"] = i
+            meta = {**base, "answer_index": i}
             if rtype is not None:
                 meta["type"] = rtype
             if with_refs:
