@@ -142,6 +142,10 @@ def test_resolve_dataset_specs(lf_dir, datasets_dir):
     rb = datasets_dir / "rolebench-zh"
     libai = resolve_dataset({"path": str(rb / "role_specific" / "train.jsonl"), "format": "rolebench", "roles": ["李白"], "limit": 10})
     assert len(libai) == 10 and {c.meta["role"] for c in libai} == {"李白"}
+    with pytest.raises(DataError, match="typo/train.jsonl: file not found"):
+        resolve_dataset("typo/train.jsonl", data_dir=lf_dir)
+    with pytest.raises(DataError, match="dataset 'typo' is not registered"):
+        resolve_dataset("typo", data_dir=lf_dir)
     with pytest.raises(ConfigError, match="needs 'path' or 'name'"):
         resolve_dataset({"file": "x"})
     with pytest.raises(ConfigError, match="unknown keys \\['formatt'\\]"):

@@ -133,6 +133,8 @@ def test_rolebench_prepare_libai(rb, tmp_path, capsys):
     assert {c.system for c in train + test_cus + test_spe} == {persona} and persona.startswith("你是李白，")
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["files"]["train"]["conversations"] == len(train) and manifest["dropped_train_pairs_also_in_test"] == 0
+    # the whole folder loads too (dataset_info.json and manifest.json are not records)
+    assert len(load(out)) == sum(f["conversations"] for f in manifest["files"].values())
     # the folder is a registry: names resolve, and test data is refused for training
     assert len(resolve_dataset({"name": "train", "data_dir": str(out)}, purpose="train")) == len(train)
     with pytest.raises(DataError, match="test split"):

@@ -68,8 +68,7 @@ def convert(
 ) -> None:
     """Convert a dataset into Conversations JSONL (or another format), validating every record.
 
-    Bad records are reported as FILE:LINE: what is wrong (expected ...). The output is written to a
-    temp file and renamed, so it is never left half-written.
+    Bad records are reported as FILE:LINE: what is wrong (expected ...). The output is written to a temp file and renamed, so it is never left half-written.
     """
     from tunesmith.data.formats import load, save
 
@@ -192,9 +191,7 @@ def rolebench_prepare(
 ) -> None:
     """Build train/dev/test files for one role from rolebench-zh (test splits kept separate; see docs/data.md).
 
-    OUT/train.jsonl = general/train + role_specific/train; OUT/test_general.jsonl (CUS) and
-    OUT/test_role_specific.jsonl (SPE) with all references in meta.references; OUT/baseline_*.jsonl
-    (RoleGPT answers to the same test questions); persona.txt, manifest.json and dataset_info.json.
+    OUT/train.jsonl = general/train + role_specific/train (minus dev.jsonl); OUT/test_general.jsonl (CUS) and OUT/test_role_specific.jsonl (SPE) with all references in meta.references; OUT/baseline_*.jsonl (RoleGPT answers to the same test questions); persona.txt, manifest.json and dataset_info.json.
     """
     from tunesmith.data.rolebench import prepare
 
@@ -216,3 +213,6 @@ def formats() -> None:
         print(f"{f.name}  ({rw})\n  {f.record}")
         for k, v in f.options.items():
             print(f"    -O {k}=...  {v}")
+
+
+# Novel dialogue mining (`tunesmith data extract-dialogue`) lives in tunesmith.data.novel; its command goes below.

@@ -229,6 +229,10 @@ def write_atomic(path: str | os.PathLike, lines: Iterator[str] | list[str], text
     return out
 
 
+# JSON files that sit next to data but are not records: the registry and rolebench-prepare's manifest.
+NOT_DATA = frozenset({"dataset_info.json", "manifest.json"})
+
+
 def expand_paths(spec: str | os.PathLike | list, exts: tuple[str, ...] = (".jsonl", ".json")) -> list[Path]:
     """A file, a folder (its *.jsonl/*.json files, sorted), a glob, or a list of those -> files.
 
@@ -246,7 +250,7 @@ def expand_paths(spec: str | os.PathLike | list, exts: tuple[str, ...] = (".json
     s = os.fspath(spec)
     p = Path(s).expanduser()
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in exts and f.name != "dataset_info.json")
+        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in exts and f.name not in NOT_DATA)
         if not files:
             raise DataError(f"folder has no {'/'.join('*' + e for e in exts)} files", str(p))
         return files

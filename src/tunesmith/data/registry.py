@@ -210,7 +210,10 @@ def resolve_dataset(spec: Any, data_dir: str | os.PathLike | None = None, *, pur
         return out
     if isinstance(spec, (str, os.PathLike)):
         s = os.fspath(spec)
-        if Path(s).exists() or any(c in s for c in "*?["):
+        # A registry name has no folder separators and no data-file suffix; anything else is a path
+        # (so a mistyped path says "file not found" instead of "not registered").
+        looks_like_path = "/" in s or os.sep in s or s.endswith((".json", ".jsonl"))
+        if Path(s).exists() or looks_like_path or any(c in s for c in "*?["):
             spec = {"path": s}
         else:
             spec = {"name": s}
