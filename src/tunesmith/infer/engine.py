@@ -33,7 +33,7 @@ import os
 import queue
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -49,7 +49,8 @@ from tunesmith.template import ChatTemplate, load_template, resolve_template, st
 BASE = "base"
 ADAPTER_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
-__all__ = ["BASE", "Completion", "Engine", "GenerationOptions", "PromptTooLongError", "UnknownAdapterError"]
+__all__ = ["BASE", "Completion", "Engine", "GenerationOptions", "PendingRequest", "PromptTooLongError",
+           "UnknownAdapterError"]
 
 
 class UnknownAdapterError(ModelError):
@@ -65,7 +66,9 @@ class Completion:
 
 
 @dataclass
-class _Request:
+class PendingRequest:
+    """A queued prompt: `future` gives its Completions; `cancel()` ends its generation early."""
+
     prompt_ids: list[int]
     adapter: str
     template: ChatTemplate
@@ -76,6 +79,11 @@ class _Request:
     id: int = 0
     arrived: float = field(default_factory=time.monotonic)
     cancelled: bool = False
+
+    def cancel(self) -> None:
+        """Stop generating for this request (its rows finish at the next step); the future is cancelled."""
+        self.cancelled = True
+        self.future.cancel()
 
     @property
     def rows(self) -> int:
@@ -114,7 +122,7 @@ class Engine:
         self.batch_wait_s = batch_wait_s
         self._lock = threading.RLock()  # the model (and its active adapter) is used by one generate at a time
         self._cv = threading.Condition()
-        self._pending: list[_Request] = []
+        self._pending: list[PendingRequest] = []
         self._worker: threading.Thread | None = None
         self._closed = False
         self._ids = itertools.count(1)
@@ -192,15 +200,18 @@ class Engine:
                on_text: Callable[[int, str], None] | None = None,
                template: ChatTemplate | None = None) -> "Future[list[Completion]]":
         """Queue one prompt; the future gives its n Completions.  on_text(choice, piece) streams text."""
-        return self._submit(prompt_ids, adapter, options, on_text, template).future
+        return self.enqueue(prompt_ids, adapter, options, on_text, template).future
 
-    def _submit(self, prompt_ids, adapter, options, on_text, template) -> _Request:
+    def enqueue(self, prompt_ids: list[int], adapter: str = BASE, options: GenerationOptions | None = None,
+                on_text: Callable[[int, str], None] | None = None,
+                template: ChatTemplate | None = None) -> PendingRequest:
+        """Like submit, but returns the PendingRequest (its future, and cancel())."""
         opts = (options or GenerationOptions()).validate()
         tpl = template or self.template_for(adapter)
         if len(prompt_ids) + opts.max_new_tokens > self.context_length:
             raise PromptTooLongError(f"prompt of {len(prompt_ids)} tokens + max_new_tokens {opts.max_new_tokens} "
                                      f"exceeds the model's context of {self.context_length} tokens")
-        req = _Request(list(prompt_ids), adapter, tpl, opts, on_text, id=next(self._ids))
+        req = PendingRequest(list(prompt_ids), adapter, tpl, opts, on_text, id=next(self._ids))
         with self._cv:
             if self._closed:
                 raise ModelError("the engine is closed")
@@ -235,7 +246,7 @@ class Engine:
                 batch = self._take_batch()
             self._execute(batch)
 
-    def _take_batch(self) -> list[_Request]:
+    def _take_batch(self) -> list[PendingRequest]:
         key = self._pending[0].batch_key()
         batch, rest, rows = [], [], 0
         for r in self._pending:
@@ -250,7 +261,7 @@ class Engine:
         self._pending = rest
         return batch
 
-    def _execute(self, batch: list[_Request]) -> None:
+    def _execute(self, batch: list[PendingRequest]) -> None:
         if not batch:
             return
         try:
@@ -258,12 +269,10 @@ class Engine:
                 results = self._run_batch(batch)
         except BaseException as e:  # hand the error to every waiting request, keep the worker alive
             for r in batch:
-                if not r.future.done():
-                    r.future.set_exception(e)
+                _settle(r.future, exception=e)
             return
         for r, res in zip(batch, results):
-            if not r.future.done():
-                r.future.set_result(res)
+            _settle(r.future, result=res)
 
     # -- one batched generate -----------------------------------------------------------------------
     def _adapter_context(self, adapter: str):
@@ -276,7 +285,7 @@ class Engine:
         self.model.set_adapter(adapter)
         return nullcontext()
 
-    def _run_batch(self, requests: list[_Request]) -> list[list[Completion]]:
+    def _run_batch(self, requests: list[PendingRequest]) -> list[list[Completion]]:
         import torch
         from transformers import GenerationConfig, StoppingCriteriaList
 
@@ -413,12 +422,23 @@ class Engine:
         out: list[Any] = [None] * len(prompts)
         for start in range(0, len(order), per_batch):
             chunk = order[start:start + per_batch]
-            reqs = [_Request(prompts[i], adapter, tpl, opts, None, id=next(self._ids)) for i in chunk]
+            reqs = [PendingRequest(prompts[i], adapter, tpl, opts, None, id=next(self._ids)) for i in chunk]
             with self._lock:
                 results = self._run_batch(reqs)
             for i, comps in zip(chunk, results):
                 out[i] = [c.text for c in comps] if opts.n > 1 else comps[0].text
         return out
+
+
+def _settle(future: Future, result: Any = None, exception: BaseException | None = None) -> None:
+    """Resolve a future unless its request was cancelled meanwhile (a cancelled future cannot take a result)."""
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
 
 
 def _bind(on_text: Callable[[int, str], None], choice: int) -> Callable[[str], None]:
@@ -449,7 +469,7 @@ class _CancellableStops(RowStopCriteria):
 def _stream_iterator(engine: Engine, ids: list[int], adapter: str, opts: GenerationOptions) -> Iterator[str]:
     pieces: queue.Queue = queue.Queue()
     done = object()
-    req = engine._submit(ids, adapter, opts, lambda _choice, piece: pieces.put(piece), None)
+    req = engine.enqueue(ids, adapter, opts, lambda _choice, piece: pieces.put(piece))
     fut = req.future
     fut.add_done_callback(lambda _f: pieces.put(done))
     try:
@@ -461,7 +481,7 @@ def _stream_iterator(engine: Engine, ids: list[int], adapter: str, opts: Generat
         fut.result()  # re-raise a generation error in the reader's thread
     finally:
         if not fut.done():  # the reader went away (e.g. a client disconnected): stop generating for it
-            req.cancelled = True
+            req.cancel()
 
 
 def _template_from_arg(template: str | None, tokenizer) -> ChatTemplate:

@@ -1,8 +1,86 @@
-"""Command entry points (being built)."""
+"""`tunesmith serve`: the OpenAI-compatible API and the web chat for a base model and its LoRA adapters.
 
-from tunesmith.errors import ConfigError
+    tunesmith serve --adapter libai=runs/libai/adapter --port 8000
+    curl http://127.0.0.1:8000/v1/models
+    open http://127.0.0.1:8000/ui
+
+Only the standard library and typer are imported here; the server stack loads when the command runs.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from tunesmith.infer.commands import (
+    AdapterOpt,
+    DeviceOpt,
+    DtypeOpt,
+    HistoryOpt,
+    MaxNewOpt,
+    ModelOpt,
+    QuantOpt,
+    TemplateOpt,
+    parse_adapter_options,
+)
 
 
-def serve() -> None:
-    """Not built yet."""
-    raise ConfigError("this command is not built yet")
+def serve(
+    model: ModelOpt = "default",
+    adapter: AdapterOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 to accept other machines; set --api-key then).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    api_key: Annotated[Optional[str], typer.Option(envvar="TUNESMITH_API_KEY", show_envvar=True, help="Require 'Authorization: Bearer KEY' on every route but /health (the web UI asks for it as password).")] = None,
+    template: TemplateOpt = None,
+    max_new_tokens: MaxNewOpt = 256,
+    max_history_turns: HistoryOpt = -1,
+    ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Serve the web chat at /ui.")] = True,
+    label_project: Annotated[Optional[str], typer.Option(help="A labeling project (store) folder to serve the labeling UI for at /label.")] = None,
+    max_batch_size: Annotated[int, typer.Option(help="Most sequences generated together in one batch.")] = 16,
+    batch_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to share its batch.")] = 10.0,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    quantization: QuantOpt = "none",
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the model folder / hub.")] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level: critical, error, warning, info, debug.")] = "info",
+) -> None:
+    """Serve /v1/chat/completions (OpenAI-compatible, streaming), /v1/models, /health and a web chat at /ui.
+
+    Every adapter is a model name in the API ("base" is the model without adapters). Concurrent requests
+    are batched, so many clients at once get much more total throughput than one.
+    """
+    from tunesmith.errors import ConfigError
+
+    if not 1 <= max_batch_size <= 1024:
+        raise ConfigError(f"--max-batch-size: expected 1..1024 (got {max_batch_size})")
+    if not 0 <= batch_wait_ms <= 1000:
+        raise ConfigError(f"--batch-wait-ms: expected 0..1000 (got {batch_wait_ms})")
+    if label_project is not None:
+        from pathlib import Path
+
+        if not Path(label_project).exists():
+            raise ConfigError(f"--label-project {label_project}: no such folder or file")
+        if not ui:
+            raise ConfigError("--label-project needs the web UI (drop --no-ui)")
+
+    import uvicorn
+
+    from tunesmith.infer.engine import Engine
+    from tunesmith.infer.options import GenerationOptions
+    from tunesmith.serve.api import create_app
+
+    adapters = parse_adapter_options(adapter)
+    defaults = GenerationOptions(max_new_tokens=max_new_tokens).validate()
+    engine = Engine.load(model, adapters, dtype=dtype, device=device, quantization=quantization, template=template,
+                         trust_remote_code=trust_remote_code, max_batch_size=max_batch_size,
+                         batch_wait_s=batch_wait_ms / 1000)
+    app = create_app(engine, api_key=api_key or None, ui=ui, label_project=label_project, default_options=defaults,
+                     default_max_history_turns=None if max_history_turns < 0 else max_history_turns)
+    shown = "0.0.0.0" if host in ("0.0.0.0", "::") else host
+    typer.echo(f"serving {', '.join(engine.adapter_names)} on http://{shown}:{port}/v1"
+               + (f"  (web chat: http://{shown}:{port}/ui)" if ui else ""))
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
+    finally:
+        engine.close()

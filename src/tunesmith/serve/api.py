@@ -1,0 +1,380 @@
+"""OpenAI-compatible HTTP API over an Engine, plus the web chat at /ui, in one FastAPI app.
+
+    from tunesmith.infer.engine import Engine
+    from tunesmith.serve.api import create_app
+    app = create_app(Engine.load("default", {"libai": "runs/libai/adapter"}), api_key="secret")
+    # uvicorn.run(app, port=8000)   -- or: tunesmith serve --adapter libai=runs/libai/adapter
+
+Routes: GET /health, GET /v1/models ("base" and every adapter), POST /v1/chat/completions (stream or not,
+n, max_tokens, temperature, top_p, stop, seed; extensions top_k, num_beams, repetition_penalty,
+do_sample, max_history_turns), the web chat at /ui and, with a labeling project, the labeling UI at /label.
+
+Sampling: a request samples when it sets `do_sample: true`, or a temperature above 0 without do_sample;
+otherwise it decodes greedily (or with beams when num_beams > 1).
+
+Every client mistake is answered with an OpenAI-style error body and a 4xx status, never a 500:
+    {"error": {"message": "...", "type": "invalid_request_error", "param": "top_p", "code": null}}
+The `model` field names a loaded adapter (or "base"); it is looked up by name, never used as a path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import time
+import uuid
+from typing import Any, Literal, Optional, Union
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tunesmith.conversation import Message
+from tunesmith.errors import ConfigError, DataError, TunesmithError
+from tunesmith.infer.engine import BASE, Engine, PromptTooLongError, UnknownAdapterError
+from tunesmith.infer.options import GenerationOptions
+
+API_KEY_ENV = "TUNESMITH_API_KEY"
+OPEN_PATHS = ("/health",)
+# The web UIs (Gradio) ask for the key on their own login page (any user name, the key as password).
+UI_PATHS = ("/ui", "/label")
+# Engine option names -> the request field a client sets
+_PARAM_NAMES = {"max_new_tokens": "max_tokens"}
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+
+
+def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+# -- request schema ---------------------------------------------------------------------------------
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str = "text"
+    text: str = ""
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: Union[str, list[TextPart], None] = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    # Other OpenAI fields (user, presence_penalty, ...) are accepted and ignored.
+    model_config = ConfigDict(extra="allow")
+    model: str
+    messages: list[ChatMessage]
+    stream: bool = False
+    stream_options: Optional[StreamOptions] = None
+    n: int = 1
+    max_tokens: Optional[int] = None
+    max_completion_tokens: Optional[int] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    stop: Union[str, list[str], None] = None
+    seed: Optional[int] = None
+    # extensions
+    top_k: Optional[int] = None
+    num_beams: Optional[int] = None
+    repetition_penalty: Optional[float] = None
+    do_sample: Optional[bool] = None
+    max_history_turns: Optional[int] = Field(default=None, ge=0)
+
+
+# -- conversion -------------------------------------------------------------------------------------
+def _text(content: Union[str, list[TextPart], None], index: int) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content:
+        if part.type != "text":
+            raise APIError(400, f"messages[{index}]: only text content is supported (got a {part.type!r} part)",
+                           param=f"messages[{index}].content")
+        parts.append(part.text)
+    return "".join(parts)
+
+
+def to_conversation(messages: list[ChatMessage]) -> tuple[str | None, list[Message]]:
+    """OpenAI messages -> (system, alternating user/assistant messages ending with the user's)."""
+    if not messages:
+        raise APIError(400, "messages must not be empty (expected at least one user message)", param="messages")
+    system_parts: list[str] = []
+    convo: list[Message] = []
+    for i, m in enumerate(messages):
+        text = _text(m.content, i)
+        if m.role in ("system", "developer"):
+            if convo:
+                raise APIError(400, f"messages[{i}]: a system message must come before the user/assistant turns",
+                               param=f"messages[{i}].role")
+            system_parts.append(text)
+            continue
+        if m.role not in ("user", "assistant"):
+            raise APIError(400, f"messages[{i}]: role {m.role!r} is not supported (expected system, user or assistant)",
+                           param=f"messages[{i}].role")
+        expected = "user" if len(convo) % 2 == 0 else "assistant"
+        if m.role != expected:
+            raise APIError(400, f"messages[{i}]: expected role {expected!r} (user and assistant alternate, user first)",
+                           param=f"messages[{i}].role")
+        convo.append(Message(m.role, text))
+    if not convo:
+        raise APIError(400, "messages has no user message", param="messages")
+    if convo[-1].role != "user":
+        raise APIError(400, "the last message must be from the user", param="messages")
+    return ("\n".join(system_parts) if system_parts else None), convo
+
+
+def to_options(req: ChatCompletionRequest, defaults: GenerationOptions) -> GenerationOptions:
+    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    values: dict[str, Any] = {
+        "max_new_tokens": defaults.max_new_tokens if max_tokens is None else max_tokens,
+        "temperature": defaults.temperature if req.temperature is None else req.temperature,
+        "top_p": defaults.top_p if req.top_p is None else req.top_p,
+        "top_k": defaults.top_k if req.top_k is None else req.top_k,
+        "repetition_penalty": defaults.repetition_penalty if req.repetition_penalty is None else req.repetition_penalty,
+        "num_beams": defaults.num_beams if req.num_beams is None else req.num_beams,
+        "seed": req.seed,
+        "stop": [req.stop] if isinstance(req.stop, str) else list(req.stop or []),
+        "n": req.n,
+    }
+    if req.do_sample is not None:
+        values["do_sample"] = req.do_sample
+    elif req.temperature is not None:
+        values["do_sample"] = req.temperature > 0
+    else:
+        values["do_sample"] = defaults.do_sample
+    try:
+        return GenerationOptions(**values).validate()
+    except ConfigError as e:
+        field, _, rest = str(e).partition(":")
+        param = _PARAM_NAMES.get(field, field)
+        raise APIError(400, f"{param}:{rest}" if rest else str(e), param=param) from None
+
+
+# -- the app ----------------------------------------------------------------------------------------
+def create_app(engine: Engine, api_key: str | None = None, *, ui: bool = True, label_project: str | None = None,
+               default_options: GenerationOptions | None = None, default_max_history_turns: int | None = None,
+               title: str = "tunesmith") -> FastAPI:
+    """The FastAPI app.  api_key (or $TUNESMITH_API_KEY) makes every route but /health need it (Bearer)."""
+    api_key = api_key if api_key is not None else (os.environ.get(API_KEY_ENV) or None)
+    defaults = (default_options or GenerationOptions()).validate()
+    app = FastAPI(title=title, docs_url="/docs" if api_key is None else None, redoc_url=None)
+    app.state.engine = engine
+
+    @app.exception_handler(APIError)
+    async def _api_error(_request: Request, exc: APIError):
+        return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+        param = ".".join(loc) or None
+        msg = first.get("msg", "invalid request")
+        if first.get("type") == "json_invalid":
+            msg, param = "the request body is not valid JSON", None
+        return JSONResponse(error_body(f"{param + ': ' if param else ''}{msg}", "invalid_request_error", param),
+                            status_code=422 if first.get("type") != "json_invalid" else 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException):
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code)
+
+    @app.exception_handler(TunesmithError)
+    async def _tunesmith_error(_request: Request, exc: TunesmithError):
+        return JSONResponse(_error_for(exc)[1], status_code=_error_for(exc)[0])
+
+    if api_key:
+        @app.middleware("http")
+        async def _require_key(request: Request, call_next):
+            path = request.url.path
+            if path in OPEN_PATHS or any(path == p or path.startswith(p + "/") for p in UI_PATHS):
+                return await call_next(request)
+            auth = request.headers.get("authorization", "")
+            given = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+            if not given or not secrets.compare_digest(given.encode(), api_key.encode()):
+                return JSONResponse(error_body("missing or wrong API key (send 'Authorization: Bearer KEY')",
+                                               "authentication_error", code="invalid_api_key"), status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+            return await call_next(request)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "models": engine.adapter_names}
+
+    @app.get("/v1/models")
+    async def list_models():
+        now = int(time.time())
+        return {"object": "list", "data": [
+            {"id": name, "object": "model", "created": now, "owned_by": "tunesmith",
+             "root": engine.model_name, "parent": None if name == BASE else BASE}
+            for name in engine.adapter_names]}
+
+    @app.get("/v1/models/{name}")
+    async def get_model(name: str):
+        if name not in engine.adapter_names:
+            raise _unknown_model(name)
+        return {"id": name, "object": "model", "created": int(time.time()), "owned_by": "tunesmith"}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: ChatCompletionRequest):
+        if req.model not in engine.adapter_names:
+            raise _unknown_model(req.model)
+        system, messages = to_conversation(req.messages)
+        options = to_options(req, defaults)
+        turns = req.max_history_turns if req.max_history_turns is not None else default_max_history_turns
+        try:
+            prompt = await run_in_threadpool(engine.prompt_ids, messages, system, req.model, options, turns)
+        except TunesmithError as e:
+            status, body = _error_for(e)
+            raise APIError(status, body["error"]["message"], body["error"]["type"], body["error"]["param"],
+                           body["error"]["code"]) from None
+        created = int(time.time())
+        cid = f"chatcmpl-{uuid.uuid4().hex}"
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(_sse(engine, prompt, req.model, options, cid, created, include_usage),
+                                     media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        pending = engine.enqueue(prompt, req.model, options)
+        try:
+            completions = await asyncio.wrap_future(pending.future)
+        except asyncio.CancelledError:
+            pending.cancel()
+            raise
+        usage = _usage(completions)
+        return {"id": cid, "object": "chat.completion", "created": created, "model": req.model,
+                "choices": [{"index": i, "message": {"role": "assistant", "content": c.text},
+                             "finish_reason": c.finish_reason, "logprobs": None}
+                            for i, c in enumerate(completions)],
+                "usage": usage}
+
+    if ui:
+        import gradio as gr
+
+        from tunesmith.serve.webui import build_chat_ui, gradio_launch_kwargs
+
+        auth = (lambda _user, password: secrets.compare_digest(str(password).encode(), api_key.encode())) if api_key else None
+        gr.mount_gradio_app(app, build_chat_ui(engine, defaults, default_max_history_turns), path="/ui", auth=auth,
+                            auth_message="Enter any user name and the server's API key as password.",
+                            **gradio_launch_kwargs())
+        if label_project is not None:
+            build_label_ui = find_label_ui()
+            if build_label_ui is None:
+                raise ConfigError("--label-project: the labeling UI is not available in this installation")
+            gr.mount_gradio_app(app, build_label_ui(label_project, engine=engine), path="/label", auth=auth,
+                                **gradio_launch_kwargs())
+
+        @app.get("/", include_in_schema=False)
+        async def root():
+            from fastapi.responses import RedirectResponse
+
+            return RedirectResponse("/ui/")
+
+    return app
+
+
+def find_label_ui():
+    """The labeling UI builder `build_label_ui(store_path, engine=None)`, when the label package has one."""
+    import importlib
+
+    for module in ("tunesmith.label.ui", "tunesmith.label.webui", "tunesmith.label.app", "tunesmith.label.playground",
+                   "tunesmith.label"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        fn = getattr(mod, "build_label_ui", None)
+        if callable(fn):
+            return fn
+    return None
+
+
+def _unknown_model(name: str) -> APIError:
+    return APIError(404, f"model {name!r} does not exist; GET /v1/models lists the loaded ones",
+                    param="model", code="model_not_found")
+
+
+def _error_for(exc: TunesmithError) -> tuple[int, dict]:
+    if isinstance(exc, UnknownAdapterError):
+        return 404, error_body(str(exc), "invalid_request_error", "model", "model_not_found")
+    if isinstance(exc, PromptTooLongError):
+        return 400, error_body(str(exc), "invalid_request_error", "messages", "context_length_exceeded")
+    if isinstance(exc, DataError):
+        return 400, error_body(str(exc), "invalid_request_error", "messages")
+    return 400, error_body(str(exc), "invalid_request_error")
+
+
+def _usage(completions) -> dict:
+    prompt = completions[0].prompt_tokens if completions else 0
+    done = sum(c.completion_tokens for c in completions)
+    return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
+
+
+def _chunk(cid: str, created: int, model: str, choices: list[dict], usage: dict | None = None) -> str:
+    body: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                            "choices": choices}
+    if usage is not None:
+        body["usage"] = usage
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+async def _sse(engine: Engine, prompt: list[int], model: str, options: GenerationOptions, cid: str, created: int,
+               include_usage: bool):
+    """Server-sent events in the OpenAI format; text pieces arrive from the engine's worker thread."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    def on_text(choice: int, piece: str) -> None:
+        loop.call_soon_threadsafe(events.put_nowait, (choice, piece))
+
+    pending = engine.enqueue(prompt, model, options, on_text)
+    pending.future.add_done_callback(lambda _f: loop.call_soon_threadsafe(events.put_nowait, done))
+    try:
+        yield _chunk(cid, created, model, [{"index": i, "delta": {"role": "assistant", "content": ""},
+                                            "finish_reason": None} for i in range(options.n)])
+        while True:
+            item = await events.get()
+            if item is done:
+                break
+            choice, piece = item
+            yield _chunk(cid, created, model, [{"index": choice, "delta": {"content": piece}, "finish_reason": None}])
+        try:
+            completions = pending.future.result()
+        except TunesmithError as e:
+            yield f"data: {json.dumps(_error_for(e)[1], ensure_ascii=False)}\n\n"
+            yield "data: [DONE]\n\n"
+            return
+        except Exception:  # an engine failure mid-stream: the status line is already sent, report it in-band
+            yield f"data: {json.dumps(error_body('generation failed', 'server_error'))}\n\n"
+            yield "data: [DONE]\n\n"
+            return
+        yield _chunk(cid, created, model, [{"index": i, "delta": {}, "finish_reason": c.finish_reason}
+                                           for i, c in enumerate(completions)])
+        if include_usage:
+            yield _chunk(cid, created, model, [], usage=_usage(completions))
+        yield "data: [DONE]\n\n"
+    finally:
+        if not pending.future.done():  # the client went away: stop generating for it
+            pending.cancel()

@@ -1,0 +1,119 @@
+"""The web chat served at /ui by `tunesmith serve`: pick a role (adapter), set sampling, chat with streaming.
+
+    tunesmith serve --adapter libai=runs/libai/adapter      # then open http://127.0.0.1:8000/ui
+
+Controls: role / adapter, system prompt (empty: the adapter's saved persona, if any), do-sample,
+temperature, top-p, top-k, beams, max new tokens, max history (in turns: one user message and its
+answer), and Submit / Retry / Clear.  Several browser sessions are served at once; their requests are
+batched by the engine.  Gradio's analytics are switched off and the default theme uses bundled fonts,
+so the page loads without internet access.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def gradio_launch_kwargs() -> dict:
+    """Options for gr.mount_gradio_app: no server-side rendering (no Node process), no footer links out."""
+    return {"ssr_mode": False, "footer_links": []}
+
+
+def _plain_history(history) -> list[dict]:
+    """Chat history as [{"role", "content": str}] whatever shape the Chatbot handed back."""
+    out = []
+    for m in history or []:
+        content = m.get("content") if isinstance(m, dict) else getattr(m, "content", "")
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+        role = m.get("role") if isinstance(m, dict) else getattr(m, "role", "user")
+        out.append({"role": role, "content": content or ""})
+    return out
+
+
+def build_chat_ui(engine, defaults=None, max_history_turns: int | None = 10):
+    """A gr.Blocks chat over `engine`."""
+    import gradio as gr
+
+    from tunesmith.conversation import Message
+    from tunesmith.errors import TunesmithError
+    from tunesmith.infer.options import GenerationOptions
+
+    d = defaults or GenerationOptions()
+    names = engine.adapter_names
+    start = names[1] if len(names) > 1 else names[0]
+    max_new_cap = max(16, min(4096, engine.context_length // 2))
+
+    def persona(adapter: str) -> str:
+        tpl = engine.template_for(adapter)
+        return f"(default: {tpl.default_system})" if tpl.default_system else "(none)"
+
+    def generate(history, adapter, system, do_sample, temperature, top_p, top_k, num_beams, max_new, max_hist):
+        """Stream the answer to `history` (which ends with a user message)."""
+        try:
+            opts = GenerationOptions(max_new_tokens=int(max_new), do_sample=bool(do_sample),
+                                     temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
+                                     repetition_penalty=d.repetition_penalty, num_beams=int(num_beams)).validate()
+            messages = [Message(m["role"], m["content"]) for m in history]
+            answer = ""
+            for piece in engine.stream(messages, system=(system or "").strip() or None, adapter=adapter,
+                                       options=opts, max_history_turns=int(max_hist)):
+                answer += piece
+                yield history + [{"role": "assistant", "content": answer}]
+            yield history + [{"role": "assistant", "content": answer}]
+        except TunesmithError as e:
+            raise gr.Error(str(e)) from None
+
+    def submit(message, history, *settings):
+        history = _plain_history(history)
+        if not (message or "").strip():
+            yield message, history
+            return
+        history = history + [{"role": "user", "content": message}]
+        yield "", history
+        for h in generate(history, *settings):
+            yield "", h
+
+    def retry(history, *settings):
+        history = _plain_history(history)
+        while history and history[-1]["role"] == "assistant":
+            history = history[:-1]
+        if not history:
+            yield history
+            return
+        yield history
+        yield from generate(history, *settings)
+
+    with gr.Blocks(title="tunesmith chat", analytics_enabled=False) as demo:
+        gr.Markdown("### tunesmith chat")
+        with gr.Row():
+            with gr.Column(scale=3):
+                chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="chatbot")
+                message = gr.Textbox(show_label=False, placeholder="Type a message, Enter to send", lines=2,
+                                     elem_id="user-input")
+                with gr.Row():
+                    submit_btn = gr.Button("Submit", variant="primary", elem_id="submit-btn")
+                    retry_btn = gr.Button("Retry", elem_id="retry-btn")
+                    clear_btn = gr.Button("Clear", elem_id="clear-btn")
+            with gr.Column(scale=1):
+                adapter = gr.Dropdown(names, value=start, label="Role / adapter", elem_id="adapter")
+                system = gr.Textbox(label="System prompt", lines=3, placeholder=persona(start), elem_id="system")
+                do_sample = gr.Checkbox(value=d.do_sample, label="Do sample", elem_id="do-sample")
+                temperature = gr.Slider(0.01, 2.0, value=max(0.01, d.temperature), step=0.01, label="Temperature")
+                top_p = gr.Slider(0.01, 1.0, value=d.top_p, step=0.01, label="Top-p")
+                top_k = gr.Slider(0, 200, value=d.top_k, step=1, label="Top-k (0: off)")
+                num_beams = gr.Slider(1, 8, value=d.num_beams, step=1, label="Beams")
+                max_new = gr.Slider(1, max_new_cap, value=min(d.max_new_tokens, max_new_cap), step=1,
+                                    label="Max new tokens", elem_id="max-new-tokens")
+                max_hist = gr.Slider(0, 50, value=10 if max_history_turns is None else max_history_turns, step=1,
+                                     label="Max history (turns)")
+        settings = [adapter, system, do_sample, temperature, top_p, top_k, num_beams, max_new, max_hist]
+        message.submit(submit, [message, chatbot, *settings], [message, chatbot], concurrency_limit=None)
+        submit_btn.click(submit, [message, chatbot, *settings], [message, chatbot], concurrency_limit=None)
+        retry_btn.click(retry, [chatbot, *settings], [chatbot], concurrency_limit=None)
+        clear_btn.click(lambda: ([], ""), None, [chatbot, message], queue=False)
+        adapter.change(lambda a: gr.update(placeholder=persona(a)), adapter, system, queue=False)
+    demo.queue(default_concurrency_limit=None)
+    return demo
