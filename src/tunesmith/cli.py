@@ -18,6 +18,14 @@ import typer
 
 from tunesmith.errors import TunesmithError
 
+try:  # typer >= 0.2x vendors its own copy of click: its exceptions are not click's
+    from typer._click import exceptions as _typer_click_exceptions
+except ImportError:  # pragma: no cover - older typer uses click itself
+    _typer_click_exceptions = click.exceptions
+_CLICK_ERRORS = (click.ClickException, _typer_click_exceptions.ClickException)
+_EXITS = (click.exceptions.Exit, typer.Exit)
+_ABORTS = (click.exceptions.Abort, typer.Abort)
+
 app = typer.Typer(
     name="tunesmith",
     help="Tailor an open chat LLM with LoRA to play a character or follow a strict format, and prove it worked.",
@@ -56,22 +64,23 @@ _register()
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user mistakes print one clear line and exit 2, never a traceback."""
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
     except TunesmithError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    except click.exceptions.Exit as e:
+    except _EXITS as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except _ABORTS:
         print("aborted", file=sys.stderr)
         return 130
-    except click.ClickException as e:
+    except _CLICK_ERRORS as e:
         e.show()
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    # In non-standalone mode typer returns an exit code instead of raising (e.g. 130 after Ctrl-C).
+    return rv if type(rv) is int else 0
 
 
 if __name__ == "__main__":
