@@ -62,10 +62,10 @@ def _ok(msg: str) -> str:
 
 def _fail(msg: str) -> str:
     """A user's mistake: a toast now, and the same words in the status line (stays visible)."""
-    try:
+    from gradio.context import LocalContext
+
+    if LocalContext.blocks.get(None) is not None:  # inside a page event (not a direct call from Python)
         gr.Warning(msg)
-    except Exception:  # pragma: no cover - outside a request some Gradio versions refuse toasts
-        pass
     return f"⚠️ {msg}"
 
 
