@@ -40,7 +40,7 @@ from tunesmith.infer.engine import BASE, Engine, PromptTooLongError, UnknownAdap
 from tunesmith.infer.options import GenerationOptions
 
 API_KEY_ENV = "TUNESMITH_API_KEY"
-OPEN_PATHS = ("/health",)
+OPEN_PATHS = ("/health", "/")  # "/" only redirects to the web chat
 # The web UIs (Gradio) ask for the key on their own login page (any user name, the key as password).
 UI_PATHS = ("/ui", "/label")
 # Engine option names -> the request field a client sets
@@ -295,19 +295,12 @@ def create_app(engine: Engine, api_key: str | None = None, *, ui: bool = True, l
 
 
 def find_label_ui():
-    """The labeling UI builder `build_label_ui(store_path, engine=None)`, when the label package has one."""
-    import importlib
-
-    for module in ("tunesmith.label.ui", "tunesmith.label.webui", "tunesmith.label.app", "tunesmith.label.playground",
-                   "tunesmith.label"):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        fn = getattr(mod, "build_label_ui", None)
-        if callable(fn):
-            return fn
-    return None
+    """The labeling UI builder `build_label_ui(project_dir, engine=None)`, or None when it is not installed."""
+    try:
+        from tunesmith.label.ui import build_label_ui
+    except ImportError:
+        return None
+    return build_label_ui
 
 
 def _unknown_model(name: str) -> APIError:

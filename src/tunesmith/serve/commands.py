@@ -36,7 +36,7 @@ def serve(
     max_new_tokens: MaxNewOpt = 256,
     max_history_turns: HistoryOpt = -1,
     ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Serve the web chat at /ui.")] = True,
-    label_project: Annotated[Optional[str], typer.Option(help="A labeling project (store) folder to serve the labeling UI for at /label.")] = None,
+    label_project: Annotated[Optional[str], typer.Option(help="A labeling project folder (created if missing): serve the labeling page for it at /label, with this server's model and adapters in its Try-it tab.")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Most sequences generated together in one batch.")] = 16,
     batch_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to share its batch.")] = 10.0,
     dtype: DtypeOpt = "auto",
@@ -59,8 +59,9 @@ def serve(
     if label_project is not None:
         from pathlib import Path
 
-        if not Path(label_project).exists():
-            raise ConfigError(f"--label-project {label_project}: no such folder or file")
+        if Path(label_project).exists() and not Path(label_project).is_dir():
+            raise ConfigError(f"--label-project {label_project}: not a folder (expected a labeling project folder; "
+                              "it is created when missing)")
         if not ui:
             raise ConfigError("--label-project needs the web UI (drop --no-ui)")
 
