@@ -37,28 +37,27 @@ def _name_path(spec: str, flag: str, default_name: str | None = None) -> tuple[s
     return name, path
 
 
-def _command_line() -> str:
+def _command_line(ctx: typer.Context) -> str:
     """The command as typed (from sys.argv when run as `tunesmith`, else rebuilt from the parsed options)."""
     if Path(sys.argv[0]).name == "tunesmith" and len(sys.argv) > 1 and sys.argv[1] == "eval":
         return " ".join(shlex.quote(a) for a in ["tunesmith", *sys.argv[1:]])
-    import click
-
-    ctx = click.get_current_context()
     parts = ["tunesmith", "eval"]
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
-        if value is None or value == param.default or value == [] or not isinstance(param, click.Option):
+        opts = getattr(param, "opts", None)
+        if value is None or value == param.default or value == [] or not opts or not opts[0].startswith("-"):
             continue
         if isinstance(value, bool):
-            flag = param.opts[0] if value else (param.secondary_opts or param.opts)[0]
+            flag = opts[0] if value else (getattr(param, "secondary_opts", None) or opts)[0]
             parts.append(flag)
             continue
         for v in value if isinstance(value, (list, tuple)) else [value]:
-            parts += [param.opts[0], shlex.quote(str(v))]
+            parts += [opts[0], shlex.quote(str(v))]
     return " ".join(parts)
 
 
 def eval_command(
+    ctx: typer.Context,
     data: Annotated[list[Path], typer.Option("--data", "-d", help="Test file (any format `tunesmith data` reads). RoleBench: the role's general test (CUS), unless records say meta.subset. Repeatable.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: report.md, report.html, metrics.json, metrics.png, predictions.jsonl.")],
     data2: Annotated[Optional[list[Path]], typer.Option("--data2", help="Second test file. RoleBench: the role_specific test (SPE). Other tasks: scored as its own set. Repeatable.")] = None,
@@ -111,7 +110,7 @@ def eval_command(
                      fmt=from_, roles=list(role or []), raw_refs=raw_refs, score_files=scores, run_base=base,
                      base_template=base_template, limit=limit, batch_size=batch_size, generation=gen, probe=probe,
                      probe_file=probe_file, show=show, dtype=dtype, device=device, overwrite=overwrite,
-                     command=_command_line())
+                     command=_command_line(ctx))
     result = run_eval(cfg)
     typer.echo(f"wrote {out / 'report.md'} ({result['seconds']:.1f} s)")
     from tunesmith.eval.report import metric_rows

@@ -229,8 +229,13 @@ def run_eval(cfg: EvalConfig, engine: Any = None) -> dict[str, Any]:
             sig = signature({"model": str(cfg.model), "adapter": path, "template": tpl.to_dict(),
                              "options": asdict(options), "probe_options": asdict(probe_options), "dtype": cfg.dtype})
             store.check_signature(name, sig)
-            stats = _generate_all(engine, store, name, adapter, tpl, sig, items, options, probe_options,
-                                  cfg.batch_size)
+            try:
+                stats = _generate_all(engine, store, name, adapter, tpl, sig, items, options, probe_options,
+                                      cfg.batch_size)
+            except KeyboardInterrupt:
+                _log(f"interrupted: {len(store.rows)} answers are saved in {store.path}; "
+                     "run the same command again to continue from there")
+                raise
             preds[name] = store.done(name, sig)
             models[name] = {"kind": "base" if name == BASE else "adapter", "path": path or str(cfg.model),
                             "template": tpl.name, **stats,
