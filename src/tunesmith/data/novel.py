@@ -47,16 +47,17 @@ DEFAULT_CONTEXT_CHARS = 200
 FORMATS = ("cosplay", "conversation")
 
 SENTENCE_END = "。！？!?…"
+_CLOSER_OF = {"“": "”", "「": "」"}
 CLOSERS = "”’」』\"'"
 COLONS = "：:"
 # Characters that end a clause: the speaker of `X曰：` is looked for after the last of these.
-CLAUSE_DELIMS = frozenset("，。！？；：、”’」』（）()…,.!?;:　 \t—")
+CLAUSE_DELIMS = frozenset("，。！？；：”’」』（）()…,.!?;:　 \t—")
 
 # -- text cleaning ---------------------------------------------------------------------------------
 
 _BANNER_LINE = re.compile(r"https?://|www\.|\.(?:com|net|cn|org)\b|电子书|版权声明|转载请保留|整理校对|txt\s*下载", re.I)
-_RULE_LINE = re.compile(r"^\s*[-=_*—～~]{8,}\s*$")
-_RUNNING_HEAD = re.compile(r"^\s*\S{1,20}--\S{1,20}--")  # "吴承恩--西游记--第二回 ..." page heads
+_RULE_LINE = re.compile(r"^[ \t\u3000]*[-=_*—～~]{8,}[ \t\u3000]*$", re.M)
+_RUNNING_HEAD = re.compile(r"^[ \t\u3000]*\S{1,20}--\S{1,20}--", re.M)  # "吴承恩--西游记--第二回 ..." page heads
 _CN_NUM = "0-9０-９零〇一二三四五六七八九十百千两"
 _HEADING = re.compile(rf"^(第[{_CN_NUM}]+[回章节卷]|楔子|附\s*录)(?=$|[\s　:：,，.、])")
 
@@ -90,19 +91,70 @@ def _heading_label(line: str) -> str | None:
 
 
 def _drop_banners(lines: list[str]) -> list[str]:
-    """Blank out e-book site banners (a short block between rules that names a site) and URL lines."""
+    """Blank out e-book site banners (a short block between rules that names a site), rules, running heads
+    and URL lines.  The patterns run once over the whole text; only the few lines they hit are looked at."""
+    joined = "\n".join(lines)
+    starts = [0]
+    for line in lines[:-1]:
+        starts.append(starts[-1] + len(line) + 1)
+
+    def hit_lines(pattern: re.Pattern[str]) -> list[int]:
+        return sorted({bisect.bisect_right(starts, m.start()) - 1 for m in pattern.finditer(joined)})
+
+    rules = hit_lines(_RULE_LINE)
+    banners = hit_lines(_BANNER_LINE)
+    heads = hit_lines(_RUNNING_HEAD)
+    if not (rules or banners or heads):
+        return lines
     out = list(lines)
-    rules = [i for i, l in enumerate(lines) if _RULE_LINE.match(l)]
     for a, b in zip(rules, rules[1:]):
-        block = lines[a + 1 : b]
-        if b - a <= 15 and any(_BANNER_LINE.search(l) for l in block):
+        if b - a <= 15 and any(a < i < b for i in banners):
             for i in range(a, b + 1):
                 out[i] = ""
-    for i, l in enumerate(out):
-        if _RULE_LINE.match(l) or _RUNNING_HEAD.match(l):
+    for i in rules + heads:
+        out[i] = ""
+    for i in banners:
+        if len(lines[i]) < 120 and "“" not in lines[i]:
             out[i] = ""
-        elif len(l) < 120 and "“" not in l and _BANNER_LINE.search(l):
-            out[i] = ""
+    return out
+
+
+def _join(a: Paragraph, b: Paragraph) -> Paragraph:
+    shift = len(a.text)
+    return Paragraph(a.text + b.text, a.line, line_starts=a.line_starts + [(o + shift, ln) for o, ln in b.line_starts])
+
+
+def _quote_balance(s: str) -> int:
+    return s.count("“") - s.count("”") + s.count("「") - s.count("」")
+
+
+def _merge_broken(paragraphs: list[Paragraph]) -> list[Paragraph]:
+    """Undo line breaks inside a sentence: `歌曰：` + a line opening a quote (kept apart until the quote
+    closes, at most 8 lines on), and lines ending in ，；、 before a line of text."""
+    out: list[Paragraph] = []
+    i = 0
+    n = len(paragraphs)
+    while i < n:
+        p = paragraphs[i]
+        i += 1
+        while i < n and _heading_label(paragraphs[i].text) is None and _heading_label(p.text) is None:
+            nxt = paragraphs[i]
+            if p.text[-1:] in COLONS and nxt.text[:1] in "“「":
+                # join up to the line that closes the quote; if none does within 8, join just the first
+                balance, k = _quote_balance(nxt.text), i
+                while balance > 0 and k + 1 < min(n, i + 8):
+                    k += 1
+                    balance += _quote_balance(paragraphs[k].text)
+                last = k if balance <= 0 else i
+                for j in range(i, last + 1):
+                    p = _join(p, paragraphs[j])
+                i = last + 1
+            elif p.text[-1:] in "，；、,;" and nxt.text[:1] not in "“「":
+                p = _join(p, nxt)
+                i += 1
+            else:
+                break
+        out.append(p)
     return out
 
 
@@ -161,6 +213,8 @@ def split_paragraphs(text: str) -> list[Paragraph]:
             flush()
             prev_width = 0
     flush()
+
+    paragraphs = _merge_broken(paragraphs)
 
     # Chapter tags; a chapter that repeats an earlier one word for word (a copy error) is dropped.
     out: list[Paragraph] = []
@@ -241,78 +295,158 @@ def _paired_spans(p: str, opener: str, closer: str) -> Iterable[tuple[int, int |
 
 # -- speakers ----------------------------------------------------------------------------------------
 
+# A clause before the colon ends in one speech verb (stripped once) after any number of manner words
+# (stripped repeatedly): 孔明 | 大笑 | 曰, 行者 | 暗 | 笑 | 道.  云 and 言 are verbs only at the very end, so
+# 赵云曰 keeps its 云; single characters that often end a name (遂 in 韩遂, 进 in 何进) are left out.
 _VERBS = (
-    "曰 道 说 云 言 问 答 叫 喊 嚷 喝 骂 叱 报 奏 禀 启 告 诉 谏 劝 叹 呼 吟 诵 称 谢 嘱 令 教 应 对 谓 想 思 忖 念 祝"
-    " 吩咐 分付 嘱付 嘱咐 传令 下令 商议 计议 自思 暗想 寻思 暗思 暗忖 沉吟 叫声 道声 开言 开口 答应 回言 笑 哭 骂"
+    "曰 道 说 云 言 问 答 叫 喊 嚷 喝 骂 叱 报 奏 禀 启 告 诉 谏 劝 叹 呼 吟 诵 称 谢 嘱 应 对 谓 想 思 忖 念 祝 笑 哭"
+    " 吩咐 分付 嘱付 嘱咐 传令 下令 商议 计议 自思 暗想 寻思 暗思 暗忖 沉吟 叫声 道声 开言 开口 答应 回言 言语"
 ).split()
 _MODIFIERS = (
-    "大 小 笑 喜 怒 惊 叹 又 乃 便 遂 因 复 亦 也 急 忙 皆 俱 都 齐 共 同 冷 暗 陪 回 高 低 微 慌 连 即 就 却 才 方 再"
-    " 还 只 泣 哭 拜 跪 揖 了 着 的 地 而 之 亦 先 后 一 再 厉声 高声 低声 大声 连声 齐声 应声 失声 仰天 长 欣然 愕然 慌忙 连忙"
-    " 急忙 赶忙 上前 近前 向前 进前 出班 出列 再拜 拜谢 称谢 顿首 叩头 磕头 点头 摇头 拍手 抚掌 合掌 顿足 拱手 躬身 起身"
-    " 施礼 变色 改容 垂泪 流泪 含泪 掩面 满面 心中 心下 口中 口里 暗暗 呵呵 哈哈 嘻嘻 欢喜 大喜 大怒 大惊 大笑 冷笑 暗笑"
-    " 陪笑 笑嘻嘻 战兢兢 恨 慌了 见了 听了 闻言 听说 听见 看见 见说 闻说 看了 进 出 止之 止住 扯住 问之 谓之 视之 指之"
+    "问 答 叫 喊 嚷 喝 骂 叱 报 奏 禀 启 告 诉 谏 劝 叹 呼 吟 诵 称 谢 嘱 应 对 谓 想 思 忖 念 祝 说 吩咐 分付"
+    " 笑 喜 怒 惊 又 乃 便 因 复 亦 急 忙 皆 俱 都 齐 共 冷 暗 陪 回 慌 即 就 却 还 只 泣 哭 拜 跪 揖 了 着 之 而 大 心 口 声"
+    " 高叫 高呼 厉声 高声 低声 大声 连声 齐声 应声 失声 放声 一声 仰天 长叹 欣然 愕然 慌忙 连忙 急忙 赶忙 上前 近前 向前"
+    " 进前 出班 出列 再拜 拜谢 称谢 顿首 叩头 磕头 点头 摇头 拍手 抚掌 合掌 顿足 拱手 躬身 起身 施礼 变色 改容 垂泪 流泪"
+    " 含泪 掩面 满面 满心 心中 心下 心上 口中 口里 暗暗 呵呵 哈哈 嘻嘻 欢喜 冷笑 暗笑 陪笑 笑嘻嘻 战兢兢 战战兢兢"
+    " 心惊胆战 慌了 见了 听了 闻言 听说 听见 看见 见说 闻说 看了 看 止之 止住 扯住 问之 谓之 视之 指之 出 而出 入"
+    " 跪下 跪倒 面前 开口 只得 不住 忍不住 的 高 回头 转身 作礼 传旨 眼中 欠身 起来 进言 商议 计议 传令 下令 嘱付 嘱咐"
+" 自思 暗想 寻思 暗思 暗忖 沉吟 叫声 道声 开言 答应 回言 言语 各自 暗自 十分 一个个 聚众 一齐 一同 同声 异口同声 跳"
+" 伏地 拜伏 跪伏 伏于地 拜伏于地 哭拜于地 拜于地 伏于地下 具 请 勃然 奋然 愕然 欣然 忿然 毅然 慨然 喟然 怫然 默然 黯然 恍然 忻然 怡然 泰然 哂然"
+" 大惊小怪 大吃一惊 吃了一惊 大吃了一惊 拦住 挡住 拉住 揪住 抓住 按住 扶住 抱住 接住 叫住 喝住 留住 劝住 架住 顶住"
 ).split()
-_TAIL = re.compile("(?:" + "|".join(sorted(set(_VERBS + _MODIFIERS), key=len, reverse=True)) + ")$")
+_VERB_TAIL = re.compile("(?:" + "|".join(sorted(set(_VERBS), key=len, reverse=True)) + ")$")
+_MODIFIER_TAIL = re.compile("(?:" + "|".join(sorted(set(_MODIFIERS), key=len, reverse=True)) + ")$")
 _TITLES = (
     "主簿 主薄 长史 参军 司徒 司空 太尉 校尉 中军校尉 司隶校尉 侍御史 御史 议郎 中常侍 常侍 尚书 仆射 军师 都督 大都督"
     " 丞相 太守 刺史 将军 大将军 大将 上将 部将 先锋 牙将 偏将 副将 裨将 谋士 谋臣 从事 别驾 治中 功曹 督邮 县令 太傅 太师"
-    " 太保 大夫 侍中 黄门 中郎将 郎中 护军 监军 司马 军司马 掾 使者 近臣 内侍 宦官 国舅 皇叔 先主 后主 元帅 天王 真君 星官"
-    " 长老 法师 禅师 国师 祖师 老师 师父 菩萨 大仙 太子 公主 娘娘 小姐 员外 驿丞 僧官"
+    " 太保 大夫 侍中 黄门 中郎将 郎中 护军 监军 司马 军司马 使者 近臣 内侍 宦官 国舅 皇叔 元帅 学士 温侯 侍郎 门下侍郎 都护"
+    " 都尉 骑都尉 校尉 典军校尉 中郎 小校 牙门将 督将 守将 老将 大将 小将 主将 副将 家将"
+    " 天王 真君 星官 长老 法师 禅师 国师 祖师 老师 菩萨 大仙 太子 公主 娘娘 小姐 员外 驿丞 僧官"
 ).split()
-_TITLE_PREFIX = re.compile("(?:" + "|".join(sorted(_TITLES, key=len, reverse=True)) + ")")
+_TITLE_RE = re.compile("(?:" + "|".join(sorted(_TITLES, key=len, reverse=True)) + ")")
 # Words that open a clause before its subject; tried one at a time only when no name matches at the start.
 _LEADERS = sorted(
     (
         "却说 且说 话说 只见 但见 忽见 又见 却见 于是 当下 当时 此时 那时 随即 随后 少顷 须臾 忽然 原来 后来 次日 当日 是日"
-        " 早有 只得 不期 谁知 不想 果然 正是 忽 乃 遂 便 又 却 因 时 但 只 正 即 就 再 复 方 才 急 也 亦 今 且 这 那 那个 这个"
+        " 早有 只得 不期 谁知 不想 果然 正是 慌得 唬得 吓得 急得 气得 喜得 多亏 幸亏 内有 内中 其中 中有 旁有 傍有"
+        " 忽 乃 遂 便 又 却 因 时 但 只 正 即 就 再 复 方 才 好"
+        " 急 也 亦 今 且 这 那 那个 这个 个 为首 再说 惟有 只有 却有 有"
     ).split(),
     key=len,
     reverse=True,
 )
 # A name right after one of these is the person spoken to (谓操曰, 问孔明曰, 对行者道), not the speaker.
-_ADDRESSEE_MARKS = frozenset("谓问对告与向叱骂责指顾见禀劝嘱唤叫教令请拜谢迎随同和跟及奏称望揖扯")
-# Not a character: poems and documents quoted after 曰, and anonymous subjects.
-_DOCUMENT = re.compile(r"诗|词|赞|偈|颂|铭|碑|檄|诏|书略|其略|其文|表略|表文|榜文|写着|书曰|书云|文曰|上书|谣|歌曰|其书|内书|疏曰")
-_ANONYMOUS = frozenset("人 一人 有人 或 或人 其人 他 她 彼 此人 某 吾 我 汝 你 之 众人皆 二人 两个 一个 后人".split())
+_ADDRESSEE_MARKS = frozenset("谓问对告与向叱骂责指顾见禀劝嘱唤叫教令请拜谢迎奏揖扯召命遣聚")
+# The same marks minus those that are also surnames or name characters (顾雍, 向宠, 谢旌, 令狐, 县令):
+# a leftover subject holding one of these is a verb phrase (谓操, 对行者, 叫小妖), not a name.
+_VERB_MARKS = _ADDRESSEE_MARKS - frozenset("顾向谢令见")
+# Before a name at the end of a clause, these make it the listener (分付鲁肃曰, 报知曹操曰, 关、张曰).
+_LISTENER_BEFORE = _ADDRESSEE_MARKS | frozenset("付呼戒招谕知聚、和同及把被将")
+# ... and these make it the speaker: a place or rank before the name (阶下蒯良出曰, 长子孙策曰, 听得杨秋说道).
+_SPEAKER_BEFORE = frozenset("下子士将有得中上内旁傍前后臣官吏谋")
+# Not a character: poems and documents quoted after 曰.
+_DOCUMENT = re.compile(
+    r"诗[曰云叹赞单道]|有诗|后人|[词赞偈颂铭歌谣]曰|其[略文书词]|书[略曰云]|表[略文]|檄[文曰]|榜文|诏[曰略云]|碑[文上曰]"
+    r"|写着|上书|内书|疏曰|单道|有篇|古风|祭文|读曰"
+)
+# An unnamed newcomer (忽闻背后一人问曰, 惟有一小将曰): the text names him later if at all.
+_NEWCOMER = re.compile(r"一(?:[个位员名]|[\u4e00-\u9fff]{0,2}?(?:人|将|者|汉|卒|童|军|官|僧|道|妖|怪|女|妇))")
+# Verbs of answering: an elided 答曰 after 问X曰 is X speaking.
+_ANSWER = re.compile(r"(?:答|对|应|回)(?:曰|道|言|说)$|^(?:答|对)$")
+# Surnames, for a name at the clause start that was a speaker only once (杨锋引兵入曰, 辛毗哭拜于地曰).
+# Single characters that are also common words (于 时 和 方 文 国 ...) are left out on purpose.
+_SURNAMES = frozenset(
+    "赵钱孙李周吴郑王冯陈褚卫蒋沈韩杨朱秦尤许何吕施张孔曹严华金魏陶姜戚谢邹喻柏窦章苏潘葛奚范彭郎鲁韦昌马苗凤俞任袁"
+    "柳酆鲍史唐费廉岑薛雷贺倪汤滕殷罗毕郝邬乐傅皮卞伍余卜顾孟黄穆萧尹姚邵湛汪祁毛禹狄米贝臧伏戴谈宋茅庞熊纪舒屈项祝"
+    "董梁杜阮蓝闵席季麻贾娄危江童颜郭梅盛林刁钟徐邱骆高夏蔡田樊胡凌霍虞万柯昝管卢莫房裘缪解宗丁宣贲邓郁杭洪诸崔吉钮"
+    "龚程嵇邢滑裴陆荣翁荀羊惠甄芮靳汲邴糜焦巴弓牧隗侯宓蓬郗班仇栾甘厉戎祖符刘詹龙叶黎蓟宿怀蒲邰鄂索籍赖卓蔺屠蒙"
+    "乔胥苍党翟谭贡劳逄姬申扶堵冉郦雍桑桂濮牛寿扈燕冀郏浦晏柴瞿阎慕茹艾鱼庾暨衡耿弘匡寇阙殳沃蔚夔巩聂晁敖融訾辛阚"
+    "简饶曾鞠丰巢关蒯荆游竺逯桓"
+)
+# Right before a one-character name, even common-word surnames are safe (文鸯…鸯曰, 于禁…禁曰).
+_LOCAL_SURNAMES = _SURNAMES | frozenset("文于时和方平成明花水强路高干应单包左石封松车全秋仲宫武白从能双通边尚农连容向古易步满广越隆师沙红公关习充元安常乐齐康云伏")
+_COMPOUND_SURNAMES = (
+    "诸葛 司马 夏侯 公孙 太史 欧阳 皇甫 令狐 上官 尉迟 长孙 慕容 宇文 淳于 东方 西门 南宫 百里 呼延 钟离 独孤 轩辕 端木".split()
+)
+# A second character that makes surname+X a phrase, not a name (马上, 何故, 吴兵, 张开).
+_NOT_GIVEN_NAME = frozenset("上下前后来去出入不也之的了着是在有兵军将马人等众故必时曰道说言问日月年开口手头面里中处州城郡县国地罪")
+# What follows a name in narrative: speech and action verbs, adverbs (孔明笑曰, 杨锋引兵, 辛毗急).
+_NAME_FOLLOWERS = "曰道说问答笑叫喝骂怒喜惊叹引领率见视谓乃遂便即亦又等听闻急拜告奏谏"
+# Surname + one of these is a person too (蔡夫人, 伏皇后, 严氏).
+_SURNAME_TITLES = ("夫人", "皇后", "太后", "贵妃", "娘娘", "小姐", "公子", "氏")
+# Anonymous or pronoun subjects: the record keeps speaker "".
+# Clause subjects that end a look-back: the speaker is someone unnamed (那二人举枪向孙策乱搠，大叫曰).
+_ANONYMOUS_GROUPS = ("二人", "两人", "三人", "数人", "众人", "一人", "有人", "其人", "二将")
+_ANONYMOUS = frozenset("人 一人 有人 或 或人 其人 他 她 彼 此人 某 吾 我 汝 你 之 二人 两个 一个 后人 众人皆 有一人".split())
 _NAME_CHARS = re.compile(r"^[\u4e00-\u9fff]{1,4}$")
-_NOT_IN_NAMES = frozenset("之了的着不是在有也而以于其所此这那把被将说曰道问")
+_NOT_IN_NAMES = frozenset("之了的着不是在有也而以于其所此这把被说曰道问得住过")
+# A single character left over that is a verb, adverb or clause opener is no name (问曰, 乃曰, 遂曰).
+_SINGLE_NOT_NAME = frozenset(w for w in _MODIFIERS + _LEADERS if len(w) == 1) | frozenset("遂出入来去上下前后曰道言说自等以与在于为将把被向从则及所此其若如")
+# A leftover starting with one of these is an action (去吃酒, 把行者, 自觉), not a subject.
+_NOT_NAME_START = "之了的着不是在把被将去来到往走跑吃看听使等自入回与同至当闻见望"
 
 
 def _strip_tail(s: str) -> str:
-    while True:
-        m = _TAIL.search(s)
-        if not m or m.start() == 0 and m.end() == len(s) and len(s) > 0 and s in ("",):
-            break
+    """孔明大笑曰 -> 孔明, 行者暗笑道 -> 行者, 悟空近前跪下 -> 悟空, 谓众将曰 -> 谓众将;
+    '' when only verbs and manner words."""
+    m = _VERB_TAIL.search(s)
+    if m:
+        s = s[: m.start()]
+    while s:
+        m = _MODIFIER_TAIL.search(s)
         if not m:
             break
         s = s[: m.start()]
-        if not s:
+    return s
+
+
+_LEADER_RE = re.compile("^(?:" + "|".join(map(re.escape, _LEADERS)) + ")")
+
+
+def _strip_leaders(s: str) -> str:
+    """却说曹操… -> 曹操…, 只见那老者 -> 老者 (at most three openers, never the whole clause)."""
+    for _ in range(3):
+        m = _LEADER_RE.match(s)
+        if not m or m.end() >= len(s):
             break
+        s = s[m.end() :]
     return s
 
 
 def _strip_title(s: str) -> str:
     """主簿陈琳 -> 陈琳, 卓婿谋士李儒 -> 李儒: drop everything up to the last title when a 2-3 character name follows."""
     last = None
-    for m in _TITLE_PREFIX.finditer(s):
+    for m in _TITLE_RE.finditer(s):
         if 2 <= len(s) - m.end() <= 3:
             last = m
     return s[last.end() :] if last else s
 
 
-def _plain_name(s: str) -> str:
-    """A residue that can stand as a speaker label (老者, 那怪, 众僧, 孔明), or ''."""
-    if not _NAME_CHARS.match(s) or any(c in _NOT_IN_NAMES for c in s[1:]) or s[0] in "之了的着不是在把被将":
-        return ""
-    return s
-
-
 def _demonstrative(s: str) -> str:
     # 那老者 -> 老者, 那妇人 -> 妇人; keep 那怪 / 那人 (one character left would say nothing)
-    for d in ("那个", "这个", "那", "这"):
-        if s.startswith(d) and len(s) - len(d) >= 2:
-            return s[len(d) :]
+    for d in ("那个", "这个", "那伙", "这伙", "那些", "这些", "那群", "那", "这"):
+        if s.startswith(d):
+            return s[len(d) :] if len(s) - len(d) >= 2 else s
     return s
+
+
+def _plain_subject(clause: str) -> str:
+    """What is left of a clause once verbs, manner words, openers and titles are gone, when it can stand as a
+    speaker label (老者, 那怪, 众僧, 孔明, 陈琳); '' otherwise."""
+    r = _strip_tail(clause)
+    if not r or r == clause and _VERB_TAIL.search(clause) is None and len(clause) > 4:
+        return ""
+    r = _demonstrative(r) if r.startswith(("那", "这")) else _strip_leaders(r)
+    r = _strip_title(r)
+    if r in _LEADERS:
+        return ""
+    if not _NAME_CHARS.match(r) or r[0] in _VERB_MARKS or r[0] in _NOT_NAME_START:
+        return ""
+    if any(c in _NOT_IN_NAMES or c in _VERB_MARKS for c in r[1:]):
+        return ""
+    if len(r) == 1 and r in _SINGLE_NOT_NAME:
+        return ""
+    return r
 
 
 @dataclass
@@ -324,43 +458,103 @@ class _Speech:
     clause_start: int
     line: int
     speaker: str = ""
+    addressee: str = ""
+    how: str = ""  # which rule named the speaker (start, title, surname, inside, plain, back, previous, answer)
+
+
+def _trie_regex(words: Iterable[str]) -> re.Pattern[str]:
+    """One regex matching any of `words`, longest first, built as a trie so that a scan of a whole novel
+    costs one branch per character instead of one per word."""
+    trie: dict[str, Any] = {}
+    for w in words:
+        node = trie
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = True
+
+    def emit(node: dict[str, Any]) -> str:
+        end = node.get("", False)
+        alts = [re.escape(ch) + emit(child) for ch, child in sorted(node.items()) if ch]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        if end:
+            return "(?:" + body + ")?"
+        return body
+
+    pattern = emit(trie)
+    return re.compile(pattern if pattern else r"(?!x)x")
 
 
 class SpeakerFinder:
     """Names the speaker of `…X曰：` from the clause before the colon.
 
     The name list is mined from the book: a clause that is only a name plus speech verb and manner words
-    (孔明曰, 孔明笑曰, 行者暗笑道, 主簿陈琳谏曰 after dropping the title) votes for that name.  Then for each
-    clause: the leftmost listed name that is not the person spoken to (谓操曰 / 问孔明曰) is the speaker; else
-    a short plain subject (老者道, 众将曰); else the subject of the sentence, or of the speech right before
-    when the clause follows it directly (…”又曰：).  A one-character name (飞曰, 操曰) is expanded to the
-    listed full name ending in that character mentioned most recently (张飞, 曹操)."""
+    (孔明曰, 孔明笑曰, 行者暗笑道, 主簿陈琳谏曰 after dropping the title) votes for that name; two votes make
+    it a listed name, unless it is an action that follows a well-known name elsewhere (操勒马, 谌伏地).
+    Then for each clause, first match wins:
+      a titled name (长史张昭, 部将李堪) or a listed name at the start, after openers such as 却说/乃/只见;
+      a surname plus given name the book mentions often (杨锋引兵入曰);
+      the leftmost listed name that is not the person spoken to (谓操曰 / 问孔明曰 name the listener);
+      a short plain subject (老者道, 众将曰).
+    Otherwise the clause is elided and the caller looks back (`look_back`, or the speaker of the speech right
+    before, for …”又曰：; after 问X曰, an elided 答曰 is X).  `resolve_short_names` expands 飞 to 张飞."""
 
-    def __init__(self, clauses: Iterable[str]):
+    def __init__(self, clauses: Iterable[str], text: str = ""):
+        self._text = text
+        self._surname_counts: Counter[str] | None = None
+        self._followed_counts: Counter[str] = Counter()
         votes: Counter[str] = Counter()
         for clause in clauses:
-            name = self._simple_subject(clause)
-            if name:
+            if _DOCUMENT.search(clause) or "、" in clause:
+                continue
+            r = _strip_tail(clause)
+            if r == clause:
+                continue  # no speech verb at the end: not a clean vote
+            name = _plain_subject(clause)
+            if name and name not in _ANONYMOUS:
                 votes[name] += 1
-        # single characters are often verbs or adverbs the tail list missed: ask for two votes
-        self.names = {n: c for n, c in votes.items() if c >= 2 or len(n) >= 2}
+        names: dict[str, int] = {}
+        for n, c in votes.items():
+            if c < 2:
+                continue  # one vote is as likely an action (扬鞭大骂曰) as a name: the clause's own fallback covers it
+            # 张飞大 / 行者心 / 八戒慌: a better-voted name plus a leftover manner character
+            if len(n) >= 3 and any(votes.get(n[:k], 0) > c for k in range(2, len(n))):
+                continue
+            names[n] = c
+        self.names = self._drop_actions(names, text)
+        # Full names for expanding one-character speakers may have a single vote (董卓曰 once, 卓曰 sixty times).
+        self.full_names = {
+            n
+            for n in votes
+            if 2 <= len(n) <= 3
+            and n[0] not in _NOT_NAME_START
+            and not any(c in _ADDRESSEE_MARKS or c in _SINGLE_NOT_NAME for c in n)
+            and not (len(n) == 3 and n[:2] in self.names)  # 行者自: a name plus a stray character
+        }
         self._max_len = max((len(n) for n in self.names), default=1)
 
-    # -- mining -----------------------------------------------------------------------------
     @staticmethod
-    def _simple_subject(clause: str) -> str:
-        if _DOCUMENT.search(clause):
-            return ""
-        r = _strip_tail(clause)
-        if not r or r == clause:
-            return ""
-        r = _demonstrative(_strip_title(r))
-        r = _plain_name(r)
-        if r in _ANONYMOUS:
-            return ""
-        return r
+    def _drop_actions(names: dict[str, int], text: str) -> dict[str, int]:
+        """Drop rarely-voted entries that are actions: in the book they mostly follow a well-known name
+        (勒马 in 玄德勒马, 伏地 in 谌伏地).  Surname-initial entries are kept (魏主曹睿, 严氏)."""
+        strong = {n for n, c in names.items() if c >= 5}
+        weak = [
+            n
+            for n, c in names.items()
+            if c < 5 and len(n) >= 2 and n[0] not in _SURNAMES and n[:2] not in _COMPOUND_SURNAMES
+        ]
+        if not weak or not text:
+            return names
+        total: Counter[str] = Counter()
+        after_name: Counter[str] = Counter()
+        for m in _trie_regex(weak).finditer(text):
+            w, i = m.group(), m.start()
+            total[w] += 1
+            if text[i - 1 : i] in strong or text[i - 2 : i] in strong or text[i - 3 : i] in strong:
+                after_name[w] += 1
+        return {n: c for n, c in names.items() if not (after_name[n] and after_name[n] >= 0.2 * total[n])}
 
-    # -- lookup -----------------------------------------------------------------------------
     def _name_at(self, s: str, i: int) -> str:
         for L in range(min(self._max_len, len(s) - i), 0, -1):
             cand = s[i : i + L]
@@ -368,95 +562,309 @@ class SpeakerFinder:
                 return cand
         return ""
 
+    def _text_has_name_ending(self, ch: str) -> bool:
+        """Whether the book mentions surname + `ch` twice or more (匡 -> 吴匡): `ch` can be a given name."""
+        self._count("")  # builds the index
+        counts = self._surname_counts or {}
+        return any(counts.get(sn + ch, 0) >= 2 for sn in _SURNAMES)
+
+    def _mined_at(self, s: str) -> str:
+        """周鲂听知… -> 周鲂 where 周 alone is also a listed name: a mined longer name at the start."""
+        if s[:1] not in _LOCAL_SURNAMES:
+            return ""  # 操退 / 瑜作色 are one-vote actions, not names
+        for L in (3, 2):
+            if s[:L] in self.full_names:
+                return s[:L]
+        return ""
+
+    def _count(self, s: str) -> int:
+        """How often the book mentions `s` (only asked for surname-initial strings, indexed once)."""
+        if self._surname_counts is None:
+            # findall + Counter both run in C: two- and three-character strings from every surname position
+            first = "[" + "".join(sorted(_SURNAMES)) + "]"
+            t = self._text
+            counts: Counter[str] = Counter(re.findall(f"(?=({first}.))", t))
+            counts.update(re.findall(f"(?=({first}..))", t))
+            counts.update(re.findall("(?=((?:" + "|".join(_COMPOUND_SURNAMES) + ")..?))", t))
+            self._surname_counts = counts
+            # the same strings right before a verb of speaking or acting: names are (杨锋引兵, 辛毗曰),
+            # words that start with a surname character (解释, 黄金, 江山) almost never
+            acts = "(?=[" + _NAME_FOLLOWERS + "])"
+            followed: Counter[str] = Counter(re.findall(f"(?=({first}.){acts})", t))
+            followed.update(re.findall(f"(?=({first}..){acts})", t))
+            followed.update(re.findall("(?=((?:" + "|".join(_COMPOUND_SURNAMES) + ")..?)" + acts + ")", t))
+            self._followed_counts = followed
+        return self._surname_counts.get(s, 0)
+
+    def _surname_name(self, s: str) -> str:
+        """杨锋引兵入 -> 杨锋, 蔡夫人 -> 蔡夫人: surname + given name the book mentions three times or more."""
+        if s[:2] in _COMPOUND_SURNAMES:
+            k = 2
+        elif s[:1] in _SURNAMES:
+            k = 1
+        else:
+            return ""
+        for suffix in _SURNAME_TITLES:
+            if s.startswith(suffix, k):
+                return s[: k + len(suffix)]
+        short, long_ = s[: k + 1], s[: k + 2]
+        if len(short) < k + 1 or short[-1] in _NOT_GIVEN_NAME or short[-1] in _SINGLE_NOT_NAME:
+            return ""
+        if not _NAME_CHARS.match(short) or any(c in _NOT_IN_NAMES or c in _ADDRESSEE_MARKS for c in short[k:]):
+            return ""
+        n = self._count(short)
+        if n < 3 or self._followed_counts[short] < 2:
+            return ""
+        last = long_[-1:]
+        if (
+            len(long_) > len(short)
+            and last not in _NOT_GIVEN_NAME
+            and last not in _SINGLE_NOT_NAME
+            and last not in _NOT_IN_NAMES
+            and last not in _ADDRESSEE_MARKS
+            and self._count(long_) >= max(3, 0.7 * n)
+            and self._followed_counts[long_] >= 2
+        ):
+            return long_
+        return short
+
+    def _titled_name(self, s: str) -> str:
+        """长史张昭 / 部将李堪 / 温侯吕布: the name right after a title."""
+        for m in _TITLE_RE.finditer(s):
+            rest = s[m.end() :]
+            n = self._name_at(rest, 0)
+            if len(n) >= 2:
+                return n
+            n = self._surname_name(rest)
+            if n:
+                return n
+        return ""
+
     def _subject(self, clause: str) -> tuple[str, bool]:
-        """(speaker, found_addressee_only).  Tries the clause start, then leaders stripped one by one."""
+        """(speaker or '', whether a listed name was seen only as the person spoken to)."""
         s = clause
         for _ in range(4):
+            t = self._titled_name(s) if _TITLE_RE.match(s) else ""
+            if t:
+                self.how = "title"
+                return t, False
             n = self._name_at(s, 0)
+            if len(n) >= 2:
+                self.how = "start"
+                return n, False
+            if len(n) == 1:
+                longer = self._mined_at(s)
+                if longer:
+                    self.how = "start"
+                    return longer, False
             if n:
-                if len(n) == 1 and len(s) > 1 and s[:2] in self.names:
-                    n = s[:2]
+                # 众侍婢上前道: the whole short subject beats the one-character group word it starts with
+                plain = _plain_subject(s) if n in "众诸群" else ""
+                if 2 <= len(plain) <= 3 and plain[0] == n:
+                    self.how = "start"
+                    return plain, False
+                self.how = "start1"
                 return n, False
-            for lead in _LEADERS:
-                if s.startswith(lead) and len(s) > len(lead):
-                    s = s[len(lead) :]
-                    break
-            else:
+            t = self._surname_name(s) or self._titled_name(s)
+            if t:
+                self.how = "surname"
+                return t, False
+            if s[:1] in "把被" and len(s) > 2:
+                # 被行者一把扯住道 / 把长老唬得慌忙…道: the one named after 被/把 speaks
+                t = self._name_at(s, 1)
+                if len(t) >= 2:
+                    self.how = "start"
+                    return t, False
+            stripped = _strip_leaders(s)
+            if stripped == s:
                 break
-        # a title-prefixed name anywhere (司隶校尉袁绍入见进曰)
-        for m in _TITLE_PREFIX.finditer(s):
-            n = self._name_at(s, m.end())
-            if n and len(n) >= 2:
-                return n, False
-        # any listed name not preceded by an addressee mark
-        addressee = False
-        i = 0
-        while i < len(s):
-            n = self._name_at(s, i)
-            if n and len(n) >= 2:
-                if i > 0 and s[i - 1] in _ADDRESSEE_MARKS:
-                    addressee = True
-                    i += len(n)
-                    continue
+            s = stripped
+        # A name inside the clause is mostly the listener (分付鲁肃曰, 召关兴、张苞曰): only a name right
+        # before the verb, after something that is not a verb of addressing, speaks (阶下蒯良出曰, 长子孙策曰).
+        s = _strip_tail(s)  # 大惊小怪道 holds no 小怪
+        addressee = any(
+            s[i - 1] in _ADDRESSEE_MARKS and len(self._name_at(s, i)) >= 2 for i in range(1, len(s))
+        )
+        for L in (4, 3, 2):
+            if len(s) <= L:
+                continue
+            tail = s[-L:]
+            if tail in self.names or self._surname_name(tail) == tail:
+                head = s[:-L]
+                short_epithet = len(head) <= 2 and not any(c in _LISTENER_BEFORE or c in _SINGLE_NOT_NAME for c in head)
+                if head[-1] in _SPEAKER_BEFORE or short_epithet:  # 劲节十八公笑道
+                    self.how = "inside"
+                    return tail, False
+                break
+        i = 1
+        while i < len(s) - 1:  # 城楼上小妖急跳下城中报道: a listed name right after a place word
+            n = self._name_at(s, i) if s[i - 1] in _SPEAKER_BEFORE else ""
+            if len(n) >= 2 and not (i > 1 and s[i - 2] in _LISTENER_BEFORE):
+                self.how = "inside"
                 return n, False
             i += 1
         return "", addressee
 
     def speaker_of(self, clause: str) -> tuple[str, bool]:
-        """(speaker or '', elided).  elided=True means the clause names nobody and the caller should look back."""
+        """(speaker or '', elided).  elided=True: the clause names nobody, the caller should look back."""
+        self.how = "none"
         if not clause:
             return "", True
         if _DOCUMENT.search(clause):
             return "", False
+        subject_part = re.split("[" + "".join(_ADDRESSEE_MARKS) + "]", clause, maxsplit=1)[0]
+        if "、" in subject_part:
+            self.how = "several"
+            return "", False  # 关、张曰 / 韩当、周泰、凌统等应声而出曰: several speakers at once
         name, addressee = self._subject(clause)
         if name:
             return name, False
-        r = _strip_tail(clause)
-        if not r:
-            return "", True
-        plain = _plain_name(_demonstrative(_strip_title(r)))
-        if plain and not addressee and plain[0] not in _ADDRESSEE_MARKS and plain not in _ANONYMOUS:
-            return plain, False
-        if (plain and plain in _ANONYMOUS) or r in _ANONYMOUS:
+        rest = _strip_tail(clause)
+        if _NEWCOMER.search(rest) or _strip_leaders(rest).startswith("一"):
             return "", False
+        plain = "" if addressee else _plain_subject(clause)
+        if len(plain) > 3 and plain not in self.names:
+            # 本寺院主 / 正台阴阳官: keep the head noun when it is a listed name or a rank; else it is an action
+            head = next((plain[-k:] for k in (3, 2) if plain[-k:] in self.names), "")
+            if not head and plain[-1] in "官使吏臣兵卒僧主翁婆":
+                head = plain[-3:]
+            plain = head
+        if len(plain) == 1 and plain not in self.names and not self._text_has_name_ending(plain):
+            plain = ""  # 垂泣曰: half a word, unless a name ending in it was just mentioned (吴匡…匡大呼曰)
+        if plain:
+            self.how = "plain"
+            return ("", False) if plain in _ANONYMOUS else (plain, False)
+        r = _strip_leaders(rest)
+        if r in _ANONYMOUS:
+            return "", False
+        if "报" in clause and not addressee:
+            self.how = "report"  # 回报曰 / 忽报： a messenger, named at most in the clause before
         return "", True
 
-    def sentence_subject(self, text: str) -> str:
-        """The name at the start of the first clause of a sentence (云火急绰枪上马，…，急问曰 -> 云)."""
-        m = 0
-        while m < len(text) and text[m] not in CLAUSE_DELIMS:
-            m += 1
-        first = text[:m]
-        if not first:
-            return ""
-        name, _ = self._subject(first)
-        if name and first.find(name) <= 2:
-            return name
+    @staticmethod
+    def addressee_of(clause: str) -> str:
+        """问向导官曰 -> 向导官, 谓孔明曰 -> 孔明: who a speech is addressed to, when the clause says."""
+        r = _strip_tail(clause)
+        for i in range(len(r) - 1, -1, -1):
+            if r[i] in "问谓对告":
+                rest = _demonstrative(r[i + 1 :])
+                return rest if 1 <= len(rest) <= 4 and _NAME_CHARS.match(rest) else ""
         return ""
+
+    @staticmethod
+    def is_answer(clause: str) -> bool:
+        return bool(_ANSWER.search(_strip_leaders(clause)))
+
+    def look_back(self, text: str, max_clauses: int = 10) -> str | None:
+        """The subject of the nearest clause before an elided one that opens with a listed name
+        (云火急绰枪上马，…，正迎着蔡瑁，急问曰 -> 云), or that brings someone on (转出张飞 -> 张飞).
+        Crosses at most one sentence end and no speech; clauses ending in 也 are predicates (乃简雍也).
+        '' when an unnamed newcomer (一少年将) is the subject, None when nothing is found."""
+        end = len(text)
+        sentence_ends = 0
+        for _ in range(max_clauses):
+            if end <= 0:
+                break
+            if text[end - 1] in SENTENCE_END:
+                sentence_ends += 1
+                if sentence_ends > 1:
+                    break  # the subject of a sentence before the previous one is too far
+            start = end - 1
+            while start > 0 and text[start - 1] not in CLAUSE_DELIMS:
+                start -= 1
+            clause = text[start:end].rstrip("".join(CLAUSE_DELIMS))
+            end = start - 1 if start > 0 else 0
+            while end > 0 and text[end - 1] in CLAUSE_DELIMS and text[end - 1] not in "”」":
+                end -= 1
+            if not clause or clause.endswith("也") or "、" in clause:
+                continue  # a predicate (乃简雍也) or a list of people (聚长史杨大将，都督张勋、纪灵…)
+            if _NEWCOMER.search(clause) or any(_strip_leaders(clause).startswith(a) for a in _ANONYMOUS_GROUPS):
+                return ""
+            m = re.search(r"[转闪走撞跳杀拥]出(.{2,6})$", clause)
+            if m:
+                n = self._name_at(m.group(1), 0) or self._surname_name(m.group(1))
+                return n if n and len(n) == len(m.group(1)) else ""  # someone new came out
+            s = clause
+            for _ in range(3):
+                n = self._name_at(s, 0)
+                if len(n) <= 1:
+                    titled = _TITLE_RE.match(s) or (s[:1] in "左右前后中上大副" and _TITLE_RE.match(s, 1))
+                    n = self._mined_at(s) or self._surname_name(s) or (self._titled_name(s) if titled else "") or n
+                if n:
+                    return n
+                stripped = _strip_leaders(s)
+                if stripped == s:
+                    break
+                s = stripped
+            if end > 0 and text[end - 1] in "”」":
+                break  # do not look past another speech
+        return None
+
+    def _local_full_name(self, p: str, end: int, short: str, window: int = 200) -> str:
+        """吴匡杀入内庭…匡大呼曰 -> 吴匡: the nearest surname + (one character +) `short` just before."""
+        lo = max(0, end - window)
+        i = p.rfind(short, lo, end)
+        while i > lo:
+            three, two = p[i - 2 : i + 1], p[i - 1 : i + 1]
+            if i - 2 >= lo and (three in self.full_names or three[:2] in _COMPOUND_SURNAMES):
+                return three
+            if two in self.full_names or two[0] in _LOCAL_SURNAMES:
+                return two
+            i = p.rfind(short, lo, i)
+        return ""
+
+    def resolve_short_names(self, speeches: list["_Speech"], paragraphs: list[Paragraph]) -> None:
+        """飞 -> 张飞: a one-character speaker becomes the mined longer name ending in it that the text
+        mentions most recently before the speech, within about five chapters."""
+        shorts = {s.speaker for s in speeches if len(s.speaker) == 1} - {"众"}
+        full_names = [n for n in self.full_names if n[-1] in shorts and n not in _ANONYMOUS]
+        offsets, pos = [], 0
+        for p in paragraphs:
+            offsets.append(pos)
+            pos += len(p.text) + 1
+        text = self._text  # the paragraphs joined by newlines, as given to the constructor
+        by_last: dict[str, tuple[list[int], list[str]]] = {}
+        for m in _trie_regex(full_names).finditer(text) if full_names else ():
+            pos_list, names = by_last.setdefault(m.group()[-1], ([], []))
+            pos_list.append(m.start())
+            names.append(m.group())
+        horizon = 30000
+        for s in speeches:
+            if len(s.speaker) != 1:
+                continue
+            local = self._local_full_name(paragraphs[s.para].text, s.clause_start, s.speaker)
+            if local:
+                s.speaker = local
+                continue
+            if s.speaker not in by_last:
+                continue
+            where = offsets[s.para] + s.colon
+            pos_list, names = by_last[s.speaker]
+            i = bisect.bisect_left(pos_list, where) - 1
+            if i >= 0 and where - pos_list[i] <= horizon:
+                s.speaker = names[i]
+
+
+_SENTENCE_BREAK = re.compile("[" + re.escape(SENTENCE_END) + "][" + re.escape(SENTENCE_END + CLOSERS) + "]*")
 
 
 def _sentence_starts(p: str, spans: list[tuple[int, int | None]]) -> list[int]:
     """Offsets where a sentence starts cleanly: after 。！？… (and closing quotes), never inside a quote."""
-    inside = []
-    for o, c in spans:
-        inside.append((o, c if c is not None else len(p)))
+    inside = [(o, c if c is not None else len(p)) for o, c in spans]
     starts = [0]
     j = 0
     n = len(p)
-    for i, ch in enumerate(p):
-        if ch in SENTENCE_END or (ch in CLOSERS and i > 0 and p[i - 1] in SENTENCE_END):
-            k = i + 1
-            while k < n and (p[k] in SENTENCE_END or p[k] in CLOSERS):
-                k += 1
-            if k >= n:
-                continue
-            # reject offsets inside a quote span (but the offset right after a closing quote is fine)
-            while j < len(inside) and inside[j][1] < k - 1:
-                j += 1
-            if j < len(inside) and inside[j][0] < k <= inside[j][1]:
-                continue
-            if starts[-1] != k:
-                starts.append(k)
+    for m in _SENTENCE_BREAK.finditer(p):
+        k = m.end()
+        if k >= n:
+            continue
+        # reject offsets inside a quote span (but the offset right after a closing quote is fine)
+        while j < len(inside) and inside[j][1] < k - 1:
+            j += 1
+        if j < len(inside) and inside[j][0] < k <= inside[j][1]:
+            continue
+        if starts[-1] != k:
+            starts.append(k)
     return starts
 
 
@@ -479,38 +887,6 @@ def _context_start(p: str, clause_start: int, end: int, sentence_starts: list[in
         if p[k - 1] in "，；、,;":
             return k
     return clause_start
-
-
-def _resolve_short_names(speeches: list[_Speech], paragraphs: list[Paragraph], finder: SpeakerFinder) -> None:
-    """飞 -> 张飞: a one-character speaker becomes the listed longer name ending in it, mentioned most recently."""
-    shorts = {s.speaker for s in speeches if len(s.speaker) == 1}
-    if not shorts:
-        return
-    full_names = [n for n in finder.names if len(n) >= 2 and n[-1] in shorts and n not in _ANONYMOUS]
-    if not full_names:
-        return
-    offsets = []
-    pos = 0
-    for p in paragraphs:
-        offsets.append(pos)
-        pos += len(p.text) + 1
-    text = "\n".join(p.text for p in paragraphs)
-    mention = re.compile("|".join(sorted(map(re.escape, full_names), key=len, reverse=True)))
-    by_last: dict[str, tuple[list[int], list[str]]] = {}
-    for m in mention.finditer(text):
-        pos_list, names = by_last.setdefault(m.group()[-1], ([], []))
-        pos_list.append(m.start())
-        names.append(m.group())
-    # Look back at most this far: a name last seen several chapters ago is probably someone else.
-    horizon = 30000
-    for s in speeches:
-        if len(s.speaker) != 1 or s.speaker not in by_last:
-            continue
-        where = offsets[s.para] + s.colon
-        pos_list, names = by_last[s.speaker]
-        i = bisect.bisect_left(pos_list, where) - 1
-        if i >= 0 and where - pos_list[i] <= horizon:
-            s.speaker = names[i]
 
 
 # -- the extractor -----------------------------------------------------------------------------------
@@ -569,24 +945,42 @@ def extract_dialogue(
                 continue
             speeches.append(_Speech(pi, o, c, k, _clause_start(p, k), para.line_at(o)))
 
-    finder = SpeakerFinder(paragraphs[s.para].text[s.clause_start : s.colon] for s in speeches)
+    finder = SpeakerFinder(
+        (paragraphs[s.para].text[s.clause_start : s.colon] for s in speeches), "\n".join(p.text for p in paragraphs)
+    )
     prev: _Speech | None = None
     for s in speeches:
         p = paragraphs[s.para].text
-        name, elided = finder.speaker_of(p[s.clause_start : s.colon])
+        clause = p[s.clause_start : s.colon]
+        if s.clause_start > 0 and p[s.clause_start - 1] in "”」":
+            # “牛王”道： the name itself is quoted
+            q = p.rfind("“" if p[s.clause_start - 1] == "”" else "「", max(0, s.clause_start - 7), s.clause_start - 1)
+            word = p[q + 1 : s.clause_start - 1] if q >= 0 else ""
+            if q >= 0 and (q == 0 or p[q - 1] not in COLONS) and _NAME_CHARS.match(word):
+                clause = word + clause
+        name, elided = finder.speaker_of(clause)
+        same_para = prev is not None and prev.para == s.para
+        how = finder.how
+        if elided and same_para and finder.is_answer(clause) and prev.addressee:
+            # 问向导官曰：“…”答曰： -> the one asked answers
+            name, elided, how = prev.addressee, False, "answer"
         if elided:
-            # the sentence holding this clause: back to the last sentence end or closing quote
-            b = s.clause_start
-            while b > 0 and p[b - 1] not in SENTENCE_END and p[b - 1] not in "”」\"":
-                b -= 1
-            if b > 0 and p[b - 1] in "”」\"" and prev is not None and prev.para == s.para and prev.close == b - 1:
-                # right after a speech: its speaker goes on (…”又曰：), unless the sentence names someone
-                name = finder.sentence_subject(p[b : s.clause_start]) or prev.speaker
-            else:
-                name = finder.sentence_subject(p[b : s.colon])
+            # look back over the narrative since the previous speech of this paragraph; when it names
+            # nobody, the previous speaker goes on (…”又曰： / …”遂引兵去，问曰：)
+            b = prev.close + 1 if same_para else 0
+            report = finder.how == "report"
+            found = finder.look_back(p[b : s.clause_start], max_clauses=1 if report else 10)
+            name = found or ""
+            how = "back" if name else finder.how
+            between = p[b : s.clause_start]
+            if found is None and not report and same_para and len(between) <= 40 and sum(c in SENTENCE_END for c in between) <= 1:
+                name = prev.speaker
+                how = "previous"
         s.speaker = name
+        s.how = how
+        s.addressee = finder.addressee_of(clause)
         prev = s
-    _resolve_short_names(speeches, paragraphs, finder)
+    finder.resolve_short_names(speeches, paragraphs)
 
     records: list[dict[str, Any]] = []
     for s in speeches:
@@ -596,10 +990,13 @@ def extract_dialogue(
         if s.para not in starts_cache:
             starts_cache[s.para] = _sentence_starts(p, spans_cache[s.para])
         start = _context_start(p, s.clause_start, s.colon + 1, starts_cache[s.para], context_chars)
+        chat = p[s.open : s.close + 1]
+        if len(chat) > 1 and chat[-1] == chat[0] and chat[0] in _CLOSER_OF:
+            chat = chat[:-1] + _CLOSER_OF[chat[0]]  # “…。“ typed for “…。”
         records.append(
             {
                 "context": p[start : s.colon + 1],
-                "chat": p[s.open : s.close + 1],
+                "chat": chat,
                 "speaker": s.speaker,
                 "chapter": paragraphs[s.para].chapter,
                 "line": s.line,
@@ -615,6 +1012,7 @@ def extract_dialogue(
             speeches=len(speeches),
             with_speaker=sum(1 for s in speeches if s.speaker),
             names=len(finder.names),
+            how=dict(Counter(s.how for s in speeches).most_common()),
             records=len(records),
         )
     if not speeches:
