@@ -668,7 +668,7 @@ def build_label_ui(project_dir: str | Path, engine: Any = None, *, store: LabelS
                        temp, top_p, top_k, beams],
                       [answer, info, json_view, json_md, gen_id, chat_state, chat_view, chat_msg, t_status],
                       concurrency_limit=None)
-        answer.input(app.check_json, answer, [json_view, json_md], queue=False)
+        answer.change(app.check_json, answer, [json_view, json_md], queue=False)
         clear.click(app.clear_chat, None, [chat_state, chat_view, chat_msg], queue=False)
         judge_btn.click(app.judge, [user, gen_id, verdict, j_note], t_status)
         accept_btn.click(app.accept_answer, [user, gen_id, answer, a_role, a_tags, j_note], [t_status, count])
