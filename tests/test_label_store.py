@@ -251,8 +251,10 @@ def test_generations_judgements_accept_reject(store):
         store.accept_generation(g)
     chat = store.log_generation(adapter="base", messages=[["user", "你好"], ["assistant", "好"], ["user", "再见"]],
                                 answer="再见！", elapsed_s=0.1)
+    assert store.count_generations("pending") == 1 and store.count_generations() == 2
     store.reject_generation(chat, note="off-topic", user="ann")
-    assert store.list_generations("pending") == []
+    assert store.list_generations("pending") == [] and store.count_generations("pending") == 0
+    assert store.count_generations("rejected") == 1 and store.count_generations("accepted") == 1
     assert store.judgements(chat)[-1]["verdict"] == "rejected"
     chat2 = store.log_generation(adapter="base", messages=[["user", "你好"], ["assistant", "好"], ["user", "几点"]],
                                  answer="三点", elapsed_s=0.1, system="你是钟表")

@@ -788,6 +788,16 @@ class LabelStore:
         args.append(int(limit))
         return [self._generation(r) for r in self._con().execute(sql, args).fetchall()]
 
+    def count_generations(self, review: str | None = None) -> int:
+        """How many model answers are logged; review="pending": not yet accepted or rejected."""
+        if review == "pending":
+            sql, args = "SELECT COUNT(*) FROM generations WHERE review IS NULL", []
+        elif review:
+            sql, args = "SELECT COUNT(*) FROM generations WHERE review = ?", [review]
+        else:
+            sql, args = "SELECT COUNT(*) FROM generations", []
+        return int(self._con().execute(sql, args).fetchone()[0])
+
     def judge(self, generation_id: int, verdict: str, note: str = "", user: str | None = None) -> Generation:
         """Mark a model answer right or wrong (with a note); every judgement is kept in `judgements`."""
         if verdict not in VERDICTS:

@@ -131,7 +131,7 @@ class LabelApp:
     # -- shared views -----------------------------------------------------------------------------------
     def count_text(self) -> str:
         c = self.store.counts()
-        pending = len(self.store.list_generations("pending", limit=10_000))
+        pending = self.store.count_generations("pending")
         return (f"**{c['total']} samples** — {c['accepted']} accepted, {c['draft']} draft, {c['rejected']} rejected"
                 f" · {pending} model answer(s) to review")
 
