@@ -51,7 +51,7 @@ _CLOSER_OF = {"“": "”", "「": "」"}
 CLOSERS = "”’」』\"'"
 COLONS = "：:"
 # Characters that end a clause: the speaker of `X曰：` is looked for after the last of these.
-CLAUSE_DELIMS = frozenset("，。！？；：”’」』（）()…,.!?;:　 \t—")
+CLAUSE_DELIMS = frozenset("，。！？；：”’」』（）()…,.!?;:　 \t—\"'")
 
 # -- text cleaning ---------------------------------------------------------------------------------
 
@@ -166,13 +166,15 @@ def split_paragraphs(text: str) -> list[Paragraph]:
     nonblank = [w for w in widths if w]
     if not nonblank:
         return []
-    # Hard-wrapped: a third or more of the lines share one width (±2 columns) near the longest ones.
+    # Hard-wrapped: a third or more of the lines share one width (±2 columns), and most of those lines
+    # stop in mid-sentence (a text with one paragraph per line ends its lines with 。！？” instead).
     counts = Counter(w for w in nonblank if w > 20)
     wrap_width, wrapped = 0, False
     if counts:
         wrap_width = counts.most_common(1)[0][0]
-        near = sum(n for w, n in counts.items() if abs(w - wrap_width) <= 2)
-        wrapped = near >= 0.3 * len(nonblank) and wrap_width >= 40
+        near = [l.rstrip() for l, w in zip(lines, widths) if w > 20 and abs(w - wrap_width) <= 2]
+        mid_sentence = sum(1 for l in near if l[-1:] not in SENTENCE_END + CLOSERS + "：:")
+        wrapped = len(near) >= 0.3 * len(nonblank) and wrap_width >= 40 and mid_sentence >= 0.5 * len(near)
     indented = sum(1 for l in lines if l.strip() and l[:1] in " \u3000\t")
     # In an indented text the indent alone marks a new paragraph; wrap widths vary by a few columns.
     use_indent = wrapped and indented >= 0.05 * len(nonblank)
@@ -254,10 +256,11 @@ def quote_spans(p: str) -> list[tuple[int, int | None]]:
     for opener, closer in (("“", "”"), ("「", "」")):
         if opener in p:
             spans.extend(_paired_spans(p, opener, closer))
-    if not spans and '"' in p:
-        # ASCII quotes do not say which end they are: pair them in order.
-        idx = [i for i, c in enumerate(p) if c == '"']
-        spans = [(idx[k], idx[k + 1] if k + 1 < len(idx) else None) for k in range(0, len(idx), 2)]
+    if '"' in p:
+        # ASCII quotes do not say which end they are: pair those outside other quotes in order.
+        inside = [(o, len(p) if c is None else c) for o, c in spans]
+        idx = [i for i, ch in enumerate(p) if ch == '"' and not any(o < i < c for o, c in inside)]
+        spans.extend((idx[k], idx[k + 1] if k + 1 < len(idx) else None) for k in range(0, len(idx), 2))
     spans.sort()
     return spans
 
@@ -320,7 +323,8 @@ _TITLES = (
     "主簿 主薄 长史 参军 司徒 司空 太尉 校尉 中军校尉 司隶校尉 侍御史 御史 议郎 中常侍 常侍 尚书 仆射 军师 都督 大都督"
     " 丞相 太守 刺史 将军 大将军 大将 上将 部将 先锋 牙将 偏将 副将 裨将 谋士 谋臣 从事 别驾 治中 功曹 督邮 县令 太傅 太师"
     " 太保 大夫 侍中 黄门 中郎将 郎中 护军 监军 司马 军司马 使者 近臣 内侍 宦官 国舅 皇叔 元帅 学士 温侯 侍郎 门下侍郎 都护"
-    " 都尉 骑都尉 校尉 典军校尉 中郎 小校 牙门将 督将 守将 老将 大将 小将 主将 副将 家将"
+    " 都尉 骑都尉 校尉 典军校尉 中郎 小校 牙门将 督将 守将 老将 大将 小将 主将 副将 家将 司农 大司农 司隶 中书 中书令"
+    " 廷尉 卫尉 太常 太仆 少府 尚书令 光禄勋 行军司马 参谋 长水校尉 步兵校尉 羽林监 虎贲 散骑常侍 给事中 谏议大夫"
     " 天王 真君 星官 长老 法师 禅师 国师 祖师 老师 菩萨 大仙 太子 公主 娘娘 小姐 员外 驿丞 僧官"
 ).split()
 _TITLE_RE = re.compile("(?:" + "|".join(sorted(_TITLES, key=len, reverse=True)) + ")")
@@ -336,10 +340,10 @@ _LEADERS = sorted(
     reverse=True,
 )
 # A name right after one of these is the person spoken to (谓操曰, 问孔明曰, 对行者道), not the speaker.
-_ADDRESSEE_MARKS = frozenset("谓问对告与向叱骂责指顾见禀劝嘱唤叫教令请拜谢迎奏揖扯召命遣聚")
+_ADDRESSEE_MARKS = frozenset("谓问对告与向叱骂责指顾见禀劝嘱唤叫教令请拜谢迎奏揖扯召命遣聚付谕招呼赐")
 # The same marks minus those that are also surnames or name characters (顾雍, 向宠, 谢旌, 令狐, 县令):
 # a leftover subject holding one of these is a verb phrase (谓操, 对行者, 叫小妖), not a name.
-_VERB_MARKS = _ADDRESSEE_MARKS - frozenset("顾向谢令见")
+_VERB_MARKS = _ADDRESSEE_MARKS - frozenset("顾向谢令见呼赐")
 # Before a name at the end of a clause, these make it the listener (分付鲁肃曰, 报知曹操曰, 关、张曰).
 _LISTENER_BEFORE = _ADDRESSEE_MARKS | frozenset("付呼戒招谕知聚、和同及把被将")
 # ... and these make it the speaker: a place or rank before the name (阶下蒯良出曰, 长子孙策曰, 听得杨秋说道).
@@ -351,6 +355,8 @@ _DOCUMENT = re.compile(
 )
 # An unnamed newcomer (忽闻背后一人问曰, 惟有一小将曰): the text names him later if at all.
 _NEWCOMER = re.compile(r"一(?:[个位员名]|[\u4e00-\u9fff]{0,2}?(?:人|将|者|汉|卒|童|军|官|僧|道|妖|怪|女|妇))")
+# Unnamed little groups (着两个急去郡中报道, 内中几个道).
+_UNNAMED = re.compile(r"[两二三几数][个人名员]|众人皆")
 # Verbs of answering: an elided 答曰 after 问X曰 is X speaking.
 _ANSWER = re.compile(r"(?:答|对|应|回)(?:曰|道|言|说)$|^(?:答|对)$")
 # Surnames, for a name at the clause start that was a speaker only once (杨锋引兵入曰, 辛毗哭拜于地曰).
@@ -522,6 +528,9 @@ class SpeakerFinder:
             if len(n) >= 3 and any(votes.get(n[:k], 0) > c for k in range(2, len(n))):
                 continue
             names[n] = c
+        firsts = Counter(n[0] for n in names if len(n) >= 2)
+        # 老 / 小 / 张: the first character of three or more listed names is a prefix, not a name
+        names = {n: c for n, c in names.items() if len(n) > 1 or firsts[n] < 3}
         self.names = self._drop_actions(names, text)
         # Full names for expanding one-character speakers may have a single vote (董卓曰 once, 卓曰 sixty times).
         self.full_names = {
@@ -720,7 +729,10 @@ class SpeakerFinder:
         if name:
             return name, False
         rest = _strip_tail(clause)
-        if _NEWCOMER.search(rest) or _strip_leaders(rest).startswith("一"):
+        if _NEWCOMER.search(rest) or _strip_leaders(rest).startswith("一") or _UNNAMED.search(rest):
+            return "", False
+        if re.search("听得|听见|闻得", clause):
+            self.how = "heard"  # 只听得路旁叫：the one who hears is not the one who speaks
             return "", False
         plain = "" if addressee else _plain_subject(clause)
         if len(plain) > 3 and plain not in self.names:
@@ -751,6 +763,20 @@ class SpeakerFinder:
                 return rest if 1 <= len(rest) <= 4 and _NAME_CHARS.match(rest) else ""
         return ""
 
+    def sent_one(self, text: str) -> str | None:
+        """先差曹洪领三万铁甲马军，哨至江边。回报云： -> 曹洪: the one sent out comes back with the report."""
+        tail = text[-80:]
+        for m in reversed(list(re.finditer("[差遣使令命教]", tail))):
+            rest = tail[m.end() :]
+            if rest[:1] in "、人" or "、" in rest[:6]:
+                return None  # 使张辽、许褚探… several, or 使人 (someone)
+            n = self._name_at(rest, 0)
+            if len(n) < 2:
+                n = self._surname_name(rest)
+            if n:
+                return n
+        return None
+
     @staticmethod
     def is_answer(clause: str) -> bool:
         return bool(_ANSWER.search(_strip_leaders(clause)))
@@ -762,10 +788,13 @@ class SpeakerFinder:
         '' when an unnamed newcomer (一少年将) is the subject, None when nothing is found."""
         end = len(text)
         sentence_ends = 0
+        single: str | None = None  # a one-character name found in this sentence, see below
         for _ in range(max_clauses):
             if end <= 0:
                 break
             if text[end - 1] in SENTENCE_END:
+                if single is not None:
+                    return single
                 sentence_ends += 1
                 if sentence_ends > 1:
                     break  # the subject of a sentence before the previous one is too far
@@ -779,7 +808,7 @@ class SpeakerFinder:
             if not clause or clause.endswith("也") or "、" in clause:
                 continue  # a predicate (乃简雍也) or a list of people (聚长史杨大将，都督张勋、纪灵…)
             if _NEWCOMER.search(clause) or any(_strip_leaders(clause).startswith(a) for a in _ANONYMOUS_GROUPS):
-                return ""
+                return single if single is not None else ""
             m = re.search(r"[转闪走撞跳杀拥]出(.{2,6})$", clause)
             if m:
                 n = self._name_at(m.group(1), 0) or self._surname_name(m.group(1))
@@ -790,15 +819,19 @@ class SpeakerFinder:
                 if len(n) <= 1:
                     titled = _TITLE_RE.match(s) or (s[:1] in "左右前后中上大副" and _TITLE_RE.match(s, 1))
                     n = self._mined_at(s) or self._surname_name(s) or (self._titled_name(s) if titled else "") or n
-                if n:
+                if len(n) >= 2:
                     return n
+                if n and single is None:
+                    # 孔明以酒食赐之，修密书一封，付军士曰: a one-character name may be a verb (修); a longer
+                    # name opening an earlier clause of the same sentence wins
+                    single = n
                 stripped = _strip_leaders(s)
                 if stripped == s:
                     break
                 s = stripped
             if end > 0 and text[end - 1] in "”」":
                 break  # do not look past another speech
-        return None
+        return single
 
     def _local_full_name(self, p: str, end: int, short: str, window: int = 200) -> str:
         """吴匡杀入内庭…匡大呼曰 -> 吴匡: the nearest surname + (one character +) `short` just before."""
@@ -876,6 +909,21 @@ def _clause_start(p: str, colon: int) -> int:
 
 
 def _context_start(p: str, clause_start: int, end: int, sentence_starts: list[int], context_chars: int) -> int:
+    start = _window_start(p, clause_start, end, sentence_starts, context_chars)
+    # A paragraph that opens inside a quote (a verse broken over lines in the source): start after its ”.
+    depth = 0
+    for k in range(start, clause_start):
+        ch = p[k]
+        if ch in "“「":
+            depth += 1
+        elif ch in "”」":
+            depth -= 1
+            if depth < 0:
+                start, depth = k + 1, 0
+    return start
+
+
+def _window_start(p: str, clause_start: int, end: int, sentence_starts: list[int], context_chars: int) -> int:
     lo = end - context_chars
     if lo <= 0:
         return 0
@@ -932,6 +980,13 @@ def extract_dialogue(
         if not any(q in p for q in "“「\""):
             continue
         spans = quote_spans(p)
+        typos = [c for o, c in spans if c is not None and p[c] == p[o] and p[o] in _CLOSER_OF]
+        if typos:
+            # “…。“ typed for “…。”: mend the text so that chat and later contexts read right
+            chars = list(p)
+            for c in typos:
+                chars[c] = _CLOSER_OF[chars[c]]
+            para.text = p = "".join(chars)
         spans_cache[pi] = spans
         for o, c in spans:
             quotes += 1
@@ -970,6 +1025,8 @@ def extract_dialogue(
             b = prev.close + 1 if same_para else 0
             report = finder.how == "report"
             found = finder.look_back(p[b : s.clause_start], max_clauses=1 if report else 10)
+            if report and not found:
+                found = finder.sent_one(p[b : s.clause_start])
             name = found or ""
             how = "back" if name else finder.how
             between = p[b : s.clause_start]
@@ -991,8 +1048,6 @@ def extract_dialogue(
             starts_cache[s.para] = _sentence_starts(p, spans_cache[s.para])
         start = _context_start(p, s.clause_start, s.colon + 1, starts_cache[s.para], context_chars)
         chat = p[s.open : s.close + 1]
-        if len(chat) > 1 and chat[-1] == chat[0] and chat[0] in _CLOSER_OF:
-            chat = chat[:-1] + _CLOSER_OF[chat[0]]  # “…。“ typed for “…。”
         records.append(
             {
                 "context": p[start : s.colon + 1],
@@ -1006,7 +1061,7 @@ def extract_dialogue(
         stats.update(
             encoding=used,
             paragraphs=len(paragraphs),
-            chapters=len({p.chapter for p in paragraphs if p.chapter}),
+            chapters=len({p.chapter for p in paragraphs if p.chapter and _heading_label(p.text) is None}),
             quotes=quotes,
             unclosed=unclosed,
             speeches=len(speeches),
@@ -1033,16 +1088,19 @@ def extract_dialogue(
 # -- output ------------------------------------------------------------------------------------------
 
 
-def records_to_conversations(records: list[dict[str, Any]], source: str = "novel") -> list["Conversation"]:
-    """user = context, assistant = chat; meta keeps speaker, chapter, line and source."""
-    from tunesmith.conversation import Conversation
+def records_to_conversations(records: list[dict[str, Any]], book: str | None = None) -> list["Conversation"]:
+    """user = context, assistant = chat, exactly as `tunesmith data convert --from novel-dialogue` reads the
+    cosplay JSONL: meta has source "novel-dialogue", role and speaker (when named), chapter, line, book."""
+    from tunesmith.data.novel_dialogue import converter
 
-    return [
-        Conversation.single_turn(
-            r["context"], r["chat"], speaker=r["speaker"], chapter=r["chapter"], line=r.get("line"), source=source
-        )
-        for r in records
-    ]
+    convert = converter(Path(book or "novel"))
+    out = []
+    for r in records:
+        rec = {k: v for k, v in r.items() if not (k == "speaker" and not v)}  # the importer wants a name or no key
+        if book:
+            rec["book"] = book
+        out.extend(convert(rec))
+    return out
 
 
 def write_jsonl_atomic(rows: Iterable[dict[str, Any]], out: str | os.PathLike) -> int:
@@ -1051,6 +1109,8 @@ def write_jsonl_atomic(rows: Iterable[dict[str, Any]], out: str | os.PathLike) -
     folder = out.parent if str(out.parent) else Path(".")
     if not folder.is_dir():
         raise DataError("output folder does not exist", str(folder))
+    if out.is_dir():
+        raise DataError("output is a directory (expected a .jsonl file name)", str(out))
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
     n = 0
     try:
@@ -1068,10 +1128,32 @@ def write_jsonl_atomic(rows: Iterable[dict[str, Any]], out: str | os.PathLike) -
     return n
 
 
-def write_dialogue(records: list[dict[str, Any]], out: str | os.PathLike, fmt: str = "cosplay", source: str = "novel") -> int:
+def write_dialogue(records: list[dict[str, Any]], out: str | os.PathLike, fmt: str = "cosplay", book: str | None = None) -> int:
     """Write records as cosplay JSONL ({context, chat, speaker, chapter, line}) or Conversation JSONL."""
     if fmt == "cosplay":
         return write_jsonl_atomic(records, out)
     if fmt == "conversation":
-        return write_jsonl_atomic((c.to_dict() for c in records_to_conversations(records, source)), out)
+        return write_jsonl_atomic((c.to_dict() for c in records_to_conversations(records, book)), out)
     raise ConfigError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
+
+
+def extract_dialogue_file(
+    novel: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    context_chars: int = DEFAULT_CONTEXT_CHARS,
+    encoding: str = "auto",
+    fmt: str = "cosplay",
+    speaker: str | None = None,
+) -> dict[str, Any]:
+    """`tunesmith data extract-dialogue`: mine `novel`, write `out`, return the counts for the summary line."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
+    folder = Path(out).parent
+    if str(folder) and not folder.is_dir():
+        raise DataError("output folder does not exist", str(folder))
+    stats: dict[str, Any] = {}
+    records = extract_dialogue(Path(novel), context_chars=context_chars, encoding=encoding, speaker=speaker, stats=stats)
+    stats["written"] = write_dialogue(records, out, fmt, book=Path(novel).stem)
+    stats["written_with_speaker"] = sum(1 for r in records if r["speaker"])
+    return stats
