@@ -113,6 +113,15 @@ def _text(page, elem_id: str, contains: str) -> str:
     return loc.inner_text()
 
 
+def _click_cell(page, elem_id: str, text: str) -> None:
+    """Click the visible table cell showing exactly `text` (the table keeps a hidden copy for measuring)."""
+    cells = page.locator(f"#{elem_id}").get_by_text(text, exact=True)
+    cells.first.wait_for(state="attached")
+    visible = [cells.nth(i) for i in range(cells.count()) if cells.nth(i).is_visible()]
+    assert visible, f"no visible cell {text!r} in #{elem_id}"
+    visible[0].click()
+
+
 def _choose(page, elem_id: str, option: str) -> None:
     page.locator(f"#{elem_id} input").click()
     page.get_by_role("option", name=option, exact=True).click()
@@ -147,7 +156,7 @@ def test_label_conflict_import_export_and_train(label_server, browser, datasets_
     # ... so bob's edit of revision 1 is refused, with who changed it, and his text stays in the form
     bob.locator("#ed-note textarea").fill("bob's note")
     bob.locator("#ed-save").click()
-    msg = _text(bob, "ed-status-line", "changed by ann")
+    msg = _text(bob, "ed-status-line", "was changed by ann")
     assert "Nothing was saved" in msg
     assert bob.locator("#ed-note textarea").input_value() == "bob's note"
     # search finds it
@@ -155,6 +164,12 @@ def test_label_conflict_import_export_and_train(label_server, browser, datasets_
     ann.locator("#f-text textarea").press("Enter")
     _text(ann, "f-info", "1 match(es)")
     _text(ann, "ds-table", "周星驰主演喜剧之王")
+    # clicking the row opens the sample in the editor
+    ann.locator("#ed-new").click()
+    _text(ann, "ed-status-line", "Write a new sample")
+    _click_cell(ann, "ds-table", "抽取三元组 周星驰主演喜剧之王")
+    _text(ann, "ed-status-line", f"Opened sample #{sid} (revision 2")
+    assert ann.locator("#ed-input textarea").input_value() == "周星驰主演喜剧之王"
 
     # import a real dataset file through the upload widget
     ann.get_by_role("tab", name="Import / export").click()
