@@ -314,7 +314,7 @@ _MODIFIERS = (
     " 心惊胆战 慌了 见了 听了 闻言 听说 听见 看见 见说 闻说 看了 看 止之 止住 扯住 问之 谓之 视之 指之 出 而出 入"
     " 跪下 跪倒 面前 开口 只得 不住 忍不住 的 高 回头 转身 作礼 传旨 眼中 欠身 起来 进言 商议 计议 传令 下令 嘱付 嘱咐"
 " 自思 暗想 寻思 暗思 暗忖 沉吟 叫声 道声 开言 答应 回言 言语 各自 暗自 十分 一个个 聚众 一齐 一同 同声 异口同声 跳"
-" 伏地 拜伏 跪伏 伏于地 拜伏于地 哭拜于地 拜于地 伏于地下 具 请 勃然 奋然 愕然 欣然 忿然 毅然 慨然 喟然 怫然 默然 黯然 恍然 忻然 怡然 泰然 哂然"
+" 施礼 作揖 唱喏 佯 佯醉 佯输 佯笑 佯惊 佯怒 伏地 拜伏 跪伏 伏于地 拜伏于地 哭拜于地 拜于地 伏于地下 具 请 勃然 奋然 愕然 欣然 忿然 毅然 慨然 喟然 怫然 默然 黯然 恍然 忻然 怡然 泰然 哂然"
 " 大惊小怪 大吃一惊 吃了一惊 大吃了一惊 拦住 挡住 拉住 揪住 抓住 按住 扶住 抱住 接住 叫住 喝住 留住 劝住 架住 顶住"
 ).split()
 _VERB_TAIL = re.compile("(?:" + "|".join(sorted(set(_VERBS), key=len, reverse=True)) + ")$")
@@ -333,7 +333,7 @@ _LEADERS = sorted(
     (
         "却说 且说 话说 只见 但见 忽见 又见 却见 于是 当下 当时 此时 那时 随即 随后 少顷 须臾 忽然 原来 后来 次日 当日 是日"
         " 早有 只得 不期 谁知 不想 果然 正是 慌得 唬得 吓得 急得 气得 喜得 多亏 幸亏 内有 内中 其中 中有 旁有 傍有"
-        " 忽 乃 遂 便 又 却 因 时 但 只 正 即 就 再 复 方 才 好"
+        " 忽 乃 遂 便 又 却 因 时 但 只 正 即 就 再 复 方 才 好 密 私 潜 悄"
         " 急 也 亦 今 且 这 那 那个 这个 个 为首 再说 惟有 只有 却有 有"
     ).split(),
     key=len,
@@ -354,7 +354,9 @@ _DOCUMENT = re.compile(
     r"|写着|上书|内书|疏曰|单道|有篇|古风|祭文|读曰"
 )
 # An unnamed newcomer (忽闻背后一人问曰, 惟有一小将曰): the text names him later if at all.
-_NEWCOMER = re.compile(r"一(?:[个位员名]|[\u4e00-\u9fff]{0,2}?(?:人|将|者|汉|卒|童|军|官|僧|道|妖|怪|女|妇))")
+_NEWCOMER = re.compile(
+    r"(?:^|[有见乃忽中下内上后旁傍前里])一(?:[个位员名]|[\u4e00-\u9fff]{0,2}?(?:人|将|者|汉|卒|童|官|僧|道|妖|怪|女|妇))"
+)
 # Unnamed little groups (着两个急去郡中报道, 内中几个道).
 _UNNAMED = re.compile(r"[两二三几数][个人名员]|众人皆")
 # Verbs of answering: an elided 答曰 after 问X曰 is X speaking.
@@ -370,12 +372,12 @@ _SURNAMES = frozenset(
     "简饶曾鞠丰巢关蒯荆游竺逯桓"
 )
 # Right before a one-character name, even common-word surnames are safe (文鸯…鸯曰, 于禁…禁曰).
-_LOCAL_SURNAMES = _SURNAMES | frozenset("文于时和方平成明花水强路高干应单包左石封松车全秋仲宫武白从能双通边尚农连容向古易步满广越隆师沙红公关习充元安常乐齐康云伏")
+_LOCAL_SURNAMES = _SURNAMES | frozenset("文石关云伏")
 _COMPOUND_SURNAMES = (
     "诸葛 司马 夏侯 公孙 太史 欧阳 皇甫 令狐 上官 尉迟 长孙 慕容 宇文 淳于 东方 西门 南宫 百里 呼延 钟离 独孤 轩辕 端木".split()
 )
 # A second character that makes surname+X a phrase, not a name (马上, 何故, 吴兵, 张开).
-_NOT_GIVEN_NAME = frozenset("上下前后来去出入不也之的了着是在有兵军将马人等众故必时曰道说言问日月年开口手头面里中处州城郡县国地罪")
+_NOT_GIVEN_NAME = frozenset("上下前后来去出入不也之的了着是在有兵军将马人等众故必时曰道说言问日月年开口手头面里中处州城郡县国地罪鞭剑刀枪弓箭旗书印")
 # What follows a name in narrative: speech and action verbs, adverbs (孔明笑曰, 杨锋引兵, 辛毗急).
 _NAME_FOLLOWERS = "曰道说问答笑叫喝骂怒喜惊叹引领率见视谓乃遂便即亦又等听闻急拜告奏谏"
 # Surname + one of these is a person too (蔡夫人, 伏皇后, 严氏).
@@ -386,8 +388,12 @@ _ANONYMOUS_GROUPS = ("二人", "两人", "三人", "数人", "众人", "一人",
 _ANONYMOUS = frozenset("人 一人 有人 或 或人 其人 他 她 彼 此人 某 吾 我 汝 你 之 二人 两个 一个 后人 众人皆 有一人".split())
 _NAME_CHARS = re.compile(r"^[\u4e00-\u9fff]{1,4}$")
 _NOT_IN_NAMES = frozenset("之了的着不是在有也而以于其所此这把被说曰道问得住过")
+# Names and role words do not end in a place, body part or verb ending (半空中, 路旁, 起手, 满眼, 心内) nor
+# start with an action (按落云头, 掣铁棒, 搀起, 惊讶, 仰面).
+_NOT_NAME_END = frozenset("上下中里内边旁前起落住着了过得声眼口面心手脚身")
+_ACTION_START = frozenset("按掣吩搀翻鼓思惊仰哀微吆咄发勒拔拍挺举抚摇点哭笑叫骂喝跳跑走坐站躬拱转低抬回")
 # A single character left over that is a verb, adverb or clause opener is no name (问曰, 乃曰, 遂曰).
-_SINGLE_NOT_NAME = frozenset(w for w in _MODIFIERS + _LEADERS if len(w) == 1) | frozenset("遂出入来去上下前后曰道言说自等以与在于为将把被向从则及所此其若如")
+_SINGLE_NOT_NAME = frozenset(w for w in _MODIFIERS + _LEADERS if len(w) == 1) | frozenset("遂出入来去上下前后曰道言说自等以与在于为将把被向从则及所此其若如吆咄哀发喝叫笑哭")
 # A leftover starting with one of these is an action (去吃酒, 把行者, 自觉), not a subject.
 _NOT_NAME_START = "之了的着不是在把被将去来到往走跑吃看听使等自入回与同至当闻见望"
 
@@ -446,11 +452,13 @@ def _plain_subject(clause: str) -> str:
     r = _strip_title(r)
     if r in _LEADERS:
         return ""
-    if not _NAME_CHARS.match(r) or r[0] in _VERB_MARKS or r[0] in _NOT_NAME_START:
+    if not _NAME_CHARS.match(r) or r[0] in _VERB_MARKS or r[0] in _NOT_NAME_START or r[0] == "一":
         return ""
     if any(c in _NOT_IN_NAMES or c in _VERB_MARKS for c in r[1:]):
         return ""
     if len(r) == 1 and r in _SINGLE_NOT_NAME:
+        return ""
+    if len(r) >= 2 and (r[-1] in _NOT_NAME_END or r[0] in _ACTION_START or (r[-1] == "来" and r != "如来")):
         return ""
     return r
 
@@ -545,14 +553,10 @@ class SpeakerFinder:
 
     @staticmethod
     def _drop_actions(names: dict[str, int], text: str) -> dict[str, int]:
-        """Drop rarely-voted entries that are actions: in the book they mostly follow a well-known name
-        (勒马 in 玄德勒马, 伏地 in 谌伏地).  Surname-initial entries are kept (魏主曹睿, 严氏)."""
-        strong = {n for n, c in names.items() if c >= 5}
-        weak = [
-            n
-            for n, c in names.items()
-            if c < 5 and len(n) >= 2 and n[0] not in _SURNAMES and n[:2] not in _COMPOUND_SURNAMES
-        ]
+        """Drop rarely-voted entries that are actions: in the book they often follow a well-known name
+        (勒马 in 玄德勒马, 扬鞭 in 操扬鞭, 密 in 玄德密谓).  A rank before a name does not count (魏主曹睿)."""
+        strong = {n for n, c in names.items() if c >= 5 and n not in _TITLES and n[-1:] not in "主王帝公侯后将相师"}
+        weak = [n for n, c in names.items() if c < 5]
         if not weak or not text:
             return names
         total: Counter[str] = Counter()
@@ -562,7 +566,7 @@ class SpeakerFinder:
             total[w] += 1
             if text[i - 1 : i] in strong or text[i - 2 : i] in strong or text[i - 3 : i] in strong:
                 after_name[w] += 1
-        return {n: c for n, c in names.items() if not (after_name[n] and after_name[n] >= 0.2 * total[n])}
+        return {n: c for n, c in names.items() if not (after_name[n] >= 2 and after_name[n] >= 0.15 * total[n])}
 
     def _name_at(self, s: str, i: int) -> str:
         for L in range(min(self._max_len, len(s) - i), 0, -1):
@@ -725,11 +729,18 @@ class SpeakerFinder:
         if "、" in subject_part:
             self.how = "several"
             return "", False  # 关、张曰 / 韩当、周泰、凌统等应声而出曰: several speakers at once
+        sent = re.search("所[差遣使派]", clause)
+        if sent:  # 法正所差下书人回报说: the one sent speaks
+            plain = _plain_subject(clause[sent.end() :])
+            if plain:
+                self.how = "plain"
+                return plain, False
         name, addressee = self._subject(clause)
         if name:
             return name, False
         rest = _strip_tail(clause)
-        if _NEWCOMER.search(rest) or _strip_leaders(rest).startswith("一") or _UNNAMED.search(rest):
+        subject = _strip_leaders(re.split("[" + "".join(_ADDRESSEE_MARKS) + "]", rest, maxsplit=1)[0])
+        if _NEWCOMER.search(subject) or subject.startswith("一") or _UNNAMED.search(subject):
             return "", False
         if re.search("听得|听见|闻得", clause):
             self.how = "heard"  # 只听得路旁叫：the one who hears is not the one who speaks
@@ -807,7 +818,7 @@ class SpeakerFinder:
                 end -= 1
             if not clause or clause.endswith("也") or "、" in clause:
                 continue  # a predicate (乃简雍也) or a list of people (聚长史杨大将，都督张勋、纪灵…)
-            if _NEWCOMER.search(clause) or any(_strip_leaders(clause).startswith(a) for a in _ANONYMOUS_GROUPS):
+            if _NEWCOMER.search(_strip_leaders(clause)) or any(_strip_leaders(clause).startswith(a) for a in _ANONYMOUS_GROUPS):
                 return single if single is not None else ""
             m = re.search(r"[转闪走撞跳杀拥]出(.{2,6})$", clause)
             if m:
@@ -841,7 +852,7 @@ class SpeakerFinder:
             three, two = p[i - 2 : i + 1], p[i - 1 : i + 1]
             if i - 2 >= lo and (three in self.full_names or three[:2] in _COMPOUND_SURNAMES):
                 return three
-            if two in self.full_names or two[0] in _LOCAL_SURNAMES:
+            if two in self.full_names or (two[0] in _LOCAL_SURNAMES and self._count(two) >= 2):
                 return two
             i = p.rfind(short, lo, i)
         return ""
