@@ -2,14 +2,15 @@
 
 Covers: write a sample, two tabs editing the same sample (the stale one is refused), search, import a
 real dataset file, export, and use the export for training; the Try-it tab generates with an adapter,
-judges the answer and accepts a corrected answer.  No request may leave 127.0.0.1.
+judges the answer and accepts a corrected answer, then the server is killed with SIGKILL and the store must
+hold everything the page acknowledged.  No request may leave 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -44,7 +45,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def label_server(tiny_qwen2, tmp_path_factory):
-    """`tunesmith label PROJECT --model TINY --adapter ie=ADAPTER` in a subprocess; yields (url, project dir)."""
+    """`tunesmith label PROJECT --model TINY --adapter ie=ADAPTER` in a subprocess; yields (url, project, process)."""
     _need_browser()
     from peft import LoraConfig, get_peft_model
 
@@ -75,7 +76,7 @@ def label_server(tiny_qwen2, tmp_path_factory):
                 pytest.fail("tunesmith label did not start:\n" + (project.parent / "server.log").read_text())
             time.sleep(0.5)
     assert health["adapters"] == ["base", "ie"]
-    yield url, project
+    yield url, project, proc
     proc.terminate()
     try:
         proc.wait(timeout=20)
@@ -131,7 +132,7 @@ def test_label_conflict_import_export_and_train(label_server, browser, datasets_
     from tunesmith.data import load
     from tunesmith.label.store import LabelStore
 
-    url, project = label_server
+    url, project, _ = label_server
     outside: list[str] = []
     ann = _open(browser, url, "ann", outside)
     ann.get_by_role("tab", name="Label").click()
@@ -212,10 +213,10 @@ def _train_on(export: Path, tmp_path: Path) -> None:
     pytest.fail("train_from_config is available: wire the training check here")  # pragma: no cover
 
 
-def test_try_it_generate_judge_accept(label_server, browser):
+def test_try_it_generate_judge_accept_then_kill_server(label_server, browser):
     from tunesmith.label.store import LabelStore
 
-    url, project = label_server
+    url, project, server = label_server
     outside: list[str] = []
     page = _open(browser, url, "carol", outside)
     _choose(page, "try-adapter", "ie")
@@ -235,7 +236,11 @@ def test_try_it_generate_judge_accept(label_server, browser):
     page.locator("#try-accept").click()
     status = _text(page, "try-status", "added to the dataset as sample")
     assert "(corrected)" in status
+    # what the page acknowledged survives the server being killed at once
+    server.send_signal(signal.SIGKILL)
+    server.wait(timeout=30)
     store = LabelStore(project)
+    assert store.integrity_check() == "ok"
     g = store.get_generation(gid)
     assert g.adapter == "ie" and g.user == "carol" and g.verdict == "wrong" and g.note == "not JSON"
     assert g.review == "accepted"
