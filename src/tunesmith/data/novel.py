@@ -333,7 +333,7 @@ _LEADERS = sorted(
     (
         "却说 且说 话说 只见 但见 忽见 又见 却见 于是 当下 当时 此时 那时 随即 随后 少顷 须臾 忽然 原来 后来 次日 当日 是日"
         " 早有 只得 不期 谁知 不想 果然 正是 慌得 唬得 吓得 急得 气得 喜得 多亏 幸亏 内有 内中 其中 中有 旁有 傍有"
-        " 忽 乃 遂 便 又 却 因 时 但 只 正 即 就 再 复 方 才 好 密 私 潜 悄"
+        " 忽 乃 遂 便 又 却 因 时 但 只 正 即 就 再 复 方 才 好 密 私 潜 悄 当先 为首"
         " 急 也 亦 今 且 这 那 那个 这个 个 为首 再说 惟有 只有 却有 有"
     ).split(),
     key=len,
@@ -357,6 +357,11 @@ _DOCUMENT = re.compile(
 _NEWCOMER = re.compile(
     r"(?:^|[有见乃忽中下内上后旁傍前里])一(?:[个位员名]|[\u4e00-\u9fff]{0,2}?(?:人|将|者|汉|卒|童|官|僧|道|妖|怪|女|妇))"
 )
+# Characters that end a rank or a kind of being; a subject the name list does not know ends in one of them.
+_ROLE_CHARS = "官君后帅妃将僧神仙童婆翁圣魔精妖怪刚吏臣卒兵汉女母"
+_ROLE_START = re.compile("(?:众|诸|群|两|二|三|四|八)?[\u4e00-\u9fff]{0,3}?[" + _ROLE_CHARS + "](?=[^" + _ROLE_CHARS + "]|$)")
+# Someone unnamed coming on, as the subject of a clause (一人挺身出, 一员少年将军, 一大汉); not 一往一来.
+_LOOK_BACK_NEWCOMER = re.compile(r"一(?:人|将|员|位|名|少年|大汉|老[者人翁叟]|小[将童卒校])")
 # Unnamed little groups (着两个急去郡中报道, 内中几个道).
 _UNNAMED = re.compile(r"[两二三几数][个人名员]|众人皆")
 # Verbs of answering: an elided 答曰 after 问X曰 is X speaking.
@@ -391,7 +396,7 @@ _NOT_IN_NAMES = frozenset("之了的着不是在有也而以于其所此这把�
 # Names and role words do not end in a place, body part or verb ending (半空中, 路旁, 起手, 满眼, 心内) nor
 # start with an action (按落云头, 掣铁棒, 搀起, 惊讶, 仰面).
 _NOT_NAME_END = frozenset("上下中里内边旁前起落住着了过得声眼口面心手脚身")
-_ACTION_START = frozenset("按掣吩搀翻鼓思惊仰哀微吆咄发勒拔拍挺举抚摇点哭笑叫骂喝跳跑走坐站躬拱转低抬回")
+_ACTION_START = frozenset("按掣吩搀翻鼓思惊仰哀微吆咄发勒拔拍挺举抚摇点哭笑叫骂喝跳跑走坐站躬拱转低抬回避闪拥")
 # A single character left over that is a verb, adverb or clause opener is no name (问曰, 乃曰, 遂曰).
 _SINGLE_NOT_NAME = frozenset(w for w in _MODIFIERS + _LEADERS if len(w) == 1) | frozenset("遂出入来去上下前后曰道言说自等以与在于为将把被向从则及所此其若如吆咄哀发喝叫笑哭")
 # A leftover starting with one of these is an action (去吃酒, 把行者, 自觉), not a subject.
@@ -452,7 +457,7 @@ def _plain_subject(clause: str) -> str:
     r = _strip_title(r)
     if r in _LEADERS:
         return ""
-    if not _NAME_CHARS.match(r) or r[0] in _VERB_MARKS or r[0] in _NOT_NAME_START or r[0] == "一":
+    if not _NAME_CHARS.match(r) or r[0] in _VERB_MARKS or r[0] in _NOT_NAME_START or r[0] in "一他她它":
         return ""
     if any(c in _NOT_IN_NAMES or c in _VERB_MARKS for c in r[1:]):
         return ""
@@ -533,8 +538,10 @@ class SpeakerFinder:
             if c < 2:
                 continue  # one vote is as likely an action (扬鞭大骂曰) as a name: the clause's own fallback covers it
             # 张飞大 / 行者心 / 八戒慌: a better-voted name plus a leftover manner character
-            if len(n) >= 3 and any(votes.get(n[:k], 0) > c for k in range(2, len(n))):
+            if len(n) >= 3 and any(votes.get(n[:k], 0) > c for k in range(1, len(n))):
                 continue
+            if len(n) == 2 and votes.get(n[0], 0) >= 10 * c:
+                continue  # 操退 / 瑜作: a very frequent one-character name plus an action
             names[n] = c
         firsts = Counter(n[0] for n in names if len(n) >= 2)
         # 老 / 小 / 张: the first character of three or more listed names is a prefix, not a name
@@ -546,7 +553,8 @@ class SpeakerFinder:
             for n in votes
             if 2 <= len(n) <= 3
             and n[0] not in _NOT_NAME_START
-            and not any(c in _ADDRESSEE_MARKS or c in _SINGLE_NOT_NAME for c in n)
+            and not any(c in _ADDRESSEE_MARKS for c in n)
+            and not any(c in _SINGLE_NOT_NAME for c in n[1:])
             and not (len(n) == 3 and n[:2] in self.names)  # 行者自: a name plus a stray character
         }
         self._max_len = max((len(n) for n in self.names), default=1)
@@ -742,9 +750,13 @@ class SpeakerFinder:
         subject = _strip_leaders(re.split("[" + "".join(_ADDRESSEE_MARKS) + "]", rest, maxsplit=1)[0])
         if _NEWCOMER.search(subject) or subject.startswith("一") or _UNNAMED.search(subject):
             return "", False
-        if re.search("听得|听见|闻得", clause):
-            self.how = "heard"  # 只听得路旁叫：the one who hears is not the one who speaks
-            return "", False
+        heard = re.search("听得|听见|闻得", clause)
+        if heard:
+            # 只听得路旁叫：the one who hears is not the one who speaks; 听得…有八大金刚叫道 names the voice
+            self.how = "heard"
+            voice = re.search("有(.+)$", clause[heard.end() :])
+            named = self._role_at_start(_strip_tail(voice.group(1))) if voice else ""
+            return named, False
         plain = "" if addressee else _plain_subject(clause)
         if len(plain) > 3 and plain not in self.names:
             # 本寺院主 / 正台阴阳官: keep the head noun when it is a listed name or a rank; else it is an action
@@ -758,10 +770,26 @@ class SpeakerFinder:
             self.how = "plain"
             return ("", False) if plain in _ANONYMOUS else (plain, False)
         r = _strip_leaders(rest)
+        if r in ("他", "她", "彼", "他却", "他就", "他便", "他且", "他又"):
+            return "", True  # 他想着： the one just spoken of
         if r in _ANONYMOUS:
             return "", False
         if "报" in clause and not addressee:
             self.how = "report"  # 回报曰 / 忽报： a messenger, named at most in the clause before
+            return "", True
+        verb_first = not r or r[0] in _ACTION_START or r[0] in _NOT_NAME_START or any(c in _ADDRESSEE_MARKS for c in r[:3])
+        if re.match("[闪走转跳撞拥赶][出上过入]", r):
+            role = self._role_at_end(r)  # 闪上三宫皇后道: the subject comes after a verb of appearing
+            if role:
+                self.how = "role"
+                return role, False
+        if r and not addressee and not verb_first:
+            # a subject the name list does not know: 众女官拥拜丹墀道, 闪上三宫皇后道, 四大元帅作礼道
+            role = self._role_at_start(r) or self._role_at_end(r)
+            if role:
+                self.how = "role"
+                return role, False
+            self.how = "unknown"
         return "", True
 
     @staticmethod
@@ -774,11 +802,34 @@ class SpeakerFinder:
                 return rest if 1 <= len(rest) <= 4 and _NAME_CHARS.match(rest) else ""
         return ""
 
+    @staticmethod
+    def _role_at_start(r: str) -> str:
+        """众女官拥拜丹墀 -> 众女官, 八大金刚 -> 八大金刚: a short noun phrase ending in a rank or kind."""
+        r = _demonstrative(r)
+        m = _ROLE_START.match(r)
+        if not m or r[0] in _NOT_NAME_START or r[0] in _ACTION_START or any(c in _ADDRESSEE_MARKS for c in m.group(0)):
+            return ""  # 命九嫔妃子 / 入后边 / 对君臣僧俗 are actions, not subjects
+        return m.group(0)
+
+    def _role_at_end(self, r: str) -> str:
+        """闪上三宫皇后 -> 皇后, 马赵温关四大元帅 -> 元帅: a listed name or rank closing the subject."""
+        for k in (3, 2):
+            if len(r) > k and (r[-k:] in self.names or r[-k:] in _TITLES):
+                return r[-k:]
+        if len(r) >= 2 and r[-1] in _ROLE_CHARS and r[-2] not in _SINGLE_NOT_NAME and not any(
+            c in _ADDRESSEE_MARKS for c in r
+        ):
+            return r[-2:]
+        return ""
+
     def sent_one(self, text: str) -> str | None:
         """先差曹洪领三万铁甲马军，哨至江边。回报云： -> 曹洪: the one sent out comes back with the report."""
         tail = text[-80:]
         for m in reversed(list(re.finditer("[差遣使令命教]", tail))):
             rest = tail[m.end() :]
+            title = _TITLE_RE.match(rest)
+            if title:
+                rest = rest[title.end() :]  # 遣主簿李孚… -> 李孚
             if rest[:1] in "、人" or "、" in rest[:6]:
                 return None  # 使张辽、许褚探… several, or 使人 (someone)
             n = self._name_at(rest, 0)
@@ -818,8 +869,12 @@ class SpeakerFinder:
                 end -= 1
             if not clause or clause.endswith("也") or "、" in clause:
                 continue  # a predicate (乃简雍也) or a list of people (聚长史杨大将，都督张勋、纪灵…)
-            if _NEWCOMER.search(_strip_leaders(clause)) or any(_strip_leaders(clause).startswith(a) for a in _ANONYMOUS_GROUPS):
-                return single if single is not None else ""
+            subject = _strip_leaders(clause)
+            if _LOOK_BACK_NEWCOMER.match(subject) or any(subject.startswith(a) for a in _ANONYMOUS_GROUPS):
+                return single if single is not None else ""  # 当先一员少年将军 / 那二人举枪…: someone unnamed
+            sent = self.sent_one(clause) if clause[:1] in "差遣使令命教" else None
+            if sent:
+                return sent  # 遣主簿李孚扮作曹军都督，直至城下。大叫：
             m = re.search(r"[转闪走撞跳杀拥]出(.{2,6})$", clause)
             if m:
                 n = self._name_at(m.group(1), 0) or self._surname_name(m.group(1))
@@ -840,6 +895,17 @@ class SpeakerFinder:
                 if stripped == s:
                     break
                 s = stripped
+            if single is None and "报" in clause and re.match("[忽早却又]?有", clause):
+                return ""  # 早有曹军飞报曹操，说： a messenger
+            head = _demonstrative(_strip_leaders(clause))[:-2]
+            if (
+                single is None
+                and clause[-2:] in self.names
+                and clause[-1] in _ROLE_CHARS
+                and len(clause) <= 10
+                and not any(c in _ADDRESSEE_MARKS or c in _ACTION_START or c in _NOT_NAME_START for c in head)
+            ):
+                return clause[-2:]  # 那南方三噹火德星君，整衣出门迎进道
             if end > 0 and text[end - 1] in "”」":
                 break  # do not look past another speech
         return single
@@ -1041,7 +1107,8 @@ def extract_dialogue(
             name = found or ""
             how = "back" if name else finder.how
             between = p[b : s.clause_start]
-            if found is None and not report and same_para and len(between) <= 40 and sum(c in SENTENCE_END for c in between) <= 1:
+            bare = finder.how != "unknown"  # 又曰 / 笑曰 continue a speaker; 四大元帅作礼道 does not
+            if found is None and bare and not report and same_para and len(between) <= 40 and sum(c in SENTENCE_END for c in between) <= 1:
                 name = prev.speaker
                 how = "previous"
         s.speaker = name
