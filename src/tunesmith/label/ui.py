@@ -44,7 +44,7 @@ from tunesmith.label.answers import parse_answer_json
 from tunesmith.label.store import (ANONYMOUS, EXPORT_FORMATS, PROMPT_FORMATS, STATUSES, EditConflict, LabelStore,
                                    Sample, compose_prompt)
 
-TABLE_HEADERS = ["id", "status", "kind", "role", "tags", "prompt", "answer", "rev", "by", "updated"]
+TABLE_HEADERS = ["id", "status", "kind", "role", "tags", "input / prompt", "answer", "rev", "by", "updated"]
 GEN_HEADERS = ["id", "adapter", "verdict", "json", "prompt", "answer", "by", "at"]
 TABLE_LIMIT = 200
 CELL = 80  # characters of a prompt/answer shown in a table cell
@@ -141,7 +141,9 @@ class LabelApp:
                                               tag=tag, role=role, limit=TABLE_LIMIT)
         except TunesmithError:
             samples = []
-        rows = [[s.id, s.status, s.kind, s.role, ",".join(s.tags), _short(s.prompt), _short(s.answer), s.revision,
+        # a single sample shows its input (the instruction is often the same for a whole project)
+        rows = [[s.id, s.status, s.kind, s.role, ",".join(s.tags),
+                 _short((s.input or s.instruction) if s.kind == "single" else s.prompt), _short(s.answer), s.revision,
                  s.updated_by, s.updated_at[:19].replace("T", " ")] for s in samples]
         return _table(rows, TABLE_HEADERS)
 
