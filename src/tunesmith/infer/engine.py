@@ -111,7 +111,7 @@ def _parse_adapter_specs(adapters: dict[str, str] | None) -> dict[str, Path]:
 
 class Engine:
     def __init__(self, model, tokenizer, base_template: ChatTemplate, adapter_templates: dict[str, ChatTemplate],
-                 *, model_name: str = "model", max_batch_size: int = 16, batch_wait_s: float = 0.01):
+                 *, model_name: str = "model", max_batch_size: int = 16, batch_wait_s: float = 0.02):
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name
@@ -124,6 +124,7 @@ class Engine:
         self._cv = threading.Condition()
         self._pending: list[PendingRequest] = []
         self._worker: threading.Thread | None = None
+        self._last_batch_end = 0.0
         self._closed = False
         self._ids = itertools.count(1)
         self._stop_cache: dict[int, list[int]] = {}
@@ -133,7 +134,7 @@ class Engine:
     @classmethod
     def load(cls, model: str = "default", adapters: dict[str, str] | None = None, *, dtype: str = "auto",
              device: str = "auto", quantization: str = "none", template: str | None = None,
-             trust_remote_code: bool = False, max_batch_size: int = 16, batch_wait_s: float = 0.01) -> "Engine":
+             trust_remote_code: bool = False, max_batch_size: int = 16, batch_wait_s: float = 0.02) -> "Engine":
         """Load the base once and attach each adapter by name.
 
         `template`: a template name (auto, tokenizer, chatml, plain, instruction) or a folder / file holding
@@ -234,17 +235,20 @@ class Engine:
                     self._cv.wait()
                 if not self._pending:
                     return
-                # Wait (briefly) for requests arriving together, so they share one batch.
-                deadline = self._pending[0].arrived + 5 * self.batch_wait_s
-                while (sum(r.rows for r in self._pending) < self.max_batch_size and not self._closed
-                       and time.monotonic() < deadline):
-                    last = self._pending[-1].arrived
-                    quiet_until = min(deadline, last + self.batch_wait_s)
-                    if time.monotonic() >= quiet_until:
+                # Wait briefly for requests arriving together, so that they share one batch: until no new
+                # request came for batch_wait_s, at most 5 * batch_wait_s.  Counted from the end of the last
+                # batch too, because clients answered by it send their next requests right after it.
+                start = max(self._pending[0].arrived, self._last_batch_end)
+                deadline = start + 5 * self.batch_wait_s
+                while sum(r.rows for r in self._pending) < self.max_batch_size and not self._closed:
+                    quiet_until = min(deadline, max(self._pending[-1].arrived, self._last_batch_end) + self.batch_wait_s)
+                    now = time.monotonic()
+                    if now >= quiet_until:
                         break
-                    self._cv.wait(quiet_until - time.monotonic())
+                    self._cv.wait(quiet_until - now)
                 batch = self._take_batch()
             self._execute(batch)
+            self._last_batch_end = time.monotonic()
 
     def _take_batch(self) -> list[PendingRequest]:
         key = self._pending[0].batch_key()

@@ -38,11 +38,12 @@ def serve(
     ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Serve the web chat at /ui.")] = True,
     label_project: Annotated[Optional[str], typer.Option(help="A labeling project folder (created if missing): serve the labeling page for it at /label, with this server's model and adapters in its Try-it tab.")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Most sequences generated together in one batch.")] = 16,
-    batch_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to share its batch.")] = 10.0,
+    batch_wait_ms: Annotated[float, typer.Option(help="How long the engine waits for more requests to share a batch (from the last arrival; at most 5x this).")] = 20.0,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
     quantization: QuantOpt = "none",
     trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the model folder / hub.")] = False,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice). On a CPU shared with other jobs, 1 avoids threads waiting on each other.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level: critical, error, warning, info, debug.")] = "info",
 ) -> None:
     """Serve /v1/chat/completions (OpenAI-compatible, streaming), /v1/models, /health and a web chat at /ui.
@@ -65,7 +66,14 @@ def serve(
         if not ui:
             raise ConfigError("--label-project needs the web UI (drop --no-ui)")
 
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads: expected an integer >= 1 (got {threads})")
     import uvicorn
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
     from tunesmith.infer.engine import Engine
     from tunesmith.infer.options import GenerationOptions
