@@ -302,11 +302,11 @@ def _paired_spans(p: str, opener: str, closer: str) -> Iterable[tuple[int, int |
 # (stripped repeatedly): 孔明 | 大笑 | 曰, 行者 | 暗 | 笑 | 道.  云 and 言 are verbs only at the very end, so
 # 赵云曰 keeps its 云; single characters that often end a name (遂 in 韩遂, 进 in 何进) are left out.
 _VERBS = (
-    "曰 道 说 云 言 问 答 叫 喊 嚷 喝 骂 叱 报 奏 禀 启 告 诉 谏 劝 叹 呼 吟 诵 称 谢 嘱 应 对 谓 想 思 忖 念 祝 笑 哭"
+    "曰 道 说 云 言 问 答 叫 喊 嚷 喝 骂 叱 报 奏 禀 启 告 诉 谏 劝 叹 呼 吟 诵 称 谢 嘱 应 对 谓 想 忖 念 祝 笑 哭"
     " 吩咐 分付 嘱付 嘱咐 传令 下令 商议 计议 自思 暗想 寻思 暗思 暗忖 沉吟 叫声 道声 开言 开口 答应 回言 言语"
 ).split()
 _MODIFIERS = (
-    "问 答 叫 喊 嚷 喝 骂 叱 报 奏 禀 启 告 诉 谏 劝 叹 呼 吟 诵 称 谢 嘱 应 对 谓 想 思 忖 念 祝 说 吩咐 分付"
+    "问 答 叫 喊 嚷 喝 骂 叱 报 奏 禀 启 告 诉 谏 劝 叹 呼 吟 诵 称 谢 嘱 应 对 谓 想 忖 念 祝 说 吩咐 分付"
     " 笑 喜 怒 惊 又 乃 便 因 复 亦 急 忙 皆 俱 都 齐 共 冷 暗 陪 回 慌 即 就 却 还 只 泣 哭 拜 跪 揖 了 着 之 而 大 心 口 声"
     " 高叫 高呼 厉声 高声 低声 大声 连声 齐声 应声 失声 放声 一声 仰天 长叹 欣然 愕然 慌忙 连忙 急忙 赶忙 上前 近前 向前"
     " 进前 出班 出列 再拜 拜谢 称谢 顿首 叩头 磕头 点头 摇头 拍手 抚掌 合掌 顿足 拱手 躬身 起身 施礼 变色 改容 垂泪 流泪"
@@ -315,7 +315,7 @@ _MODIFIERS = (
     " 跪下 跪倒 面前 开口 只得 不住 忍不住 的 高 回头 转身 作礼 传旨 眼中 欠身 起来 进言 商议 计议 传令 下令 嘱付 嘱咐"
 " 自思 暗想 寻思 暗思 暗忖 沉吟 叫声 道声 开言 答应 回言 言语 各自 暗自 十分 一个个 聚众 一齐 一同 同声 异口同声 跳"
 " 施礼 作揖 唱喏 佯 佯醉 佯输 佯笑 佯惊 佯怒 伏地 拜伏 跪伏 伏于地 拜伏于地 哭拜于地 拜于地 伏于地下 具 请 勃然 奋然 愕然 欣然 忿然 毅然 慨然 喟然 怫然 默然 黯然 恍然 忻然 怡然 泰然 哂然"
-" 大惊小怪 大吃一惊 吃了一惊 大吃了一惊 拦住 挡住 拉住 揪住 抓住 按住 扶住 抱住 接住 叫住 喝住 留住 劝住 架住 顶住"
+" 吟诗 作诗 题诗 赋诗 作歌 唱歌 大呼小叫 战呵呵 战呵呵的 战兢兢的 颤巍巍 笑吟吟 笑嘻嘻的 喜孜孜 大惊小怪 大吃一惊 吃了一惊 大吃了一惊 拦住 挡住 拉住 揪住 抓住 按住 扶住 抱住 接住 叫住 喝住 留住 劝住 架住 顶住"
 ).split()
 _VERB_TAIL = re.compile("(?:" + "|".join(sorted(set(_VERBS), key=len, reverse=True)) + ")$")
 _MODIFIER_TAIL = re.compile("(?:" + "|".join(sorted(set(_MODIFIERS), key=len, reverse=True)) + ")$")
@@ -349,8 +349,9 @@ _LISTENER_BEFORE = _ADDRESSEE_MARKS | frozenset("付呼戒招谕知聚、和同�
 # ... and these make it the speaker: a place or rank before the name (阶下蒯良出曰, 长子孙策曰, 听得杨秋说道).
 _SPEAKER_BEFORE = frozenset("下子士将有得中上内旁傍前后臣官吏谋")
 # Not a character: poems and documents quoted after 曰.
+# A character reciting or singing (孔明才醒，口吟诗曰 / 唐妃亦作歌曰) still speaks; these are the narrator's.
 _DOCUMENT = re.compile(
-    r"诗[曰云叹赞单道]|有诗|后人|[词赞偈颂铭歌谣]曰|其[略文书词]|书[略曰云]|表[略文]|檄[文曰]|榜文|诏[曰略云]|碑[文上曰]"
+    r"诗[云叹赞单道]|有诗|后人|^诗曰|[词赞偈颂铭谣]曰|其[略文书词歌]|书[略曰云]|表[略文]|檄[文曰]|榜文|诏[曰略云]|碑[文上曰]"
     r"|写着|上书|内书|疏曰|单道|有篇|古风|祭文|读曰"
 )
 # An unnamed newcomer (忽闻背后一人问曰, 惟有一小将曰): the text names him later if at all.
@@ -398,7 +399,7 @@ _NOT_IN_NAMES = frozenset("之了的着不是在有也而以于其所此这把�
 _NOT_NAME_END = frozenset("上下中里内边旁前起落住着了过得声眼口面心手脚身")
 _ACTION_START = frozenset("按掣吩搀翻鼓思惊仰哀微吆咄发勒拔拍挺举抚摇点哭笑叫骂喝跳跑走坐站躬拱转低抬回避闪拥")
 # A single character left over that is a verb, adverb or clause opener is no name (问曰, 乃曰, 遂曰).
-_SINGLE_NOT_NAME = frozenset(w for w in _MODIFIERS + _LEADERS if len(w) == 1) | frozenset("遂出入来去上下前后曰道言说自等以与在于为将把被向从则及所此其若如吆咄哀发喝叫笑哭")
+_SINGLE_NOT_NAME = frozenset(w for w in _MODIFIERS + _LEADERS if len(w) == 1) | frozenset("遂出入来去上下前后曰道言说自等以与在于为将把被向从则及所此其若如吆咄哀发喝叫笑哭战思")
 # A leftover starting with one of these is an action (去吃酒, 把行者, 自觉), not a subject.
 _NOT_NAME_START = "之了的着不是在把被将去来到往走跑吃看听使等自入回与同至当闻见望"
 
@@ -770,8 +771,8 @@ class SpeakerFinder:
             self.how = "plain"
             return ("", False) if plain in _ANONYMOUS else (plain, False)
         r = _strip_leaders(rest)
-        if r in ("他", "她", "彼", "他却", "他就", "他便", "他且", "他又"):
-            return "", True  # 他想着： the one just spoken of
+        if r[:1] in ("他", "她") and r[1:2] not in ("们", "两", "二", "三", "几"):
+            return "", True  # 他想着： / 他又跌脚捶胸的道： the one just spoken of
         if r in _ANONYMOUS:
             return "", False
         if "报" in clause and not addressee:
