@@ -26,13 +26,13 @@ def _line_of(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
-def _strict(data: bytes, encoding: str, where: str | None) -> str:
+def _strict(data: bytes, encoding: str, where: str | None, shown: str | None = None) -> str:
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as e:
         bad = data[e.start : e.start + 4].hex(" ")
         raise DataError(
-            f"cannot decode as {encoding}: bad byte(s) {bad} at byte {e.start} (line {_line_of(data, e.start)}); "
+            f"cannot decode as {shown or encoding}: bad byte(s) {bad} at byte {e.start} (line {_line_of(data, e.start)}); "
             f"pass --encoding with the file's real encoding (one of {', '.join(ENCODINGS)})",
             f"{where}:{_line_of(data, e.start)}" if where else None,
         ) from None
@@ -49,13 +49,13 @@ def decode_text(data: bytes, encoding: str = "auto", where: str | None = None) -
             raise DataError(f"unknown encoding {encoding!r} (expected one of {', '.join(ENCODINGS)})", where) from None
         return _strict(data, enc, where), enc
     if enc == "utf-8":
-        return _strict(data, "utf-8-sig", where), "utf-8"
+        return _strict(data, "utf-8-sig", where, "UTF-8"), "utf-8"
     if enc == "gb18030":
-        return _strict(data, "gb18030", where), "gb18030"
+        return _strict(data, "gb18030", where, "GB18030"), "gb18030"
     if enc == "utf-16" or data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return _strict(data, "utf-16", where), "utf-16"
+        return _strict(data, "utf-16", where, "UTF-16"), "utf-16"
     if data.startswith(codecs.BOM_UTF8):
-        return _strict(data, "utf-8-sig", where), "utf-8"
+        return _strict(data, "utf-8-sig", where, "UTF-8"), "utf-8"
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError as utf8_error:
