@@ -457,10 +457,9 @@ class LabelApp:
         dl = Path(tempfile.gettempdir()) / "tunesmith-label-exports" / uuid.uuid4().hex / rep.path.name
         dl.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(rep.path, dl)
-        fmt_name = "conversation" if fmt == "conversation" else fmt
         msg = (f"✅ wrote {rep.count} sample(s) to `{rep.path}` ({fmt}).\n\n"
-               f"Train on it: put `path: {rep.path}` and `format: {fmt_name}` under `data:` in a recipe, then "
-               "`tunesmith train RECIPE.yaml`.")
+               f"Train on it: `tunesmith train RECIPE.yaml data.train={rep.path}` "
+               f"(or, in the recipe, `data: {{train: {{path: {rep.path}, format: {fmt}}}}}`).")
         return msg, str(dl)
 
     # -- Settings -------------------------------------------------------------------------------------
