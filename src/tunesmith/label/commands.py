@@ -58,6 +58,9 @@ def label(
         raise ConfigError(f"{project_dir}: not a folder (expected a labeling project folder)")
     if not 0 < port < 65536:
         raise ConfigError(f"--port {port}: expected 1..65535")
+    from tunesmith.label.server import check_port_free
+
+    check_port_free(host, port)  # before loading a model for minutes
     engine = None
     if model:
         from tunesmith.infer.engine import Engine

@@ -46,9 +46,26 @@ def build_app(project_dir: str | Path, engine: Any = None, *, path: str = LABEL_
     return app
 
 
+def check_port_free(host: str, port: int) -> None:
+    """ConfigError now, rather than a uvicorn traceback after the model has loaded, when the port is taken."""
+    import socket
+
+    from tunesmith.errors import ConfigError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ConfigError(f"--host {host} --port {port}: cannot listen there ({e.strerror}); "
+                              "pick another port with --port") from None
+
+
 def run(project_dir: str | Path, engine: Any = None, *, host: str = "127.0.0.1", port: int = 7861) -> None:
     import uvicorn
 
+    check_port_free(host, port)
     app = build_app(project_dir, engine)
     print(f"labeling page: http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}{LABEL_PATH}/ "
           f"(project {Path(project_dir).resolve()}); Ctrl-C stops it", flush=True)
