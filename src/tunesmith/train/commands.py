@@ -1,13 +1,70 @@
-"""Command entry points (being built)."""
+"""`tunesmith train` and `tunesmith export`.
 
-from tunesmith.errors import ConfigError
+    tunesmith train configs/rolebench_libai.yaml
+    tunesmith train configs/ie_cls.yaml max_steps=100 lr=1e-4 lora.rank=16 data.packing=false
+    tunesmith train configs/ie_cls.yaml --resume
+    torchrun --nproc_per_node 2 -m tunesmith.cli train configs/ie_cls.yaml
+    tunesmith export runs/ie_cls/adapter -o models/ie-cls-merged --merge
+
+Only the standard library and typer are imported here; the training stack loads when a command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
 
 
-def train() -> None:
-    """Not built yet."""
-    raise ConfigError("this command is not built yet")
+def train(
+    config: Annotated[Optional[Path], typer.Argument(help="YAML recipe, e.g. configs/rolebench_libai.yaml.", show_default=False)] = None,
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value settings on top of the recipe: max_steps=50 lr=1e-4 lora.rank=16 data.train=my.jsonl", show_default=False)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in output_dir (fails if there is none).")] = False,
+    output_dir: Annotated[Optional[str], typer.Option("--output-dir", "-o", help="Where the adapter, checkpoints, loss.png and summary.json go (same as output_dir=...).")] = None,
+    show_config: Annotated[bool, typer.Option("--show-config", help="Print the resolved config (recipe + overrides) and exit.")] = False,
+) -> None:
+    """Fine-tune a model with LoRA as a YAML recipe says; keys can be overridden as key=value.
+
+    Keys (see docs/training.md): model, template, system, output_dir, batch_size, grad_accum, lr,
+    scheduler, warmup, epochs, max_steps, logging_steps, eval_steps, save_steps, keep_best, dtype,
+    device, quantization, gradient_checkpointing, seed, resume; data.train, data.dev, data.dev_ratio,
+    data.max_source_len, data.max_target_len, data.packing, data.train_on_prompt, data.last_turn_only;
+    lora.rank, lora.alpha, lora.dropout, lora.target_modules.
+    """
+    from tunesmith.train.config import dump_config, load_config
+
+    extra = list(overrides or [])
+    if resume:
+        extra.append("resume=true")
+    if output_dir:
+        extra.append(f"output_dir={output_dir}")
+    cfg = load_config(config, extra)
+    if show_config:
+        typer.echo(dump_config(cfg), nl=False)
+        return
+    from tunesmith.train.run import train_from_config
+
+    train_from_config(cfg)
 
 
-def export() -> None:
-    """Not built yet."""
-    raise ConfigError("this command is not built yet")
+def export(
+    adapter: Annotated[Path, typer.Argument(help="Adapter folder written by tunesmith train (OUT/adapter).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the standalone model to.", show_default=False)],
+    merge: Annotated[bool, typer.Option("--merge/--no-merge", help="Merge LoRA into the base weights (a standalone model); --no-merge copies the adapter with a chat template baked into its tokenizer.")] = True,
+    base: Annotated[Optional[str], typer.Option(help="Base model folder, when the one recorded in adapter_config.json is elsewhere on this machine.")] = None,
+    dtype: Annotated[str, typer.Option(help="Saved weight dtype: auto (the base's), fp32, bf16, fp16. The merge runs in fp32 for auto.")] = "auto",
+    device: Annotated[str, typer.Option(help="Device for the merge: cpu or cuda.")] = "cpu",
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow models with their own code (ChatGLM3).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it already exists.")] = False,
+) -> None:
+    """Write a standalone model folder: base + LoRA merged, tokenizer, chat template and template.json."""
+    from tunesmith.errors import ConfigError
+
+    if dtype not in ("auto", "fp32", "bf16", "fp16"):
+        raise ConfigError(f"--dtype {dtype!r} is not one of auto, fp32, bf16, fp16")
+    from tunesmith.export import export_model
+
+    path = export_model(adapter, out, merge=merge, base=base, dtype=dtype, device=device,
+                        trust_remote_code=trust_remote_code, overwrite=overwrite)
+    typer.echo(f"wrote {'merged model' if merge else 'adapter'} to {path}")

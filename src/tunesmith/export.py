@@ -1,0 +1,131 @@
+"""Turn a trained adapter into a standalone model folder (LoRA merged into the base weights).
+
+    tunesmith export runs/libai/adapter -o models/libai-merged --merge
+    python -c "from transformers import AutoModelForCausalLM as M; M.from_pretrained('models/libai-merged')"
+
+The folder holds the merged weights (safetensors), the tokenizer with a chat template that renders
+exactly what training saw, and template.json (for tunesmith chat/serve/eval).  Any transformers,
+vLLM or llama.cpp-conversion user can load it without peft.  Its logits equal base + adapter
+(up to float rounding; the merge runs in fp32 unless asked otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from tunesmith.errors import ConfigError, ModelError
+
+# Jinja equivalents of the named templates in tunesmith.template, so that `apply_chat_template` on an
+# exported tokenizer renders the same text as training did.
+_NAMED_JINJA = {
+    "chatml": (
+        "{% if messages[0]['role'] != 'system' and default_system %}"
+        "{{ '<|im_start|>system\\n' + default_system + '<|im_end|>\\n' }}{% endif %}"
+        "{% for message in messages %}"
+        "{% if message['role'] == 'assistant' %}{{ '<|im_start|>assistant\\n' + message['content'] + '<|im_end|>\\n' }}"
+        "{% else %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endif %}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    ),
+    "plain": (
+        "{% set sys = messages[0]['content'] if messages[0]['role'] == 'system' else default_system %}"
+        "{% if sys %}{{ sys + '\\n' }}{% endif %}"
+        "{% for message in messages %}"
+        "{% if message['role'] == 'user' %}{{ message['content'] }}"
+        "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% endif %}"
+        "{% endfor %}"
+    ),
+    "instruction": (
+        "{% set sys = messages[0]['content'] if messages[0]['role'] == 'system' else default_system %}"
+        "{% for message in messages %}"
+        "{% if message['role'] == 'user' %}{{ 'Instruction: ' + (sys or '') + '\\nInput: ' + message['content'] + '\\nAnswer: ' }}"
+        "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token + '\\n' }}{% endif %}"
+        "{% endfor %}"
+    ),
+}
+
+
+def chat_template_jinja(tpl) -> str:
+    """A Jinja chat template that renders like `tpl` (the template's default system prompt built in)."""
+    if tpl.name == "tokenizer":
+        jinja = tpl.jinja or ""
+        if tpl.default_system:
+            # Prepend the default system message when a conversation brings none.
+            sys_json = json.dumps(tpl.default_system, ensure_ascii=False)
+            jinja = ("{% if messages[0]['role'] != 'system' %}{% set messages = [{'role': 'system', 'content': "
+                     + sys_json + "}] + messages %}{% endif %}" + jinja)
+        return jinja
+    body = _NAMED_JINJA[tpl.name]
+    default = json.dumps(tpl.default_system or "", ensure_ascii=False)
+    return "{% set default_system = " + default + " %}" + body
+
+
+def export_model(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *, merge: bool = True,
+                 base: str | None = None, dtype: str = "auto", device: str = "cpu",
+                 trust_remote_code: bool = False, overwrite: bool = False) -> Path:
+    """Write a merged model folder (merge=True) or a self-contained copy of the adapter (merge=False)."""
+    import torch
+
+    from tunesmith.model import load_adapter, load_model, load_tokenizer
+    from tunesmith.template import load_template, resolve_template, save_template
+
+    adapter = Path(adapter_dir)
+    cfg_path = adapter / "adapter_config.json"
+    if not cfg_path.is_file():
+        raise ModelError(f"{adapter}: not a LoRA adapter folder (expected adapter_config.json, written by tunesmith train)")
+    try:
+        adapter_cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{cfg_path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    base_path = base or adapter_cfg.get("base_model_name_or_path")
+    if not base_path:
+        raise ModelError(f"{cfg_path}: no base_model_name_or_path; pass --base PATH")
+    out = Path(out_dir)
+    if out.resolve() == adapter.resolve():
+        raise ConfigError("the output folder must differ from the adapter folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"{out} already exists and is not empty (pass --overwrite to replace it)")
+    # The adapter folder's tokenizer is the one training used; fall back to the base's.
+    tok_src = adapter if (adapter / "tokenizer_config.json").is_file() else base_path
+    tokenizer = load_tokenizer(str(tok_src), trust_remote_code=trust_remote_code)
+    tpl = load_template(adapter) or resolve_template("auto", tokenizer)
+    tokenizer.chat_template = chat_template_jinja(tpl)
+
+    def fill(tmp: Path) -> None:
+        if merge:
+            load_dtype = "fp32" if dtype == "auto" else dtype
+            model, _ = load_model(base_path, dtype=load_dtype, device=device, trust_remote_code=trust_remote_code)
+            model = load_adapter(model, adapter)
+            merged = model.merge_and_unload()
+            if dtype == "auto":
+                # keep the base's own storage dtype (the merge itself ran in fp32)
+                saved = getattr(merged.config, "dtype", None) or getattr(merged.config, "torch_dtype", None)
+                if isinstance(saved, str) and saved in ("bfloat16", "float16"):
+                    merged = merged.to(getattr(torch, saved))
+            merged.save_pretrained(str(tmp), safe_serialization=True)
+        else:
+            for f in adapter.iterdir():
+                if f.is_file():
+                    shutil.copy2(f, tmp / f.name)
+        tokenizer.save_pretrained(str(tmp))
+        save_template(tpl, tmp)
+        for extra in ("train_config.yaml",):
+            if (adapter / extra).is_file():
+                shutil.copy2(adapter / extra, tmp / extra)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o755)
+    try:
+        fill(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

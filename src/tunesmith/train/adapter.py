@@ -1,0 +1,129 @@
+"""Save a trained LoRA adapter and prove the saved folder is the trained adapter.
+
+    from tunesmith.train.adapter import save_adapter, adapter_tensor_stats
+    save_adapter(peft_model, tokenizer, template, "runs/libai/adapter", config_yaml=text)
+
+The folder is an ordinary PEFT adapter (adapter_model.safetensors + adapter_config.json with the base
+model's path), plus template.json, the tokenizer and train_config.yaml.  It is written to a temporary
+sibling and renamed into place.  Then it is checked: the file holds every LoRA tensor of the model, the
+lora_B matrices are not all zero after training (an untrained or emptied adapter is exactly the base
+model), and the saved adapter, loaded back beside the trained one, gives the same logits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from tunesmith.errors import ModelError
+
+ADAPTER_FILE = "adapter_model.safetensors"
+
+
+def adapter_tensor_stats(adapter_dir: str | os.PathLike) -> dict[str, float]:
+    """{'tensors': N, 'lora_A': n_A, 'lora_B': n_B, 'lora_B_norm': ||B||_F, 'bytes': size} of a saved adapter."""
+    from safetensors import safe_open
+
+    path = Path(adapter_dir) / ADAPTER_FILE
+    if not path.is_file():
+        raise ModelError(f"{path}: missing (expected a PEFT adapter with {ADAPTER_FILE})")
+    n = n_a = n_b = 0
+    sq = 0.0
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():
+            n += 1
+            if "lora_A" in key:
+                n_a += 1
+            elif "lora_B" in key:
+                n_b += 1
+                sq += float(f.get_tensor(key).float().pow(2).sum())
+    return {"tensors": n, "lora_A": n_a, "lora_B": n_b, "lora_B_norm": sq ** 0.5, "bytes": path.stat().st_size}
+
+
+def _write_folder_atomically(out: Path, fill) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o755)
+    try:
+        fill(tmp)
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old.{os.getpid()}")
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def save_adapter(model, tokenizer, template, out_dir: str | os.PathLike, *, config_yaml: str | None = None,
+                 base_model: str | None = None) -> Path:
+    """Write the adapter folder (PEFT files, template.json, tokenizer, train_config.yaml)."""
+    from tunesmith.template import save_template
+
+    out = Path(out_dir)
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        if base_model:
+            import json
+
+            cfg_path = tmp / "adapter_config.json"
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+            cfg["base_model_name_or_path"] = base_model
+            cfg_path.write_text(json.dumps(cfg, ensure_ascii=False, indent=2), encoding="utf-8")
+        save_template(template, tmp)
+        tokenizer.save_pretrained(str(tmp))
+        if config_yaml is not None:
+            (tmp / "train_config.yaml").write_text(config_yaml, encoding="utf-8")
+
+    return _write_folder_atomically(out, fill)
+
+
+def lora_parameter_count(model) -> int:
+    return sum(1 for n, _ in model.named_parameters() if "lora_A" in n or "lora_B" in n)
+
+
+def verify_adapter(model, adapter_dir: str | os.PathLike, *, trained: bool, probe_ids, atol: float) -> dict[str, float]:
+    """Raise ModelError unless the saved adapter is complete, non-trivial and reproduces `model`'s logits.
+
+    The saved folder is loaded as a second adapter on the same base (no second copy of the base in
+    memory), the logits of both adapters are compared on `probe_ids`, and the copy is removed again.
+    """
+    import torch
+
+    stats = adapter_tensor_stats(adapter_dir)
+    expected = lora_parameter_count(model)
+    if stats["tensors"] == 0 or stats["tensors"] < expected:
+        raise ModelError(f"{adapter_dir}: the saved adapter holds {stats['tensors']} tensors, the model has {expected} "
+                         "LoRA tensors: the adapter was not saved completely")
+    if trained and stats["lora_B_norm"] == 0.0:
+        raise ModelError(f"{adapter_dir}: every lora_B matrix is zero: the adapter equals the base model "
+                         "(was the learning rate 0, or were no steps taken?)")
+    active = model.active_adapter if isinstance(model.active_adapter, str) else model.active_adapters[0]
+    was_training = model.training
+    model.eval()
+    check = "_tunesmith_saved_copy"
+    try:
+        with torch.no_grad():
+            ref = model(input_ids=probe_ids, use_cache=False).logits.float()
+            model.load_adapter(str(adapter_dir), adapter_name=check, is_trainable=False)
+            model.set_adapter(check)
+            again = model(input_ids=probe_ids, use_cache=False).logits.float()
+    finally:
+        if check in getattr(model, "peft_config", {}):
+            model.set_adapter(active)
+            model.delete_adapter(check)
+        model.set_adapter(active)
+        # set_adapter marks the active adapter trainable; keep the original requires_grad state
+        model.train(was_training)
+    diff = float((ref - again).abs().max())
+    if not diff <= atol:
+        raise ModelError(f"{adapter_dir}: the saved adapter reloads to different outputs (max |logit diff| {diff:.3g} > {atol})")
+    stats["reload_max_logit_diff"] = diff
+    return stats

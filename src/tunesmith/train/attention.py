@@ -1,0 +1,92 @@
+"""Attention for packed (flattened) batches: causal attention per conversation, nothing across them.
+
+A packed batch is one row holding several conversations; `cu_seq_lens_q` (from PackedCollator) marks
+where each starts.  transformers passes these keyword arguments down to the attention function, so:
+
+- with flash-attention 2/3 installed (CUDA), its varlen kernel uses them directly;
+- otherwise the model runs with attention "tunesmith_packed" (registered here): for a packed row it
+  runs `scaled_dot_product_attention(is_causal=True)` on each conversation's slice, which costs
+  sum(len_i^2) instead of the (sum len_i)^2 a block-diagonal mask over the whole row would cost;
+  for anything else (padded batches, generation) it is exactly transformers' sdpa.
+
+`check_packing(model)` proves on a small probe that packed logits equal per-conversation logits
+before training starts (models with their own attention code may ignore position ids).
+"""
+
+from __future__ import annotations
+
+PACKED_ATTENTION = "tunesmith_packed"
+
+
+def packed_sdpa_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                          is_causal=None, **kwargs):
+    import torch
+    import torch.nn.functional as F
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    cu = kwargs.get("cu_seq_lens_q")
+    if cu is None or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    n_rep = query.shape[1] // key.shape[1]
+    key = repeat_kv(key, n_rep)
+    value = repeat_kv(value, n_rep)
+    bounds = cu.tolist()
+    outs = [
+        F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], dropout_p=dropout,
+                                       scale=scaling, is_causal=True)
+        for a, b in zip(bounds[:-1], bounds[1:]) if b > a
+    ]
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register_packed_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
+
+    if PACKED_ATTENTION not in AttentionInterface._global_mapping:
+        AttentionInterface.register(PACKED_ATTENTION, packed_sdpa_attention)
+    if PACKED_ATTENTION not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
+        # Padded batches and generation still need sdpa's masks.
+        AttentionMaskInterface.register(PACKED_ATTENTION, sdpa_mask)
+
+
+def use_packed_attention(model) -> str:
+    """Switch a model to packed-aware attention; returns the implementation now in use."""
+    current = getattr(model.config, "_attn_implementation", None)
+    if current and current.startswith("flash_attention"):
+        return current  # varlen kernels handle cu_seq_lens themselves
+    register_packed_attention()
+    try:
+        model.set_attn_implementation(PACKED_ATTENTION)
+    except Exception:  # models with their own attention code: check_packing decides what works
+        return current or "unknown"
+    return getattr(model.config, "_attn_implementation", PACKED_ATTENTION)
+
+
+def check_packing(model, vocab_size: int, device, varlen_kwargs: bool = True, tol: float = 2e-2) -> float:
+    """Max |logit difference| between two conversations packed in one row and the same run alone."""
+    import torch
+
+    from tunesmith.train.dataset import PackedCollator
+
+    g = torch.Generator().manual_seed(0)
+    lengths = (7, 5)
+    seqs = [torch.randint(3, max(4, vocab_size - 1), (n,), generator=g).tolist() for n in lengths]
+    feats = [{"input_ids": s, "labels": s} for s in seqs]
+    batch = PackedCollator(varlen_kwargs=varlen_kwargs)(feats)
+    batch.pop("labels")
+    batch.pop("num_tokens")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            packed = model(**{k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()},
+                           use_cache=False).logits.float()
+            alone = [model(input_ids=torch.tensor([s], device=device), use_cache=False).logits.float() for s in seqs]
+    finally:
+        model.train(was_training)
+    ref = torch.cat(alone, dim=1)
+    scale = ref.abs().max().clamp_min(1.0)
+    return float(((packed - ref).abs().max() / scale).item())

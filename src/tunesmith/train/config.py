@@ -1,0 +1,423 @@
+"""A training recipe: YAML file + `key=value` overrides -> a checked `TrainConfig`.
+
+    from tunesmith.train.config import load_config
+    cfg = load_config("configs/rolebench_libai.yaml", ["max_steps=50", "lora.rank=16", "data.packing=false"])
+
+Every value is converted to the type its field declares, the same way for the YAML file and for
+overrides: "false", "False", "0", "no", "off" are False for a bool field (never `bool("False")`),
+"2e-4" is a float for a float field (PyYAML reads it as a string), "null"/"none" is None where a field
+allows None.  Unknown keys fail with the closest known names; YAML syntax errors name file:line.
+
+Imports only the standard library and PyYAML (the CLI must start fast).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunesmith.errors import ConfigError
+
+SCHEDULERS = ("cosine", "linear", "constant")
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+QUANTIZATIONS = ("none", "8bit", "4bit")
+TEMPLATES = ("auto", "tokenizer", "chatml", "plain", "instruction")
+
+# Names people bring from other tools: suggested when they are used, never silently accepted.
+KNOWN_ALIASES = {
+    "learning_rate": "lr", "num_train_epochs": "epochs", "num_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size", "micro_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum", "lr_scheduler_type": "scheduler",
+    "warmup_ratio": "warmup", "warmup_steps": "warmup", "cutoff_len": "data.max_source_len",
+    "max_seq_length": "data.pack_length", "lora_r": "lora.rank", "lora_rank": "lora.rank", "r": "lora.rank",
+    "lora_alpha": "lora.alpha", "lora_dropout": "lora.dropout", "lora_target": "lora.target_modules",
+    "target_modules": "lora.target_modules", "train_file": "data.train", "dev_file": "data.dev",
+    "eval_file": "data.dev", "model_name_or_path": "model", "base_model": "model", "bf16": "dtype",
+    "fp16": "dtype", "load_in_4bit": "quantization", "load_in_8bit": "quantization",
+    "resume_from_checkpoint": "resume", "packing": "data.packing", "max_source_length": "data.max_source_len",
+    "max_target_length": "data.max_target_len", "output": "output_dir", "out": "output_dir",
+}
+
+
+@dataclass
+class LoraConfigSection:
+    rank: int = 8  # r: adapter capacity; memory and time grow linearly with it
+    alpha: float = 16.0  # scale = alpha / rank
+    dropout: float = 0.05
+    # "all-linear" = every linear layer of the decoder except the output head (QLoRA-paper style);
+    # or explicit module names such as [q_proj, v_proj] (ChatGLM: [query_key_value]).
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+
+
+@dataclass
+class DataConfigSection:
+    # Dataset spec(s) for tunesmith.data.resolve_dataset: a path, {path, format, ...options}, {name, data_dir},
+    # or a list of them.  Relative paths are relative to the folder the command runs in.
+    train: Any = None
+    dev: Any = None
+    dev_ratio: float = 0.0  # carve a question-grouped dev set out of train when no dev is given
+    max_dev_samples: int = 200  # dev loss on at most this many conversations (eval time stays bounded)
+    max_source_len: int = 512  # tokens before the final answer (system + history + question); middle is cut
+    max_target_len: int = 256  # tokens of the final answer (+ its end token); the tail is cut
+    train_on_prompt: bool = False
+    last_turn_only: bool = False
+    packing: bool = True  # flatten each batch into one row: no padding, no cross-sample attention
+    group_by_length: bool = True  # unpacked path only: batches of similar lengths (less padding)
+    max_samples: int | None = None  # use only the first N training conversations (after shuffling)
+
+
+@dataclass
+class TrainConfig:
+    model: str = "default"  # a model folder, a hub id, or "default" (SmolLM2-135M-Instruct, bundled)
+    template: str = "auto"  # auto | tokenizer | chatml | plain | instruction
+    system: str | None = None  # system prompt for conversations that have none (saved with the template)
+    output_dir: str = "runs/tunesmith"
+    data: DataConfigSection = field(default_factory=DataConfigSection)
+    lora: LoraConfigSection = field(default_factory=LoraConfigSection)
+    batch_size: int = 8  # conversations per device per micro-step
+    grad_accum: int = 1  # micro-steps per optimizer step
+    lr: float = 2e-4
+    scheduler: str = "cosine"  # cosine | linear | constant
+    warmup: float = 0.03  # < 1: fraction of all steps; >= 1: number of steps
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    epochs: float = 1.0
+    max_steps: int | None = None  # when set, wins over epochs
+    logging_steps: int = 10  # progress line every N steps; the printed loss is the mean of those N steps
+    eval_steps: int = 50  # dev loss (+ a sample generation) every N steps
+    save_steps: int | None = None  # checkpoint every N steps (default: eval_steps)
+    save_total_limit: int = 2  # checkpoints kept on disk (the best one is always kept)
+    keep_best: bool = True  # the saved adapter is the checkpoint with the lowest dev loss
+    sample_tokens: int = 48  # greedy tokens generated for the first dev prompt at each eval (0: off)
+    dtype: str = "auto"  # auto | fp32 | bf16 | fp16
+    device: str = "auto"  # auto | cpu | cuda | mps
+    quantization: str = "none"  # none | 8bit | 4bit (QLoRA; CUDA + bitsandbytes)
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    resume: bool = False  # continue from the last checkpoint in output_dir (fails if there is none)
+    overwrite: bool = False  # start over in an output_dir that already holds checkpoints
+    trust_remote_code: bool = False  # models with their own code (ChatGLM3)
+    eval_batch_size: int | None = None  # default: batch_size
+    plot: bool = True  # write loss.png
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# -- type conversion --------------------------------------------------------------------------------
+_TRUE = {"true", "yes", "on", "1", "y"}
+_FALSE = {"false", "no", "off", "0", "n"}
+_NONE = {"null", "none", "~", ""}
+
+
+def parse_bool(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigError(f"{what}: expected true or false, got {value!r}")
+
+
+def _type_label(tp: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def coerce(value: Any, tp: Any, what: str) -> Any:
+    """Convert `value` (from YAML or a command line string) to the declared field type `tp`."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.strip().lower() in _NONE):
+            return None
+        return coerce(value, args[0], what)
+    if tp is bool:
+        return parse_bool(value, what)
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{what}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip().replace("_", ""))
+            except ValueError:
+                try:
+                    f = float(value)
+                except ValueError:
+                    pass
+                else:
+                    if f.is_integer():
+                        return int(f)
+        raise ConfigError(f"{what}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{what}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{what}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{what}: expected a string, got {value!r}")
+        return str(value)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = _parse_scalar_text(value)
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            value = [value]
+        return [coerce(v, inner, f"{what}[{i}]") for i, v in enumerate(value)]
+    raise ConfigError(f"{what}: unsupported field type {tp}")
+
+
+def _parse_scalar_text(text: str) -> Any:
+    """YAML-parse an override value that is meant to be structured (a list or mapping)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+# -- field tables -----------------------------------------------------------------------------------
+def _sections() -> dict[str, type]:
+    return {"data": DataConfigSection, "lora": LoraConfigSection}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def all_keys() -> list[str]:
+    """Every settable dotted key, e.g. ['model', ..., 'data.train', ..., 'lora.rank', ...]."""
+    keys = []
+    for name in _field_types(TrainConfig):
+        sec = _sections().get(name)
+        if sec is None:
+            keys.append(name)
+        else:
+            keys.extend(f"{name}.{k}" for k in _field_types(sec))
+    return keys
+
+
+def _unknown_key_message(key: str) -> str:
+    keys = all_keys()
+    hints: list[str] = []
+    leaf = key.split(".")[-1]
+    for cand in (key, leaf):
+        if cand in KNOWN_ALIASES and KNOWN_ALIASES[cand] not in hints:
+            hints.append(KNOWN_ALIASES[cand])
+    for k in difflib.get_close_matches(key, keys, n=3, cutoff=0.6):
+        if k not in hints:
+            hints.append(k)
+    for k in keys:  # "rank" -> lora.rank
+        if k.split(".")[-1] == leaf and k not in hints:
+            hints.append(k)
+    msg = f"unknown key {key!r}"
+    if hints:
+        msg += f" (did you mean {', '.join(hints[:4])}?)"
+    return msg + "; see `tunesmith train --help` or docs/training.md for the keys"
+
+
+# -- YAML with line numbers -------------------------------------------------------------------------
+def _load_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The mapping in a YAML file and the line (1-based) of every dotted key in it."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason})") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}{line}: invalid YAML ({problem})") from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: expected a mapping of keys to values at the top level (got {type(data).__name__})")
+    lines: dict[str, int] = {}
+
+    def walk(n: Any, prefix: str) -> None:
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                if isinstance(k, yaml.ScalarNode):
+                    dotted = f"{prefix}{k.value}"
+                    lines[dotted] = k.start_mark.line + 1
+                    if not prefix:  # only one level of sections
+                        walk(v, dotted + ".")
+
+    walk(node, "")
+    return data, lines
+
+
+# -- building the config ----------------------------------------------------------------------------
+def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    d = raw
+    for p in parts[:-1]:
+        if not isinstance(d.get(p), dict):
+            d[p] = {}
+        d = d[p]
+    d[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value (e.g. max_steps=50 or lora.rank=16)")
+    key, value = text.split("=", 1)
+    key = key.strip().lstrip("-")
+    if not key:
+        raise ConfigError(f"override {text!r}: the key before '=' is empty")
+    return key, value
+
+
+def build_config(raw: dict[str, Any], where: dict[str, str] | None = None) -> TrainConfig:
+    """A TrainConfig from a nested mapping; `where` maps dotted keys to 'FILE:LINE' or 'override k=v'."""
+    where = where or {}
+    top_types = _field_types(TrainConfig)
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        loc = where.get(str(key))
+        prefix = f"{loc}: " if loc else ""
+        if key not in top_types:
+            raise ConfigError(prefix + _unknown_key_message(str(key)))
+        sec = _sections().get(key)
+        if sec is None:
+            kwargs[key] = coerce(value, top_types[key], f"{prefix}{key}")
+            continue
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"{prefix}{key}: expected a mapping of {key}.* keys (got {value!r})")
+        sec_types = _field_types(sec)
+        sec_kwargs = {}
+        for k, v in value.items():
+            dotted = f"{key}.{k}"
+            loc = where.get(dotted) or where.get(key)
+            pfx = f"{loc}: " if loc else ""
+            if k not in sec_types:
+                raise ConfigError(pfx + _unknown_key_message(dotted))
+            sec_kwargs[k] = coerce(v, sec_types[k], f"{pfx}{dotted}")
+        kwargs[key] = sec(**sec_kwargs)
+    cfg = TrainConfig(**kwargs)
+    validate(cfg, where)
+    return cfg
+
+
+def _choice(value: str, choices: tuple[str, ...], key: str, where: dict[str, str]) -> None:
+    if value not in choices:
+        loc = where.get(key)
+        raise ConfigError(f"{loc + ': ' if loc else ''}{key}: {value!r} is not one of {', '.join(choices)}")
+
+
+def validate(cfg: TrainConfig, where: dict[str, str] | None = None) -> None:
+    where = where or {}
+
+    def fail(key: str, msg: str) -> None:
+        loc = where.get(key)
+        raise ConfigError(f"{loc + ': ' if loc else ''}{key}: {msg}")
+
+    _choice(cfg.scheduler, SCHEDULERS, "scheduler", where)
+    _choice(cfg.dtype, DTYPES, "dtype", where)
+    _choice(cfg.device, DEVICES, "device", where)
+    _choice(cfg.quantization, QUANTIZATIONS, "quantization", where)
+    _choice(cfg.template, TEMPLATES, "template", where)
+    for key in ("batch_size", "grad_accum", "logging_steps", "eval_steps", "save_total_limit"):
+        if getattr(cfg, key) < 1:
+            fail(key, f"must be at least 1 (got {getattr(cfg, key)})")
+    for key in ("save_steps", "eval_batch_size"):
+        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
+            fail(key, f"must be at least 1 (got {getattr(cfg, key)})")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        fail("max_steps", f"must be at least 1, or null to train for `epochs` (got {cfg.max_steps})")
+    if cfg.max_steps is None and cfg.epochs <= 0:
+        fail("epochs", f"must be > 0 (got {cfg.epochs})")
+    if not cfg.lr > 0:
+        fail("lr", f"must be > 0 (got {cfg.lr})")
+    if cfg.warmup < 0:
+        fail("warmup", f"must be >= 0 (got {cfg.warmup})")
+    if cfg.lora.rank < 1:
+        fail("lora.rank", f"must be at least 1 (got {cfg.lora.rank})")
+    if not 0 <= cfg.lora.dropout < 1:
+        fail("lora.dropout", f"must be in [0, 1) (got {cfg.lora.dropout})")
+    if not cfg.lora.target_modules:
+        fail("lora.target_modules", "give at least one module name, or all-linear")
+    for key in ("max_source_len", "max_target_len"):
+        if getattr(cfg.data, key) < 1:
+            fail(f"data.{key}", f"must be at least 1 (got {getattr(cfg.data, key)})")
+    if not 0 <= cfg.data.dev_ratio < 1:
+        fail("data.dev_ratio", f"must be in [0, 1) (got {cfg.data.dev_ratio})")
+    if cfg.data.train is None:
+        fail("data.train", "no training data given (e.g. data.train=data/train.jsonl)")
+    if cfg.resume and cfg.overwrite:
+        fail("resume", "resume=true and overwrite=true contradict each other")
+
+
+def apply_overrides(raw: dict[str, Any], where: dict[str, str], overrides: list[str] | tuple[str, ...]) -> None:
+    """Apply `key=value` strings to a nested mapping in place (recording where each value came from)."""
+    top_types = _field_types(TrainConfig)
+    for text in overrides:
+        key, value = parse_override(text)
+        parts = key.split(".")
+        if len(parts) == 1 and parts[0] in _sections():
+            parsed = _parse_scalar_text(value)
+            if not isinstance(parsed, dict):
+                raise ConfigError(f"override {text}: {key} is a section; set one of its keys, e.g. {key}.{next(iter(_field_types(_sections()[key])))}=...")
+            for k, v in parsed.items():
+                _set(raw, f"{key}.{k}", v)
+                where[f"{key}.{k}"] = f"override {text}"
+            continue
+        if parts[0] not in top_types or len(parts) > 2 or (len(parts) == 2 and parts[0] not in _sections()):
+            raise ConfigError(f"override {text}: " + _unknown_key_message(key))
+        tp = top_types[parts[0]]
+        if len(parts) == 2:
+            tp = _field_types(_sections()[parts[0]]).get(parts[1], str)
+        # Structured fields (dataset specs) take YAML; typed fields keep the text for `coerce`.
+        _set(raw, key, _parse_scalar_text(value) if tp is Any else value)
+        where[key] = f"override {text}"
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
+                base: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML recipe (or start from `base`, or from defaults) and apply `key=value` overrides in order."""
+    raw: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (base or {}).items()}
+    where: dict[str, str] = {}
+    if path is not None:
+        p = Path(path)
+        raw, lines = _load_yaml(p)
+        where = {k: f"{p}:{n}" for k, n in lines.items()}
+    apply_overrides(raw, where, list(overrides))
+    return build_config(raw, where)
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False)
