@@ -101,9 +101,10 @@ def _drop_banners(lines: list[str]) -> list[str]:
     def hit_lines(pattern: re.Pattern[str]) -> list[int]:
         return sorted({bisect.bisect_right(starts, m.start()) - 1 for m in pattern.finditer(joined)})
 
-    rules = hit_lines(_RULE_LINE)
+    # cheap substring tests first: most texts have no rules or running heads at all
+    rules = hit_lines(_RULE_LINE) if any(r * 8 in joined for r in "-=_*—～~") else []
     banners = hit_lines(_BANNER_LINE)
-    heads = hit_lines(_RUNNING_HEAD)
+    heads = hit_lines(_RUNNING_HEAD) if "--" in joined else []
     if not (rules or banners or heads):
         return lines
     out = list(lines)
@@ -266,11 +267,14 @@ def quote_spans(p: str) -> list[tuple[int, int | None]]:
 
 
 def _paired_spans(p: str, opener: str, closer: str) -> Iterable[tuple[int, int | None]]:
-    n = len(p)
+    marks = [m.start() for m in re.finditer(f"[{opener}{closer}]", p)]  # only the quote marks are visited
     i = p.find(opener)
+    j = 0
     while i >= 0:
-        depth, k, end, restart = 1, i + 1, None, None
-        while k < n:
+        depth, end, restart = 1, None, None
+        while j < len(marks) and marks[j] <= i:
+            j += 1
+        for k in marks[j:]:
             ch = p[k]
             if ch == closer:
                 depth -= 1
@@ -286,7 +290,6 @@ def _paired_spans(p: str, opener: str, closer: str) -> Iterable[tuple[int, int |
                     end = k  # a “ typed where ” was meant, right after the sentence end
                     break
                 depth += 1  # a nested quote of the same kind
-            k += 1
         yield (i, end)
         if end is not None:
             i = p.find(opener, end + 1)
@@ -506,6 +509,20 @@ def _trie_regex(words: Iterable[str]) -> re.Pattern[str]:
     return re.compile(pattern if pattern else r"(?!x)x")
 
 
+class _Followed:
+    """How often a string is followed by a verb of speaking or acting, read off the n+1-character counts:
+    names are (杨锋引兵, 辛毗曰); words that start with a surname character (解释, 黄金, 江山) hardly ever."""
+
+    def __init__(self, counts: Counter[str]):
+        self._counts = counts
+        self._cache: dict[str, int] = {}
+
+    def __getitem__(self, s: str) -> int:
+        if s not in self._cache:
+            self._cache[s] = sum(self._counts.get(s + a, 0) for a in _NAME_FOLLOWERS)
+        return self._cache[s]
+
+
 class SpeakerFinder:
     """Names the speaker of `…X曰：` from the clause before the colon.
 
@@ -523,7 +540,7 @@ class SpeakerFinder:
     def __init__(self, clauses: Iterable[str], text: str = ""):
         self._text = text
         self._surname_counts: Counter[str] | None = None
-        self._followed_counts: Counter[str] = Counter()
+        self._followed_counts: _Followed | Counter[str] = Counter()
         votes: Counter[str] = Counter()
         for clause in clauses:
             if _DOCUMENT.search(clause) or "、" in clause:
@@ -565,7 +582,7 @@ class SpeakerFinder:
         """Drop rarely-voted entries that are actions: in the book they often follow a well-known name
         (勒马 in 玄德勒马, 扬鞭 in 操扬鞭, 密 in 玄德密谓).  A rank before a name does not count (魏主曹睿)."""
         strong = {n for n, c in names.items() if c >= 5 and n not in _TITLES and n[-1:] not in "主王帝公侯后将相师"}
-        weak = [n for n, c in names.items() if c < 5]
+        weak = [n for n, c in names.items() if c < 5 and len(n) >= 2]
         if not weak or not text:
             return names
         total: Counter[str] = Counter()
@@ -602,20 +619,13 @@ class SpeakerFinder:
     def _count(self, s: str) -> int:
         """How often the book mentions `s` (only asked for surname-initial strings, indexed once)."""
         if self._surname_counts is None:
-            # findall + Counter both run in C: two- and three-character strings from every surname position
-            first = "[" + "".join(sorted(_SURNAMES)) + "]"
-            t = self._text
-            counts: Counter[str] = Counter(re.findall(f"(?=({first}.))", t))
-            counts.update(re.findall(f"(?=({first}..))", t))
-            counts.update(re.findall("(?=((?:" + "|".join(_COMPOUND_SURNAMES) + ")..?))", t))
+            # findall and Counter run in C: the 2-, 3- and 4-character strings at every surname position.
+            first = "[" + "".join(sorted(_SURNAMES | {c[0] for c in _COMPOUND_SURNAMES})) + "]"
+            counts: Counter[str] = Counter()
+            for k in (2, 3, 4):
+                counts.update(re.findall(f"(?=({first}.{{{k - 1}}}))", self._text))
             self._surname_counts = counts
-            # the same strings right before a verb of speaking or acting: names are (杨锋引兵, 辛毗曰),
-            # words that start with a surname character (解释, 黄金, 江山) almost never
-            acts = "(?=[" + _NAME_FOLLOWERS + "])"
-            followed: Counter[str] = Counter(re.findall(f"(?=({first}.){acts})", t))
-            followed.update(re.findall(f"(?=({first}..){acts})", t))
-            followed.update(re.findall("(?=((?:" + "|".join(_COMPOUND_SURNAMES) + ")..?)" + acts + ")", t))
-            self._followed_counts = followed
+            self._followed_counts = _Followed(counts)
         return self._surname_counts.get(s, 0)
 
     def _surname_name(self, s: str) -> str:
@@ -990,15 +1000,17 @@ def _context_start(p: str, clause_start: int, end: int, sentence_starts: list[in
     start = _window_start(p, clause_start, end, sentence_starts, context_chars)
     # A paragraph that opens inside a quote (a verse broken over lines in the source): start after its ”.
     depth = 0
-    for k in range(start, clause_start):
-        ch = p[k]
-        if ch in "“「":
+    for m in _QUOTE_CHAR.finditer(p, start, clause_start):
+        if m.group() in "“「":
             depth += 1
-        elif ch in "”」":
+        else:
             depth -= 1
             if depth < 0:
-                start, depth = k + 1, 0
+                start, depth = m.end(), 0
     return start
+
+
+_QUOTE_CHAR = re.compile("[“「”」]")
 
 
 def _window_start(p: str, clause_start: int, end: int, sentence_starts: list[int], context_chars: int) -> int:
