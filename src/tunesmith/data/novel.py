@@ -582,7 +582,7 @@ class SpeakerFinder:
         """Drop rarely-voted entries that are actions: in the book they often follow a well-known name
         (勒马 in 玄德勒马, 扬鞭 in 操扬鞭, 密 in 玄德密谓).  A rank before a name does not count (魏主曹睿)."""
         strong = {n for n, c in names.items() if c >= 5 and n not in _TITLES and n[-1:] not in "主王帝公侯后将相师"}
-        weak = [n for n, c in names.items() if c < 5 and len(n) >= 2]
+        weak = [n for n, c in names.items() if c < 5]
         if not weak or not text:
             return names
         total: Counter[str] = Counter()
