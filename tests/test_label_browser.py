@@ -1,6 +1,6 @@
 """The labeling page in headless Chromium, served by `tunesmith label` (a real subprocess with a tiny model).
 
-Covers: write a sample, two tabs editing the same sample (the stale one is refused), search, import a
+Covers: write a sample (instruction form and chat turns table), two tabs editing the same sample (the stale one is refused), search, import a
 real dataset file, export, and use the export for training; the Try-it tab generates with an adapter,
 judges the answer and accepts a corrected answer, then the server is killed with SIGKILL and the store must
 hold everything the page acknowledged.  No request may leave 127.0.0.1.
@@ -160,6 +160,17 @@ def test_label_conflict_import_export_and_train(label_server, browser, datasets_
     msg = _text(bob, "ed-status-line", "was changed by ann")
     assert "Nothing was saved" in msg
     assert bob.locator("#ed-note textarea").input_value() == "bob's note"
+    # bob writes a chat sample in the turns table instead
+    bob.locator("#ed-new").click()
+    _text(bob, "ed-status-line", "Write a new sample")
+    bob.locator("#ed-kind").get_by_text("Multi-turn chat").click()
+    for row, said in ((0, "你是谁？"), (1, "吾乃李太白。")):
+        bob.locator(f"#ed-messages [data-testid=cell-{row}-1]").dblclick()
+        bob.keyboard.type(said)
+        bob.keyboard.press("Enter")
+    bob.locator("#ed-role textarea").fill("李白")
+    bob.locator("#ed-save").click()
+    _text(bob, "ed-status-line", "saved as new sample")
     # search finds it
     ann.locator("#f-text textarea").fill("喜剧之王")
     ann.locator("#f-text textarea").press("Enter")
@@ -179,22 +190,26 @@ def test_label_conflict_import_export_and_train(label_server, browser, datasets_
     ann.locator("#im-file").get_by_text("mixed_dev_dataset.jsonl").first.wait_for()
     ann.locator("#im-button").click()
     _text(ann, "im-status", "imported 122 sample(s)")
-    _text(ann, "label-count", "123 samples")
+    _text(ann, "label-count", "124 samples")
 
     # export as context-target, the shape `tunesmith train` reads for IE data
     _choose(ann, "ex-format", "context-target")
     ann.locator("#ex-button").click()
-    _text(ann, "ex-status", "wrote 123 sample(s)")
+    _text(ann, "ex-status", "wrote 124 sample(s)")
     assert ann.locator("#ex-file a").first.get_attribute("href")
     exported = sorted((project / "exports").glob("*context-target*.jsonl"))
     assert len(exported) == 1
     convs = load(exported[0], "context-target")
-    assert len(convs) == 123
+    assert len(convs) == 124
     assert convs[0].messages[0].content == "抽取三元组\n周星驰主演喜剧之王" and convs[0].answer == IE_JSON
     store = LabelStore(project)
     s = store.get_sample(sid)
     assert (s.revision, s.note, s.updated_by) == (2, "checked by ann", "ann")
     assert [h.user for h in store.history(sid)] == ["ann", "ann"]
+    chat = store.list_samples(role="李白")[0]
+    assert chat.kind == "chat" and chat.created_by == "bob"
+    assert [(m.role, m.content) for m in chat.messages] == [("user", "你是谁？"), ("assistant", "吾乃李太白。")]
+    assert convs[1].messages[0].content == "你是谁？"
     _train_on(exported[0], "context-target", tiny_qwen2, tmp_path)
     assert outside == []
 

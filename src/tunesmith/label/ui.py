@@ -50,6 +50,7 @@ TABLE_LIMIT = 200
 CELL = 80  # characters of a prompt/answer shown in a table cell
 USER_HEADER = "x-tunesmith-user"
 IMPORT_FORMATS = ("auto", "conversation", "alpaca", "sharegpt", "messages", "context-target", "rolebench", "novel-dialogue")
+NEW_TURNS = [["user", ""], ["assistant", ""]]  # what the chat table of a new sample starts with
 KIND_CHOICES = [("Instruction / input / output", "single"), ("Multi-turn chat", "chat")]
 NO_MODEL = ("No model is loaded, so nothing can be generated here. Start the page with a model: "
             "`tunesmith label PROJECT --model MODEL [--adapter NAME=PATH]` "
@@ -272,7 +273,7 @@ class LabelApp:
         note, history)"""
         if s is None:
             d = self.store.settings().default_system
-            return (0, 0, "single", d, "", "", "", "", _table([], ["role", "content"]), "accepted", "", "",
+            return (0, 0, "single", d, "", "", "", "", _table(NEW_TURNS, ["role", "content"]), "accepted", "", "",
                     "New sample (not saved yet).")
         msgs = _table([[m.role, m.content] for m in s.messages], ["role", "content"])
         return (s.id, s.revision, s.kind, s.system, s.role, s.instruction, s.input, s.output, msgs, s.status,
@@ -573,7 +574,7 @@ def build_label_ui(project_dir: str | Path, engine: Any = None, *, store: LabelS
                         e_output = gr.Textbox(label="Output (the answer to learn)", lines=4, elem_id="ed-output")
                         e_preview = gr.Markdown(elem_id="ed-preview")
                     with gr.Group(visible=False) as e_chat:
-                        e_messages = gr.Dataframe(headers=["role", "content"], datatype=["str", "str"], type="array",
+                        e_messages = gr.Dataframe(NEW_TURNS, headers=["role", "content"], datatype=["str", "str"], type="array",
                                                   interactive=True, column_count=2, row_count=2, wrap=True,
                                                   label="Turns: user, assistant, user, assistant … (end with assistant)",
                                                   elem_id="ed-messages")
