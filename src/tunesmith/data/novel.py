@@ -28,6 +28,7 @@ How it works, in order:
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import os
 import re
@@ -407,6 +408,7 @@ _SINGLE_NOT_NAME = frozenset(w for w in _MODIFIERS + _LEADERS if len(w) == 1) | 
 _NOT_NAME_START = "之了的着不是在把被将去来到往走跑吃看听使等自入回与同至当闻见望"
 
 
+@functools.lru_cache(maxsize=65536)  # pure, and the same clauses come back (孔明曰, 操曰 …)
 def _strip_tail(s: str) -> str:
     """孔明大笑曰 -> 孔明, 行者暗笑道 -> 行者, 悟空近前跪下 -> 悟空, 谓众将曰 -> 谓众将;
     '' when only verbs and manner words."""
@@ -424,6 +426,7 @@ def _strip_tail(s: str) -> str:
 _LEADER_RE = re.compile("^(?:" + "|".join(map(re.escape, _LEADERS)) + ")")
 
 
+@functools.lru_cache(maxsize=65536)  # pure, and the same clauses come back (孔明曰, 操曰 …)
 def _strip_leaders(s: str) -> str:
     """却说曹操… -> 曹操…, 只见那老者 -> 老者 (at most three openers, never the whole clause)."""
     for _ in range(3):
@@ -434,6 +437,7 @@ def _strip_leaders(s: str) -> str:
     return s
 
 
+@functools.lru_cache(maxsize=65536)  # pure, and the same clauses come back (孔明曰, 操曰 …)
 def _strip_title(s: str) -> str:
     """主簿陈琳 -> 陈琳, 卓婿谋士李儒 -> 李儒: drop everything up to the last title when a 2-3 character name follows."""
     last = None
@@ -443,6 +447,7 @@ def _strip_title(s: str) -> str:
     return s[last.end() :] if last else s
 
 
+@functools.lru_cache(maxsize=65536)  # pure, and the same clauses come back (孔明曰, 操曰 …)
 def _demonstrative(s: str) -> str:
     # 那老者 -> 老者, 那妇人 -> 妇人; keep 那怪 / 那人 (one character left would say nothing)
     for d in ("那个", "这个", "那伙", "这伙", "那些", "这些", "那群", "那", "这"):
@@ -451,6 +456,7 @@ def _demonstrative(s: str) -> str:
     return s
 
 
+@functools.lru_cache(maxsize=65536)  # pure, and the same clauses come back (孔明曰, 操曰 …)
 def _plain_subject(clause: str) -> str:
     """What is left of a clause once verbs, manner words, openers and titles are gone, when it can stand as a
     speaker label (老者, 那怪, 众僧, 孔明, 陈琳); '' otherwise."""
@@ -509,11 +515,34 @@ def _trie_regex(words: Iterable[str]) -> re.Pattern[str]:
     return re.compile(pattern if pattern else r"(?!x)x")
 
 
+class _PrefixCounts:
+    """Counts of the strings of 2-4 characters that start with a surname character, from one findall (in C)
+    of the 4 characters at every such position, sorted once: a count is a sum over a range of the sorted
+    strings, found by bisection."""
+
+    def __init__(self, text: str):
+        first = "[" + "".join(sorted(_SURNAMES | {c[0] for c in _COMPOUND_SURNAMES})) + "]"
+        grams = Counter(re.findall(f"(?=({first}.{{1,3}}))", text))
+        self._keys = sorted(grams)
+        self._sums = [0]
+        for k in self._keys:
+            self._sums.append(self._sums[-1] + grams[k])
+        self._cache: dict[str, int] = {}
+
+    def get(self, s: str, default: int = 0) -> int:
+        n = self._cache.get(s)
+        if n is None:
+            lo = bisect.bisect_left(self._keys, s)
+            hi = bisect.bisect_left(self._keys, s + "\U0010ffff")
+            n = self._cache[s] = self._sums[hi] - self._sums[lo]
+        return n or default
+
+
 class _Followed:
     """How often a string is followed by a verb of speaking or acting, read off the n+1-character counts:
     names are (杨锋引兵, 辛毗曰); words that start with a surname character (解释, 黄金, 江山) hardly ever."""
 
-    def __init__(self, counts: Counter[str]):
+    def __init__(self, counts: "_PrefixCounts"):
         self._counts = counts
         self._cache: dict[str, int] = {}
 
@@ -539,7 +568,9 @@ class SpeakerFinder:
 
     def __init__(self, clauses: Iterable[str], text: str = ""):
         self._text = text
-        self._surname_counts: Counter[str] | None = None
+        self._surname_counts: _PrefixCounts | None = None
+        self._speaker_cache: dict[str, tuple[tuple[str, bool], str]] = {}
+        self.how = "none"
         self._followed_counts: _Followed | Counter[str] = Counter()
         votes: Counter[str] = Counter()
         for clause in clauses:
@@ -619,13 +650,8 @@ class SpeakerFinder:
     def _count(self, s: str) -> int:
         """How often the book mentions `s` (only asked for surname-initial strings, indexed once)."""
         if self._surname_counts is None:
-            # findall and Counter run in C: the 2-, 3- and 4-character strings at every surname position.
-            first = "[" + "".join(sorted(_SURNAMES | {c[0] for c in _COMPOUND_SURNAMES})) + "]"
-            counts: Counter[str] = Counter()
-            for k in (2, 3, 4):
-                counts.update(re.findall(f"(?=({first}.{{{k - 1}}}))", self._text))
-            self._surname_counts = counts
-            self._followed_counts = _Followed(counts)
+            self._surname_counts = _PrefixCounts(self._text)
+            self._followed_counts = _Followed(self._surname_counts)
         return self._surname_counts.get(s, 0)
 
     def _surname_name(self, s: str) -> str:
@@ -739,6 +765,14 @@ class SpeakerFinder:
 
     def speaker_of(self, clause: str) -> tuple[str, bool]:
         """(speaker or '', elided).  elided=True: the clause names nobody, the caller should look back."""
+        hit = self._speaker_cache.get(clause)
+        if hit is None:
+            result = self._speaker_of(clause)
+            hit = self._speaker_cache[clause] = (result, self.how)
+        self.how = hit[1]
+        return hit[0]
+
+    def _speaker_of(self, clause: str) -> tuple[str, bool]:
         self.how = "none"
         if not clause:
             return "", True
@@ -857,28 +891,30 @@ class SpeakerFinder:
     def look_back(self, text: str, max_clauses: int = 10) -> str | None:
         """The subject of the nearest clause before an elided one that opens with a listed name
         (云火急绰枪上马，…，正迎着蔡瑁，急问曰 -> 云), or that brings someone on (转出张飞 -> 张飞).
-        Crosses at most one sentence end and no speech; clauses ending in 也 are predicates (乃简雍也).
+        Crosses at most two sentence ends and no speech; clauses ending in 也 are predicates (乃简雍也).
         '' when an unnamed newcomer (一少年将) is the subject, None when nothing is found."""
-        end = len(text)
+        # text = clause, delimiters, clause, delimiters, ... walked from the end (the speech) backwards
+        parts = _CLAUSE_SPLIT.split(text)
+        clauses, delims = parts[0::2], parts[1::2]
         sentence_ends = 0
         single: str | None = None  # a one-character name found in this sentence, see below
+        i = len(clauses) - 1
         for _ in range(max_clauses):
-            if end <= 0:
+            if i < 0:
                 break
-            if text[end - 1] in SENTENCE_END:
+            after = delims[i] if i < len(delims) else ""
+            if any(c in SENTENCE_END for c in after):
                 if single is not None:
                     return single
                 sentence_ends += 1
-                if sentence_ends > 1:
-                    break  # the subject of a sentence before the previous one is too far
-            start = end - 1
-            while start > 0 and text[start - 1] not in CLAUSE_DELIMS:
-                start -= 1
-            clause = text[start:end].rstrip("".join(CLAUSE_DELIMS))
-            end = start - 1 if start > 0 else 0
-            while end > 0 and text[end - 1] in CLAUSE_DELIMS and text[end - 1] not in "”」":
-                end -= 1
+                if sentence_ends > 2:
+                    break  # the subject of a sentence three back is too far
+            clause = clauses[i]
+            before = delims[i - 1] if i > 0 else ""
+            i -= 1
             if not clause or clause.endswith("也") or "、" in clause:
+                if "”" in before or "」" in before:
+                    break
                 continue  # a predicate (乃简雍也) or a list of people (聚长史杨大将，都督张勋、纪灵…)
             subject = _strip_leaders(clause)
             if _LOOK_BACK_NEWCOMER.match(subject) or any(subject.startswith(a) for a in _ANONYMOUS_GROUPS):
@@ -917,7 +953,7 @@ class SpeakerFinder:
                 and not any(c in _ADDRESSEE_MARKS or c in _ACTION_START or c in _NOT_NAME_START for c in head)
             ):
                 return clause[-2:]  # 那南方三噹火德星君，整衣出门迎进道
-            if end > 0 and text[end - 1] in "”」":
+            if "”" in before or "」" in before:
                 break  # do not look past another speech
         return single
 
@@ -966,6 +1002,7 @@ class SpeakerFinder:
                 s.speaker = names[i]
 
 
+_CLAUSE_SPLIT = re.compile("([" + re.escape("".join(sorted(CLAUSE_DELIMS))) + "]+)")
 _SENTENCE_BREAK = re.compile("[" + re.escape(SENTENCE_END) + "][" + re.escape(SENTENCE_END + CLOSERS) + "]*")
 
 
