@@ -90,8 +90,12 @@ def export_model(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"{out} already exists and is not empty (pass --overwrite to replace it)")
     # The adapter folder's tokenizer is the one training used; fall back to the base's.
-    tok_src = adapter if (adapter / "tokenizer_config.json").is_file() else base_path
-    tokenizer = load_tokenizer(str(tok_src), trust_remote_code=trust_remote_code)
+    if (adapter / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(adapter), trust_remote_code=trust_remote_code)
+    else:
+        tokenizer = load_tokenizer(base_path, trust_remote_code=trust_remote_code)
     tpl = load_template(adapter) or resolve_template("auto", tokenizer)
     tokenizer.chat_template = chat_template_jinja(tpl)
 

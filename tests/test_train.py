@@ -1,0 +1,301 @@
+"""LoRA training on tiny models: labels, packing, loss, resume, adapter files, outputs."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+from tunesmith.conversation import Conversation, Message
+from tunesmith.errors import ConfigError
+from tunesmith.template import resolve_template
+
+CONV = Conversation(
+    [Message("user", "你好，请问你是谁？"), Message("assistant", "吾乃李白，字太白。"),
+     Message("user", "4*5等于多少"), Message("assistant", "二十也！")],
+    system="你是李白，唐代诗人。",
+)
+ROLE_CHARS = "天地人你我他山水风月酒诗剑"
+
+
+def _convs(n: int, seed: int = 0) -> list[Conversation]:
+    """Learnable toy data: the answer reverses the question, in 李白's voice; lengths vary a lot."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        q = "".join(rng.choice(ROLE_CHARS) for _ in range(rng.randint(2, 40)))
+        out.append(Conversation.single_turn(q, "吾乃李白，" + q[::-1] + "也。", system="你是李白"))
+    return out
+
+
+def _write_jsonl(path: Path, convs: list[Conversation]) -> Path:
+    path.write_text("".join(json.dumps(c.to_dict(), ensure_ascii=False) + "\n" for c in convs), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("toy-data")
+    return _write_jsonl(d / "train.jsonl", _convs(48)), _write_jsonl(d / "dev.jsonl", _convs(8, seed=1))
+
+
+def _cfg(model: Path, out: Path, train: Path, dev: Path | None = None, **over) -> dict:
+    cfg = {"model": str(model), "output_dir": str(out), "data": {"train": str(train)}, "dtype": "fp32",
+           "batch_size": 4, "lr": 5e-3, "max_steps": 8, "logging_steps": 2, "eval_steps": 4, "sample_tokens": 8,
+           "warmup": 0, "device": "cpu"}
+    if dev is not None:
+        cfg["data"]["dev"] = str(dev)
+    for k, v in over.items():
+        if "." in k:
+            sec, key = k.split(".")
+            cfg.setdefault(sec, {})[key] = v
+        else:
+            cfg[k] = v
+    return cfg
+
+
+# -- labels and batches -------------------------------------------------------------------------------
+def test_labels_token_by_token_through_both_collators(tiny_qwen2):
+    from tunesmith.train.dataset import IGNORE_INDEX, PackedCollator, PaddedCollator, encode_all
+
+    tok = AutoTokenizer.from_pretrained(tiny_qwen2)
+    tpl = resolve_template("chatml", tok)
+    other = Conversation.single_turn("天地", "山水", system="你是李白")
+    samples, stats = encode_all([CONV, other], tok, tpl, max_source_len=512, max_target_len=256)
+    assert stats.samples == 2 and stats.dropped_no_loss == 0
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+
+    def learned_spans(ids, labels):
+        """Decoded runs of learned tokens; every learned label equals the token at its position."""
+        spans, cur = [], []
+        for t, lab in zip(ids, labels):
+            if lab == IGNORE_INDEX:
+                if cur:
+                    spans.append(tok.decode(cur))
+                    cur = []
+            else:
+                assert lab == t
+                cur.append(t)
+        if cur:
+            spans.append(tok.decode(cur))
+        return spans
+
+    packed = PackedCollator()(samples)
+    ids, labels, pos = packed["input_ids"][0].tolist(), packed["labels"][0].tolist(), packed["position_ids"][0].tolist()
+    n0 = len(samples[0]["input_ids"])
+    assert packed["input_ids"].shape == (1, n0 + len(samples[1]["input_ids"])) and packed["num_tokens"] == len(ids)
+    assert pos == list(range(n0)) + list(range(len(ids) - n0))  # positions restart per conversation
+    assert packed["cu_seq_lens_q"].tolist() == [0, n0, len(ids)]
+    assert labels[0] == IGNORE_INDEX and labels[n0] == IGNORE_INDEX  # no sample predicts its neighbour's first token
+    assert learned_spans(ids, labels) == ["吾乃李白，字太白。<|im_end|>", "二十也！<|im_end|>", "山水<|im_end|>"]
+    # the token right before each answer is a prompt token (the assistant header), never learned
+    first = next(i for i, lab in enumerate(labels) if lab != IGNORE_INDEX)
+    assert tok.decode(ids[:first]).endswith("<|im_start|>assistant\n")
+    assert labels.count(im_end) == 3
+
+    padded = PaddedCollator(tok.pad_token_id)(samples)
+    assert padded["input_ids"].shape == (2, n0)
+    for row in range(2):
+        n = len(samples[row]["input_ids"])
+        assert padded["attention_mask"][row].tolist() == [1] * n + [0] * (n0 - n)
+        assert all(lab == IGNORE_INDEX for lab in padded["labels"][row, n:].tolist())
+    assert learned_spans(padded["input_ids"][0].tolist(), padded["labels"][0].tolist()) == learned_spans(ids[:n0], labels[:n0])
+    assert learned_spans(padded["input_ids"][1].tolist(), padded["labels"][1].tolist()) == ["山水<|im_end|>"]
+
+
+def test_cutoffs_drop_samples_with_nothing_to_learn(tiny_qwen2):
+    from tunesmith.train.dataset import encode_all
+
+    tok = AutoTokenizer.from_pretrained(tiny_qwen2)
+    tpl = resolve_template("chatml", tok)
+    long_answer = Conversation.single_turn("问", "答" * 100)
+    no_answer = Conversation([Message("user", "只有问题")])
+    samples, stats = encode_all([long_answer, no_answer], tok, tpl, max_source_len=16, max_target_len=10)
+    assert stats.samples == 1 and stats.dropped_no_loss == 1 and stats.target_cut == 1
+    assert sum(1 for lab in samples[0]["labels"] if lab != -100) == 10
+
+
+# -- packing --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_packed_batch_loss_equals_unpacked_and_model_loss(tiny_model_factory, arch):
+    """Same conversations, packed into one row or padded: identical token-weighted loss and gradients."""
+    from peft import LoraConfig, get_peft_model
+
+    from tunesmith.train.attention import check_packing, use_packed_attention
+    from tunesmith.train.dataset import PackedCollator, PaddedCollator, encode_all
+    from tunesmith.train.trainer import answer_loss_sum, head_loss_supported, output_head
+
+    path = tiny_model_factory(arch)
+    tok = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    assert use_packed_attention(model) == "tunesmith_packed"
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0,
+                                             init_lora_weights=False))  # random B: the adapter matters
+    model.eval()
+    samples, _ = encode_all([CONV, *_convs(5)], tok, resolve_template("chatml", tok), max_source_len=512, max_target_len=256)
+    packed = PackedCollator()(samples)
+    padded = PaddedCollator(tok.pad_token_id)(samples)
+    head = output_head(model)
+    assert head is not None and head_loss_supported(model, "cpu")
+
+    def loss_and_grads(batch, use_head):
+        model.zero_grad()
+        s, n = answer_loss_sum(model, batch, head if use_head else None)
+        (s / n).backward()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+        return (s / n).item(), int(n), grads
+
+    ref_loss, ref_n, ref_grads = loss_and_grads(padded, False)
+    # the model's own loss on the padded batch is an independent reference for the token-weighted mean
+    with torch.no_grad():
+        own = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"], labels=padded["labels"]).loss
+    assert ref_loss == pytest.approx(own.item(), rel=1e-6)
+    for batch, use_head in ((packed, True), (packed, False), (padded, True)):
+        loss, n, grads = loss_and_grads(batch, use_head)
+        assert n == ref_n
+        assert loss == pytest.approx(ref_loss, rel=1e-5, abs=1e-6)
+        for k, g in ref_grads.items():
+            torch.testing.assert_close(grads[k], g, rtol=1e-4, atol=1e-6)
+    # without the attention boundaries the packed row would leak across conversations: the probe sees it
+    assert check_packing(model, len(tok), "cpu") < 1e-4
+    model.base_model.model.set_attn_implementation("eager")
+    assert check_packing(model, len(tok), "cpu", varlen_kwargs=False) < 1e-4  # transformers' own mask from position ids
+
+
+# -- end-to-end -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tiny_qwen2, toy_data, tmp_path_factory):
+    from tunesmith.train import train_from_config
+
+    out = tmp_path_factory.mktemp("run") / "out"
+    train, dev = toy_data
+    result = train_from_config(_cfg(tiny_qwen2, out, train, dev, max_steps=12, system="你是诗人"))
+    return result
+
+
+def test_training_writes_outputs_and_lowers_dev_loss(trained, tiny_qwen2):
+    out = trained.output_dir
+    s = json.loads(trained.summary_path.read_text(encoding="utf-8"))
+    assert s == trained.summary
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "train_config.yaml").is_file() and (out / "log_history.json").is_file()
+    assert s["steps"] == 12 and s["train_tokens"] > 0 and s["tokens_per_second"] > 0 and s["train_seconds"] > 0
+    assert [d["step"] for d in s["dev_losses"]] == [0, 4, 8, 12]
+    assert s["best_dev_loss"] < s["initial_dev_loss"] - 0.1
+    assert s["final_train_loss"] < s["first_train_loss"]
+    assert s["adapter_is"] == "best" and s["best_checkpoint"].endswith(f"checkpoint-{s['best_dev_step']}")
+    assert s["data"]["train"]["samples"] == 48 and s["packing"].startswith("varlen")
+    assert len(s["samples"]) == 4 and all(isinstance(x["text"], str) for x in s["samples"])
+    # the windowed loss is the mean of the last logging_steps steps, not of all steps since step 0
+    hist = [e["loss"] for e in json.loads((out / "log_history.json").read_text()) if "loss" in e]
+    assert len(hist) == 12 and s["final_train_loss"] == pytest.approx(sum(hist[-2:]) / 2)
+
+
+def test_saved_adapter_is_complete_and_reloads_to_identical_outputs(trained, tiny_qwen2):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from tunesmith.template import load_template
+
+    adapter = trained.adapter_dir
+    tensors = load_file(adapter / "adapter_model.safetensors")
+    # tiny qwen2: 2 layers x 7 linear layers x (A, B)
+    assert len(tensors) == 28
+    assert all(t.abs().sum() > 0 for k, t in tensors.items() if "lora_B" in k)
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    assert Path(cfg["base_model_name_or_path"]) == Path(tiny_qwen2) and cfg["r"] == 8
+    tpl = load_template(adapter)
+    assert tpl.name == "tokenizer" and tpl.default_system == "你是诗人"
+    assert (adapter / "tokenizer_config.json").is_file() and (adapter / "train_config.yaml").is_file()
+    assert trained.summary["adapter_check"]["reload_max_logit_diff"] == 0.0
+
+    # a fresh base + the saved adapter == the best checkpoint's weights, and differs from the base
+    ids = torch.tensor([AutoTokenizer.from_pretrained(adapter)("你是谁？吾乃李白").input_ids])
+    base = AutoModelForCausalLM.from_pretrained(tiny_qwen2, dtype=torch.float32).eval()
+    with torch.no_grad():
+        base_logits = base(ids).logits
+        tuned = PeftModel.from_pretrained(base, str(adapter)).eval()
+        reloaded = tuned(ids).logits
+    best = Path(trained.summary["best_checkpoint"])
+    best_tensors = load_file(best / "adapter_model.safetensors")
+    assert best_tensors.keys() == tensors.keys()
+    for k in tensors:
+        torch.testing.assert_close(tensors[k], best_tensors[k], rtol=0, atol=0)
+    assert (reloaded - base_logits).abs().max() > 1e-3
+
+
+class _StopAt(TrainerCallback):
+    """Simulates an interruption: the run stops right after step `k` (after its checkpoint)."""
+
+    def __init__(self, k: int):
+        self.k = k
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.k:
+            control.should_training_stop = True
+        return control
+
+
+def test_resume_reaches_the_same_result_as_an_uninterrupted_run(tiny_qwen2, toy_data, tmp_path):
+    from safetensors.torch import load_file
+
+    from tunesmith.train import train_from_config
+
+    train, _ = toy_data
+    common = dict(max_steps=8, save_steps=3, save_total_limit=5, **{"lora.dropout": 0.1})  # dropout: RNG state matters
+    full = train_from_config(_cfg(tiny_qwen2, tmp_path / "full", train, **common))
+    cut = train_from_config(_cfg(tiny_qwen2, tmp_path / "cut", train, **common), callbacks=[_StopAt(3)])
+    assert cut.summary["steps"] == 3
+    resumed = train_from_config(_cfg(tiny_qwen2, tmp_path / "cut", train, **common), ["resume=true"])
+    assert resumed.summary["resumed_from"].endswith("checkpoint-3") and resumed.summary["steps"] == 8
+
+    def losses(result):
+        return [(e["step"], e["loss"]) for e in json.loads((result.output_dir / "log_history.json").read_text()) if "loss" in e]
+
+    a, b = losses(full), losses(resumed)
+    assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 9))
+    assert [v for _, v in b] == pytest.approx([v for _, v in a], rel=1e-5)
+    wa = load_file(full.adapter_dir / "adapter_model.safetensors")
+    wb = load_file(resumed.adapter_dir / "adapter_model.safetensors")
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-7)
+
+
+def test_resume_without_checkpoint_fails_loudly(tiny_qwen2, toy_data, tmp_path):
+    from tunesmith.train import train_from_config
+
+    train, _ = toy_data
+    with pytest.raises(ConfigError, match="resume=true but .* holds no checkpoint"):
+        train_from_config(_cfg(tiny_qwen2, tmp_path / "never", train), ["resume=true"])
+
+
+def test_rerun_into_a_used_output_dir_needs_resume_or_overwrite(trained, tiny_qwen2, toy_data):
+    from tunesmith.train import train_from_config
+
+    train, _ = toy_data
+    with pytest.raises(ConfigError, match="already holds checkpoints .* --resume .* overwrite=true"):
+        train_from_config(_cfg(tiny_qwen2, trained.output_dir, train))
+
+
+def test_unpacked_length_grouped_training_runs(tiny_model_factory, toy_data, tmp_path):
+    from tunesmith.train import train_from_config
+
+    train, dev = toy_data
+    result = train_from_config(_cfg(tiny_model_factory("llama"), tmp_path / "out", train, dev, max_steps=4,
+                                    sample_tokens=0, keep_best=False, **{"data.packing": False}))
+    s = result.summary
+    assert s["packing"] == "off" and s["steps"] == 4 and s["adapter_is"] == "last"
+    assert s["best_dev_loss"] < s["initial_dev_loss"]
+
+
+def test_bad_target_module_names_the_available_layers(tiny_qwen2, toy_data, tmp_path):
+    from tunesmith.train import train_from_config
+
+    train, _ = toy_data
+    with pytest.raises(ConfigError, match=r"lora.target_modules=\['query_key_value'\].*q_proj"):
+        train_from_config(_cfg(tiny_qwen2, tmp_path / "o", train, **{"lora.target_modules": ["query_key_value"]}))
