@@ -237,3 +237,37 @@ def test_api_key_from_environment(serve_engine, monkeypatch):
     monkeypatch.delenv("TUNESMITH_API_KEY")
     with TestClient(create_app(serve_engine, ui=False)) as tc:
         assert tc.get("/v1/models").status_code == 200
+
+
+def test_serve_command_runs_a_server(tiny_qwen2, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    port = free_port()
+    env = {**os.environ, "TUNESMITH_CACHE": str(tmp_path), "TUNESMITH_API_KEY": "from-env"}
+    proc = subprocess.Popen([sys.executable, "-m", "tunesmith.cli", "serve", "--model", str(tiny_qwen2), "--port",
+                             str(port), "--no-ui", "--threads", "1", "--log-level", "warning"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline, "server did not start"
+            time.sleep(0.3)
+        assert httpx.get(url + "/v1/models").status_code == 401  # the key came from TUNESMITH_API_KEY
+        client = openai.OpenAI(base_url=url + "/v1", api_key="from-env", max_retries=0)
+        r = client.chat.completions.create(model="base", messages=HELLO, max_tokens=4)
+        assert r.usage.completion_tokens >= 1
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    bad = subprocess.run([sys.executable, "-m", "tunesmith.cli", "serve", "--model", str(tiny_qwen2),
+                          "--max-batch-size", "0"], capture_output=True, text=True, timeout=60, env=env)
+    assert bad.returncode == 2 and "--max-batch-size" in bad.stderr

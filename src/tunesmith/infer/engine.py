@@ -29,12 +29,13 @@ n strings per conversation.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import queue
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -47,6 +48,7 @@ from tunesmith.infer.streaming import BatchStreamer, IncrementalDecoder, RowStop
 from tunesmith.template import ChatTemplate, load_template, resolve_template, stop_token_ids
 
 BASE = "base"
+INCOMING_WAIT_S = 0.5  # longest wait for announced requests (see Engine.incoming)
 ADAPTER_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 __all__ = ["BASE", "Completion", "Engine", "GenerationOptions", "PendingRequest", "PromptTooLongError",
@@ -79,6 +81,7 @@ class PendingRequest:
     id: int = 0
     arrived: float = field(default_factory=time.monotonic)
     cancelled: bool = False
+    _key: tuple | None = field(default=None, repr=False)
 
     def cancel(self) -> None:
         """Stop generating for this request (its rows finish at the next step); the future is cancelled."""
@@ -90,9 +93,14 @@ class PendingRequest:
         return self.options.n if self.options.num_beams == 1 else 1
 
     def batch_key(self) -> tuple:
+        if self._key is None:
+            self._key = self._make_key()
+        return self._key
+
+    def _make_key(self) -> tuple:
         o = self.options
         sampling = (o.temperature, o.top_p, o.top_k) if o.sampling else None
-        return (self.adapter, id(self.template), o.sampling, sampling, o.repetition_penalty, o.num_beams,
+        return (self.adapter, _template_key(self.template), o.sampling, sampling, o.repetition_penalty, o.num_beams,
                 # beam search returns n per prompt for the whole batch; seeded requests run alone
                 o.n if o.num_beams > 1 else None, self.id if o.seed is not None else None)
 
@@ -125,9 +133,10 @@ class Engine:
         self._pending: list[PendingRequest] = []
         self._worker: threading.Thread | None = None
         self._last_batch_end = 0.0
+        self._incoming = 0
         self._closed = False
         self._ids = itertools.count(1)
-        self._stop_cache: dict[int, list[int]] = {}
+        self._stop_cache: dict[str, list[int]] = {}
         self.context_length = self._context_length()
 
     # -- loading ------------------------------------------------------------------------------------
@@ -191,7 +200,7 @@ class Engine:
         return ids
 
     def stop_ids(self, template: ChatTemplate) -> list[int]:
-        key = id(template)
+        key = _template_key(template)
         if key not in self._stop_cache:
             self._stop_cache[key] = stop_token_ids(self.tokenizer, template, getattr(self.model, "generation_config", None))
         return self._stop_cache[key]
@@ -223,6 +232,22 @@ class Engine:
             self._cv.notify_all()
         return req
 
+    @contextmanager
+    def incoming(self):
+        """Announce a request that is about to be enqueued (its prompt is being prepared).
+
+        The worker waits for announced requests (briefly) before starting a batch, so that requests a
+        server received together are batched together even when preparing their prompts takes a while.
+        """
+        with self._cv:
+            self._incoming += 1
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._incoming -= 1
+                self._cv.notify_all()
+
     def close(self) -> None:
         with self._cv:
             self._closed = True
@@ -236,12 +261,15 @@ class Engine:
                 if not self._pending:
                     return
                 # Wait briefly for requests arriving together, so that they share one batch: until no new
-                # request came for batch_wait_s, at most 5 * batch_wait_s.  Counted from the end of the last
-                # batch too, because clients answered by it send their next requests right after it.
+                # request came for batch_wait_s (at most 5 * batch_wait_s), and while a server is still
+                # preparing prompts it announced with incoming() (at most INCOMING_WAIT_S).  Counted from the
+                # end of the last batch too: clients answered by it send their next requests right after it.
                 start = max(self._pending[0].arrived, self._last_batch_end)
                 deadline = start + 5 * self.batch_wait_s
                 while sum(r.rows for r in self._pending) < self.max_batch_size and not self._closed:
                     quiet_until = min(deadline, max(self._pending[-1].arrived, self._last_batch_end) + self.batch_wait_s)
+                    if self._incoming > 0:
+                        quiet_until = max(quiet_until, start + INCOMING_WAIT_S)
                     now = time.monotonic()
                     if now >= quiet_until:
                         break
@@ -362,7 +390,10 @@ class Engine:
                 dec = decoders[k] if streaming else None
                 sent = dec.text[:dec.emitted] if dec is not None else ""
                 if comp.text.startswith(sent) and len(comp.text) > len(sent):
-                    req.on_text(choice, comp.text[len(sent):])
+                    try:
+                        req.on_text(choice, comp.text[len(sent):])
+                    except Exception:  # the reader went away; the others still get their results
+                        pass
             results[q].append(comp)
         return results
 
@@ -432,6 +463,11 @@ class Engine:
             for i, comps in zip(chunk, results):
                 out[i] = [c.text for c in comps] if opts.n > 1 else comps[0].text
         return out
+
+
+def _template_key(template: ChatTemplate) -> str:
+    """Templates are compared by content (a fresh but equal ChatTemplate object is the same template)."""
+    return json.dumps(template.to_dict(), sort_keys=True, ensure_ascii=False)
 
 
 def _settle(future: Future, result: Any = None, exception: BaseException | None = None) -> None:

@@ -18,7 +18,10 @@ with different limits and no tokens past a stop are generated for that row.
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Sequence
+
+logger = logging.getLogger(__name__)
 
 REPLACEMENT = "\ufffd"
 
@@ -166,7 +169,11 @@ class BatchStreamer:
             if dec is not None:
                 piece = dec.push(tok)
                 if piece and self.callbacks[r] is not None:
-                    self.callbacks[r](piece)
+                    try:
+                        self.callbacks[r](piece)
+                    except Exception:  # a reader that went away must not end the batch for the others
+                        logger.warning("dropping the stream of row %d: its callback failed", r, exc_info=True)
+                        self.callbacks[r] = None
                 if dec.stopped:
                     self.finished[r] = True
             if self.counts[r] >= self.max_new[r]:

@@ -243,20 +243,23 @@ def create_app(engine: Engine, api_key: str | None = None, *, ui: bool = True, l
         system, messages = to_conversation(req.messages)
         options = to_options(req, defaults)
         turns = req.max_history_turns if req.max_history_turns is not None else default_max_history_turns
-        try:
-            prompt = await run_in_threadpool(engine.prompt_ids, messages, system, req.model, options, turns)
-        except TunesmithError as e:
-            status, body = _error_for(e)
-            raise APIError(status, body["error"]["message"], body["error"]["type"], body["error"]["param"],
-                           body["error"]["code"]) from None
         created = int(time.time())
         cid = f"chatcmpl-{uuid.uuid4().hex}"
-        if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(_sse(engine, prompt, req.model, options, cid, created, include_usage),
-                                     media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        pending = engine.enqueue(prompt, req.model, options)
+        with engine.incoming():  # lets the engine batch this request with others arriving now
+            try:
+                prompt = await run_in_threadpool(engine.prompt_ids, messages, system, req.model, options, turns)
+            except TunesmithError as e:
+                status, body = _error_for(e)
+                raise APIError(status, body["error"]["message"], body["error"]["type"], body["error"]["param"],
+                               body["error"]["code"]) from None
+            if req.stream:
+                include_usage = bool(req.stream_options and req.stream_options.include_usage)
+                events: asyncio.Queue = asyncio.Queue()
+                pending = engine.enqueue(prompt, req.model, options, _queue_writer(events))
+                return StreamingResponse(_sse(pending, events, req.model, options, cid, created, include_usage),
+                                         media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            pending = engine.enqueue(prompt, req.model, options)
         try:
             completions = await asyncio.wrap_future(pending.future)
         except asyncio.CancelledError:
@@ -332,17 +335,24 @@ def _chunk(cid: str, created: int, model: str, choices: list[dict], usage: dict 
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
-async def _sse(engine: Engine, prompt: list[int], model: str, options: GenerationOptions, cid: str, created: int,
-               include_usage: bool):
-    """Server-sent events in the OpenAI format; text pieces arrive from the engine's worker thread."""
+_DONE = object()
+
+
+def _queue_writer(events: asyncio.Queue):
+    """on_text for the engine: hands (choice, piece) from the worker thread to this event loop."""
     loop = asyncio.get_running_loop()
-    events: asyncio.Queue = asyncio.Queue()
-    done = object()
 
     def on_text(choice: int, piece: str) -> None:
         loop.call_soon_threadsafe(events.put_nowait, (choice, piece))
 
-    pending = engine.enqueue(prompt, model, options, on_text)
+    return on_text
+
+
+async def _sse(pending, events: asyncio.Queue, model: str, options: GenerationOptions, cid: str, created: int,
+               include_usage: bool):
+    """Server-sent events in the OpenAI format; text pieces arrive from the engine's worker thread."""
+    loop = asyncio.get_running_loop()
+    done = _DONE
     pending.future.add_done_callback(lambda _f: loop.call_soon_threadsafe(events.put_nowait, done))
     try:
         yield _chunk(cid, created, model, [{"index": i, "delta": {"role": "assistant", "content": ""},
