@@ -37,7 +37,8 @@ def converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
         require_object(rec, EXPECTED)
         context = get_str(rec, "context", EXPECTED)
         chat = get_str(rec, "chat", EXPECTED)
-        speaker = get_str(rec, "speaker", EXPECTED, required=False)
+        # The miner writes speaker "" when it cannot name one: the utterance is still good data.
+        speaker = get_str(rec, "speaker", EXPECTED, required=False, allow_empty=True)
         chapter = rec.get("chapter")
         if chapter is not None and not isinstance(chapter, (str, int)):
             raise DataError(f'field "chapter" must be a string or an integer (got {type_name(chapter)})')
