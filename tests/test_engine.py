@@ -217,3 +217,21 @@ def test_concurrent_requests_are_batched_and_correct(engine, monkeypatch):
         t.join(60)
     assert [got[i] for i in range(len(questions))] == want
     assert max(sizes) > 1 and len(sizes) < len(questions)
+
+
+def test_template_override_and_template_folder(engine, tiny_qwen2, tiny_adapters):
+    plain = engine.template_for("ie")
+    convs = [(None, [Message("user", "Instruction: 抽取\nInput: 句子\nAnswer: ")])]
+    with_plain = engine.generate(convs, adapter="base", options=GREEDY, template=plain)
+    from tunesmith.template import ChatTemplate
+
+    fresh_equal = ChatTemplate.from_dict(plain.to_dict())  # an equal template object gives the same result
+    assert engine.generate(convs, adapter="base", options=GREEDY, template=fresh_equal) == with_plain
+    other = Engine.load(str(tiny_qwen2), template=tiny_adapters["ie"], device="cpu")  # a folder with template.json
+    try:
+        assert other.template_for("base") == plain
+        assert other.generate(convs, options=GREEDY) == with_plain
+    finally:
+        other.close()
+    with pytest.raises(ConfigError, match="template"):
+        Engine.load(str(tiny_qwen2), template="nonsense", device="cpu")
