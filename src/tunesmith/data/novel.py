@@ -319,6 +319,7 @@ _MODIFIERS = (
     " 跪下 跪倒 面前 开口 只得 不住 忍不住 的 高 回头 转身 作礼 传旨 眼中 欠身 起来 进言 商议 计议 传令 下令 嘱付 嘱咐"
 " 自思 暗想 寻思 暗思 暗忖 沉吟 叫声 道声 开言 答应 回言 言语 各自 暗自 十分 一个个 聚众 一齐 一同 同声 异口同声 跳"
 " 施礼 作揖 唱喏 佯 佯醉 佯输 佯笑 佯惊 佯怒 伏地 拜伏 跪伏 伏于地 拜伏于地 哭拜于地 拜于地 伏于地下 具 请 勃然 奋然 愕然 欣然 忿然 毅然 慨然 喟然 怫然 默然 黯然 恍然 忻然 怡然 泰然 哂然"
+" 出语 止不住 禁不住 按不住 礼拜 埋怨 抱怨 滴泪 噙泪 拭泪 附耳 低言 扬言 横刀 勒马 以手加额 咬牙 切齿 跌足 捶胸 拱手 举手 攒眉 皱眉"
 " 吟诗 作诗 题诗 赋诗 作歌 唱歌 大呼小叫 战呵呵 战呵呵的 战兢兢的 颤巍巍 笑吟吟 笑嘻嘻的 喜孜孜 大惊小怪 大吃一惊 吃了一惊 大吃了一惊 拦住 挡住 拉住 揪住 抓住 按住 扶住 抱住 接住 叫住 喝住 留住 劝住 架住 顶住"
 ).split()
 _VERB_TAIL = re.compile("(?:" + "|".join(sorted(set(_VERBS), key=len, reverse=True)) + ")$")
@@ -367,8 +368,22 @@ _ROLE_CHARS = "官君后帅妃将僧神仙童婆翁圣魔精妖怪刚吏臣卒�
 _ROLE_START = re.compile("(?:众|诸|群|两|二|三|四|八)?[\u4e00-\u9fff]{0,3}?[" + _ROLE_CHARS + "](?=[^" + _ROLE_CHARS + "]|$)")
 # Someone unnamed coming on, as the subject of a clause (一人挺身出, 一员少年将军, 一大汉); not 一往一来.
 _LOOK_BACK_NEWCOMER = re.compile(r"一(?:人|将|员|位|名|少年|大汉|老[者人翁叟]|小[将童卒校])")
+# A subject opening with 一 that is a person (一老者, 一个小妖), not a manner (一把揪住, 一齐, 一面).
+_PERSON_CHARS = "人者汉童官僧道妖怪女妇翁叟卒校婢奴仆军兵将魔精神仙"
+_ONE_PERSON = re.compile(rf"一(?:[个位员名夥伙]|[\u4e00-\u9fff]{{0,3}}?[{_PERSON_CHARS}])")
+# Troops or people arriving (忽刺斜里一彪军到, 山后一队人马, 又见两个总角蓬头女子): someone not named yet.
+_COUNT = re.compile("[两二三四五六七八九十百几数]+[个员名]")
+# Before a counted group these make it an object (领十数个小妖, 将两个妖怪, 与两三个小和尚).
+_LEADS = frozenset("领将把引带率同与和及被叫唤请打拿捉擒杀斩见点差遣调拨起")
+_ARRIVING = re.compile(
+    rf"一(?:彪|队|枝|支|哨|伙|夥|簇)(?:军|人马|兵|人)|(?<!第)[两二三四五六七八九十百几数]+(?:个|员|名)[^，]{{0,5}}?[{_PERSON_CHARS}]"
+)
 # Unnamed little groups (着两个急去郡中报道, 内中几个道).
-_UNNAMED = re.compile(r"[两二三几数][个人名员]|众人皆")
+_UNNAMED = re.compile(r"[两二三几数][个人名员口]|众人皆")
+_PLACE_END = frozenset("后前处间中里外上下边旁内头")
+# Verbs of hearing: the voice that follows speaks (只听那妖王叫道), not the one who hears.  Not 闻言 / 听说 /
+# 闻知 (the one who heard goes on to speak).
+_HEARD = re.compile("(?:只|但|忽|又|却|猛)?(?:听|闻)[得见]|(?:只|但|忽|又|却|猛)(?:听|闻)(?![言说知之罢了此报])")
 # Verbs of answering: an elided 答曰 after 问X曰 is X speaking.
 _ANSWER = re.compile(r"(?:答|对|应|回)(?:曰|道|言|说)$|^(?:答|对)$")
 # Surnames, for a name at the clause start that was a speaker only once (杨锋引兵入曰, 辛毗哭拜于地曰).
@@ -405,7 +420,9 @@ _ACTION_START = frozenset("按掣吩搀翻鼓思惊仰哀微吆咄发勒拔拍�
 # A single character left over that is a verb, adverb or clause opener is no name (问曰, 乃曰, 遂曰).
 _SINGLE_NOT_NAME = frozenset(w for w in _MODIFIERS + _LEADERS if len(w) == 1) | frozenset("遂出入来去上下前后曰道言说自等以与在于为将把被向从则及所此其若如吆咄哀发喝叫笑哭战思")
 # A leftover starting with one of these is an action (去吃酒, 把行者, 自觉), not a subject.
-_NOT_NAME_START = "之了的着不是在把被将去来到往走跑吃看听使等自入回与同至当闻见望"
+_NOT_NAME_START = "之了的着不是在把被将去来到往走跑吃看听使等自入回与同至当闻见望以"
+# Doubled endings that are people (婆婆, 哥哥, 猩猩); any other X+YY (慌张张, 战兢兢, 泪汪汪) is a manner word.
+_KIN_DOUBLES = frozenset("婆公哥姐娘爷奶妹弟叔伯舅姑嫂猩")
 
 
 @functools.lru_cache(maxsize=65536)  # pure, and the same clauses come back (孔明曰, 操曰 …)
@@ -475,6 +492,8 @@ def _plain_subject(clause: str) -> str:
         return ""
     if len(r) >= 2 and (r[-1] in _NOT_NAME_END or r[0] in _ACTION_START or (r[-1] == "来" and r != "如来")):
         return ""
+    if len(r) >= 3 and r[-1] == r[-2] and r[-1] not in _KIN_DOUBLES:
+        return ""  # 慌张张 / 战索索: how someone speaks, not who
     return r
 
 
@@ -793,15 +812,14 @@ class SpeakerFinder:
             return name, False
         rest = _strip_tail(clause)
         subject = _strip_leaders(re.split("[" + "".join(_ADDRESSEE_MARKS) + "]", rest, maxsplit=1)[0])
-        if _NEWCOMER.search(subject) or subject.startswith("一") or _UNNAMED.search(subject):
+        if _NEWCOMER.search(subject) or _ONE_PERSON.match(subject) or _UNNAMED.search(subject):
             return "", False
-        heard = re.search("听得|听见|闻得", clause)
+        heard = _HEARD.search(clause)
         if heard:
-            # 只听得路旁叫：the one who hears is not the one who speaks; 听得…有八大金刚叫道 names the voice
+            # 只听得路旁叫：the one who hears is not the one who speaks; the voice is named after the verb
+            # (听得…有八大金刚叫道, 只听那妖王叫道, 又听得黄门官来奏) or is nobody yet
             self.how = "heard"
-            voice = re.search("有(.+)$", clause[heard.end() :])
-            named = self._role_at_start(_strip_tail(voice.group(1))) if voice else ""
-            return named, False
+            return self._voice(clause[heard.end() :]), False
         plain = "" if addressee else _plain_subject(clause)
         if len(plain) > 3 and plain not in self.names:
             # 本寺院主 / 正台阴阳官: keep the head noun when it is a listed name or a rank; else it is an action
@@ -837,6 +855,25 @@ class SpeakerFinder:
             self.how = "unknown"
         return "", True
 
+    def _voice(self, rest: str) -> str:
+        """The speaker named after a verb of hearing: 那妖王叫道 -> 妖王, 有八大金刚叫道 -> 八大金刚,
+        黄门官来奏 -> 黄门官, 猩猩出语道 -> 猩猩; '' for 路旁叫 / 有人叫 / 人叫."""
+        voice = re.search("有(.+)$", rest)
+        if voice:
+            r = voice.group(1)
+            return "" if r[0] in "人一" else self._role_at_start(_strip_tail(r))
+        r = _demonstrative(_strip_tail(rest))
+        if not r or r[0] in "人一" or r in _ANONYMOUS:
+            return ""
+        name = self._name_at(r, 0)
+        if len(name) >= 2:
+            return name
+        plain = _plain_subject(rest)
+        if 2 <= len(plain) <= 3 and plain not in _ANONYMOUS and plain[-1] not in _PLACE_END:
+            return plain  # not 背后 / 林深处 / 河中间: a place the voice comes from
+        role = self._role_at_start(r)
+        return "" if role.endswith("后") and role[-2:-1] in "背身门山林帐阵城屋堂营寨墙殿" else role
+
     @staticmethod
     def addressee_of(clause: str) -> str:
         """问向导官曰 -> 向导官, 谓孔明曰 -> 孔明: who a speech is addressed to, when the clause says."""
@@ -852,7 +889,7 @@ class SpeakerFinder:
         """众女官拥拜丹墀 -> 众女官, 八大金刚 -> 八大金刚: a short noun phrase ending in a rank or kind."""
         r = _demonstrative(r)
         m = _ROLE_START.match(r)
-        if not m or r[0] in _NOT_NAME_START or r[0] in _ACTION_START or any(c in _ADDRESSEE_MARKS for c in m.group(0)):
+        if not m or r[0] in _NOT_NAME_START or r[0] in _ACTION_START or r[0] == "一" or any(c in _ADDRESSEE_MARKS for c in m.group(0)):
             return ""  # 命九嫔妃子 / 入后边 / 对君臣僧俗 are actions, not subjects
         return m.group(0)
 
@@ -917,7 +954,20 @@ class SpeakerFinder:
                     break
                 continue  # a predicate (乃简雍也) or a list of people (聚长史杨大将，都督张勋、纪灵…)
             subject = _strip_leaders(clause)
-            if _LOOK_BACK_NEWCOMER.match(subject) or any(subject.startswith(a) for a in _ANONYMOUS_GROUPS):
+            head = _demonstrative(subject)
+            arriving = _ARRIVING.search(head[:8])
+            if arriving and arriving.start() > 0 and (self._name_at(head, 0) or head[arriving.start() - 1] in _LEADS):
+                arriving = None  # 邓贤引一彪军… / 将两个妖怪押赴当朝: the one leading them
+            if arriving and arriving.start() == 0 and arriving.group()[0] != "一":
+                counted = head[_COUNT.match(head).end() :]
+                group = next((counted[:k] for k in (3, 2) if counted[:k] in self.names), "")
+                if group:
+                    return group  # 三个老魔，笑呵呵问道 / 六个小妖…高叫道: the group speaks
+            if (
+                _LOOK_BACK_NEWCOMER.match(subject)
+                or any(subject.startswith(a) for a in _ANONYMOUS_GROUPS)
+                or arriving
+            ):
                 return single if single is not None else ""  # 当先一员少年将军 / 那二人举枪…: someone unnamed
             sent = self.sent_one(clause) if clause[:1] in "差遣使令命教" else None
             if sent:
@@ -950,7 +1000,7 @@ class SpeakerFinder:
                 and clause[-2:] in self.names
                 and clause[-1] in _ROLE_CHARS
                 and len(clause) <= 10
-                and not any(c in _ADDRESSEE_MARKS or c in _ACTION_START or c in _NOT_NAME_START for c in head)
+                and not any(c in _ADDRESSEE_MARKS or c in _ACTION_START or c in _NOT_NAME_START or c in _LEADS for c in head)
             ):
                 return clause[-2:]  # 那南方三噹火德星君，整衣出门迎进道
             if "”" in before or "」" in before:
