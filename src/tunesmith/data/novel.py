@@ -319,7 +319,7 @@ _MODIFIERS = (
     " 跪下 跪倒 面前 开口 只得 不住 忍不住 的 高 回头 转身 作礼 传旨 眼中 欠身 起来 进言 商议 计议 传令 下令 嘱付 嘱咐"
 " 自思 暗想 寻思 暗思 暗忖 沉吟 叫声 道声 开言 答应 回言 言语 各自 暗自 十分 一个个 聚众 一齐 一同 同声 异口同声 跳"
 " 施礼 作揖 唱喏 佯 佯醉 佯输 佯笑 佯惊 佯怒 伏地 拜伏 跪伏 伏于地 拜伏于地 哭拜于地 拜于地 伏于地下 具 请 勃然 奋然 愕然 欣然 忿然 毅然 慨然 喟然 怫然 默然 黯然 恍然 忻然 怡然 泰然 哂然"
-" 出语 止不住 禁不住 按不住 礼拜 埋怨 抱怨 滴泪 噙泪 拭泪 附耳 低言 扬言 横刀 勒马 以手加额 咬牙 切齿 跌足 捶胸 拱手 举手 攒眉 皱眉"
+" 尝 出语 止不住 禁不住 按不住 礼拜 埋怨 抱怨 滴泪 噙泪 拭泪 附耳 低言 扬言 横刀 勒马 以手加额 咬牙 切齿 跌足 捶胸 拱手 举手 攒眉 皱眉"
 " 吟诗 作诗 题诗 赋诗 作歌 唱歌 大呼小叫 战呵呵 战呵呵的 战兢兢的 颤巍巍 笑吟吟 笑嘻嘻的 喜孜孜 大惊小怪 大吃一惊 吃了一惊 大吃了一惊 拦住 挡住 拉住 揪住 抓住 按住 扶住 抱住 接住 叫住 喝住 留住 劝住 架住 顶住"
 ).split()
 _VERB_TAIL = re.compile("(?:" + "|".join(sorted(set(_VERBS), key=len, reverse=True)) + ")$")
@@ -344,6 +344,9 @@ _LEADERS = sorted(
     key=len,
     reverse=True,
 )
+# 其姊辛宪英 / 长子毋丘甸: a relative named right after; alone (其妻曰) the words are the speaker.
+_KIN_LEADERS = "其姊 其妹 其兄 其弟 其妻 其母 其父 其子 其女 其侄 其叔 其婿 其甥 长子 次子 幼子 其长子 其次子".split()
+_LEADERS = sorted(_LEADERS + _KIN_LEADERS, key=len, reverse=True)
 # A name right after one of these is the person spoken to (谓操曰, 问孔明曰, 对行者道), not the speaker.
 _ADDRESSEE_MARKS = frozenset("谓问对告与向叱骂责指顾见禀劝嘱唤叫教令请拜谢迎奏揖扯召命遣聚付谕招呼赐")
 # The same marks minus those that are also surnames or name characters (顾雍, 向宠, 谢旌, 令狐, 县令):
@@ -381,6 +384,11 @@ _ARRIVING = re.compile(
 # Unnamed little groups (着两个急去郡中报道, 内中几个道).
 _UNNAMED = re.compile(r"[两二三几数][个人名员口]|众人皆")
 _PLACE_END = frozenset("后前处间中里外上下边旁内头")
+# Relatives named by a possessor: 土地婆儿, 汜妻, 他丈母, 其姊辛宪英.
+_KIN_AFTER_NAME = re.compile("之?(?:婆儿|婆婆|老婆|娘子|浑家|夫人|妻|母亲|母|之子|之女)")
+_KIN_NOUNS = frozenset(
+    "丈母 丈人 母亲 父亲 老母 老父 妻子 妻 娘子 浑家 老婆 丈夫 儿子 女儿 孩儿 哥哥 兄长 兄弟 妹子 姐姐 师父 徒弟 姊 弟 兄 母 父 子 女".split()
+)
 # Verbs of hearing: the voice that follows speaks (只听那妖王叫道), not the one who hears.  Not 闻言 / 听说 /
 # 闻知 (the one who heard goes on to speak).
 _HEARD = re.compile("(?:只|但|忽|又|却|猛)?(?:听|闻)[得见]|(?:只|但|忽|又|却|猛)(?:听|闻)(?![言说知之罢了此报])")
@@ -482,7 +490,7 @@ def _plain_subject(clause: str) -> str:
         return ""
     r = _demonstrative(r) if r.startswith(("那", "这")) else _strip_leaders(r)
     r = _strip_title(r)
-    if r in _LEADERS:
+    if r in _LEADERS and r not in _KIN_LEADERS:
         return ""
     if not _NAME_CHARS.match(r) or r[0] in _VERB_MARKS or r[0] in _NOT_NAME_START or r[0] in "一他她它":
         return ""
@@ -726,6 +734,10 @@ class SpeakerFinder:
                 self.how = "title"
                 return t, False
             n = self._name_at(s, 0)
+            kin = _KIN_AFTER_NAME.match(s, len(n)) if n else None
+            if kin and not _VERB_TAIL.fullmatch(s[len(n) :]):
+                self.how = "start"
+                return n + kin.group().lstrip("之"), False  # 土地婆儿道 / 汜妻曰: his wife speaks, not he
             if len(n) >= 2:
                 self.how = "start"
                 return n, False
@@ -833,12 +845,18 @@ class SpeakerFinder:
             self.how = "plain"
             return ("", False) if plain in _ANONYMOUS else (plain, False)
         r = _strip_leaders(rest)
+        if r[:1] in "他她" and len(r) >= 3 and (r[1:] in _KIN_NOUNS or r[1:] in self.names):
+            self.how = "plain"
+            return r[1:], False  # 他丈母道 / 她师父道: the relative speaks
         if r[:1] in ("他", "她") and r[1:2] not in ("们", "两", "二", "三", "几"):
             return "", True  # 他想着： / 他又跌脚捶胸的道： the one just spoken of
         if r in _ANONYMOUS:
             return "", False
         if "报" in clause and not addressee:
             self.how = "report"  # 回报曰 / 忽报： a messenger, named at most in the clause before
+            return "", True
+        if r in _SINGLE_NOT_NAME and r not in _ROLE_CHARS:
+            self.how = "word"  # 遂曰 / 乃曰: "then said" (or 韩遂 by his given name, see `given_name_near`)
             return "", True
         verb_first = not r or r[0] in _ACTION_START or r[0] in _NOT_NAME_START or any(c in _ADDRESSEE_MARKS for c in r[:3])
         if re.match("[闪走转跳撞拥赶][出上过入]", r):
@@ -920,6 +938,30 @@ class SpeakerFinder:
             if n:
                 return n
         return None
+
+    def asked_in(self, text: str) -> str | None:
+        """Who was asked in the narrative right before an answer: 融问其姓名， -> '' (someone unnamed),
+        玄德问童子， -> 童子; None when the last two clauses ask nobody."""
+        clauses = [c for c in _CLAUSE_SPLIT.split(text)[0::2] if c]
+        for clause in reversed(clauses[-2:]):
+            k = clause.rfind("问")
+            if k < 0 or clause[k + 1 : k + 2] in ("曰", "道", ""):
+                continue
+            rest = _demonstrative(clause[k + 1 :])
+            if rest[:1] in "其之何":
+                return ""
+            n = self._name_at(rest, 0) or self._surname_name(rest)
+            return n if n else None
+        return None
+
+    def given_name_near(self, p: str, clause_start: int, clause: str) -> str:
+        """遂曰 after 马超回见韩遂… -> 韩遂: a clause that is only a one-character word plus a speech verb is a
+        given name when the paragraph named someone with it in the last 300 characters."""
+        r = _strip_tail(clause)
+        if len(r) != 1 or r not in _SINGLE_NOT_NAME:
+            return ""
+        name = self._local_full_name(p, clause_start, r, window=300)
+        return name if name in self.full_names or name in self.names or self._count(name) >= 3 else ""
 
     @staticmethod
     def is_answer(clause: str) -> bool:
@@ -1015,7 +1057,7 @@ class SpeakerFinder:
             three, two = p[i - 2 : i + 1], p[i - 1 : i + 1]
             if i - 2 >= lo and (three in self.full_names or three[:2] in _COMPOUND_SURNAMES):
                 return three
-            if two in self.full_names or (two[0] in _LOCAL_SURNAMES and self._count(two) >= 2):
+            if two in self.full_names or two in self.names or (two[0] in _LOCAL_SURNAMES and self._count(two) >= 2):
                 return two
             i = p.rfind(short, lo, i)
         return ""
@@ -1052,6 +1094,8 @@ class SpeakerFinder:
                 s.speaker = names[i]
 
 
+# 他 / 她 as the subject of a clause (not 他们, 他两个, nor 他 as an object: 问他, 打他).
+_PRONOUN_SUBJECT = re.compile("(?:^|[，。！？；”])(?:你看|只见|那|这)?[他她](?![们两二三几的])")
 _CLAUSE_SPLIT = re.compile("([" + re.escape("".join(sorted(CLAUSE_DELIMS))) + "]+)")
 _SENTENCE_BREAK = re.compile("[" + re.escape(SENTENCE_END) + "][" + re.escape(SENTENCE_END + CLOSERS) + "]*")
 
@@ -1196,6 +1240,15 @@ def extract_dialogue(
         if elided and same_para and finder.is_answer(clause) and prev.addressee:
             # 问向导官曰：“…”答曰： -> the one asked answers
             name, elided, how = prev.addressee, False, "answer"
+        elif elided and finder.is_answer(clause):
+            # 融问其姓名，对曰： -> not 融 but the one asked, here someone not named yet
+            asked = finder.asked_in(p[prev.close + 1 if same_para else 0 : s.clause_start])
+            if asked is not None:
+                name, elided, how = asked, False, "answer"
+        if elided and finder.how == "word":
+            given = finder.given_name_near(p, s.clause_start, clause)
+            if given:
+                name, elided, how = given, False, "given"
         if elided:
             # look back over the narrative since the previous speech of this paragraph; when it names
             # nobody, the previous speaker goes on (…”又曰： / …”遂引兵去，问曰：)
@@ -1209,6 +1262,17 @@ def extract_dialogue(
             between = p[b : s.clause_start]
             bare = finder.how != "unknown"  # 又曰 / 笑曰 continue a speaker; 四大元帅作礼道 does not
             if found is None and bare and not report and same_para and len(between) <= 40 and sum(c in SENTENCE_END for c in between) <= 1:
+                name = prev.speaker
+                how = "previous"
+            elif (
+                found is None
+                and prev is not None
+                and prev.para == s.para - 1
+                and len(paragraphs[prev.para].text) - prev.close <= 2
+                and s.clause_start <= 40
+                and _PRONOUN_SUBJECT.search(p[: s.colon])
+            ):
+                # a paragraph opening with 他 (你看他揝着铁棒，扯着高老道) right after a speech: its speaker
                 name = prev.speaker
                 how = "previous"
         s.speaker = name
