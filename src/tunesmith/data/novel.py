@@ -376,6 +376,8 @@ _PERSON_CHARS = "人者汉童官僧道妖怪女妇翁叟卒校婢奴仆军兵将
 _ONE_PERSON = re.compile(rf"一(?:[个位员名夥伙]|[\u4e00-\u9fff]{{0,3}}?[{_PERSON_CHARS}])")
 # Troops or people arriving (忽刺斜里一彪军到, 山后一队人马, 又见两个总角蓬头女子): someone not named yet.
 _COUNT = re.compile("[两二三四五六七八九十百几数]+[个员名]")
+# 一个军士 / 一个巡海的夜叉 / 一个胆量大的和尚 (not 一个杏叶儿, 一个巴掌, 一个个)
+_ONE_OF_KIND = re.compile(rf"一个(?!个)[^，]{{0,6}}?[{_PERSON_CHARS}]")
 # Before a counted group these make it an object (领十数个小妖, 将两个妖怪, 与两三个小和尚).
 _LEADS = frozenset("领将把引带率同与和及被叫唤请打拿捉擒杀斩见点差遣调拨起")
 _ARRIVING = re.compile(
@@ -389,6 +391,14 @@ _KIN_AFTER_NAME = re.compile("之?(?:婆儿|婆婆|老婆|娘子|浑家|夫人|�
 _KIN_NOUNS = frozenset(
     "丈母 丈人 母亲 父亲 老母 老父 妻子 妻 娘子 浑家 老婆 丈夫 儿子 女儿 孩儿 哥哥 兄长 兄弟 妹子 姐姐 师父 徒弟 姊 弟 兄 母 父 子 女".split()
 )
+# What follows a title standing alone as the subject: a verb of moving or speaking, an adverb.
+_AFTER_BARE_TITLE = frozenset("回入出进见至到乃便即遂急忙慌亦又再复皆都齐笑怒惊哭拜跪奏禀告曰道问答叫")
+# A group after a place word, as a subject (帐下众将听知, 阶下群臣).
+_PLACED_GROUP = re.compile("(?:帐下|帐前|阶下|堂下|殿下|殿上|城上|城下|两边|左右|满朝)?([众诸群多][\u4e00-\u9fff]{1,2}?)(?=[皆都齐俱各亦又乃便听闻见]|$)")
+# Someone being there (忽有当驾官奏道, 旁有侍臣曰): the noun after 有 is the speaker.
+_THERE_IS = re.compile("[忽早又却只但旁傍内中正]+有")
+# An order to pass a message on: 命传报 / 令人报知 / 使人传语 (the one giving it speaks).
+_RELAY = re.compile("[命令使教着][人左右从者]*[传通]?(?:报|禀|语|言|话|说)")
 # Verbs of hearing: the voice that follows speaks (只听那妖王叫道), not the one who hears.  Not 闻言 / 听说 /
 # 闻知 (the one who heard goes on to speak).
 _HEARD = re.compile("(?:只|但|忽|又|却|猛)?(?:听|闻)[得见]|(?:只|但|忽|又|却|猛)(?:听|闻)(?![言说知之罢了此报])")
@@ -698,9 +708,9 @@ class SpeakerFinder:
         if not _NAME_CHARS.match(short) or any(c in _NOT_IN_NAMES or c in _ADDRESSEE_MARKS for c in short[k:]):
             return ""
         n = self._count(short)
+        last = long_[-1:]
         if n < 3 or self._followed_counts[short] < 2:
             return ""
-        last = long_[-1:]
         if (
             len(long_) > len(short)
             and last not in _NOT_GIVEN_NAME
@@ -712,6 +722,22 @@ class SpeakerFinder:
         ):
             return long_
         return short
+
+    def _kin_name(self, s: str) -> str:
+        """其姊辛宪英见之 -> 辛宪英, 长子毋丘甸 -> 毋丘甸: after a kin word, a listed name or a surname + a
+        listed given name (宪英曰 is in the list) or + one or two characters."""
+        kin = next((k for k in _KIN_LEADERS if s.startswith(k)), "")
+        if not kin:
+            return ""
+        rest = s[len(kin) :]
+        n = self._name_at(rest, 0)
+        if len(n) >= 2:
+            return n
+        k = 2 if rest[:2] in _COMPOUND_SURNAMES else 1 if rest[:1] in _SURNAMES else 0
+        given = self._name_at(rest, k) if k else ""
+        if len(given) >= 2:
+            return rest[: k + len(given)]
+        return self._surname_name(rest)
 
     def _titled_name(self, s: str) -> str:
         """长史张昭 / 部将李堪 / 温侯吕布: the name right after a title."""
@@ -758,6 +784,10 @@ class SpeakerFinder:
             if t:
                 self.how = "surname"
                 return t, False
+            title = _TITLE_RE.match(s)
+            if title and s[title.end() : title.end() + 1] in _AFTER_BARE_TITLE:
+                self.how = "title"
+                return title.group(), False  # 使者回见陆逊曰 / 近臣入奏曰: the title alone names the speaker
             if s[:1] in "把被" and len(s) > 2:
                 # 被行者一把扯住道 / 把长老唬得慌忙…道: the one named after 被/把 speaks
                 t = self._name_at(s, 1)
@@ -826,6 +856,13 @@ class SpeakerFinder:
         subject = _strip_leaders(re.split("[" + "".join(_ADDRESSEE_MARKS) + "]", rest, maxsplit=1)[0])
         if _NEWCOMER.search(subject) or _ONE_PERSON.match(subject) or _UNNAMED.search(subject):
             return "", False
+        there = _THERE_IS.match(clause)
+        if there and not addressee:
+            who = _demonstrative(_strip_tail(clause[there.end() :]))
+            m = _ROLE_START.match(who)
+            if who[:1] not in "人一" and m and not any(c in _ADDRESSEE_MARKS for c in m.group()):
+                self.how = "role"
+                return m.group(), False
         heard = _HEARD.search(clause)
         if heard:
             # 只听得路旁叫：the one who hears is not the one who speaks; the voice is named after the verb
@@ -852,6 +889,9 @@ class SpeakerFinder:
             return "", True  # 他想着： / 他又跌脚捶胸的道： the one just spoken of
         if r in _ANONYMOUS:
             return "", False
+        if _RELAY.match(_strip_leaders(clause)):
+            self.how = "relay"  # 命传报：“故人蒋干相访。” the one who sends the word, named before
+            return "", True
         if "报" in clause and not addressee:
             self.how = "report"  # 回报曰 / 忽报： a messenger, named at most in the clause before
             return "", True
@@ -935,6 +975,8 @@ class SpeakerFinder:
             n = self._name_at(rest, 0)
             if len(n) < 2:
                 n = self._surname_name(rest)
+            if not n and title and rest[:1] in _SURNAMES and rest[1:2] and rest[1] not in _NOT_GIVEN_NAME:
+                n = rest[:2] if _NAME_CHARS.match(rest[:2]) else ""  # a title says a name follows
             if n:
                 return n
         return None
@@ -1007,18 +1049,33 @@ class SpeakerFinder:
                     return group  # 三个老魔，笑呵呵问道 / 六个小妖…高叫道: the group speaks
             if (
                 _LOOK_BACK_NEWCOMER.match(subject)
+                or _ONE_OF_KIND.match(subject)
                 or any(subject.startswith(a) for a in _ANONYMOUS_GROUPS)
                 or arriving
             ):
                 return single if single is not None else ""  # 当先一员少年将军 / 那二人举枪…: someone unnamed
             sent = self.sent_one(clause) if clause[:1] in "差遣使令命教" else None
             if sent:
-                return sent  # 遣主簿李孚扮作曹军都督，直至城下。大叫：
+                # 遣主簿李孚扮作曹军都督，直至城下。大叫： the one sent; but 孔明强支病体，令左右扶上小车，…，
+                # 乃长叹曰: a name opening the sentence before the order is the one who goes on
+                for j in range(i, -1, -1):
+                    if j < i and any(c in SENTENCE_END for c in delims[j]):
+                        break
+                    n = self._name_at(_strip_leaders(clauses[j]), 0)
+                    if len(n) >= 2:
+                        return n
+                return sent
             m = re.search(r"[转闪走撞跳杀拥]出(.{2,6})$", clause)
             if m:
                 n = self._name_at(m.group(1), 0) or self._surname_name(m.group(1))
                 return n if n and len(n) == len(m.group(1)) else ""  # someone new came out
             s = clause
+            kin_name = self._kin_name(_strip_leaders(clause) if clause[:1] not in "其长次幼" else clause)
+            if kin_name:
+                return kin_name
+            group = _PLACED_GROUP.match(subject)
+            if group and group.group(1) in self.names:
+                return group.group(1)  # 帐下众将听知，一齐怨恨，…，大呼曰
             for _ in range(3):
                 n = self._name_at(s, 0)
                 if len(n) <= 1:
