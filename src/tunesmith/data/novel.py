@@ -391,6 +391,10 @@ _KIN_AFTER_NAME = re.compile("之?(?:婆儿|婆婆|老婆|娘子|浑家|夫人|�
 _KIN_NOUNS = frozenset(
     "丈母 丈人 母亲 父亲 老母 老父 妻子 妻 娘子 浑家 老婆 丈夫 儿子 女儿 孩儿 哥哥 兄长 兄弟 妹子 姐姐 师父 徒弟 姊 弟 兄 母 父 子 女".split()
 )
+# Before a name standing apart: a verb taking a person, a rank (唤陈应, 见卞喜, 吴将于诠, 黄门张当).
+_BEFORE_STANDALONE = _ADDRESSEE_MARKS | frozenset("将把与和及同遇迎斩杀擒捉拿门官士军督史尉郎使人是乃")
+# What follows a one-character given name opening a clause (祖于马上谓宁曰, 旋问部将曰).
+_GIVEN_FOLLOWERS = frozenset("于在乃便即遂亦又急忙大引领率视见闻听谓问曰道笑怒喜惊叹拜回出入与令使教命唤叱喝骂叫提挺纵拍勒拨")
 # What follows a title standing alone as the subject: a verb of moving or speaking, an adverb.
 _AFTER_BARE_TITLE = frozenset("回入出进见至到乃便即遂急忙慌亦又再复皆都齐笑怒惊哭拜跪奏禀告曰道问答叫")
 # A group after a place word, as a subject (帐下众将听知, 阶下群臣).
@@ -997,13 +1001,26 @@ class SpeakerFinder:
         return None
 
     def given_name_near(self, p: str, clause_start: int, clause: str) -> str:
-        """遂曰 after 马超回见韩遂… -> 韩遂: a clause that is only a one-character word plus a speech verb is a
-        given name when the paragraph named someone with it in the last 300 characters."""
-        r = _strip_tail(clause)
-        if len(r) != 1 or r not in _SINGLE_NOT_NAME:
-            return ""
-        name = self._local_full_name(p, clause_start, r, window=300)
-        return name if name in self.full_names or name in self.names or self._count(name) >= 3 else ""
+        """遂曰 after 马超回见韩遂… -> 韩遂, 旋问部将曰 after 金旋… -> 金旋: a one-character word alone before
+        the speech verb, or opening the clause before a verb, is a given name when the paragraph named
+        someone with it (surname + that character) in the last 300 characters."""
+        verb = _VERB_TAIL.search(clause)
+        strict = False  # a word as common as 都 / 喜 opening a longer clause needs a listed full name
+        if verb and verb.start() == 1:
+            c = clause[0]  # 遂曰 / 都曰 / 喜曰 (not 笑道 / 问道: a verb of speaking before the verb)
+            strict = c in "曰道说问答叫喊嚷喝骂笑哭叹呼言云"
+        elif clause[:1] in _SINGLE_NOT_NAME and _strip_tail(clause) == clause[:1]:
+            c = clause[0]  # 正笑曰 / 遂大怒曰: the word, then only manner words
+        else:
+            s = _strip_leaders(clause)
+            c = s[:1]
+            if not c or s[1:2] not in _GIVEN_FOLLOWERS or c in self.names or c in "他她我你其此彼众诸人":
+                return ""
+            strict = c in _SINGLE_NOT_NAME
+        name = self._local_full_name(p, clause_start, c, window=300, standalone=True)
+        if not name or name in self.names or name in self.full_names:
+            return name
+        return "" if strict or self._count(name) < 3 else name
 
     @staticmethod
     def is_answer(clause: str) -> bool:
@@ -1106,15 +1123,19 @@ class SpeakerFinder:
                 break  # do not look past another speech
         return single
 
-    def _local_full_name(self, p: str, end: int, short: str, window: int = 200) -> str:
-        """吴匡杀入内庭…匡大呼曰 -> 吴匡: the nearest surname + (one character +) `short` just before."""
+    def _local_full_name(self, p: str, end: int, short: str, window: int = 200, standalone: bool = False) -> str:
+        """吴匡杀入内庭…匡大呼曰 -> 吴匡: the nearest surname + (one character +) `short` just before.
+        standalone: a two-character name the list does not know must stand apart in the text (唤陈应、, 。龚都便走,
+        见卞喜), not inside a longer word (国王又问, 厉声高叫)."""
         lo = max(0, end - window)
         i = p.rfind(short, lo, end)
         while i > lo:
             three, two = p[i - 2 : i + 1], p[i - 1 : i + 1]
             if i - 2 >= lo and (three in self.full_names or three[:2] in _COMPOUND_SURNAMES):
                 return three
-            if two in self.full_names or two in self.names or (two[0] in _LOCAL_SURNAMES and self._count(two) >= 2):
+            known = two in self.full_names or two in self.names
+            apart = not standalone or i < 2 or p[i - 2] in CLAUSE_DELIMS or p[i - 2] in _BEFORE_STANDALONE
+            if known or (apart and two[0] in _LOCAL_SURNAMES and self._count(two) >= 2):
                 return two
             i = p.rfind(short, lo, i)
         return ""
@@ -1302,7 +1323,7 @@ def extract_dialogue(
             asked = finder.asked_in(p[prev.close + 1 if same_para else 0 : s.clause_start])
             if asked is not None:
                 name, elided, how = asked, False, "answer"
-        if elided and finder.how == "word":
+        if elided:
             given = finder.given_name_near(p, s.clause_start, clause)
             if given:
                 name, elided, how = given, False, "given"
