@@ -319,7 +319,7 @@ _MODIFIERS = (
     " 跪下 跪倒 面前 开口 只得 不住 忍不住 的 高 回头 转身 作礼 传旨 眼中 欠身 起来 进言 商议 计议 传令 下令 嘱付 嘱咐"
 " 自思 暗想 寻思 暗思 暗忖 沉吟 叫声 道声 开言 答应 回言 言语 各自 暗自 十分 一个个 聚众 一齐 一同 同声 异口同声 跳"
 " 施礼 作揖 唱喏 佯 佯醉 佯输 佯笑 佯惊 佯怒 伏地 拜伏 跪伏 伏于地 拜伏于地 哭拜于地 拜于地 伏于地下 具 请 勃然 奋然 愕然 欣然 忿然 毅然 慨然 喟然 怫然 默然 黯然 恍然 忻然 怡然 泰然 哂然"
-" 尝 出语 止不住 禁不住 按不住 礼拜 埋怨 抱怨 滴泪 噙泪 拭泪 附耳 低言 扬言 横刀 勒马 以手加额 咬牙 切齿 跌足 捶胸 拱手 举手 攒眉 皱眉"
+" 尝 吃惊 称赞 称羡 尽皆 出语 止不住 禁不住 按不住 礼拜 埋怨 抱怨 滴泪 噙泪 拭泪 附耳 低言 扬言 横刀 勒马 以手加额 咬牙 切齿 跌足 捶胸 拱手 举手 攒眉 皱眉"
 " 吟诗 作诗 题诗 赋诗 作歌 唱歌 大呼小叫 战呵呵 战呵呵的 战兢兢的 颤巍巍 笑吟吟 笑嘻嘻的 喜孜孜 大惊小怪 大吃一惊 吃了一惊 大吃了一惊 拦住 挡住 拉住 揪住 抓住 按住 扶住 抱住 接住 叫住 喝住 留住 劝住 架住 顶住"
 ).split()
 _VERB_TAIL = re.compile("(?:" + "|".join(sorted(set(_VERBS), key=len, reverse=True)) + ")$")
@@ -360,14 +360,14 @@ _SPEAKER_BEFORE = frozenset("下子士将有得中上内旁傍前后臣官吏谋
 # A character reciting or singing (孔明才醒，口吟诗曰 / 唐妃亦作歌曰) still speaks; these are the narrator's.
 _DOCUMENT = re.compile(
     r"诗[云叹赞单道]|有诗|后人|^诗曰|[词赞偈颂铭谣]曰|其[略文书词歌]|书[略曰云]|表[略文]|檄[文曰]|榜文|诏[曰略云]|碑[文上曰]"
-    r"|写着|上书|内书|疏曰|单道|有篇|古风|祭文|读曰"
+    r"|写着|上书|内书|疏曰|单道|有篇|古风|祭文|读曰|大书|一联"
 )
 # An unnamed newcomer (忽闻背后一人问曰, 惟有一小将曰): the text names him later if at all.
 _NEWCOMER = re.compile(
     r"(?:^|[有见乃忽中下内上后旁傍前里])一(?:[个位员名]|[\u4e00-\u9fff]{0,2}?(?:人|将|者|汉|卒|童|官|僧|道|妖|怪|女|妇))"
 )
 # Characters that end a rank or a kind of being; a subject the name list does not know ends in one of them.
-_ROLE_CHARS = "官君后帅妃将僧神仙童婆翁圣魔精妖怪刚吏臣卒兵汉女母"
+_ROLE_CHARS = "官君后帅妃将僧神仙童婆翁圣魔精妖怪刚吏臣卒兵汉女母士"
 _ROLE_START = re.compile("(?:众|诸|群|两|二|三|四|八)?[\u4e00-\u9fff]{0,3}?[" + _ROLE_CHARS + "](?=[^" + _ROLE_CHARS + "]|$)")
 # Someone unnamed coming on, as the subject of a clause (一人挺身出, 一员少年将军, 一大汉); not 一往一来.
 _LOOK_BACK_NEWCOMER = re.compile(r"一(?:人|将|员|位|名|少年|大汉|老[者人翁叟]|小[将童卒校])")
@@ -379,7 +379,7 @@ _COUNT = re.compile("[两二三四五六七八九十百几数]+[个员名]")
 # 一个军士 / 一个巡海的夜叉 / 一个胆量大的和尚 (not 一个杏叶儿, 一个巴掌, 一个个)
 _ONE_OF_KIND = re.compile(rf"一个(?!个)[^，]{{0,6}}?[{_PERSON_CHARS}]")
 # Before a counted group these make it an object (领十数个小妖, 将两个妖怪, 与两三个小和尚).
-_LEADS = frozenset("领将把引带率同与和及被叫唤请打拿捉擒杀斩见点差遣调拨起")
+_LEADS = frozenset("领将把引带率同与和及被叫唤请打拿捉擒杀斩见点差遣调拨起整聚集会召")
 _ARRIVING = re.compile(
     rf"一(?:彪|队|枝|支|哨|伙|夥|簇)(?:军|人马|兵|人)|(?<!第)[两二三四五六七八九十百几数]+(?:个|员|名)[^，]{{0,5}}?[{_PERSON_CHARS}]"
 )
@@ -393,12 +393,17 @@ _KIN_NOUNS = frozenset(
 )
 # Before a name standing apart: a verb taking a person, a rank (唤陈应, 见卞喜, 吴将于诠, 黄门张当).
 _BEFORE_STANDALONE = _ADDRESSEE_MARKS | frozenset("将把与和及同遇迎斩杀擒捉拿门官士军督史尉郎使人是乃")
+# A one-character name followed by one of these is half a word (飞身跳跃, 化成一个左慈, 直至城下).
+_WORD_AFTER_SINGLE = frozenset("身成为作")
 # What follows a one-character given name opening a clause (祖于马上谓宁曰, 旋问部将曰).
 _GIVEN_FOLLOWERS = frozenset("于在乃便即遂亦又急忙大引领率视见闻听谓问曰道笑怒喜惊叹拜回出入与令使教命唤叱喝骂叫提挺纵拍勒拨")
 # What follows a title standing alone as the subject: a verb of moving or speaking, an adverb.
 _AFTER_BARE_TITLE = frozenset("回入出进见至到乃便即遂急忙慌亦又再复皆都齐笑怒惊哭拜跪奏禀告曰道问答叫")
 # A group after a place word, as a subject (帐下众将听知, 阶下群臣).
-_PLACED_GROUP = re.compile("(?:帐下|帐前|阶下|堂下|殿下|殿上|城上|城下|两边|左右|满朝)?([众诸群多][\u4e00-\u9fff]{1,2}?)(?=[皆都齐俱各亦又乃便听闻见]|$)")
+_PLACED_GROUP = re.compile(
+    "(?:帐下|帐前|阶下|堂下|殿下|殿上|城上|城下|两边|两旁|左右|满朝|外面|里面|门外|座上|座间)?(?:文武)?"
+    "([众诸群多][\u4e00-\u9fff]{1,2}?)(?=[皆都齐俱各亦又乃便听闻见入出拜]|$)"
+)
 # Someone being there (忽有当驾官奏道, 旁有侍臣曰): the noun after 有 is the speaker.
 _THERE_IS = re.compile("[忽早又却只但旁傍内中正]+有")
 # An order to pass a message on: 命传报 / 令人报知 / 使人传语 (the one giving it speaks).
@@ -744,7 +749,8 @@ class SpeakerFinder:
         return self._surname_name(rest)
 
     def _titled_name(self, s: str) -> str:
-        """长史张昭 / 部将李堪 / 温侯吕布: the name right after a title."""
+        """长史张昭 / 部将李堪 / 温侯吕布: the name right after a title; 谋士逢纪说绍曰: two characters between a
+        title and a verb."""
         for m in _TITLE_RE.finditer(s):
             rest = s[m.end() :]
             n = self._name_at(rest, 0)
@@ -753,6 +759,19 @@ class SpeakerFinder:
             n = self._surname_name(rest)
             if n:
                 return n
+            two = rest[:2]
+            if (
+                m.group() not in self.names  # 菩萨吩咐道 / 长老滴泪道: a title that is itself a speaker's name
+                and len(rest) > 2
+                and (rest[2] in _NAME_FOLLOWERS or rest[2] == "说")
+                and _NAME_CHARS.match(two)
+                and _strip_tail(two) == two
+                and not any(
+                    c in _NOT_IN_NAMES or c in _ADDRESSEE_MARKS or c in _SINGLE_NOT_NAME or c in _NOT_NAME_START or c in _ROLE_CHARS
+                    for c in two
+                )
+            ):
+                return two
         return ""
 
     def _subject(self, clause: str) -> tuple[str, bool]:
@@ -1050,6 +1069,9 @@ class SpeakerFinder:
             clause = clauses[i]
             before = delims[i - 1] if i > 0 else ""
             i -= 1
+            who = re.fullmatch("乃(.{2,4})也", clause)
+            if who and sentence_ends == 0 and (self._name_at(who.group(1), 0) == who.group(1) or self._surname_name(who.group(1)) == who.group(1)):
+                return who.group(1)  # 一军拦路，当先大将，乃张飞也，大叫： the one just made out speaks
             if not clause or clause.endswith("也") or "、" in clause:
                 if "”" in before or "」" in before:
                     break
@@ -1092,7 +1114,7 @@ class SpeakerFinder:
                 return kin_name
             group = _PLACED_GROUP.match(subject)
             if group and group.group(1) in self.names:
-                return group.group(1)  # 帐下众将听知，一齐怨恨，…，大呼曰
+                return group.group(1)  # 帐下众将听知，一齐怨恨，…，大呼曰 / 外面文武众官皆入，拜伏于地曰
             for _ in range(3):
                 n = self._name_at(s, 0)
                 if len(n) <= 1:
@@ -1100,7 +1122,7 @@ class SpeakerFinder:
                     n = self._mined_at(s) or self._surname_name(s) or (self._titled_name(s) if titled else "") or n
                 if len(n) >= 2:
                     return n
-                if n and single is None:
+                if n and single is None and s[1:2] not in _WORD_AFTER_SINGLE:
                     # 孔明以酒食赐之，修密书一封，付军士曰: a one-character name may be a verb (修); a longer
                     # name opening an earlier clause of the same sentence wins
                     single = n
