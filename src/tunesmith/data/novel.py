@@ -399,6 +399,8 @@ _WORD_AFTER_SINGLE = frozenset("身成为作")
 _GIVEN_FOLLOWERS = frozenset("于在乃便即遂亦又急忙大引领率视见闻听谓问曰道笑怒喜惊叹拜回出入与令使教命唤叱喝骂叫提挺纵拍勒拨")
 # What follows a title standing alone as the subject: a verb of moving or speaking, an adverb.
 _AFTER_BARE_TITLE = frozenset("回入出进见至到乃便即遂急忙慌亦又再复皆都齐笑怒惊哭拜跪奏禀告曰道问答叫")
+# A plural demonstrative opening a subject the name list does not know (那些妃子, 这些枷锁的和尚).
+_POINTED = re.compile("(?:那些|这些|那伙|这伙|那班|那一班|这一班)(?=[\u4e00-\u9fff])")
 # A group after a place word, as a subject (帐下众将听知, 阶下群臣).
 _PLACED_GROUP = re.compile(
     "(?:帐下|帐前|阶下|堂下|殿下|殿上|城上|城下|两边|两旁|左右|满朝|外面|里面|门外|座上|座间)?(?:文武)?"
@@ -957,12 +959,16 @@ class SpeakerFinder:
 
     @staticmethod
     def addressee_of(clause: str) -> str:
-        """问向导官曰 -> 向导官, 谓孔明曰 -> 孔明: who a speech is addressed to, when the clause says."""
+        """问向导官曰 -> 向导官, 谓孔明曰 -> 孔明, 唤农夫问曰 -> 农夫: who a speech is addressed to, when the
+        clause says."""
         r = _strip_tail(clause)
         for i in range(len(r) - 1, -1, -1):
             if r[i] in "问谓对告":
                 rest = _demonstrative(r[i + 1 :])
-                return rest if 1 <= len(rest) <= 4 and _NAME_CHARS.match(rest) else ""
+                return rest if 1 <= len(rest) <= 4 and _NAME_CHARS.match(rest) and rest not in _ANONYMOUS else ""
+        called = re.search("[唤召叫]([^唤召叫]{1,4}?)问[曰道]?$", clause)
+        if called and _NAME_CHARS.match(called.group(1)) and called.group(1) not in _ANONYMOUS:
+            return _demonstrative(called.group(1))
         return ""
 
     @staticmethod
@@ -972,6 +978,8 @@ class SpeakerFinder:
         m = _ROLE_START.match(r)
         if not m or r[0] in _NOT_NAME_START or r[0] in _ACTION_START or r[0] == "一" or any(c in _ADDRESSEE_MARKS for c in m.group(0)):
             return ""  # 命九嫔妃子 / 入后边 / 对君臣僧俗 are actions, not subjects
+        if r[m.end() : m.end() + 1] in ("子", "儿"):
+            return m.group(0) + r[m.end()]  # 女子 / 妃子 / 孩儿
         return m.group(0)
 
     def _role_at_end(self, r: str) -> str:
@@ -1072,6 +1080,10 @@ class SpeakerFinder:
             who = re.fullmatch("乃(.{2,4})也", clause)
             if who and sentence_ends == 0 and (self._name_at(who.group(1), 0) == who.group(1) or self._surname_name(who.group(1)) == who.group(1)):
                 return who.group(1)  # 一军拦路，当先大将，乃张飞也，大叫： the one just made out speaks
+            listed = _strip_leaders(clause) if "、" in clause else ""
+            ordered = i >= 0 and any(c in _LEADS or c in _ADDRESSEE_MARKS for c in clauses[i][-4:])  # 唤聚诸佛，阿罗、揭谛
+            if listed and not ordered and len(self._name_at(listed, 0)) >= 2 and listed[len(self._name_at(listed, 0))] == "、":
+                return single if single is not None else ""  # 宋宪、魏续至，告布曰: several of them speak
             if not clause or clause.endswith("也") or "、" in clause:
                 if "”" in before or "」" in before:
                     break
@@ -1132,6 +1144,10 @@ class SpeakerFinder:
                 s = stripped
             if single is None and "报" in clause and re.match("[忽早却又]?有", clause):
                 return ""  # 早有曹军飞报曹操，说： a messenger
+            pointed = _POINTED.match(clause)
+            if single is None and pointed:
+                # 那些妃子有胆大的，…，道 / 这些枷锁的和尚听说，…，道: a group the list does not know
+                return self._role_at_start(clause[pointed.end() :]) or ""
             head = _demonstrative(_strip_leaders(clause))[:-2]
             if (
                 single is None
@@ -1361,7 +1377,8 @@ def extract_dialogue(
             how = "back" if name else finder.how
             between = p[b : s.clause_start]
             bare = finder.how != "unknown"  # 又曰 / 笑曰 continue a speaker; 四大元帅作礼道 does not
-            if found is None and bare and not report and same_para and len(between) <= 40 and sum(c in SENTENCE_END for c in between) <= 1:
+            answer = finder.is_answer(clause)  # 操曰：“汝来何迟？”对曰： the one asked, not the one asking
+            if found is None and bare and not report and not answer and same_para and len(between) <= 40 and sum(c in SENTENCE_END for c in between) <= 1:
                 name = prev.speaker
                 how = "previous"
             elif (
