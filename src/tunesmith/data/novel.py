@@ -325,7 +325,7 @@ _MODIFIERS = (
 _VERB_TAIL = re.compile("(?:" + "|".join(sorted(set(_VERBS), key=len, reverse=True)) + ")$")
 _MODIFIER_TAIL = re.compile("(?:" + "|".join(sorted(set(_MODIFIERS), key=len, reverse=True)) + ")$")
 _TITLES = (
-    "主簿 主薄 长史 参军 司徒 司空 太尉 校尉 中军校尉 司隶校尉 侍御史 御史 议郎 中常侍 常侍 尚书 仆射 军师 都督 大都督"
+    "太史令 黄门侍郎 主簿 主薄 长史 参军 司徒 司空 太尉 校尉 中军校尉 司隶校尉 侍御史 御史 议郎 中常侍 常侍 尚书 仆射 军师 都督 大都督"
     " 丞相 太守 刺史 将军 大将军 大将 上将 部将 先锋 牙将 偏将 副将 裨将 谋士 谋臣 从事 别驾 治中 功曹 督邮 县令 太傅 太师"
     " 太保 大夫 侍中 黄门 中郎将 郎中 护军 监军 司马 军司马 使者 近臣 内侍 宦官 国舅 皇叔 元帅 学士 温侯 侍郎 门下侍郎 都护"
     " 都尉 骑都尉 校尉 典军校尉 中郎 小校 牙门将 督将 守将 老将 大将 小将 主将 副将 家将 司农 大司农 司隶 中书 中书令"
@@ -423,17 +423,17 @@ _SURNAMES = frozenset(
     "董梁杜阮蓝闵席季麻贾娄危江童颜郭梅盛林刁钟徐邱骆高夏蔡田樊胡凌霍虞万柯昝管卢莫房裘缪解宗丁宣贲邓郁杭洪诸崔吉钮"
     "龚程嵇邢滑裴陆荣翁荀羊惠甄芮靳汲邴糜焦巴弓牧隗侯宓蓬郗班仇栾甘厉戎祖符刘詹龙叶黎蓟宿怀蒲邰鄂索籍赖卓蔺屠蒙"
     "乔胥苍党翟谭贡劳逄姬申扶堵冉郦雍桑桂濮牛寿扈燕冀郏浦晏柴瞿阎慕茹艾鱼庾暨衡耿弘匡寇阙殳沃蔚夔巩聂晁敖融訾辛阚"
-    "简饶曾鞠丰巢关蒯荆游竺逯桓"
+    "简饶曾鞠丰巢关蒯荆游竺逯桓车逢郤"
 )
 # Right before a one-character name, even common-word surnames are safe (文鸯…鸯曰, 于禁…禁曰).
 _LOCAL_SURNAMES = _SURNAMES | frozenset("文石关云伏")
 _COMPOUND_SURNAMES = (
-    "诸葛 司马 夏侯 公孙 太史 欧阳 皇甫 令狐 上官 尉迟 长孙 慕容 宇文 淳于 东方 西门 南宫 百里 呼延 钟离 独孤 轩辕 端木".split()
+    "诸葛 司马 夏侯 公孙 太史 欧阳 皇甫 令狐 上官 尉迟 长孙 慕容 宇文 淳于 东方 西门 南宫 百里 呼延 钟离 独孤 轩辕 端木 毋丘".split()
 )
 # A second character that makes surname+X a phrase, not a name (马上, 何故, 吴兵, 张开).
-_NOT_GIVEN_NAME = frozenset("上下前后来去出入不也之的了着是在有兵军将马人等众故必时曰道说言问日月年开口手头面里中处州城郡县国地罪鞭剑刀枪弓箭旗书印")
+_NOT_GIVEN_NAME = frozenset("上下前后来去出入不也之的了着是在有兵军将马人等众故必时曰道说言问日月年开口手头面里中处州城郡县国地罪鞭剑刀枪弓箭旗书印门家多性些般次位个")
 # What follows a name in narrative: speech and action verbs, adverbs (孔明笑曰, 杨锋引兵, 辛毗急).
-_NAME_FOLLOWERS = "曰道说问答笑叫喝骂怒喜惊叹引领率见视谓乃遂便即亦又等听闻急拜告奏谏"
+_NAME_FOLLOWERS = "曰道说问答笑叫喝骂怒喜惊叹引领率见视谓乃遂便即亦又等听闻急拜告奏谏密慌忙令使教命唤叱挺拍纵提看望接迎朝私暗"
 # Surname + one of these is a person too (蔡夫人, 伏皇后, 严氏).
 _SURNAME_TITLES = ("夫人", "皇后", "太后", "贵妃", "娘娘", "小姐", "公子", "氏")
 # Anonymous or pronoun subjects: the record keeps speaker "".
@@ -755,6 +755,8 @@ class SpeakerFinder:
         title and a verb."""
         for m in _TITLE_RE.finditer(s):
             rest = s[m.end() :]
+            if _TITLE_RE.match(rest):
+                continue  # 侍中太史令王立: another title first
             n = self._name_at(rest, 0)
             if len(n) >= 2:
                 return n
