@@ -339,7 +339,7 @@ _LEADERS = sorted(
         "却说 且说 话说 只见 但见 忽见 又见 却见 于是 当下 当时 此时 那时 随即 随后 少顷 须臾 忽然 原来 后来 次日 当日 是日"
         " 早有 只得 不期 谁知 不想 果然 正是 慌得 唬得 吓得 急得 气得 喜得 多亏 幸亏 内有 内中 其中 中有 旁有 傍有"
         " 忽 乃 遂 便 又 却 因 时 但 只 正 即 就 再 复 方 才 好 密 私 潜 悄 当先 为首"
-        " 急 也 亦 今 且 这 那 那个 这个 个 为首 再说 惟有 只有 却有 有"
+        " 急 也 亦 今 且 这 那 那个 这个 个 为首 再说 惟有 只有 却有 有 真个 果然 好"
     ).split(),
     key=len,
     reverse=True,
@@ -384,7 +384,7 @@ _ARRIVING = re.compile(
     rf"一(?:彪|队|枝|支|哨|伙|夥|簇)(?:军|人马|兵|人)|(?<!第)[两二三四五六七八九十百几数]+(?:个|员|名)[^，]{{0,5}}?[{_PERSON_CHARS}]"
 )
 # Unnamed little groups (着两个急去郡中报道, 内中几个道).
-_UNNAMED = re.compile(r"[两二三几数][个人名员口]|众人皆")
+_UNNAMED = re.compile(r"[两二三四五六七八九十百几数][个人名员口]|众人皆")
 _PLACE_END = frozenset("后前处间中里外上下边旁内头")
 # Relatives named by a possessor: 土地婆儿, 汜妻, 他丈母, 其姊辛宪英.
 _KIN_AFTER_NAME = re.compile("之?(?:婆儿|婆婆|老婆|娘子|浑家|夫人|妻|母亲|母|之子|之女)")
@@ -399,6 +399,10 @@ _WORD_AFTER_SINGLE = frozenset("身成为作")
 _GIVEN_FOLLOWERS = frozenset("于在乃便即遂亦又急忙大引领率视见闻听谓问曰道笑怒喜惊叹拜回出入与令使教命唤叱喝骂叫提挺纵拍勒拨")
 # What follows a title standing alone as the subject: a verb of moving or speaking, an adverb.
 _AFTER_BARE_TITLE = frozenset("回入出进见至到乃便即遂急忙慌亦又再复皆都齐笑怒惊哭拜跪奏禀告曰道问答叫")
+# A courtesy name given as someone is introduced (表字光蕊 / 字玄德).
+_COURTESY = re.compile("表字([\u4e00-\u9fff]{2})$")
+# Adverbs saying that several speak at once (都道, 俱曰, 齐声道, 一齐叫).
+_PLURAL_VERB = re.compile("[都俱皆共][^，]{0,6}$|一齐|齐声|同声|齐[叫喊道曰说呼]")
 # A plural demonstrative opening a subject the name list does not know (那些妃子, 这些枷锁的和尚).
 _POINTED = re.compile("(?:那些|这些|那伙|这伙|那班|那一班|这一班)(?=[\u4e00-\u9fff])")
 # A group after a place word, as a subject (帐下众将听知, 阶下群臣).
@@ -787,6 +791,9 @@ class SpeakerFinder:
                 self.how = "title"
                 return t, False
             n = self._name_at(s, 0)
+            inner = self._name_at(s, 1) if n and n[0] in "那这" else ""
+            if len(inner) >= len(n) and self.names.get(inner, 0) > self.names.get(n, 0):
+                n = inner  # 那龙王敖顺: 龙王, not a listed 那龙 (but 那怪满口道: 那怪)
             kin = _KIN_AFTER_NAME.match(s, len(n)) if n else None
             if kin and not _VERB_TAIL.fullmatch(s[len(n) :]):
                 self.how = "start"
@@ -937,7 +944,8 @@ class SpeakerFinder:
             if role:
                 self.how = "role"
                 return role, False
-            self.how = "unknown"
+            if r[-1] not in "手脚身":
+                self.how = "unknown"  # (停住手 / 回转身 are actions: the speaker goes on)
         return "", True
 
     def _voice(self, rest: str) -> str:
@@ -1079,6 +1087,20 @@ class SpeakerFinder:
             clause = clauses[i]
             before = delims[i - 1] if i > 0 else ""
             i -= 1
+            named = _COURTESY.search(clause)
+            if named and sentence_ends <= 1:
+                return named.group(1)  # 有一人姓陈名萼，表字光蕊，…对母张氏道: the name the text goes on to use
+            stirred = re.search("(?:惊动|唬醒|惊醒)了?(?:那|这)?(.{2,6})$", clause)
+            if stirred and single is None:
+                n = self._name_at(stirred.group(1), 0) or self._role_at_end(stirred.group(1))
+                if n:
+                    return n  # 又惊动本司狱官，走来喝道: the one stirred comes and speaks
+            it_was = re.fullmatch("(?:原来是|原来乃是|乃是|却是)(.{2,12})", clause)
+            if it_was and single is None:
+                head = _demonstrative(it_was.group(1).split("的")[-1])
+                n = self._name_at(head, 0)
+                if len(n) >= 2 and len(n) >= len(head) - 1:
+                    return n  # 原来是乌鸡国王的太子，急上前扯住…道
             who = re.fullmatch("乃(.{2,4})也", clause)
             if who and sentence_ends == 0 and (self._name_at(who.group(1), 0) == who.group(1) or self._surname_name(who.group(1)) == who.group(1)):
                 return who.group(1)  # 一军拦路，当先大将，乃张飞也，大叫： the one just made out speaks
@@ -1376,12 +1398,25 @@ def extract_dialogue(
             if report and not found:
                 found = finder.sent_one(p[b : s.clause_start])
             name = found or ""
+            if name and _PLURAL_VERB.search(clause) and not (name[0] in "众诸群多" or name[-1] in "们等"):
+                name = ""  # 士农工商，文人墨客，愚夫俗子，齐咳咳都道: not the 行者 named before them
             how = "back" if name else finder.how
             between = p[b : s.clause_start]
             bare = finder.how != "unknown"  # 又曰 / 笑曰 continue a speaker; 四大元帅作礼道 does not
             answer = finder.is_answer(clause)  # 操曰：“汝来何迟？”对曰： the one asked, not the one asking
             if found is None and bare and not report and not answer and same_para and len(between) <= 40 and sum(c in SENTENCE_END for c in between) <= 1:
                 name = prev.speaker
+                how = "previous"
+            elif (
+                found is None
+                and not report
+                and not answer
+                and same_para
+                and len(between) <= 80
+                and sum(c in SENTENCE_END for c in between) <= 1
+                and any(_PRONOUN_SUBJECT.match(c) for c in ([c for c in _CLAUSE_SPLIT.split(between)[0::2] if c][-1:] + [clause]))
+            ):
+                name = prev.speaker  # …一条铁棒。他拿在手中，笑道: 他 is the one who just spoke
                 how = "previous"
             elif (
                 found is None
