@@ -399,6 +399,13 @@ _WORD_AFTER_SINGLE = frozenset("身成为作")
 _GIVEN_FOLLOWERS = frozenset("于在乃便即遂亦又急忙大引领率视见闻听谓问曰道笑怒喜惊叹拜回出入与令使教命唤叱喝骂叫提挺纵拍勒拨")
 # What follows a title standing alone as the subject: a verb of moving or speaking, an adverb.
 _AFTER_BARE_TITLE = frozenset("回入出进见至到乃便即遂急忙慌亦又再复皆都齐笑怒惊哭拜跪奏禀告曰道问答叫")
+# Look-back clause shapes: 惊动本司狱官 (the one stirred), 原来是X的太子 / 乃张飞也 (the one made out),
+# 早有曹军飞报 (a messenger), 转出张飞 (someone coming out).
+_STIRRED = re.compile("(?:惊动|唬醒|惊醒)了?(?:那|这)?(.{2,6})$")
+_IT_WAS = re.compile("(?:原来是|原来乃是|乃是|却是)(.{2,12})")
+_WHO_IS = re.compile("乃(.{2,4})也")
+_THERE_WAS = re.compile("[忽早却又]?有")
+_CAME_OUT = re.compile("[转闪走撞跳杀拥]出(.{2,6})$")
 # A courtesy name given as someone is introduced (表字光蕊 / 字玄德).
 _COURTESY = re.compile("表字([\u4e00-\u9fff]{2})$")
 # Adverbs saying that several speak at once (都道, 俱曰, 齐声道, 一齐叫).
@@ -438,6 +445,7 @@ _COMPOUND_SURNAMES = (
 _NOT_GIVEN_NAME = frozenset("上下前后来去出入不也之的了着是在有兵军将马人等众故必时曰道说言问日月年开口手头面里中处州城郡县国地罪鞭剑刀枪弓箭旗书印门家多性些般次位个")
 # What follows a name in narrative: speech and action verbs, adverbs (孔明笑曰, 杨锋引兵, 辛毗急).
 _NAME_FOLLOWERS = "曰道说问答笑叫喝骂怒喜惊叹引领率见视谓乃遂便即亦又等听闻急拜告奏谏密慌忙令使教命唤叱挺拍纵提看望接迎朝私暗"
+_FOLLOWER_SET = frozenset(_NAME_FOLLOWERS)
 # Surname + one of these is a person too (蔡夫人, 伏皇后, 严氏).
 _SURNAME_TITLES = ("夫人", "皇后", "太后", "贵妃", "娘娘", "小姐", "公子", "氏")
 # Anonymous or pronoun subjects: the record keeps speaker "".
@@ -580,6 +588,24 @@ class _PrefixCounts:
         for k in self._keys:
             self._sums.append(self._sums[-1] + grams[k])
         self._cache: dict[str, int] = {}
+        self._given: set[str] | None = None
+
+    def given_names(self) -> set[str]:
+        """Second characters of (one-character) surname + character pairs seen twice or more."""
+        if self._given is None:
+            pairs: Counter[str] = Counter()
+            for k, key in enumerate(self._keys):
+                if key[0] in _SURNAMES and len(key) >= 2:
+                    pairs[key[:2]] += self._sums[k + 1] - self._sums[k]
+            self._given = {p[1] for p, c in pairs.items() if c >= 2}
+        return self._given
+
+    def followed(self, s: str, chars: frozenset[str]) -> int:
+        """How often `s` is followed by one of `chars`: one pass over the sorted strings starting with `s`."""
+        lo = bisect.bisect_left(self._keys, s)
+        hi = bisect.bisect_left(self._keys, s + "\U0010ffff")
+        n, sums, keys = len(s), self._sums, self._keys
+        return sum(sums[k + 1] - sums[k] for k in range(lo, hi) if len(keys[k]) > n and keys[k][n] in chars)
 
     def get(self, s: str, default: int = 0) -> int:
         n = self._cache.get(s)
@@ -600,7 +626,7 @@ class _Followed:
 
     def __getitem__(self, s: str) -> int:
         if s not in self._cache:
-            self._cache[s] = sum(self._counts.get(s + a, 0) for a in _NAME_FOLLOWERS)
+            self._cache[s] = self._counts.followed(s, _FOLLOWER_SET)
         return self._cache[s]
 
 
@@ -687,8 +713,7 @@ class SpeakerFinder:
     def _text_has_name_ending(self, ch: str) -> bool:
         """Whether the book mentions surname + `ch` twice or more (匡 -> 吴匡): `ch` can be a given name."""
         self._count("")  # builds the index
-        counts = self._surname_counts or {}
-        return any(counts.get(sn + ch, 0) >= 2 for sn in _SURNAMES)
+        return self._surname_counts is not None and ch in self._surname_counts.given_names()
 
     def _mined_at(self, s: str) -> str:
         """周鲂听知… -> 周鲂 where 周 alone is also a listed name: a mined longer name at the start."""
@@ -1090,18 +1115,18 @@ class SpeakerFinder:
             named = _COURTESY.search(clause)
             if named and sentence_ends <= 1:
                 return named.group(1)  # 有一人姓陈名萼，表字光蕊，…对母张氏道: the name the text goes on to use
-            stirred = re.search("(?:惊动|唬醒|惊醒)了?(?:那|这)?(.{2,6})$", clause)
+            stirred = _STIRRED.search(clause)
             if stirred and single is None:
                 n = self._name_at(stirred.group(1), 0) or self._role_at_end(stirred.group(1))
                 if n:
                     return n  # 又惊动本司狱官，走来喝道: the one stirred comes and speaks
-            it_was = re.fullmatch("(?:原来是|原来乃是|乃是|却是)(.{2,12})", clause)
+            it_was = _IT_WAS.fullmatch(clause)
             if it_was and single is None:
                 head = _demonstrative(it_was.group(1).split("的")[-1])
                 n = self._name_at(head, 0)
                 if len(n) >= 2 and len(n) >= len(head) - 1:
                     return n  # 原来是乌鸡国王的太子，急上前扯住…道
-            who = re.fullmatch("乃(.{2,4})也", clause)
+            who = _WHO_IS.fullmatch(clause)
             if who and sentence_ends == 0 and (self._name_at(who.group(1), 0) == who.group(1) or self._surname_name(who.group(1)) == who.group(1)):
                 return who.group(1)  # 一军拦路，当先大将，乃张飞也，大叫： the one just made out speaks
             listed = _strip_leaders(clause) if "、" in clause else ""
@@ -1140,7 +1165,7 @@ class SpeakerFinder:
                     if len(n) >= 2:
                         return n
                 return sent
-            m = re.search(r"[转闪走撞跳杀拥]出(.{2,6})$", clause)
+            m = _CAME_OUT.search(clause)
             if m:
                 n = self._name_at(m.group(1), 0) or self._surname_name(m.group(1))
                 return n if n and len(n) == len(m.group(1)) else ""  # someone new came out
@@ -1166,7 +1191,7 @@ class SpeakerFinder:
                 if stripped == s:
                     break
                 s = stripped
-            if single is None and "报" in clause and re.match("[忽早却又]?有", clause):
+            if single is None and "报" in clause and _THERE_WAS.match(clause):
                 return ""  # 早有曹军飞报曹操，说： a messenger
             pointed = _POINTED.match(clause)
             if single is None and pointed:
