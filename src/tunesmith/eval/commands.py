@@ -85,6 +85,7 @@ def eval_command(
     show: Annotated[int, typer.Option("--show", help="Rows per set in the side-by-side answer table.")] = 20,
     dtype: Annotated[str, typer.Option("--dtype", help="auto, fp32, bf16 or fp16.")] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's choice). On a CPU shared with other jobs, 1 is often much faster.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard predictions.jsonl in the report folder instead of resuming from it.")] = False,
 ) -> None:
     """Compare the base model and its LoRA adapters on a test set, and write a side-by-side report.
@@ -109,7 +110,7 @@ def eval_command(
     cfg = EvalConfig(out=out, data=list(data), data2=list(data2 or []), model=model, adapters=adapters, task=task,
                      fmt=from_, roles=list(role or []), raw_refs=raw_refs, score_files=scores, run_base=base,
                      base_template=base_template, limit=limit, batch_size=batch_size, generation=gen, probe=probe,
-                     probe_file=probe_file, show=show, dtype=dtype, device=device, overwrite=overwrite,
+                     probe_file=probe_file, show=show, dtype=dtype, device=device, threads=threads, overwrite=overwrite,
                      command=_command_line(ctx))
     result = run_eval(cfg)
     typer.echo(f"wrote {out / 'report.md'} ({result['seconds']:.1f} s)")

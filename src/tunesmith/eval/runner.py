@@ -58,6 +58,7 @@ class EvalConfig:
     show: int = 20
     dtype: str = "auto"
     device: str = "auto"
+    threads: int | None = None  # torch CPU threads (None: torch's default)
     overwrite: bool = False
     command: str = ""
 
@@ -169,6 +170,8 @@ def run_eval(cfg: EvalConfig, engine: Any = None) -> dict[str, Any]:
     started = time.strftime("%Y-%m-%d %H:%M:%S %z")
     if cfg.batch_size < 1:
         raise ConfigError(f"--batch-size: expected an integer >= 1 (got {cfg.batch_size})")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ConfigError(f"--threads: expected an integer >= 1 (got {cfg.threads})")
     if cfg.limit is not None and cfg.limit < 1:
         raise ConfigError(f"--limit: expected an integer >= 1 (got {cfg.limit})")
     for name in cfg.adapters:
@@ -199,6 +202,10 @@ def run_eval(cfg: EvalConfig, engine: Any = None) -> dict[str, Any]:
     preds: dict[str, dict[str, str]] = {}
     fairness = "no generated answers (only existing answer files were scored)"
     if run_models:
+        if cfg.threads:
+            import torch
+
+            torch.set_num_threads(cfg.threads)
         if engine is None:
             from tunesmith.infer.engine import Engine
 

@@ -142,7 +142,9 @@ def build_sets(data: Sequence[str | Path], data2: Sequence[str | Path] = (), tas
             for c in convs:
                 groups.setdefault(_rolebench_set(c, default), []).append(c)
         else:
-            groups = {path.stem: list(convs)}
+            same_stem = [q for q, _, _ in loaded if q.stem == path.stem]
+            name = path.stem if len(same_stem) == 1 else f"{path.parent.name}/{path.stem}"
+            groups = {name: list(convs)}
         for set_name, group in groups.items():
             for item in group_items(group, set_name, str(path)):
                 if task == "rolebench" or task == "generic":

@@ -1,0 +1,146 @@
+"""Benchmark: eval generation throughput, batched (as `tunesmith eval` runs it) vs one prompt at a time.
+
+    /work/venv/bin/python bench/bench_eval.py                       # default model, 32 prompts, batch 16, 3 repeats
+    /work/venv/bin/python bench/bench_eval.py --repeats 5 --append  # also append a section to BENCHMARKS.md
+
+Prompts are the first N questions of 李白's RoleBench general test with the persona system prompt, answered
+greedily through `Engine.generate` (the call eval makes) with `max_new_tokens` each.  Batched = one call with
+batch_size=B over all prompts; one-at-a-time = one call per prompt.  Both modes run in every repeat
+(interleaved, alternating which goes first) on the same loaded engine, after one warm-up call each.
+Generated tokens are counted by re-tokenizing the answers (the same count for both modes); the script
+also reports how many answers are identical between the two modes (greedy: they should nearly all be).
+Never run by the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TUNESMITH_SHARED", REPO.parent / "shared")) / "datasets"
+
+
+def prompts(n: int):
+    from tunesmith.data import load
+
+    convs = load(SHARED / "rolebench-zh" / "general" / "test.jsonl", "rolebench", roles=["李白"], answers="first")
+    return [(c.system, c.prompt_messages) for c in convs[:n]]
+
+
+def count_tokens(tok, texts):
+    return sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts if t)
+
+
+def run(engine, convs, batch_size, options):
+    t0 = time.perf_counter()
+    if batch_size > 1:
+        out = engine.generate(convs, options=options, batch_size=batch_size)
+    else:
+        out = [engine.generate([c], options=options, batch_size=1)[0] for c in convs]
+    return time.perf_counter() - t0, out
+
+
+def cpu_name() -> str:
+    try:
+        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo", encoding="utf-8") if ln.startswith("model name")]
+        return f"{names[0]} ({len(names)} cores visible)" if names else platform.processor()
+    except OSError:
+        return platform.processor()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--append", action="store_true", help="append a section to BENCHMARKS.md")
+    args = ap.parse_args()
+
+    import torch
+    import transformers
+
+    from tunesmith.infer.engine import Engine
+    from tunesmith.infer.options import GenerationOptions
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_avg = os.getloadavg()
+    engine = Engine.load(args.model, dtype=args.dtype, device=args.device, max_batch_size=args.batch_size)
+    convs = prompts(args.prompts)
+    opts = GenerationOptions(max_new_tokens=args.max_new_tokens)
+    tok = engine.tokenizer
+    run(engine, convs[:2], args.batch_size, opts)  # warm-up
+    run(engine, convs[:1], 1, opts)
+
+    times: dict[str, list[float]] = {"batched": [], "one-at-a-time": []}
+    tokens: dict[str, list[int]] = {"batched": [], "one-at-a-time": []}
+    outputs: dict[str, list[str]] = {}
+    for r in range(args.repeats):
+        order = [("batched", args.batch_size), ("one-at-a-time", 1)]
+        for name, bs in order if r % 2 == 0 else order[::-1]:
+            dt, out = run(engine, convs, bs, opts)
+            times[name].append(dt)
+            tokens[name].append(count_tokens(tok, out))
+            outputs[name] = out
+            print(f"repeat {r + 1}: {name:14s} {dt:7.2f} s, {tokens[name][-1]} tokens, "
+                  f"{tokens[name][-1] / dt:7.1f} tokens/s", file=sys.stderr, flush=True)
+
+    same = sum(a == b for a, b in zip(outputs["batched"], outputs["one-at-a-time"]))
+    rows = []
+    for name in ("batched", "one-at-a-time"):
+        rates = [t / s for t, s in zip(tokens[name], times[name])]
+        rows.append((name, statistics.median(times[name]), min(times[name]), max(times[name]),
+                     statistics.median(rates), min(rates), max(rates)))
+    speedup = rows[0][4] / rows[1][4]
+    table = ["| mode | wall median s | wall min–max s | generated tokens/s median | tokens/s min–max | vs one-at-a-time |",
+             "|---|---|---|---|---|---|"]
+    for name, med, lo, hi, rmed, rlo, rhi in rows:
+        table.append(f"| {name}{' (batch ' + str(args.batch_size) + ')' if name == 'batched' else ''} | {med:.2f} | "
+                     f"{lo:.2f}–{hi:.2f} | {rmed:.1f} | {rlo:.1f}–{rhi:.1f} | {rmed / rows[1][4]:.2f}x |")
+    # Each repeat runs both modes back to back: their ratio cancels part of the load drift of a shared machine.
+    paired = [(tb / sb) / (ts / ss) for tb, sb, ts, ss in zip(tokens["batched"], times["batched"],
+                                                              tokens["one-at-a-time"], times["one-at-a-time"])]
+    verdict = (f"batched / one-at-a-time = {speedup:.2f}x generated tokens/s (ratio of medians; per-repeat paired "
+               f"ratios median {statistics.median(paired):.2f}x, {min(paired):.2f}–{max(paired):.2f}x; target >= 5x at "
+               f"batch 16: {'met' if speedup >= 5 else 'NOT met'}); {same}/{len(convs)} answers identical between the modes.")
+    print("\n".join(table))
+    print(verdict)
+    if args.append:
+        cmd = "/work/venv/bin/python bench/bench_eval.py " + " ".join(sys.argv[1:])
+        device = str(engine.model.device)
+        section = "\n".join([
+            "", f"## Eval: batched generation vs one prompt at a time ({args.model} model, {device})", "",
+            f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+            f"- CPU: {cpu_name()}, shared machine; load average before the run "
+            f"{load_avg[0]:.2f} / {load_avg[1]:.2f} / {load_avg[2]:.2f}",
+            f"- versions: Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
+            f"torch threads {torch.get_num_threads()}",
+            f"- command: `{cmd.strip()}`",
+            f"- job: {len(convs)} 李白 RoleBench general-test questions with the persona system prompt, greedy, "
+            f"max_new_tokens {args.max_new_tokens}, through `Engine.generate` as `tunesmith eval` calls it; "
+            f"{args.repeats} repeats interleaved; tokens counted by re-tokenizing the answers", "",
+            *table, "", verdict, ""])
+        path = REPO / "BENCHMARKS.md"
+        text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+        tmp = path.with_suffix(".md.tmp")
+        tmp.write_text(text.rstrip("\n") + "\n" + section, encoding="utf-8")
+        os.replace(tmp, path)
+        print(f"appended to {path}", file=sys.stderr)
+    print(json.dumps({"speedup": speedup, "paired": paired, "identical": same, "n": len(convs)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
