@@ -235,3 +235,11 @@ def test_template_override_and_template_folder(engine, tiny_qwen2, tiny_adapters
         other.close()
     with pytest.raises(ConfigError, match="template"):
         Engine.load(str(tiny_qwen2), template="nonsense", device="cpu")
+
+
+def test_adapter_names_may_be_chinese_but_never_paths(tiny_qwen2, tmp_path):
+    from tunesmith.infer.engine import ADAPTER_NAME_RE
+
+    assert ADAPTER_NAME_RE.fullmatch("李白") and ADAPTER_NAME_RE.fullmatch("libai-v2_1")
+    for bad in ("../x", "a/b", "a b", "a.b", ""):
+        assert not ADAPTER_NAME_RE.fullmatch(bad)

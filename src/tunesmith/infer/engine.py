@@ -28,6 +28,8 @@ n strings per conversation.
 
 from __future__ import annotations
 
+import re
+
 import itertools
 import json
 import os
@@ -49,7 +51,8 @@ from tunesmith.template import ChatTemplate, load_template, resolve_template, st
 
 BASE = "base"
 INCOMING_WAIT_S = 0.5  # longest wait for announced requests (see Engine.incoming)
-ADAPTER_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+# Letters of any script (李白 is a fine adapter name), digits, "_" and "-": a name, never a path.
+ADAPTER_NAME_RE = re.compile(r"[^\W]+(?:[-_][^\W]+)*|[\w-]+")
 
 __all__ = ["BASE", "Completion", "Engine", "GenerationOptions", "PendingRequest", "PromptTooLongError",
            "UnknownAdapterError"]
@@ -108,8 +111,8 @@ class PendingRequest:
 def _parse_adapter_specs(adapters: dict[str, str] | None) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for name, path in (adapters or {}).items():
-        if not name or name == BASE or not set(name) <= ADAPTER_NAME_CHARS:
-            raise ConfigError(f"adapter name {name!r}: expected letters, digits, '_' or '-' (and not 'base')")
+        if not name or name == BASE or not ADAPTER_NAME_RE.fullmatch(name):
+            raise ConfigError(f"adapter name {name!r}: expected letters (any script), digits, '_' or '-' (and not 'base')")
         p = Path(path).expanduser()
         if not (p / "adapter_config.json").is_file():
             raise ModelError(f"{p}: not a LoRA adapter folder (expected adapter_config.json, for adapter {name!r})")
