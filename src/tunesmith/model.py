@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import ConfigError, ModelError
+from tunesmith.fsio import atomic_dir
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_DIRNAME = "SmolLM2-135M-Instruct"
@@ -72,18 +71,9 @@ def convert_gguf(gguf_dir: Path, gguf_file: str, out: Path) -> Path:
     if missing or unexpected:
         raise ModelError(f"converting {gguf_file}: missing weights {missing[:5]}, unexpected {unexpected[:5]}")
     fresh.generation_config = loaded.generation_config
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    os.chmod(tmp, 0o755)
-    try:
+    with atomic_dir(out) as tmp:
         fresh.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -13,8 +13,6 @@ unknown tokens).  The chat template is ChatML, as Qwen2 uses.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Annotated, Iterable
 
@@ -104,6 +102,8 @@ def build_tiny_model(out_dir: str | os.PathLike, arch: str = "qwen2", *, seed: i
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
+    from tunesmith.fsio import atomic_dir
+
     out = Path(out_dir)
     tokenizer = build_tokenizer(vocab_size=vocab_size)
     config = build_config(arch, len(tokenizer), pad_token_id=tokenizer.pad_token_id,
@@ -113,18 +113,9 @@ def build_tiny_model(out_dir: str | os.PathLike, arch: str = "qwen2", *, seed: i
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    os.chmod(tmp, 0o755)
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -14,24 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from tunesmith.errors import ConfigError
+from tunesmith.parsing import parse_bool  # noqa: F401  (re-exported: chat /set and the API use it)
 
 MAX_N = 16
 MAX_STOP_STRINGS = 16
-
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
-_FALSE = {"0", "false", "no", "off", "n", "f"}
-
-
-def parse_bool(value: Any, name: str = "value") -> bool:
-    """'false'/'0'/'no'/'off' are False (a plain bool() would read the string "False" as True)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ConfigError(f"{name}: expected true or false (got {value!r})")
-
 
 @dataclass
 class GenerationOptions:
