@@ -32,8 +32,12 @@ def _name_path(spec: str, flag: str, default_name: str | None = None) -> tuple[s
     name, path = name.strip(), path.strip()
     if not name or not path:
         raise ConfigError(f"{flag} {spec!r} must look like NAME=PATH with a non-empty name and path")
-    if flag == "--adapter" and not set(name) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"):
-        raise ConfigError(f"--adapter name {name!r}: expected letters, digits, '_' or '-'")
+    if flag == "--adapter":
+        from tunesmith.infer.engine import ADAPTER_NAME_RE, BASE
+
+        if name == BASE or not ADAPTER_NAME_RE.fullmatch(name):
+            raise ConfigError(f"--adapter name {name!r}: expected letters (any script, e.g. 李白), digits, '_' or '-', "
+                              "and not 'base'")
     return name, path
 
 
