@@ -32,6 +32,11 @@ def train(
     data.max_source_len, data.max_target_len, data.packing, data.train_on_prompt, data.last_turn_only;
     lora.rank, lora.alpha, lora.dropout, lora.target_modules.
     """
+    import os
+
+    # Before torch loads: OpenMP threads that spin while waiting make CPU training many times slower as
+    # soon as another process is busy on the machine; passive waiting costs little when it is idle.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from tunesmith.train.config import dump_config, load_config
 
     extra = list(overrides or [])

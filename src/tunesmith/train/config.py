@@ -95,8 +95,9 @@ class TrainConfig:
     save_total_limit: int = 2  # checkpoints kept on disk (the best one is always kept)
     keep_best: bool = True  # the saved adapter is the checkpoint with the lowest dev loss
     sample_tokens: int = 48  # greedy tokens generated for the first dev prompt at each eval (0: off)
-    dtype: str = "auto"  # auto | fp32 | bf16 | fp16
+    dtype: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16/fp16 on GPU; on CPU bf16 where it measures faster)
     device: str = "auto"  # auto | cpu | cuda | mps
+    threads: int | None = None  # CPU threads (default: the idle cores; busy cores make extra threads wait)
     quantization: str = "none"  # none | 8bit | 4bit (QLoRA; CUDA + bitsandbytes)
     gradient_checkpointing: bool = False
     seed: int = 42
@@ -352,7 +353,7 @@ def validate(cfg: TrainConfig, where: dict[str, str] | None = None) -> None:
     for key in ("batch_size", "grad_accum", "logging_steps", "eval_steps", "save_total_limit"):
         if getattr(cfg, key) < 1:
             fail(key, f"must be at least 1 (got {getattr(cfg, key)})")
-    for key in ("save_steps", "eval_batch_size"):
+    for key in ("save_steps", "eval_batch_size", "threads"):
         if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
             fail(key, f"must be at least 1 (got {getattr(cfg, key)})")
     if cfg.max_steps is not None and cfg.max_steps < 1:

@@ -49,9 +49,9 @@ def _dist_env() -> tuple[int, int, int]:
     return (int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def _log(msg: str) -> None:
+def _log(msg: str, stream=None) -> None:
     if _dist_env()[1] == 0:
-        print(msg, file=sys.stdout, flush=True)
+        print(msg, file=stream or sys.stdout, flush=True)
 
 
 def checkpoints_in(folder: Path) -> list[Path]:
@@ -67,16 +67,25 @@ def last_checkpoint(folder: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def cpu_has_fast_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return False
-    return any(f in flags for f in (" avx512_bf16", " amx_bf16"))
+def cpu_bf16_speedup(n: int = 1024, repeats: int = 3) -> float:
+    """How much faster a bf16 matmul is than an fp32 one on this CPU (best of `repeats`, ~0.1 s)."""
+    import torch
+
+    best = {}
+    for dt in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
+        a @ b
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t)
+        best[dt] = min(times)
+    return best[torch.float32] / best[torch.bfloat16]
 
 
 def resolve_train_dtype(dtype: str, device: str) -> str:
-    """'auto' -> bf16 on GPUs that have it (else fp16), bf16 on CPUs with native bf16 (else fp32)."""
+    """'auto' -> bf16 on GPUs that have it (else fp16); on CPU bf16 only where it measures faster than fp32."""
     if dtype != "auto":
         if dtype == "fp16" and device == "cpu":
             raise ConfigError("dtype=fp16 needs a GPU (fp16 training on CPU is not supported); use bf16 or fp32")
@@ -86,8 +95,25 @@ def resolve_train_dtype(dtype: str, device: str) -> str:
     if device == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device == "cpu":
-        return "bf16" if cpu_has_fast_bf16() else "fp32"
+        # Many CPUs emulate bf16 matmuls (slower than fp32); use it only where it really is faster.
+        return "bf16" if cpu_bf16_speedup() >= 1.3 else "fp32"
     return "fp32"
+
+
+def resolve_threads(threads: int | None, device: str) -> int | None:
+    """CPU threads: as asked, else as many as there are idle cores (busy cores make OpenMP threads wait)."""
+    if threads:
+        return threads
+    if device != "cpu":
+        return None
+    import torch
+
+    try:
+        busy = round(os.getloadavg()[0])
+    except OSError:
+        return None
+    idle = max(1, (os.cpu_count() or 1) - busy)
+    return min(torch.get_num_threads(), idle)
 
 
 def _as_config(config_or_path: TrainConfig | str | os.PathLike | dict | None, overrides) -> TrainConfig:
@@ -130,7 +156,8 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
 
     `config_or_path`: a TrainConfig, a mapping of keys, or a YAML recipe path; `overrides`: "key=value"
     strings applied on top (e.g. ["max_steps=50", "lora.rank=16"]).  `callbacks`: extra
-    transformers TrainerCallbacks.
+    transformers TrainerCallbacks (one with a `bind_trainer(trainer)` method is handed the Trainer).
+    `stream`: where progress lines go (default stdout).
     """
     cfg = _as_config(config_or_path, overrides)
     world, rank, local_rank = _dist_env()
@@ -169,6 +196,9 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
     warnings.filterwarnings("ignore", message=r".*is deprecated and will be removed in v6.*", category=FutureWarning)
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
+    threads = resolve_threads(cfg.threads, device)
+    if threads:
+        torch.set_num_threads(threads)
     dtype = resolve_train_dtype(cfg.dtype, device)
     model_path = resolve_model_path(cfg.model)
 
@@ -190,7 +220,7 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
     _log(f"data: {train_stats.samples} training samples ({train_stats.tokens:,} tokens, {train_stats.loss_tokens:,} "
          f"answer tokens), {len(dev_samples)} dev samples; prompts at the {cfg.data.max_source_len}-token cutoff: "
          f"{train_stats.source_cut}, answers at the {cfg.data.max_target_len}-token cutoff: {train_stats.target_cut}"
-         + (f", dropped with nothing to learn: {train_stats.dropped_no_loss}" if train_stats.dropped_no_loss else ""))
+         + (f", dropped with nothing to learn: {train_stats.dropped_no_loss}" if train_stats.dropped_no_loss else ""), stream)
 
     # -- packing: prove the model keeps packed conversations apart ----------------------------------
     packing_mode = "off"
@@ -227,9 +257,11 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
     head = output_head(model) if head_loss_supported(model, model.device) else None
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
-    _log(f"model: {model_path} ({dtype}, {device}{', ' + cfg.quantization if cfg.quantization != 'none' else ''}); "
+    _log(f"model: {model_path} ({dtype}, {device}{f' x{threads} threads' if device == 'cpu' else ''}"
+         f"{', ' + cfg.quantization if cfg.quantization != 'none' else ''}); "
          f"LoRA rank {cfg.lora.rank} on {targets}: {n_train:,} trainable of {n_all:,} parameters; "
-         f"template {tpl.name}; packing {packing_mode}; loss head {'answer positions only' if head is not None else 'full logits'}")
+         f"template {tpl.name}; packing {packing_mode}; loss head {'answer positions only' if head is not None else 'full logits'}",
+         stream)
 
     # -- Trainer ------------------------------------------------------------------------------------
     has_dev = bool(dev_samples)
@@ -301,6 +333,9 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(HFProgress)
     progress.trainer = trainer
+    for cb in callbacks or []:
+        if callable(getattr(cb, "bind_trainer", None)):  # callbacks that need the Trainer itself (token counts)
+            cb.bind_trainer(trainer)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         _write_text(out / "train_config.yaml", dump_config(cfg))
@@ -350,6 +385,7 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
             "processes": args.world_size,
             "dtype": dtype,
             "device": device,
+            "threads": torch.get_num_threads() if device == "cpu" else None,
             "packing": packing_mode,
             "lora": {"rank": cfg.lora.rank, "alpha": cfg.lora.alpha, "target_modules": targets,
                      "trainable_parameters": n_train},
@@ -362,7 +398,7 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
         _write_text(out / "log_history.json", json.dumps(state.log_history, ensure_ascii=False, indent=1))
         _log(f"saved adapter to {adapter_dir} ({stats['tensors']} tensors, |lora_B| {stats['lora_B_norm']:.3g}, "
              f"reload max |logit diff| {stats['reload_max_logit_diff']:.2g}); summary in {summary_path}"
-             + (f"; dev loss {dev[0][1]:.4f} -> best {best[1]:.4f} at step {best[0]}" if best else ""))
+             + (f"; dev loss {dev[0][1]:.4f} -> best {best[1]:.4f} at step {best[0]}" if best else ""), stream)
     return TrainResult(output_dir=out, adapter_dir=adapter_dir, summary_path=summary_path, summary=summary)
 
 
