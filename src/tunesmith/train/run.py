@@ -381,6 +381,7 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
             "train_seconds": round(train_seconds, 2),
             "tokens_per_second": round(tokens_total / train_seconds, 2) if train_seconds > 0 else None,
             "total_seconds": round(time.perf_counter() - t_start, 2),
+            "peak_memory_mb": _peak_memory_mb(device),
             "resumed_from": str(resume_from) if resume_from else None,
             "processes": args.world_size,
             "dtype": dtype,
@@ -400,6 +401,20 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
              f"reload max |logit diff| {stats['reload_max_logit_diff']:.2g}); summary in {summary_path}"
              + (f"; dev loss {dev[0][1]:.4f} -> best {best[1]:.4f} at step {best[0]}" if best else ""), stream)
     return TrainResult(output_dir=out, adapter_dir=adapter_dir, summary_path=summary_path, summary=summary)
+
+
+def _peak_memory_mb(device: str) -> float | None:
+    """Peak GPU memory on CUDA, else this process's peak resident memory."""
+    import torch
+
+    if device == "cuda":
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    try:
+        import resource
+
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+    except (ImportError, OSError):
+        return None
 
 
 def _write_text(path: Path, text: str) -> None:
