@@ -251,10 +251,18 @@ class Engine:
                 self._incoming -= 1
                 self._cv.notify_all()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop taking requests, let the worker finish what it runs, and wait for it.
+
+        Waiting matters: a daemon thread still inside torch when the interpreter exits aborts the
+        process ("terminate called without an active exception").
+        """
         with self._cv:
             self._closed = True
             self._cv.notify_all()
+            worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout)
 
     def _worker_loop(self) -> None:
         while True:
