@@ -291,6 +291,11 @@ def test_unpacked_length_grouped_training_runs(tiny_model_factory, toy_data, tmp
     s = result.summary
     assert s["packing"] == "off" and s["steps"] == 4 and s["adapter_is"] == "last"
     assert s["best_dev_loss"] < s["initial_dev_loss"]
+    # every training conversation had the same system prompt: it becomes the saved template's default,
+    # so chat/serve without --system prompt the model as it was trained
+    from tunesmith.template import load_template
+
+    assert load_template(result.adapter_dir).default_system == "你是李白"
 
 
 def test_bad_target_module_names_the_available_layers(tiny_qwen2, toy_data, tmp_path):

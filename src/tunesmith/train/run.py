@@ -211,6 +211,11 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
     train_convs, dev_convs = load_conversations(cfg)
     enc = dict(max_source_len=cfg.data.max_source_len, max_target_len=cfg.data.max_target_len,
                train_on_prompt=cfg.data.train_on_prompt, last_turn_only=cfg.data.last_turn_only)
+    systems = {c.system for c in train_convs}
+    if cfg.system is None and len(systems) == 1 and None not in systems:
+        # Every conversation carries the same system prompt (a persona): save it as the template's default,
+        # so that chat/serve without --system prompt the model exactly as it was trained.
+        tpl.default_system = systems.pop()
     train_samples, train_stats = encode_all(train_convs, tokenizer, tpl, **enc)
     dev_samples, dev_stats = encode_all(dev_convs, tokenizer, tpl, **enc) if dev_convs else ([], None)
     if not train_samples:
