@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _env import append_section, cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("TUNESMITH_SHARED", REPO.parent / "shared")) / "datasets" / "rolebench-zh"
 SPLITS = ("general/train.jsonl", "general/test.jsonl", "role_specific/train.jsonl", "role_specific/test.jsonl")
@@ -111,14 +113,6 @@ def run_pandas(root: Path, out: Path) -> int:
 CONTENDERS = {"tunesmith": run_tunesmith, "datasets": run_datasets, "pandas": run_pandas}
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -168,7 +162,7 @@ def main() -> None:
 ## Data: convert all of rolebench-zh (4 split files -> {EXPECTED:,} conversations)
 
 - date: {time.strftime('%Y-%m-%d %H:%M %Z')}
-- CPU: {cpu_name()} ({os.cpu_count()} cores visible), shared machine; load average before the run {load_before}
+- CPU: {cpu_name()}, shared machine; load average before the run {load_before}
 - versions: Python {platform.python_version()}, tunesmith {tunesmith.__version__}, datasets {datasets.__version__}, pandas {pandas.__version__}
 - command: `/work/venv/bin/python bench/bench_data_convert.py --repeats {args.repeats}`
 - job: read general/role_specific train+test JSONL, one conversation per answer with the persona system prompt and meta, write JSONL;
@@ -182,11 +176,7 @@ Load alone (no writing) is about a third of this; the rest is JSON encoding of ~
 """
     print(section)
     if not args.no_append:
-        path = REPO / "BENCHMARKS.md"
-        # Read-modify-write right away: other benchmarks append to the same file.
-        current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\nMeasured numbers, newest sections last. Each section says how to reproduce it.\n"
-        path.write_text(current.rstrip("\n") + "\n" + section, encoding="utf-8")
-        print(f"appended to {path}", file=sys.stderr)
+        print(f"appended to {append_section(section)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from _env import append_section, cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TUNESMITH_SHARED", REPO.parent / "shared")) / "datasets"
 
@@ -47,12 +49,6 @@ def run(engine, convs, batch_size, options):
     return time.perf_counter() - t0, out
 
 
-def cpu_name() -> str:
-    try:
-        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo", encoding="utf-8") if ln.startswith("model name")]
-        return f"{names[0]} ({len(names)} cores visible)" if names else platform.processor()
-    except OSError:
-        return platform.processor()
 
 
 def main() -> int:
@@ -132,12 +128,7 @@ def main() -> int:
             f"max_new_tokens {args.max_new_tokens}, through `Engine.generate` as `tunesmith eval` calls it; "
             f"{args.repeats} repeats interleaved; tokens counted by re-tokenizing the answers", "",
             *table, "", verdict, ""])
-        path = REPO / "BENCHMARKS.md"
-        text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-        tmp = path.with_suffix(".md.tmp")
-        tmp.write_text(text.rstrip("\n") + "\n" + section, encoding="utf-8")
-        os.replace(tmp, path)
-        print(f"appended to {path}", file=sys.stderr)
+        print(f"appended to {append_section(section)}", file=sys.stderr)
     print(json.dumps({"speedup": speedup, "paired": paired, "identical": same, "n": len(convs)}))
     return 0
 

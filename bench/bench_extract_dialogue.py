@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _env import append_section, cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_NOVEL = Path(os.environ.get("TUNESMITH_SHARED", REPO.parent / "shared")) / "datasets" / "four-novels-raw" / "三国演义.txt"
 
@@ -55,14 +57,6 @@ def run_naive(novel: Path, out: Path) -> tuple[int, int]:
 CONTENDERS = {"tunesmith": run_tunesmith, "naive-regex": run_naive}
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             f"## Data: mine dialogue from 三国演义 ({args.novel.stat().st_size:,} bytes, GB18030) into cosplay JSONL",
             "",
             f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-            f"- CPU: {_cpu_model()} ({os.cpu_count()} cores visible), shared machine; load average before the run "
+            f"- CPU: {cpu_name()}, shared machine; load average before the run "
             + " / ".join(f"{x:.2f}" for x in load_before),
             f"- versions: Python {platform.python_version()}, tunesmith {getattr(tunesmith, '__version__', '0.1.0')}",
             f"- command: `/work/venv/bin/python bench/bench_extract_dialogue.py --repeats {args.repeats}`",
@@ -126,10 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(section)
     if not args.no_append:
-        bench = REPO / "BENCHMARKS.md"
-        old = bench.read_text(encoding="utf-8") if bench.exists() else "# Benchmarks\n"
-        bench.write_text(old.rstrip("\n") + "\n" + section, encoding="utf-8")
-        print(f"appended to {bench}")
+        print(f"appended to {append_section(section)}")
     return 0
 
 

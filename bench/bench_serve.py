@@ -27,6 +27,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from _env import append_section, cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = [
     "你好，请介绍一下你自己。", "What is the capital of France?", "Write a short poem about the sea.",
@@ -123,14 +125,6 @@ def run_load(url: str, clients: int, requests_per_client: int, max_tokens: int) 
     return {"tokens": sum(tokens), "wall": wall, "tps": sum(tokens) / wall, "ttft": statistics.median(ttft)}
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -190,7 +184,7 @@ def main() -> None:
 ## Serving: aggregate tokens/s and time to first token, 1 / 4 / 16 concurrent streaming clients
 
 - date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC
-- CPU: {cpu_name()} ({os.cpu_count()} cores visible), shared machine; load average before the run {load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f}
+- CPU: {cpu_name()}, shared machine; load average before the run {load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f}
 - versions: Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, openai {openai.__version__}
 - model: {args.model} (the default is SmolLM2-135M-Instruct, fp32 on CPU); torch threads per server: {args.threads or "torch's choice"}
 - command: `{cmd.strip()}`
@@ -202,11 +196,7 @@ def main() -> None:
 """
     print(section)
     if not args.no_write:
-        path = REPO / "BENCHMARKS.md"
-        text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-        tmp = path.with_suffix(".md.tmp")
-        tmp.write_text(text.rstrip("\n") + "\n" + section, encoding="utf-8")
-        os.replace(tmp, path)
+        print(f"appended to {append_section(section)}")
 
 
 if __name__ == "__main__":

@@ -25,8 +25,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,18 +32,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from _env import append_section, cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "datasets" / "rolebench-zh" / "general" / "train.jsonl"
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def matmul_peak_gflops(dtype_name: str, n: int = 2048, repeats: int = 5) -> float:
@@ -239,12 +231,7 @@ def main() -> int:
     text = "\n".join(lines)
     print("\n" + text)
     if args.append:
-        path = REPO / "BENCHMARKS.md"
-        current = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-        tmp = path.with_name(".BENCHMARKS.md.tmp")
-        tmp.write_text(current.rstrip("\n") + "\n\n" + text, encoding="utf-8")
-        tmp.replace(path)
-        print(f"appended to {path}")
+        print(f"appended to {append_section(text)}")
     return 0
 
 

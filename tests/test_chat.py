@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from test_engine import make_lora_adapter
+from support import make_lora_adapter
 from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError
 from tunesmith.infer.commands import parse_adapter_options

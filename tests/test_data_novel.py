@@ -4,7 +4,6 @@ and every input quirk (encodings, hard wraps, quote styles, chapters, banners) o
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import pytest

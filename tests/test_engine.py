@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,28 +10,10 @@ import torch
 from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.infer.engine import Engine, GenerationOptions, PromptTooLongError, UnknownAdapterError
-from tunesmith.template import encode_prompt, resolve_template, save_template
+from support import make_lora_adapter
+from tunesmith.template import encode_prompt
 
 
-def make_lora_adapter(model_dir: Path, out_dir: Path, *, seed: int, template: str = "auto",
-                      default_system: str | None = None) -> Path:
-    """A saved PEFT LoRA adapter with random non-zero weights (so it changes the outputs) + its template.json."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(model_dir)
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    cfg = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False,
-                     task_type="CAUSAL_LM")
-    peft_model = get_peft_model(base, cfg)
-    with torch.no_grad():  # make the adapter's effect large enough to change greedy outputs
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    peft_model.save_pretrained(out_dir)
-    save_template(resolve_template(template, tok, default_system=default_system), out_dir)
-    return out_dir
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_engine import make_lora_adapter
+from support import make_lora_adapter
 from tunesmith.conversation import Message
 from tunesmith.infer.engine import Engine, GenerationOptions
 

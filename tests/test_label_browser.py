@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from support import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -37,12 +37,6 @@ def _need_browser() -> None:
     pytest.importorskip("playwright.sync_api")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def label_server(tiny_qwen2, tmp_path_factory):
     """`tunesmith label PROJECT --model TINY --adapter ie=ADAPTER` in a subprocess; yields (url, project, process)."""
@@ -58,7 +52,7 @@ def label_server(tiny_qwen2, tmp_path_factory):
                                      init_lora_weights=False)).save_pretrained(adapter_dir)
     save_template(resolve_template("auto", tok), adapter_dir)
     project = tmp_path_factory.mktemp("browser-project") / "ie"
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
     log = open(project.parent / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "tunesmith.cli", "label", str(project), "--port", str(port),

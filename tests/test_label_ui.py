@@ -190,7 +190,7 @@ def save(app, user="ann", sid=0, rev=0, kind="single", system="", role="", instr
 
 def test_write_edit_and_conflict_in_the_editor(app):
     out = save(app, instruction="翻译成英文", input="你好", output="Hello", tags="mt")
-    form, msg, (table, info, count) = out[:13], out[13], out[14:]
+    form, msg, (table, _info, count) = out[:13], out[13], out[14:]
     assert "new sample #1" in msg and form[0] == 1 and form[1] == 1
     assert rows(table)[0][:5] == [1, "accepted", "single", "", "mt"] and "**1 samples**" in count
     # two tabs open revision 1; the first save wins, the second is refused and keeps its text

@@ -33,7 +33,7 @@ def test_bool_in_yaml_as_string_is_parsed_too(tmp_path):
 
 
 def test_bool_override_rejects_other_words(tmp_path):
-    with pytest.raises(ConfigError, match=r"override data.packing=maybe: data.packing: expected true or false, got 'maybe'"):
+    with pytest.raises(ConfigError, match=r"override data.packing=maybe: data.packing: expected true or false \(got 'maybe'\)"):
         load_config(_recipe(tmp_path), ["data.packing=maybe"])
 
 

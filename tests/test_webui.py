@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from test_engine import make_lora_adapter
-from test_serve import RunningServer
+from support import RunningServer, make_lora_adapter
 from tunesmith.conversation import Message
 from tunesmith.infer.engine import Engine
 from tunesmith.infer.options import GenerationOptions

@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from tunesmith.errors import ConfigError, ModelError
+from tunesmith.fsio import atomic_dir
 
 # Jinja equivalents of the named templates in tunesmith.template, so that `apply_chat_template` on an
 # exported tokenizer renders the same text as training did.
@@ -121,15 +121,6 @@ def export_model(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
             if (adapter / extra).is_file():
                 shutil.copy2(adapter / extra, tmp / extra)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    os.chmod(tmp, 0o755)
-    try:
+    with atomic_dir(out) as tmp:  # a crash mid-merge leaves the old folder (or none), never half a model
         fill(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -36,10 +36,13 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from tunesmith.data.encoding import read_text_file
 from tunesmith.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # the importer is loaded lazily: extraction alone needs no data-layer import
+    from tunesmith.conversation import Conversation
 
 # Default context window.  Both published records of the cosplay format start at their paragraph start,
 # which any window of 16 or more characters reproduces; 200 keeps one or two preceding sentences or
@@ -1509,7 +1512,7 @@ def extract_dialogue(
 # -- output ------------------------------------------------------------------------------------------
 
 
-def records_to_conversations(records: list[dict[str, Any]], book: str | None = None) -> list["Conversation"]:
+def records_to_conversations(records: list[dict[str, Any]], book: str | None = None) -> list[Conversation]:
     """user = context, assistant = chat, exactly as `tunesmith data convert --from novel-dialogue` reads the
     cosplay JSONL: meta has source "novel-dialogue", role and speaker (when named), chapter, line, book."""
     from tunesmith.data.novel_dialogue import converter

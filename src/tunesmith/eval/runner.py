@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tunesmith.conversation import Message
-from tunesmith.errors import ConfigError, ModelError
+from tunesmith.errors import ConfigError
 from tunesmith.eval.predictions import PredictionStore, signature
 from tunesmith.eval.testset import CUS, PROBE, RAW, SPE, EvalItem, lookup, prompt_id, read_answer_file
 

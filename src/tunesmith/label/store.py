@@ -506,7 +506,7 @@ class LabelStore:
                 if not isinstance(m.content, str) or not m.content.strip():
                     raise DataError(f"turn {i + 1} ({m.role}): empty text (expected what the {m.role} says)", "messages")
             if msgs[-1].role != "assistant":
-                raise DataError(f"the last turn is from the user (expected the chat to end with an assistant answer to learn)", "messages")
+                raise DataError("the last turn is from the user (expected the chat to end with an assistant answer to learn)", "messages")
             out["instruction"] = out["input"] = ""
             out["output"] = msgs[-1].content
         if settings.output_json and status != "rejected":

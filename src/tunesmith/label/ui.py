@@ -41,7 +41,7 @@ import gradio as gr
 
 from tunesmith.errors import TunesmithError
 from tunesmith.label.answers import parse_answer_json
-from tunesmith.label.store import (ANONYMOUS, EXPORT_FORMATS, PROMPT_FORMATS, STATUSES, EditConflict, LabelStore,
+from tunesmith.label.store import (ANONYMOUS, EXPORT_FORMATS, STATUSES, EditConflict, LabelStore,
                                    Sample, compose_prompt)
 
 TABLE_HEADERS = ["id", "status", "kind", "role", "tags", "input / prompt", "answer", "rev", "by", "updated"]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import ConfigError
+from tunesmith.parsing import parse_bool
 
 SCHEDULERS = ("cosine", "linear", "constant")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
@@ -112,19 +113,7 @@ class TrainConfig:
 
 
 # -- type conversion --------------------------------------------------------------------------------
-_TRUE = {"true", "yes", "on", "1", "y"}
-_FALSE = {"false", "no", "off", "0", "n"}
 _NONE = {"null", "none", "~", ""}
-
-
-def parse_bool(value: Any, what: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ConfigError(f"{what}: expected true or false, got {value!r}")
 
 
 def _type_label(tp: Any) -> str:

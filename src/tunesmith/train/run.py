@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunesmith.errors import ConfigError, DataError, ModelError
+from tunesmith.errors import ConfigError, DataError
 from tunesmith.train.config import TrainConfig, dump_config, load_config
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
