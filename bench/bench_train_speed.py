@@ -12,8 +12,8 @@ shared machine hits both alike.
 
 Reported per run: real (non-padding) training tokens per second, measured from the end of step 1 to
 the end of the last step (so model loading, warm-up and saving are not counted), and the mean loss of
-the last steps.  Also the fraction of the machine's bf16 (or fp32) matmul peak, measured with a large
-torch.matmul, where the work is counted as 4 x parameters x tokens (forward 2PT, backward through the
+the last steps.  Also the fraction of the machine's matmul peak, in bf16 and in the training dtype (fp32
+where bf16 is slower, as dtype=auto decides), each measured with a large torch.matmul, where the work is counted as 4 x parameters x tokens (forward 2PT, backward through the
 frozen weights 2PT; LoRA's own matmuls and attention are left out, so the fraction is a lower bound).
 """
 
@@ -180,6 +180,7 @@ def main() -> int:
 
     default_model_dir()
     peak = matmul_peak_gflops(args.dtype)
+    peak_bf16 = peak if args.dtype == "bf16" else matmul_peak_gflops("bf16")
     n_params = None
     ours, ref = [], []
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
@@ -199,9 +200,9 @@ def main() -> int:
     def row(name: str, rs: list[dict]) -> str:
         med, lo, hi = summarize([r["tok_s"] for r in rs])
         loss = statistics.median([r["loss"] for r in rs])
-        frac = 4 * n_params * med / (peak * 1e9)
+        flops = 4 * n_params * med
         runs = ", ".join(f"{r['tok_s']:.1f}" for r in rs)
-        return f"| {name} | {med:.1f} | {lo:.1f} - {hi:.1f} | {runs} | {loss:.4f} | {100 * frac:.1f}% |"
+        return f"| {name} | {med:.1f} | {lo:.1f} - {hi:.1f} | {runs} | {loss:.4f} | {100 * flops / (peak * 1e9):.1f}% | {100 * flops / (peak_bf16 * 1e9):.1f}% |"
 
     speedups = [o["tok_s"] / r["tok_s"] for o, r in zip(ours, ref)]
     loss_gap = statistics.median([abs(o["loss"] - r["loss"]) / r["loss"] for o, r in zip(ours, ref)])
@@ -214,13 +215,15 @@ def main() -> int:
         f"- model: default (SmolLM2-135M-Instruct, {n_params / 1e6:.1f}M parameters), LoRA r=16 alpha=32 all-linear, "
         f"{args.dtype}, batch {args.batch_size}, {args.steps} steps (tokens/s over steps 2..{args.steps}), "
         f"data: RoleBench 李白 general train (answers only learned)",
-        f"- {args.dtype} matmul peak measured on this machine: {peak:.1f} GFLOP/s (2048x2048 torch.matmul, best of 5); "
-        f"peak fraction = 4 x {n_params / 1e6:.1f}M params x tokens/s / peak",
+        f"- matmul peak measured on this machine (2048x2048 torch.matmul, best of 5): {args.dtype} {peak:.1f} GFLOP/s"
+        + ("" if args.dtype == "bf16" else f", bf16 {peak_bf16:.1f} GFLOP/s")
+        + f"; peak fraction = 4 x {n_params / 1e6:.1f}M params x tokens/s / peak (a lower bound: LoRA and attention "
+        "matmuls are not counted)",
         f"- command: `{cmd}`",
         "",
         "| trainer | real tokens/s (median) | min - max | runs | final loss (median, last "
-        f"{args.loss_window} steps) | of matmul peak |",
-        "|---|---|---|---|---|---|",
+        f"{args.loss_window} steps) | of {args.dtype} matmul peak | of bf16 matmul peak |",
+        "|---|---|---|---|---|---|---|",
         row("tunesmith (packed, head on answers)", ours),
         row("reference (pad to longest)", ref),
         "",
