@@ -13,8 +13,9 @@ shared machine hits both alike.
 Reported per run: real (non-padding) training tokens per second, measured from the end of step 1 to
 the end of the last step (so model loading, warm-up and saving are not counted), and the mean loss of
 the last steps.  Also the fraction of the machine's matmul peak, in bf16 and in the training dtype (fp32
-where bf16 is slower, as dtype=auto decides), each measured with a large torch.matmul, where the work is counted as 4 x parameters x tokens (forward 2PT, backward through the
-frozen weights 2PT; LoRA's own matmuls and attention are left out, so the fraction is a lower bound).
+where bf16 is slower, as dtype=auto decides), each measured with a large torch.matmul, where the work
+is counted as 4 x parameters x tokens (forward 2PT, backward through the frozen weights 2PT; LoRA's own
+matmuls and attention are left out, so the fraction is a lower bound).
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ from _env import append_section, cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "datasets" / "rolebench-zh" / "general" / "train.jsonl"
-
-
 
 
 def matmul_peak_gflops(dtype_name: str, n: int = 2048, repeats: int = 5) -> float:

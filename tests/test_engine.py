@@ -7,13 +7,11 @@ import threading
 import pytest
 import torch
 
+from support import make_lora_adapter
 from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.infer.engine import Engine, GenerationOptions, PromptTooLongError, UnknownAdapterError
-from support import make_lora_adapter
 from tunesmith.template import encode_prompt
-
-
 
 
 @pytest.fixture(scope="session")

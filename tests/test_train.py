@@ -167,6 +167,25 @@ def test_packed_batch_loss_equals_unpacked_and_model_loss(tiny_model_factory, ar
     assert check_packing(model, len(tok), "cpu", varlen_kwargs=False) < 1e-4  # transformers' own mask from position ids
 
 
+
+def test_check_packing_flags_a_model_that_rejects_packed_rows(tiny_qwen2):
+    """A forward that refuses position ids (some remote-code models) must read as 'cannot pack', not crash."""
+    from tunesmith.train.attention import PACKING_TOLERANCE, check_packing
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen2, dtype=torch.float32).train()
+    vocab = model.config.vocab_size
+    assert check_packing(model, vocab, "cpu", varlen_kwargs=False) < PACKING_TOLERANCE
+    plain_forward = model.forward
+
+    def forward(*args, position_ids=None, **kwargs):
+        if position_ids is not None:
+            raise TypeError("forward() got an unexpected keyword argument 'position_ids'")
+        return plain_forward(*args, **kwargs)
+
+    model.forward = forward
+    assert check_packing(model, vocab, "cpu", varlen_kwargs=False) == float("inf")
+    assert model.training  # the probe puts the model back in the mode it found it in
+
 # -- end-to-end -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(tiny_qwen2, toy_data, tmp_path_factory):

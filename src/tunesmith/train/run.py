@@ -186,7 +186,7 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
     from tunesmith.model import load_model, resolve_device, resolve_model_path
     from tunesmith.template import resolve_template
     from tunesmith.train.adapter import save_adapter, verify_adapter
-    from tunesmith.train.attention import check_packing, use_packed_attention
+    from tunesmith.train.attention import PACKING_TOLERANCE, check_packing, use_packed_attention
     from tunesmith.train.dataset import ListDataset, PackedCollator, PaddedCollator, encode_all
     from tunesmith.train.progress import ProgressCallback, dev_losses, train_losses, window_mean
     from tunesmith.train.trainer import TunesmithTrainer, head_loss_supported, output_head
@@ -234,10 +234,10 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
         attn = use_packed_attention(model)
         diff = check_packing(model, vocab, model.device, varlen_kwargs=True)
         packing_mode = f"varlen ({attn})"
-        if diff > 2e-2:
+        if diff > PACKING_TOLERANCE:
             diff = check_packing(model, vocab, model.device, varlen_kwargs=False)
             packing_mode = "block-diagonal mask from position ids"
-            if diff > 2e-2:
+            if diff > PACKING_TOLERANCE:
                 raise ConfigError(f"data.packing=true, but this model ({model_path}) lets packed conversations attend to "
                                   f"each other (logit difference {diff:.3g}); set data.packing=false")
 
