@@ -222,3 +222,38 @@ def test_adapter_names_may_be_chinese_but_never_paths(tiny_qwen2, tmp_path):
     assert ADAPTER_NAME_RE.fullmatch("李白") and ADAPTER_NAME_RE.fullmatch("libai-v2_1")
     for bad in ("../x", "a/b", "a b", "a.b", ""):
         assert not ADAPTER_NAME_RE.fullmatch(bad)
+
+
+def test_merged_adapter_answers_like_unmerged_and_unmerges_for_others(tiny_qwen2, tiny_adapters):
+    """merge() folds one adapter into the fp32 weights; every adapter and the base still answer exactly as
+    before, in any order, and the base weights come back to rounding."""
+    eng = Engine.load(str(tiny_qwen2), tiny_adapters, device="cpu")
+    try:
+        convs = [(None, [Message("user", q)]) for q in ["你好", "4*5等于多少", "hi"]]
+        want = {a: eng.generate(convs, adapter=a, options=GREEDY) for a in eng.adapter_names}
+        assert len({tuple(v) for v in want.values()}) == 3
+        base_before = {n: p.detach().clone() for n, p in eng.model.named_parameters() if "lora_" not in n}
+        q_proj = eng.model.base_model.model.model.layers[0].self_attn.q_proj
+
+        assert eng.merge("libai") and q_proj.merged
+        assert not torch.equal(q_proj.base_layer.weight, base_before[next(n for n in base_before if "layers.0.self_attn.q_proj" in n)])
+        assert eng.generate(convs, adapter="libai", options=GREEDY) == want["libai"]
+        assert q_proj.merged  # still folded in after answering
+        for a in ["ie", "base", "libai"]:  # another adapter or the base unmerges first
+            assert eng.generate(convs, adapter=a, options=GREEDY) == want[a]
+        assert not q_proj.merged
+        eng.merge("ie")
+        assert eng.generate(convs, adapter="base", options=GREEDY) == want["base"]
+        for n, p in eng.model.named_parameters():
+            if n in base_before:
+                torch.testing.assert_close(p, base_before[n], rtol=0, atol=1e-6)
+        assert not eng.merge("base")
+        with pytest.raises(UnknownAdapterError):
+            eng.merge("nope")
+    finally:
+        eng.close()
+    half = Engine.load(str(tiny_qwen2), tiny_adapters, device="cpu", dtype="bf16")
+    try:  # half precision: unmerging would not restore the base exactly, so merging is not offered
+        assert not half.can_merge() and not half.merge("libai")
+    finally:
+        half.close()

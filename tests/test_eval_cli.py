@@ -93,6 +93,8 @@ def test_eval_end_to_end_writes_every_report_file(tiny_qwen2, random_adapter, li
     assert metrics["task"] == "rolebench"
     assert metrics["model_order"] == ["base", "rnd"]
     assert metrics["set_order"] == ["CUS", "SPE", "probe"]
+    # the fp32 adapter answered folded into the weights (as fast as the base), the base did not
+    assert metrics["models"]["rnd"]["merged"] is True and metrics["models"]["base"]["merged"] is False
     n_probe = metrics["set_sizes"]["probe"]
     for model in ("base", "rnd"):
         m = metrics["metrics"][model]

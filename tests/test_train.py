@@ -168,6 +168,39 @@ def test_packed_batch_loss_equals_unpacked_and_model_loss(tiny_model_factory, ar
 
 
 
+def test_sample_weighting_averages_each_conversations_mean_loss(tiny_qwen2):
+    """loss_weighting=sample: packed or padded, the loss is the mean over conversations of their own
+    mean answer-token loss (the model's loss on each one alone), and the step divisor counts conversations."""
+    from types import SimpleNamespace
+
+    from tunesmith.train.dataset import PackedCollator, PaddedCollator, encode_all
+    from tunesmith.train.trainer import TunesmithTrainer, answer_loss_sum
+
+    tok = AutoTokenizer.from_pretrained(tiny_qwen2)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen2, dtype=torch.float32).eval()
+    convs = [Conversation.single_turn("天地", "山", system="你是李白"), CONV, *_convs(3)]
+    samples, _ = encode_all(convs, tok, resolve_template("chatml", tok), max_source_len=512, max_target_len=256)
+    lengths = {sum(1 for t in s["labels"][1:] if t != -100) for s in samples}
+    assert len(lengths) > 2  # answers of very different lengths, else both weightings agree
+    with torch.no_grad():
+        own = []
+        for s in samples:
+            one = PaddedCollator(tok.pad_token_id)([s])
+            own.append(model(input_ids=one["input_ids"], labels=one["labels"]).loss.item())
+        want = sum(own) / len(own)
+        token_s, token_n = answer_loss_sum(model, PackedCollator()(samples))
+        assert abs(token_s.item() / token_n.item() - want) > 1e-3  # the token-weighted mean differs
+        for batch in (PackedCollator(sample_weights=True)(samples), PaddedCollator(tok.pad_token_id, sample_weights=True)(samples)):
+            s, n = answer_loss_sum(model, batch)
+            assert n.item() == pytest.approx(len(samples))
+            assert s.item() / n.item() == pytest.approx(want, rel=1e-5)
+    # a step of two micro-batches is divided by its number of conversations (3 + 2), not of tokens
+    stub = SimpleNamespace(args=SimpleNamespace(average_tokens_across_devices=True, world_size=1))
+    micro = [PackedCollator(sample_weights=True)(samples[:3]), PackedCollator(sample_weights=True)(samples[3:])]
+    assert TunesmithTrainer._get_num_items_in_batch(stub, micro, torch.device("cpu")).item() == pytest.approx(5)
+
+
 def test_check_packing_flags_a_model_that_rejects_packed_rows(tiny_qwen2):
     """A forward that refuses position ids (some remote-code models) must read as 'cannot pack', not crash."""
     from tunesmith.train.attention import PACKING_TOLERANCE, check_packing
@@ -301,14 +334,16 @@ def test_rerun_into_a_used_output_dir_needs_resume_or_overwrite(trained, tiny_qw
         train_from_config(_cfg(tiny_qwen2, trained.output_dir, train))
 
 
-def test_unpacked_length_grouped_training_runs(tiny_model_factory, toy_data, tmp_path):
+def test_unpacked_length_grouped_sample_weighted_training_runs(tiny_model_factory, toy_data, tmp_path):
     from tunesmith.train import train_from_config
 
     train, dev = toy_data
     result = train_from_config(_cfg(tiny_model_factory("llama"), tmp_path / "out", train, dev, max_steps=4,
-                                    sample_tokens=0, keep_best=False, **{"data.packing": False}))
+                                    sample_tokens=0, keep_best=False, loss_weighting="sample",
+                                    **{"data.packing": False}))
     s = result.summary
     assert s["packing"] == "off" and s["steps"] == 4 and s["adapter_is"] == "last"
+    assert s["loss_weighting"] == "sample"
     assert s["best_dev_loss"] < s["initial_dev_loss"]
     # every training conversation had the same system prompt: it becomes the saved template's default,
     # so chat/serve without --system prompt the model as it was trained

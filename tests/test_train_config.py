@@ -77,6 +77,9 @@ def test_bad_value_in_yaml_names_file_line_and_expectation(tmp_path):
     p = _recipe(tmp_path, MINIMAL + "scheduler: cosnie\n")
     with pytest.raises(ConfigError, match=rf"^{p}:3: scheduler: 'cosnie' is not one of cosine, linear, constant"):
         load_config(p)
+    p = _recipe(tmp_path, MINIMAL + "loss_weighting: samples\n")
+    with pytest.raises(ConfigError, match=rf"^{p}:3: loss_weighting: 'samples' is not one of token, sample"):
+        load_config(p)
 
 
 def test_yaml_syntax_error_names_file_and_line(tmp_path):

@@ -237,7 +237,8 @@ def render_markdown(result: dict[str, Any]) -> str:
     for model, info in result["models"].items():
         if info.get("seconds") is not None:
             lines.append(f"- `{model}`: {info['answered']} new answers in {info['seconds']:.1f} s, "
-                         f"{info['generated_tokens']} tokens generated ({info['tokens_per_s']:.1f} tokens/s)"
+                         f"{info['generated_tokens']} tokens generated ({info['tokens_per_s']:.1f} tokens/s"
+                         + (", adapter merged into the weights)" if info.get("merged") else ")")
                          + (f", {info['resumed']} answers reused from an earlier run" if info.get("resumed") else ""))
     lines.append("- sets: " + "; ".join(f"{s}: {n} items" for s, n in result["set_sizes"].items()))
     lines += ["", "## How the metrics are computed", ""]

@@ -236,6 +236,8 @@ def run_eval(cfg: EvalConfig, engine: Any = None) -> dict[str, Any]:
             sig = signature({"model": str(cfg.model), "adapter": path, "template": tpl.to_dict(),
                              "options": asdict(options), "probe_options": asdict(probe_options), "dtype": cfg.dtype})
             store.check_signature(name, sig)
+            # an adapter folded into the weights decodes at the base's speed (fp32 only; see Engine.merge)
+            merged = adapter != BASE and engine.merge(adapter)
             try:
                 stats = _generate_all(engine, store, name, adapter, tpl, sig, items, options, probe_options,
                                       cfg.batch_size)
@@ -245,7 +247,7 @@ def run_eval(cfg: EvalConfig, engine: Any = None) -> dict[str, Any]:
                 raise
             preds[name] = store.done(name, sig)
             models[name] = {"kind": "base" if name == BASE else "adapter", "path": path or str(cfg.model),
-                            "template": tpl.name, **stats,
+                            "template": tpl.name, "merged": merged, **stats,
                             "tokens_per_s": stats["generated_tokens"] / stats["seconds"] if stats["seconds"] else 0.0}
     elif not score_tables:
         raise ConfigError("nothing to evaluate: --no-base without --adapter or --score-file")

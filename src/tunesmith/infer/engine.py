@@ -15,6 +15,11 @@ an adapter activates it, a request for "base" runs with the adapters disabled.  
 is built with the template saved next to it by training (template.json), so inference prompts are the
 training prompts; "base" uses the template given to `load` (default: the tokenizer's own).
 
+`engine.merge(name)` folds one adapter into the base weights (fp32 models only, where merging and
+unmerging are exact to rounding): its requests then cost what the base costs (an unmerged LoRA on every
+linear layer about doubles a CPU decode step).  A request for any other adapter or for "base" unmerges
+it first, so answers never depend on what was merged.  Eval merges each adapter while it answers.
+
 Requests from several threads (the API server, the web UI) go to one worker thread.  It waits a few
 milliseconds for more requests to arrive, then runs all waiting requests with the same adapter and
 compatible sampling settings as one left-padded `generate` batch, streaming each row's text to its own
@@ -140,6 +145,7 @@ class Engine:
         self._closed = False
         self._ids = itertools.count(1)
         self._stop_cache: dict[str, list[int]] = {}
+        self._merged: str | None = None  # the adapter folded into the base weights, if any
         self.context_length = self._context_length()
 
     # -- loading ------------------------------------------------------------------------------------
@@ -318,11 +324,43 @@ class Engine:
             _settle(r.future, result=res)
 
     # -- one batched generate -----------------------------------------------------------------------
+    def can_merge(self) -> bool:
+        """Merging is offered for fp32, unquantized models: there, unmerging restores the base weights to
+        rounding, so switching back and forth cannot drift (half precision or 4/8-bit would)."""
+        import torch
+        from peft import PeftModel
+
+        if not isinstance(self.model, PeftModel) or getattr(self.model.config, "quantization_config", None):
+            return False
+        return all(p.dtype == torch.float32 for p in self.model.parameters())
+
+    def merge(self, adapter: str) -> bool:
+        """Fold `adapter` into the base weights until another adapter or "base" is asked for.
+        Returns False (and changes nothing) where merging is not offered (see `can_merge`)."""
+        self._check_adapter(adapter)
+        if adapter == BASE or not self.can_merge():
+            return False
+        with self._lock:
+            if self._merged != adapter:
+                self._unmerge()
+                self.model.set_adapter(adapter)
+                self.model.merge_adapter()
+                self._merged = adapter
+        return True
+
+    def _unmerge(self) -> None:
+        if self._merged is not None:
+            self.model.unmerge_adapter()  # unmerges whatever layers hold merged weights
+            self._merged = None
+
     def _adapter_context(self, adapter: str):
         from peft import PeftModel
 
         if not isinstance(self.model, PeftModel):
             return nullcontext()
+        if adapter == self._merged:
+            return nullcontext()  # already active and folded in (set_adapter would unmerge it)
+        self._unmerge()  # merged weights answer only for the merged adapter
         if adapter == BASE:
             return self.model.disable_adapter()
         self.model.set_adapter(adapter)

@@ -26,7 +26,7 @@ def train(
 ) -> None:
     """Fine-tune a model with LoRA as a YAML recipe says; keys can be overridden as key=value.
 
-    Keys (see docs/training.md): model, template, system, output_dir, batch_size, grad_accum, lr,
+    Keys (see docs/training.md): model, template, system, output_dir, batch_size, grad_accum, lr, loss_weighting,
     scheduler, warmup, epochs, max_steps, logging_steps, eval_steps, save_steps, keep_best, dtype,
     device, quantization, gradient_checkpointing, seed, resume; data.train, data.dev, data.dev_ratio,
     data.max_source_len, data.max_target_len, data.packing, data.train_on_prompt, data.last_turn_only;

@@ -26,6 +26,7 @@ from tunesmith.parsing import parse_bool
 
 SCHEDULERS = ("cosine", "linear", "constant")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
+LOSS_WEIGHTINGS = ("token", "sample")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 QUANTIZATIONS = ("none", "8bit", "4bit")
 TEMPLATES = ("auto", "tokenizer", "chatml", "plain", "instruction")
@@ -84,6 +85,9 @@ class TrainConfig:
     batch_size: int = 8  # conversations per device per micro-step
     grad_accum: int = 1  # micro-steps per optimizer step
     lr: float = 2e-4
+    # token: every answer token counts the same (long answers dominate); sample: every conversation counts
+    # the same (each one's mean token loss), so 5-token labels are not drowned by 100-token extractions
+    loss_weighting: str = "token"
     scheduler: str = "cosine"  # cosine | linear | constant
     warmup: float = 0.03  # < 1: fraction of all steps; >= 1: number of steps
     weight_decay: float = 0.0
@@ -336,6 +340,7 @@ def validate(cfg: TrainConfig, where: dict[str, str] | None = None) -> None:
 
     _choice(cfg.scheduler, SCHEDULERS, "scheduler", where)
     _choice(cfg.dtype, DTYPES, "dtype", where)
+    _choice(cfg.loss_weighting, LOSS_WEIGHTINGS, "loss_weighting", where)
     _choice(cfg.device, DEVICES, "device", where)
     _choice(cfg.quantization, QUANTIZATIONS, "quantization", where)
     _choice(cfg.template, TEMPLATES, "template", where)

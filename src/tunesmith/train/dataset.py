@@ -11,6 +11,10 @@ attention (`tunesmith.train.attention` runs causal attention per conversation; t
 sdpa/eager masks derive the same block-diagonal mask from the restarting position ids).  Because a
 packed batch holds the same conversations as the padded one, the loss (token-weighted mean over
 answer tokens) is the same, only cheaper to compute.
+
+With `sample_weights=True` both collators also emit `loss_weights` (shaped like `labels`): each learned
+token of a conversation weighs 1 / (its number of learned tokens), so every conversation adds 1 to the
+weight total and the weighted mean is the mean over conversations of their mean token loss.
 """
 
 from __future__ import annotations
@@ -97,8 +101,9 @@ class PackedCollator:
     batch when `varlen_kwargs` is true; `num_tokens` is what the progress display counts.
     """
 
-    def __init__(self, varlen_kwargs: bool = True):
+    def __init__(self, varlen_kwargs: bool = True, sample_weights: bool = False):
         self.varlen_kwargs = varlen_kwargs
+        self.sample_weights = sample_weights
 
     def __call__(self, features: list[dict]) -> dict[str, Any]:
         import torch
@@ -106,6 +111,7 @@ class PackedCollator:
         ids: list[int] = []
         labels: list[int] = []
         pos: list[int] = []
+        weights: list[float] = []
         bounds = [0]
         for f in features:
             n = len(f["input_ids"])
@@ -113,6 +119,8 @@ class PackedCollator:
             lab = list(f["labels"])
             lab[0] = IGNORE_INDEX  # the previous conversation's last token must not predict this one
             labels.extend(lab)
+            if self.sample_weights:
+                weights.extend(_sample_weights(lab))
             pos.extend(range(n))
             bounds.append(bounds[-1] + n)
         batch: dict[str, Any] = {
@@ -121,6 +129,8 @@ class PackedCollator:
             "position_ids": torch.tensor([pos], dtype=torch.long),
             "num_tokens": len(ids),
         }
+        if self.sample_weights:
+            batch["loss_weights"] = torch.tensor([weights], dtype=torch.float32)
         if self.varlen_kwargs:
             cu = torch.tensor(bounds, dtype=torch.int32)
             longest = max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
@@ -131,9 +141,10 @@ class PackedCollator:
 class PaddedCollator:
     """Pad a batch to its longest sample (right padding, attention_mask, labels -100 on padding)."""
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, sample_weights: bool = False):
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.sample_weights = sample_weights
 
     def __call__(self, features: list[dict]) -> dict[str, Any]:
         import torch
@@ -146,12 +157,25 @@ class PaddedCollator:
         ids = torch.full((n, longest), self.pad_token_id, dtype=torch.long)
         labels = torch.full((n, longest), IGNORE_INDEX, dtype=torch.long)
         mask = torch.zeros((n, longest), dtype=torch.long)
+        weights = torch.zeros((n, longest), dtype=torch.float32)
         for i, f in enumerate(features):
             k = len(f["input_ids"])
             ids[i, :k] = torch.tensor(f["input_ids"], dtype=torch.long)
-            lab = torch.tensor(f["labels"], dtype=torch.long)
+            lab = list(f["labels"])
             lab[0] = IGNORE_INDEX
-            labels[i, :k] = lab
+            labels[i, :k] = torch.tensor(lab, dtype=torch.long)
             mask[i, :k] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask,
-                "num_tokens": sum(len(f["input_ids"]) for f in features)}
+            if self.sample_weights:
+                weights[i, :k] = torch.tensor(_sample_weights(lab), dtype=torch.float32)
+        batch = {"input_ids": ids, "labels": labels, "attention_mask": mask,
+                 "num_tokens": sum(len(f["input_ids"]) for f in features)}
+        if self.sample_weights:
+            batch["loss_weights"] = weights
+        return batch
+
+
+def _sample_weights(labels: list[int]) -> list[float]:
+    """1 / (learned tokens) on each learned position of one conversation, 0 elsewhere."""
+    n = sum(1 for t in labels if t != IGNORE_INDEX)
+    w = 1.0 / n if n else 0.0
+    return [w if t != IGNORE_INDEX else 0.0 for t in labels]

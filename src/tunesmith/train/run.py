@@ -265,7 +265,8 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
     _log(f"model: {model_path} ({dtype}, {device}{f' x{threads} threads' if device == 'cpu' else ''}"
          f"{', ' + cfg.quantization if cfg.quantization != 'none' else ''}); "
          f"LoRA rank {cfg.lora.rank} on {targets}: {n_train:,} trainable of {n_all:,} parameters; "
-         f"template {tpl.name}; packing {packing_mode}; loss head {'answer positions only' if head is not None else 'full logits'}",
+         f"template {tpl.name}; packing {packing_mode}; loss head {'answer positions only' if head is not None else 'full logits'}; "
+         f"loss weighted per {'conversation' if cfg.loss_weighting == 'sample' else 'token'}",
          stream)
 
     # -- Trainer ------------------------------------------------------------------------------------
@@ -318,8 +319,9 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
         train_sampling_strategy="group_by_length" if (not cfg.data.packing and cfg.data.group_by_length) else "random",
         save_only_model=False,
     )
-    collator = PackedCollator(varlen_kwargs=packing_mode.startswith("varlen")) if cfg.data.packing else \
-        PaddedCollator(tokenizer.pad_token_id)
+    per_sample = cfg.loss_weighting == "sample"
+    collator = PackedCollator(varlen_kwargs=packing_mode.startswith("varlen"), sample_weights=per_sample) \
+        if cfg.data.packing else PaddedCollator(tokenizer.pad_token_id, sample_weights=per_sample)
     sample_prompt = None
     if dev_convs:
         first = dev_convs[0]
@@ -393,6 +395,7 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
             "device": device,
             "threads": torch.get_num_threads() if device == "cpu" else None,
             "packing": packing_mode,
+            "loss_weighting": cfg.loss_weighting,
             "lora": {"rank": cfg.lora.rank, "alpha": cfg.lora.alpha, "target_modules": targets,
                      "trainable_parameters": n_train},
             "data": {"train": train_stats.to_dict(), "dev": dev_stats.to_dict() if dev_stats else None},

@@ -2,7 +2,8 @@
 
 - Loss on answer tokens only (labels from the chat template), as a token-weighted mean over the whole
   optimizer step (all micro-batches and all processes), the same number whether or not batches are
-  packed.
+  packed.  With `loss_weighting: sample` the collator sends `loss_weights` (1 / answer length on each
+  learned token) and the same sums become a mean over conversations of their mean token loss.
 - Logits only where a label is learned: the output head (vocabulary-sized, about a fifth of a small
   model's compute) runs on the answer positions instead of every position.  The model is asked for
   its final hidden states (one logit position kept), and the head is applied here; a probe at start-up
@@ -64,6 +65,7 @@ def answer_loss_sum(model, inputs: dict[str, Any], head=None, head_autocast=None
     """(sum of cross-entropies over learned positions, number of learned positions) for one batch.
 
     `inputs` is a collated batch (packed or padded) with `labels`; position t predicts labels[t+1].
+    With `loss_weights` in the batch (shaped like labels), both sums are weighted by them instead.
     With `head` (the frozen output projection), the model returns only hidden states and the head runs
     on the learned positions alone.
     """
@@ -71,6 +73,7 @@ def answer_loss_sum(model, inputs: dict[str, Any], head=None, head_autocast=None
 
     inputs = dict(inputs)
     labels = inputs.pop("labels")
+    weights = inputs.pop("loss_weights", None)
     inputs.pop("num_tokens", None)
     shift = labels[:, 1:]
     mask = shift != IGNORE_INDEX
@@ -82,7 +85,10 @@ def answer_loss_sum(model, inputs: dict[str, Any], head=None, head_autocast=None
     else:
         out = model(**inputs, use_cache=False)
         logits = out.logits[:, :-1][mask]
-    return F.cross_entropy(logits.float(), shift[mask], reduction="sum"), mask.sum()
+    if weights is None:
+        return F.cross_entropy(logits.float(), shift[mask], reduction="sum"), mask.sum()
+    w = weights[:, 1:][mask].float()
+    return (F.cross_entropy(logits.float(), shift[mask], reduction="none") * w).sum(), w.sum()
 
 
 class TunesmithTrainer(Trainer):
@@ -100,6 +106,15 @@ class TunesmithTrainer(Trainer):
         self.tokens_seen = 0  # input tokens (no padding) on this process
 
     # -- loss ----------------------------------------------------------------------------------------
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
+        """The divisor of a step's summed loss: learned tokens, or the weight total with `loss_weights`."""
+        if not batch_samples or "loss_weights" not in batch_samples[0]:
+            return super()._get_num_items_in_batch(batch_samples, device)
+        total = sum(b["loss_weights"][..., 1:].sum() for b in batch_samples).to(device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            total = self.accelerator.gather(total).sum()
+        return total
+
     def loss_sum_and_count(self, model, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         return answer_loss_sum(model, inputs, self.head, self.accelerator.autocast)
 
