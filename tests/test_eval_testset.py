@@ -87,3 +87,22 @@ def test_bad_task_and_records_without_answers(tmp_path, datasets_dir):
     p.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n', encoding="utf-8")
     with pytest.raises(DataError, match="no final assistant answer"):
         build_sets([p])
+
+
+def test_answer_limit_is_raised_to_fit_the_longest_format_answer(datasets_dir, tiny_qwen2):
+    """A JSON answer cut by max_new_tokens cannot parse: the limit covers the longest IE/CLS reference."""
+    from transformers import AutoTokenizer
+
+    from tunesmith.eval.runner import fit_limit_to_references
+    from tunesmith.infer.options import GenerationOptions
+
+    tok = AutoTokenizer.from_pretrained(tiny_qwen2)
+    _, items = build_sets([datasets_dir / "chatglm-mixed-ie-cls" / "mixed_dev_dataset.jsonl"])
+    longest = max(len(tok(r, add_special_tokens=False)["input_ids"]) for i in items for r in i.references)
+    fitted, seen = fit_limit_to_references(GenerationOptions(max_new_tokens=32), items, tok)
+    assert seen == longest and fitted.max_new_tokens >= longest * 1.1 and fitted.max_new_tokens > 32
+    roomy = GenerationOptions(max_new_tokens=100_000)
+    assert fit_limit_to_references(roomy, items, tok)[0] is roomy  # never lowered
+    # free-text (ROUGE) answers keep the limit: a cut one still scores
+    _, rb = build_sets([datasets_dir / "rolebench-zh" / "general" / "test.jsonl"], roles=["李白"])
+    assert fit_limit_to_references(GenerationOptions(max_new_tokens=8), rb, tok)[0].max_new_tokens == 8

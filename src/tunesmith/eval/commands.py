@@ -76,7 +76,7 @@ def eval_command(
     base_template: Annotated[Optional[str], typer.Option("--base-template", help="Template for the base (name: auto, tokenizer, chatml, plain, instruction; or a folder with template.json). Default: the first adapter's saved template.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="Evaluate only the first N items of each test set.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Prompts per batched generate call.")] = 16,
-    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Answer length limit in tokens (default: rolebench 160, ie/iecls 320, cls 32, generic 256).")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Answer length limit in tokens (default: rolebench 160, ie/iecls 320, cls 32, generic 256; for ie/cls/iecls raised to fit the longest reference answer + 10 %).")] = None,
     do_sample: Annotated[bool, typer.Option("--do-sample/--greedy", help="Sample instead of greedy decoding (greedy is the default: reproducible scores).")] = False,
     temperature: Annotated[Optional[float], typer.Option("--temperature", help="Sampling temperature (with --do-sample).")] = None,
     top_p: Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling mass (with --do-sample).")] = None,

@@ -110,6 +110,26 @@ def _options(cfg: EvalConfig, task: str):
     return main, probe
 
 
+def fit_limit_to_references(options, items: Sequence[EvalItem], tokenizer):
+    """Raise max_new_tokens so the longest format answer (IE / CLS reference) fits, with 10 % to spare.
+
+    A JSON answer cut by the limit cannot parse, so a default limit below the reference lengths would count
+    correct answers as failures.  Free-text answers (ROUGE) are left alone: a cut one still scores.
+    Returns (options, longest reference in tokens or None).
+    """
+    import dataclasses
+    import math
+
+    refs = [r for i in items if i.kind in ("ie", "cls") for r in i.references]
+    if not refs or tokenizer is None:
+        return options, None
+    longest = max(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in refs)
+    need = math.ceil(longest * 1.1) + 1  # + the end token
+    if need <= options.max_new_tokens:
+        return options, longest
+    return dataclasses.replace(options, max_new_tokens=need), longest
+
+
 def _generate_all(engine, store: PredictionStore, model: str, adapter: str, template, sig: str,
                   items: Sequence[EvalItem], options, probe_options, batch_size: int) -> dict[str, Any]:
     """Answer every item not yet in predictions.jsonl; append after each batch. Returns timing stats."""
@@ -212,6 +232,12 @@ def run_eval(cfg: EvalConfig, engine: Any = None) -> dict[str, Any]:
             _log(f"loading {cfg.model}" + (f" with adapters {', '.join(cfg.adapters)}" if cfg.adapters else ""))
             engine = Engine.load(cfg.model, adapters=dict(cfg.adapters), dtype=cfg.dtype, device=cfg.device,
                                  max_batch_size=cfg.batch_size)
+        if "max_new_tokens" not in cfg.generation:
+            fitted, longest = fit_limit_to_references(options, items, getattr(engine, "tokenizer", None))
+            if fitted.max_new_tokens != options.max_new_tokens:
+                _log(f"max_new_tokens {options.max_new_tokens} -> {fitted.max_new_tokens}: the longest reference answer "
+                     f"is {longest} tokens, and a cut JSON answer cannot parse (set --max-new-tokens to override)")
+                options = fitted
         first_adapter = next(iter(cfg.adapters), None)
         if cfg.base_template:
             base_tpl = _parse_template_arg(engine, cfg.base_template)
