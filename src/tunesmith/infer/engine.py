@@ -342,16 +342,18 @@ class Engine:
             return False
         with self._lock:
             if self._merged != adapter:
-                self._unmerge()
+                self.unmerge()
                 self.model.set_adapter(adapter)
                 self.model.merge_adapter()
                 self._merged = adapter
         return True
 
-    def _unmerge(self) -> None:
-        if self._merged is not None:
-            self.model.unmerge_adapter()  # unmerges whatever layers hold merged weights
-            self._merged = None
+    def unmerge(self) -> None:
+        """Restore the base weights (a no-op when nothing is merged)."""
+        with self._lock:
+            if self._merged is not None:
+                self.model.unmerge_adapter()  # unmerges whatever layers hold merged weights
+                self._merged = None
 
     def _adapter_context(self, adapter: str):
         from peft import PeftModel
@@ -360,7 +362,7 @@ class Engine:
             return nullcontext()
         if adapter == self._merged:
             return nullcontext()  # already active and folded in (set_adapter would unmerge it)
-        self._unmerge()  # merged weights answer only for the merged adapter
+        self.unmerge()  # merged weights answer only for the merged adapter
         if adapter == BASE:
             return self.model.disable_adapter()
         self.model.set_adapter(adapter)
