@@ -33,3 +33,45 @@ def append_section(section: str, path: Path = BENCHMARKS) -> Path:
     tmp.write_text(current.rstrip("\n") + "\n\n" + section.strip("\n") + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+SHARED_DATASETS = Path(os.environ.get("TUNESMITH_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "datasets"
+
+
+def libai_prompts(n: int) -> list:
+    """The first n questions of 李白's RoleBench general test with the persona system prompt: (system, messages)."""
+    from tunesmith.data import load
+
+    convs = load(SHARED_DATASETS / "rolebench-zh" / "general" / "test.jsonl", "rolebench", roles=["李白"], answers="first")
+    return [(c.system, c.prompt_messages) for c in convs[:n]]
+
+
+def generation_header(title: str, load_avg: tuple[float, float, float], command: str) -> list[str]:
+    """The heading and the date / CPU / versions / command lines of a generation bench's BENCHMARKS.md section."""
+    import time
+
+    import torch
+    import transformers
+
+    return ["", f"## {title}", "",
+            f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+            f"- CPU: {cpu_name()}, shared machine; load average before the run "
+            f"{load_avg[0]:.2f} / {load_avg[1]:.2f} / {load_avg[2]:.2f}",
+            f"- versions: Python {platform.python_version()}, torch {torch.__version__}, "
+            f"transformers {transformers.__version__}, torch threads {torch.get_num_threads()}",
+            f"- command: `{command.strip()}`"]
+
+
+def generation_arguments(description: str, prompts: int):
+    """The options every generation bench takes; a bench adds its own to the returned parser."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--prompts", type=int, default=prompts)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--append", action="store_true", help="append a section to BENCHMARKS.md")
+    return ap

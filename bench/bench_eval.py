@@ -1,7 +1,7 @@
 """Benchmark: eval generation throughput, batched (as `tunesmith eval` runs it) vs one prompt at a time.
 
-    /work/venv/bin/python bench/bench_eval.py                       # default model, 32 prompts, batch 16, 3 repeats
-    /work/venv/bin/python bench/bench_eval.py --repeats 5 --append  # also append a section to BENCHMARKS.md
+    .venv/bin/python bench/bench_eval.py                       # default model, 32 prompts, batch 16, 3 repeats
+    .venv/bin/python bench/bench_eval.py --repeats 5 --append  # also append a section to BENCHMARKS.md
 
 Prompts are the first N questions of 李白's RoleBench general test with the persona system prompt, answered
 greedily through `Engine.generate` (the call eval makes) with `max_new_tokens` each.  Batched = one call with
@@ -14,26 +14,15 @@ Never run by the tests.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
-from _env import append_section, cpu_name
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TUNESMITH_SHARED", REPO.parent / "shared")) / "datasets"
+from _env import append_section, generation_arguments, generation_header, libai_prompts
 
 
-def prompts(n: int):
-    from tunesmith.data import load
-
-    convs = load(SHARED / "rolebench-zh" / "general" / "test.jsonl", "rolebench", roles=["李白"], answers="first")
-    return [(c.system, c.prompt_messages) for c in convs[:n]]
 
 
 def count_tokens(tok, texts):
@@ -52,20 +41,12 @@ def run(engine, convs, batch_size, options):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--prompts", type=int, default=32)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap = generation_arguments(__doc__.split("\n")[0], prompts=32)
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    ap.add_argument("--append", action="store_true", help="append a section to BENCHMARKS.md")
     args = ap.parse_args()
 
     import torch
-    import transformers
 
     from tunesmith.infer.engine import Engine
     from tunesmith.infer.options import GenerationOptions
@@ -74,7 +55,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     load_avg = os.getloadavg()
     engine = Engine.load(args.model, dtype=args.dtype, device=args.device, max_batch_size=args.batch_size)
-    convs = prompts(args.prompts)
+    convs = libai_prompts(args.prompts)
     opts = GenerationOptions(max_new_tokens=args.max_new_tokens)
     tok = engine.tokenizer
     run(engine, convs[:2], args.batch_size, opts)  # warm-up
@@ -114,16 +95,11 @@ def main() -> int:
     print("\n".join(table))
     print(verdict)
     if args.append:
-        cmd = "/work/venv/bin/python bench/bench_eval.py " + " ".join(sys.argv[1:])
+        cmd = ".venv/bin/python bench/bench_eval.py " + " ".join(sys.argv[1:])
         device = str(engine.model.device)
         section = "\n".join([
-            "", f"## Eval: batched generation vs one prompt at a time ({args.model} model, {device})", "",
-            f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-            f"- CPU: {cpu_name()}, shared machine; load average before the run "
-            f"{load_avg[0]:.2f} / {load_avg[1]:.2f} / {load_avg[2]:.2f}",
-            f"- versions: Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
-            f"torch threads {torch.get_num_threads()}",
-            f"- command: `{cmd.strip()}`",
+            *generation_header(f"Eval: batched generation vs one prompt at a time ({args.model} model, {device})",
+                               load_avg, cmd),
             f"- job: {len(convs)} 李白 RoleBench general-test questions with the persona system prompt, greedy, "
             f"max_new_tokens {args.max_new_tokens}, through `Engine.generate` as `tunesmith eval` calls it; "
             f"{args.repeats} repeats interleaved; tokens counted by re-tokenizing the answers", "",

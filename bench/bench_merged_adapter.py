@@ -15,28 +15,18 @@ unmerged (same weights up to rounding: they should all be).  Never run by the te
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _env import append_section, cpu_name
+from _env import append_section, generation_arguments, generation_header, libai_prompts
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TUNESMITH_SHARED", REPO.parent / "shared")) / "datasets"
 MODES = ("unmerged", "merged", "base")
 
-
-def prompts(n: int):
-    from tunesmith.data import load
-
-    convs = load(SHARED / "rolebench-zh" / "general" / "test.jsonl", "rolebench", roles=["李白"], answers="first")
-    return [(c.system, c.prompt_messages) for c in convs[:n]]
 
 
 def random_adapter(model: str, folder: Path, rank: int) -> Path:
@@ -69,19 +59,11 @@ def run(engine, convs, mode: str, batch_size: int, options):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--prompts", type=int, default=16)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap = generation_arguments(__doc__.split("\n")[0], prompts=16)
     ap.add_argument("--rank", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    ap.add_argument("--append", action="store_true", help="append a section to BENCHMARKS.md")
     args = ap.parse_args()
 
     import torch
-    import transformers
 
     from tunesmith.infer.engine import Engine
     from tunesmith.infer.options import GenerationOptions
@@ -93,7 +75,7 @@ def main() -> int:
         adapter = random_adapter(args.model, Path(tmp) / "adapter", args.rank)
         engine = Engine.load(args.model, adapters={"a": str(adapter)}, dtype="fp32", device="cpu",
                              max_batch_size=args.batch_size)
-    convs = prompts(args.prompts)
+    convs = libai_prompts(args.prompts)
     opts = GenerationOptions(max_new_tokens=args.max_new_tokens)
     tok = engine.tokenizer
     for mode in MODES:  # warm-up
@@ -131,13 +113,8 @@ def main() -> int:
     if args.append:
         cmd = ".venv/bin/python bench/bench_merged_adapter.py " + " ".join(sys.argv[1:])
         section = "\n".join([
-            "", f"## Eval: adapter merged into the weights vs unmerged vs base ({args.model} model, cpu, fp32)", "",
-            f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-            f"- CPU: {cpu_name()}, shared machine; load average before the run "
-            f"{load_avg[0]:.2f} / {load_avg[1]:.2f} / {load_avg[2]:.2f}",
-            f"- versions: Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
-            f"torch threads {torch.get_num_threads()}",
-            f"- command: `{cmd.strip()}`",
+            *generation_header(f"Eval: adapter merged into the weights vs unmerged vs base ({args.model} model, cpu, fp32)",
+                               load_avg, cmd),
             f"- job: {len(convs)} 李白 RoleBench general-test questions with the persona, greedy, max_new_tokens "
             f"{args.max_new_tokens}, one batched `Engine.generate` call (batch {args.batch_size}) per mode; random "
             f"rank-{args.rank} LoRA on every linear layer; {args.repeats} repeats, order rotated", "",
