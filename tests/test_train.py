@@ -343,8 +343,24 @@ def test_unpacked_length_grouped_sample_weighted_training_runs(tiny_model_factor
                                     **{"data.packing": False}))
     s = result.summary
     assert s["packing"] == "off" and s["steps"] == 4 and s["adapter_is"] == "last"
-    assert s["loss_weighting"] == "sample"
     assert s["best_dev_loss"] < s["initial_dev_loss"]
+    # the run really weighed conversations: its step-0 dev loss (LoRA B = 0, so the plain model) is the mean
+    # of each dev conversation's own loss, not the token-weighted mean
+    from tunesmith.template import load_template
+    from tunesmith.train.dataset import PaddedCollator, encode_all
+
+    assert s["loss_weighting"] == "sample"
+    model_dir = tiny_model_factory("llama")
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    samples, _ = encode_all(_convs(8, seed=1), tok, load_template(result.adapter_dir), max_source_len=512,
+                            max_target_len=256)
+    with torch.no_grad():
+        own = [model(**{k: v for k, v in PaddedCollator(tok.pad_token_id)([x]).items() if k != "num_tokens"}).loss.item()
+               for x in samples]
+        token_mean = model(**{k: v for k, v in PaddedCollator(tok.pad_token_id)(samples).items() if k != "num_tokens"}).loss.item()
+    assert s["initial_dev_loss"] == pytest.approx(sum(own) / len(own), rel=1e-4)
+    assert abs(token_mean - sum(own) / len(own)) > 1e-3
     # every training conversation had the same system prompt: it becomes the saved template's default,
     # so chat/serve without --system prompt the model as it was trained
     from tunesmith.template import load_template

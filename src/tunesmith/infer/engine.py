@@ -17,7 +17,7 @@ training prompts; "base" uses the template given to `load` (default: the tokeniz
 
 `engine.merge(name)` folds one adapter into the base weights (fp32 models only, where merging and
 unmerging are exact to rounding): its requests then cost what the base costs (an unmerged LoRA on every
-linear layer about doubles a CPU decode step).  A request for any other adapter or for "base" unmerges
+linear layer made CPU decoding 1.16x to 2x slower, depending on the CPU; BENCHMARKS.md).  A request for any other adapter or for "base" unmerges
 it first, so answers never depend on what was merged.  Eval merges each adapter while it answers.
 
 Requests from several threads (the API server, the web UI) go to one worker thread.  It waits a few
