@@ -257,3 +257,33 @@ def test_merged_adapter_answers_like_unmerged_and_unmerges_for_others(tiny_qwen2
         assert not half.can_merge() and not half.merge("libai")
     finally:
         half.close()
+
+
+def test_continuous_batching_answers_like_padded_batches(engine):
+    """Continuous batching (a reply slot is refilled as soon as a reply ends) gives the padded path's greedy
+    replies, per adapter, with more prompts than slots, stop tokens, the length limit and stop strings."""
+    qs = ["你好", "4*5等于多少", "曹洪曰：目今失了彝陵，势已危急", "hi", "床前明月光", "请用一句话介绍你自己", "1+1=?"]
+    convs = [(None, [Message("user", q)]) for q in qs]
+    opts = GenerationOptions(max_new_tokens=24)
+    for adapter in ("base", "libai", "ie"):
+        padded = engine.generate(convs, adapter=adapter, options=opts, batch_size=3, batching="padded")
+        cont = engine.generate(convs, adapter=adapter, options=opts, batch_size=3, batching="continuous")
+        assert cont == padded and len(set(cont)) > 1
+    full = engine.generate(convs[:2], adapter="libai", options=opts, batching="continuous")
+    stop = full[0][2:4]
+    cut = engine.generate(convs[:2], adapter="libai", options=GenerationOptions(max_new_tokens=24, stop=[stop]),
+                          batching="continuous")
+    assert cut[0] == full[0][: full[0].find(stop)]
+    # auto picks continuous for greedy options; sampling, beams and the repetition penalty stay padded
+    sampled = GenerationOptions(max_new_tokens=8, do_sample=True, temperature=1.0, seed=3)
+    assert engine.continuous_ok(opts) and not engine.continuous_ok(sampled)
+    assert not engine.continuous_ok(GenerationOptions(repetition_penalty=1.2))
+    assert not engine.continuous_ok(GenerationOptions(num_beams=2))
+    assert engine.generate(convs[:2], options=sampled, batching="auto") == engine.generate(convs[:2], options=sampled)
+    with pytest.raises(ConfigError, match="greedily"):
+        engine.generate(convs[:2], options=sampled, batching="continuous")
+    with pytest.raises(ConfigError, match="batching"):
+        engine.generate(convs[:2], options=opts, batching="paged")
+    # afterwards the model still answers as before through the ordinary (padded, streamed) path
+    assert engine.chat(Q, adapter="libai", options=GREEDY) == "".join(engine.stream(Q, adapter="libai", options=GREEDY))
+    assert engine.generate([(None, Q)], adapter="libai", options=GREEDY, batching="continuous")[0] == engine.chat(Q, adapter="libai", options=GREEDY)

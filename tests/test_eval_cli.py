@@ -61,17 +61,19 @@ class GenerateSpy:
         from tunesmith.infer.engine import Engine
 
         self.calls: list[tuple[str, str, int]] = []
+        self.modes: list[str] = []  # the batching of each call
         self.fail_on_call = fail_on_call
         original = getattr(Engine.generate, "unwrapped", Engine.generate)  # never wrap an earlier spy
         spy = self
 
-        def generate(engine, conversations, adapter="base", options=None, batch_size=16, template=None):
+        def generate(engine, conversations, adapter="base", options=None, batch_size=16, template=None, **kwargs):
             if spy.fail_on_call is not None and len(spy.calls) + 1 == spy.fail_on_call:
                 raise KeyboardInterrupt  # as if the user pressed Ctrl-C during this batch
             tpl = template or engine.template_for(adapter)
             spy.calls.append((adapter, tpl.name, len(conversations)))
+            spy.modes.append(kwargs.get("batching", "padded"))
             return original(engine, conversations, adapter=adapter, options=options, batch_size=batch_size,
-                            template=template)
+                            template=template, **kwargs)
 
         generate.unwrapped = original
         monkeypatch.setattr(Engine, "generate", generate)
@@ -103,7 +105,10 @@ def test_eval_end_to_end_writes_every_report_file(tiny_qwen2, random_adapter, li
     # every (model, prompt) answered exactly once, by batched calls
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 2 * (8 + n_probe) == len({(r["model"], r["id"]) for r in rows})
-    assert spy.prompts() == len(rows) and max(n for _, _, n in spy.calls) == 4
+    assert spy.prompts() == len(rows)
+    # greedy answers go through continuous batching, several batches of 4 per call (finished rows refilled)
+    assert set(spy.modes) == {"continuous"} and metrics["models"]["rnd"]["batching"] == "continuous"
+    assert max(n for _, _, n in spy.calls) == 16  # one call takes a window of 4 batches of 4 (the 26 probe questions)
 
     # the reported CUS score is the mean best-reference ROUGE-L of the saved answers
     _, items = build_sets([cus], [spe], "rolebench")
@@ -142,15 +147,18 @@ def test_base_is_prompted_with_the_adapters_template(tiny_qwen2, random_adapter,
     assert {(a, t) for a, t, _ in spy.calls} == {("base", "chatml"), ("rnd", "plain")}
 
 
-def test_interrupted_eval_resumes_without_recomputing(tiny_qwen2, random_adapter, libai_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("batching,fail_on_call", [("padded", 3), ("continuous", 2)])
+def test_interrupted_eval_resumes_without_recomputing(tiny_qwen2, random_adapter, libai_data, tmp_path, monkeypatch,
+                                                      batching, fail_on_call):
     cus, spe = libai_data
     out = tmp_path / "report"
-    args = _args(tiny_qwen2, random_adapter, cus, spe, out, "--no-probe")
-    spy = GenerateSpy(monkeypatch, fail_on_call=3)
-    assert main(args) == 130  # interrupted during the third batch
+    args = _args(tiny_qwen2, random_adapter, cus, spe, out, "--no-probe", "--batching", batching)
+    spy = GenerateSpy(monkeypatch, fail_on_call=fail_on_call)
+    assert main(args) == 130  # interrupted during the third batch of 4 (padded), the second call of 8 (continuous)
+    assert set(spy.modes) == {batching}
     pred = out / "predictions.jsonl"
     first = [json.loads(line) for line in pred.read_text(encoding="utf-8").splitlines()]
-    assert len(first) == spy.prompts() == 8  # two batches of 4 were saved before the interruption
+    assert len(first) == spy.prompts() == 8  # what was answered before the interruption is saved
     assert not (out / "report.md").exists()
     with open(pred, "a", encoding="utf-8") as f:
         f.write('{"model": "rnd", "sig": "x", "id": "y", "pre')  # and the last write was torn
@@ -167,6 +175,7 @@ def test_interrupted_eval_resumes_without_recomputing(tiny_qwen2, random_adapter
 
     # other generation settings in the same folder are refused rather than mixed in
     assert main(args + ["--max-new-tokens", "7"]) == 2
+    assert main(args + ["--batching", "paged"]) == 2
 
 
 def test_score_file_matches_rolegpt_baseline_by_role_and_question(datasets_dir, tmp_path):

@@ -76,6 +76,7 @@ def eval_command(
     base_template: Annotated[Optional[str], typer.Option("--base-template", help="Template for the base (name: auto, tokenizer, chatml, plain, instruction; or a folder with template.json). Default: the first adapter's saved template.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="Evaluate only the first N items of each test set.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Prompts per batched generate call.")] = 16,
+    batching: Annotated[str, typer.Option("--batching", help="auto (continuous batching when decoding is greedy, else padded), continuous (a finished answer's slot goes to the next prompt at once), or padded (each batch lasts as long as its longest answer).")] = "auto",
     max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Answer length limit in tokens (default: rolebench 160, ie/iecls 320, cls 32, generic 256; for ie/cls/iecls raised to fit the longest reference answer + 10 %).")] = None,
     do_sample: Annotated[bool, typer.Option("--do-sample/--greedy", help="Sample instead of greedy decoding (greedy is the default: reproducible scores).")] = False,
     temperature: Annotated[Optional[float], typer.Option("--temperature", help="Sampling temperature (with --do-sample).")] = None,
@@ -113,7 +114,7 @@ def eval_command(
                              "repetition_penalty": repetition_penalty, "seed": seed}.items() if v is not None}
     cfg = EvalConfig(out=out, data=list(data), data2=list(data2 or []), model=model, adapters=adapters, task=task,
                      fmt=from_, roles=list(role or []), raw_refs=raw_refs, score_files=scores, run_base=base,
-                     base_template=base_template, limit=limit, batch_size=batch_size, generation=gen, probe=probe,
+                     base_template=base_template, limit=limit, batch_size=batch_size, batching=batching, generation=gen, probe=probe,
                      probe_file=probe_file, show=show, dtype=dtype, device=device, threads=threads, overwrite=overwrite,
                      command=_command_line(ctx))
     result = run_eval(cfg)

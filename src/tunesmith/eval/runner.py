@@ -29,10 +29,14 @@ from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError
 from tunesmith.eval.predictions import PredictionStore, signature
 from tunesmith.eval.testset import CUS, PROBE, RAW, SPE, EvalItem, lookup, prompt_id, read_answer_file
+from tunesmith.infer.options import BATCHING_MODES
 
 BASE = "base"
 DEFAULT_MAX_NEW_TOKENS = {"rolebench": 160, "ie": 320, "cls": 32, "iecls": 320, "generic": 256}
 PROBE_MAX_NEW_TOKENS = 64
+# Under continuous batching one generate call takes this many batches of prompts: finished rows are refilled
+# from them, and predictions.jsonl is appended after each call (what an interruption can lose).
+CONTINUOUS_WINDOW = 4
 
 
 @dataclass
@@ -51,6 +55,7 @@ class EvalConfig:
     base_template: str | None = None
     limit: int | None = None
     batch_size: int = 16
+    batching: str = "auto"  # padded | continuous | auto (continuous when the options are greedy); see Engine.generate
     generation: dict[str, Any] = field(default_factory=dict)  # GenerationOptions fields; max_new_tokens by task
     probe: bool | None = None  # None: on for rolebench and generic tasks
     probe_file: str | Path | None = None
@@ -130,9 +135,19 @@ def fit_limit_to_references(options, items: Sequence[EvalItem], tokenizer):
     return dataclasses.replace(options, max_new_tokens=need), longest
 
 
+def _batching_mode(engine, requested: str, options) -> str:
+    if requested != "auto":
+        return requested
+    ok = getattr(engine, "continuous_ok", None)
+    return "continuous" if ok is not None and ok(options) else "padded"
+
+
 def _generate_all(engine, store: PredictionStore, model: str, adapter: str, template, sig: str,
-                  items: Sequence[EvalItem], options, probe_options, batch_size: int) -> dict[str, Any]:
-    """Answer every item not yet in predictions.jsonl; append after each batch. Returns timing stats."""
+                  items: Sequence[EvalItem], options, probe_options, batch_size: int,
+                  batching: str = "padded") -> dict[str, Any]:
+    """Answer every item not yet in predictions.jsonl; append after each call (a batch, or a window of
+    CONTINUOUS_WINDOW batches under continuous batching, which refills finished rows from the window).
+    Returns timing stats."""
     done = store.done(model, sig)
     unique: dict[str, EvalItem] = {}
     for i in items:
@@ -149,11 +164,13 @@ def _generate_all(engine, store: PredictionStore, model: str, adapter: str, temp
         # Longest prompts first: similar lengths share a batch (little padding) and the slowest come first.
         todo.sort(key=lambda i: len(i.system or "") + sum(len(m.content) for m in i.messages), reverse=True)
         opts = probe_options if kind_probe else options
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
+        mode = _batching_mode(engine, batching, opts)
+        per_call = batch_size * CONTINUOUS_WINDOW if mode == "continuous" else batch_size
+        for start in range(0, len(todo), per_call):
+            batch = todo[start:start + per_call]
             t0 = time.perf_counter()
             answers = engine.generate([(i.system, i.messages) for i in batch], adapter=adapter, options=opts,
-                                      batch_size=len(batch), template=template)
+                                      batch_size=min(batch_size, len(batch)), template=template, batching=mode)
             dt = time.perf_counter() - t0
             rows = []
             for i, a in zip(batch, answers):
@@ -188,6 +205,8 @@ def run_eval(cfg: EvalConfig, engine: Any = None) -> dict[str, Any]:
 
     t_start = time.time()
     started = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    if cfg.batching not in BATCHING_MODES:
+        raise ConfigError(f"--batching: expected one of {', '.join(BATCHING_MODES)} (got {cfg.batching!r})")
     if cfg.batch_size < 1:
         raise ConfigError(f"--batch-size: expected an integer >= 1 (got {cfg.batch_size})")
     if cfg.threads is not None and cfg.threads < 1:
@@ -266,14 +285,15 @@ def run_eval(cfg: EvalConfig, engine: Any = None) -> dict[str, Any]:
             merged = adapter != BASE and engine.merge(adapter)
             try:
                 stats = _generate_all(engine, store, name, adapter, tpl, sig, items, options, probe_options,
-                                      cfg.batch_size)
+                                      cfg.batch_size, cfg.batching)
             except KeyboardInterrupt:
                 _log(f"interrupted: {len(store.rows)} answers are saved in {store.path}; "
                      "run the same command again to continue from there")
                 raise
             preds[name] = store.done(name, sig)
             models[name] = {"kind": "base" if name == BASE else "adapter", "path": path or str(cfg.model),
-                            "template": tpl.name, "merged": merged, **stats,
+                            "template": tpl.name, "merged": merged,
+                            "batching": _batching_mode(engine, cfg.batching, options), **stats,
                             "tokens_per_s": stats["generated_tokens"] / stats["seconds"] if stats["seconds"] else 0.0}
     elif not score_tables:
         raise ConfigError("nothing to evaluate: --no-base without --adapter or --score-file")

@@ -50,11 +50,13 @@ from typing import Any, Callable, Iterator, Sequence
 from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError, ModelError
 from tunesmith.infer.history import PromptTooLongError, check_messages, fit_prompt  # noqa: F401 (re-export)
-from tunesmith.infer.options import GenerationOptions
+from tunesmith.infer.options import BATCHING_MODES, GenerationOptions
 from tunesmith.infer.streaming import BatchStreamer, IncrementalDecoder, RowStopCriteria, first_stop
 from tunesmith.template import ChatTemplate, load_template, resolve_template, stop_token_ids
 
 BASE = "base"
+CB_PAGE_SIZE = 256  # tokens per KV-cache page (transformers' default)
+CB_MAX_BATCH_TOKENS = 2048  # tokens per forward under continuous batching; bounds the attention mask's size
 INCOMING_WAIT_S = 0.5  # longest wait for announced requests (see Engine.incoming)
 # Letters of any script (李白 is a fine adapter name), digits, "_" and "-": a name, never a path.
 ADAPTER_NAME_RE = re.compile(r"[^\W]+(?:[-_][^\W]+)*|[\w-]+")
@@ -469,6 +471,59 @@ class Engine:
             reason = "length" if n_tokens >= opts.max_new_tokens else "stop"
         return Completion(text=text, prompt_tokens=prompt_tokens, completion_tokens=n_tokens, finish_reason=reason)
 
+    # -- continuous batching (eval) -----------------------------------------------------------------
+    def _continuous_blocker(self, opts: GenerationOptions) -> str | None:
+        """Why these options cannot run under continuous batching (None: they can)."""
+        if opts.sampling:
+            return "it decodes greedily only (sampled replies would depend on which requests shared a step)"
+        if opts.num_beams > 1 or opts.n > 1:
+            return "it gives one greedy reply per prompt (no beam search, n = 1)"
+        if opts.repetition_penalty != 1.0:
+            return "transformers' continuous batching drops the repetition penalty"
+        if not callable(getattr(self.model, "generate_batch", None)):
+            return "this model has no generate_batch (transformers' continuous batching)"
+        return None
+
+    def continuous_ok(self, opts: GenerationOptions) -> bool:
+        return self._continuous_blocker(opts) is None
+
+    def _run_continuous(self, prompts: list[list[int]], adapter: str, tpl: ChatTemplate, opts: GenerationOptions,
+                        max_rows: int) -> list[Completion]:
+        """Greedy replies through transformers' continuous batching, in the order of `prompts`.
+
+        The paged KV cache is sized for `max_rows` replies of the longest prompt + max_new_tokens (the
+        library would otherwise size it from free memory: on a CPU, most of the machine's RAM).  Stop
+        strings are applied to the finished text, as the padded path does."""
+        import math
+
+        from transformers import ContinuousBatchingConfig, GenerationConfig
+
+        if not prompts:
+            return []
+        stop_ids = self.stop_ids(tpl)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stop_ids[0]
+        longest = max(len(p) for p in prompts) + opts.max_new_tokens
+        rows = max(1, min(max_rows, len(prompts)))
+        cb = ContinuousBatchingConfig(
+            page_size=CB_PAGE_SIZE,
+            num_blocks=rows * math.ceil(longest / CB_PAGE_SIZE) + 1,
+            max_requests_per_batch=rows,
+            max_batch_tokens=CB_MAX_BATCH_TOKENS,  # tokens per forward: prompts are prefilled in chunks of this
+            allow_block_sharing=False,  # prefix sharing pays off for many long shared prompts, not here
+            auto_switch_to_flash=False,  # keep the attention the model was loaded with
+        )
+        config = GenerationConfig(max_new_tokens=opts.max_new_tokens, do_sample=False, eos_token_id=stop_ids,
+                                  pad_token_id=pad_id, temperature=None, top_p=None, top_k=None)
+        with self._adapter_context(adapter):
+            outs = self.model.generate_batch([list(p) for p in prompts], generation_config=config,
+                                             continuous_batching_config=cb, warmup=False, progress_bar=False)
+        results = list(outs.values())
+        failed = [o.error for o in results if o.error is not None]
+        if len(results) != len(prompts) or failed:
+            raise ModelError(f"continuous batching returned {len(results)} of {len(prompts)} replies"
+                             + (f" ({failed[0]})" if failed else "") + "; rerun with padded batching")
+        return [self._finish(list(o.generated_tokens), None, stop_ids, opts, len(p)) for o, p in zip(results, prompts)]
+
     # -- convenience APIs ---------------------------------------------------------------------------
     def complete(self, messages: Sequence[Message], system: str | None = None, adapter: str = BASE,
                  options: GenerationOptions | None = None, max_history_turns: int | None = None,
@@ -492,17 +547,30 @@ class Engine:
 
     def generate(self, conversations: Sequence[tuple[str | None, Sequence[Message]]], adapter: str = BASE,
                  options: GenerationOptions | None = None, batch_size: int = 16,
-                 template: ChatTemplate | None = None) -> list[str] | list[list[str]]:
+                 template: ChatTemplate | None = None, batching: str = "padded") -> list[str] | list[list[str]]:
         """One reply per (system, messages) conversation, in order; a list of n replies each when n > 1.
 
-        Conversations run in batches of `batch_size` rows, sorted by prompt length so that little padding
-        is needed.  `template` overrides the adapter's template (e.g. to prompt "base" the way an adapter
-        was trained).
+        `batching="padded"`: conversations run in left-padded batches of `batch_size` rows, sorted by prompt
+        length so that little padding is needed; a batch lasts as long as its longest reply.
+        `batching="continuous"` (greedy decoding only, see `continuous_ok`): transformers' continuous
+        batching keeps up to `batch_size` replies in flight and starts the next conversation as soon as one
+        reply ends, so one runaway reply no longer holds fifteen finished rows.  "auto": continuous when
+        the options allow it, else padded.  `template` overrides the adapter's template (e.g. to prompt
+        "base" the way an adapter was trained).
         """
         opts = (options or GenerationOptions()).validate()
         tpl = template or self.template_for(adapter)
         self._check_adapter(adapter)
+        if batching not in BATCHING_MODES:
+            raise ConfigError(f"batching: expected one of {', '.join(BATCHING_MODES)} (got {batching!r})")
         prompts = [self.prompt_ids(msgs, system, adapter, opts, template=tpl) for system, msgs in conversations]
+        if batching == "continuous" or (batching == "auto" and self.continuous_ok(opts)):
+            why_not = self._continuous_blocker(opts)
+            if why_not:
+                raise ConfigError(f"continuous batching: {why_not}; use padded batching for these options")
+            with self._lock:
+                comps = self._run_continuous(prompts, adapter, tpl, opts, batch_size)
+            return [c.text for c in comps]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         per_batch = max(1, batch_size // (opts.n if opts.num_beams == 1 else 1))
         out: list[Any] = [None] * len(prompts)

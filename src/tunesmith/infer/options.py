@@ -17,6 +17,9 @@ from tunesmith.errors import ConfigError
 from tunesmith.parsing import parse_bool  # noqa: F401  (re-exported: chat /set and the API use it)
 
 MAX_N = 16
+# How a list of prompts is batched (Engine.generate): left-padded batches, transformers' continuous
+# batching (greedy only), or continuous whenever the options allow it.
+BATCHING_MODES = ("padded", "continuous", "auto")
 MAX_STOP_STRINGS = 16
 
 @dataclass
