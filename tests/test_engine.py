@@ -287,3 +287,24 @@ def test_continuous_batching_answers_like_padded_batches(engine):
     # afterwards the model still answers as before through the ordinary (padded, streamed) path
     assert engine.chat(Q, adapter="libai", options=GREEDY) == "".join(engine.stream(Q, adapter="libai", options=GREEDY))
     assert engine.generate([(None, Q)], adapter="libai", options=GREEDY, batching="continuous")[0] == engine.chat(Q, adapter="libai", options=GREEDY)
+
+
+@pytest.mark.parametrize("arch", ["llama", "glm"])
+def test_continuous_batching_on_other_architectures(tiny_model_factory, arch):
+    eng = Engine.load(str(tiny_model_factory(arch)), device="cpu")
+    try:
+        convs = [(None, [Message("user", q)]) for q in ["你好", "4*5等于多少", "曹洪曰：目今失了彝陵，势已危急", "hi"]]
+        opts = GenerationOptions(max_new_tokens=16)
+        padded = eng.generate(convs, options=opts, batch_size=2, batching="padded")
+        assert eng.generate(convs, options=opts, batch_size=2, batching="continuous") == padded
+    finally:
+        eng.close()
+
+
+def test_models_outside_transformers_attention_interface_stay_padded(engine, monkeypatch):
+    inner = engine.model.get_base_model()
+    monkeypatch.setattr(type(inner), "_supports_attention_backend", False)
+    assert not engine.continuous_ok(GREEDY)
+    with pytest.raises(ConfigError, match="attention interface"):
+        engine.generate([(None, Q)], options=GREEDY, batching="continuous")
+    assert engine.generate([(None, Q)], options=GREEDY, batching="auto") == [engine.chat(Q, options=GREEDY)]

@@ -480,8 +480,12 @@ class Engine:
             return "it gives one greedy reply per prompt (no beam search, n = 1)"
         if opts.repetition_penalty != 1.0:
             return "transformers' continuous batching drops the repetition penalty"
-        if not callable(getattr(self.model, "generate_batch", None)):
+        inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        if not callable(getattr(inner, "generate_batch", None)):
             return "this model has no generate_batch (transformers' continuous batching)"
+        if not getattr(inner, "is_backend_compatible", lambda: False)():
+            # e.g. trust_remote_code models (ChatGLM3): their attention ignores the paged cache
+            return f"{type(inner).__name__} does not use transformers' attention interface, which the paged cache needs"
         return None
 
     def continuous_ok(self, opts: GenerationOptions) -> bool:
