@@ -118,7 +118,7 @@ def test_eval_end_to_end_writes_every_report_file(tiny_qwen2, random_adapter, li
     assert metrics["metrics"]["rnd"]["CUS"]["rouge_l_chars"] == pytest.approx(expected)
 
     md = (out / "report.md").read_text(encoding="utf-8")
-    assert "tunesmith eval" in md and "--adapter" in md and "took" in md
+    assert "tunesmith eval" in md and "--adapter" in md and "took" in md and "continuous batching" in md
     assert "| base |" in md and "| rnd |" in md and "each CJK character is one token" in md
     assert "Answers side by side" in md and "| reference |" in md
     html_text = (out / "report.html").read_text(encoding="utf-8")

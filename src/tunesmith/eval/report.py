@@ -238,6 +238,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         if info.get("seconds") is not None:
             lines.append(f"- `{model}`: {info['answered']} new answers in {info['seconds']:.1f} s, "
                          f"{info['generated_tokens']} tokens generated ({info['tokens_per_s']:.1f} tokens/s"
+                         + (f", {info['batching']} batching" if info.get("batching") else "")
                          + (", adapter merged into the weights)" if info.get("merged") else ")")
                          + (f", {info['resumed']} answers reused from an earlier run" if info.get("resumed") else ""))
     lines.append("- sets: " + "; ".join(f"{s}: {n} items" for s, n in result["set_sizes"].items()))
