@@ -28,7 +28,9 @@ max_new_tokens are honoured inside the batch (rows finish one by one).  A reques
 batch of its own so that its result does not depend on what else was running.
 
 `generate(...)` (used by eval) returns one string per conversation, or, when options.n > 1, a list of
-n strings per conversation.
+n strings per conversation.  With `batching="continuous"` (or "auto" and greedy options) it runs
+transformers' continuous batching instead of padded batches: a finished reply's row is refilled with the
+next conversation at once, so a reply that loops to the length limit no longer holds the whole batch.
 """
 
 from __future__ import annotations
