@@ -308,3 +308,14 @@ def test_models_outside_transformers_attention_interface_stay_padded(engine, mon
     with pytest.raises(ConfigError, match="attention interface"):
         engine.generate([(None, Q)], options=GREEDY, batching="continuous")
     assert engine.generate([(None, Q)], options=GREEDY, batching="auto") == [engine.chat(Q, options=GREEDY)]
+
+
+def test_continuous_batching_splits_prompts_longer_than_one_forward(engine, monkeypatch):
+    """A prompt longer than the tokens one forward may take is prefilled in pieces, with the same answer."""
+    import tunesmith.infer.engine as engine_module
+
+    convs = [(None, [Message("user", "曹洪曰：目今失了彝陵，势已危急，请丞相早发救兵")]), (None, [Message("user", "hi")])]
+    padded = engine.generate(convs, adapter="libai", options=GREEDY, batching="padded")
+    monkeypatch.setattr(engine_module, "CB_MAX_BATCH_TOKENS", 16)
+    assert len(engine.prompt_ids(convs[0][1], adapter="libai")) > 16
+    assert engine.generate(convs, adapter="libai", options=GREEDY, batching="continuous") == padded
