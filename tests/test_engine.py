@@ -265,10 +265,16 @@ def test_continuous_batching_answers_like_padded_batches(engine):
     qs = ["你好", "4*5等于多少", "曹洪曰：目今失了彝陵，势已危急", "hi", "床前明月光", "请用一句话介绍你自己", "1+1=?"]
     convs = [(None, [Message("user", q)]) for q in qs]
     opts = GenerationOptions(max_new_tokens=24)
+    inner = engine.model.get_base_model()
+    calls = []
+    original = inner.generate_batch
     for adapter in ("base", "libai", "ie"):
         padded = engine.generate(convs, adapter=adapter, options=opts, batch_size=3, batching="padded")
-        cont = engine.generate(convs, adapter=adapter, options=opts, batch_size=3, batching="continuous")
+        with pytest.MonkeyPatch.context() as mp:  # count that the continuous path really ran
+            mp.setattr(inner, "generate_batch", lambda *a, **k: calls.append(len(a[0])) or original(*a, **k))
+            cont = engine.generate(convs, adapter=adapter, options=opts, batch_size=3, batching="continuous")
         assert cont == padded and len(set(cont)) > 1
+    assert calls == [len(convs)] * 3  # one generate_batch call per adapter, none for the padded runs
     full = engine.generate(convs[:2], adapter="libai", options=opts, batching="continuous")
     stop = full[0][2:4]
     cut = engine.generate(convs[:2], adapter="libai", options=GenerationOptions(max_new_tokens=24, stop=[stop]),

@@ -363,7 +363,6 @@ def test_unpacked_length_grouped_sample_weighted_training_runs(tiny_model_factor
     assert abs(token_mean - sum(own) / len(own)) > 1e-3
     # every training conversation had the same system prompt: it becomes the saved template's default,
     # so chat/serve without --system prompt the model as it was trained
-    from tunesmith.template import load_template
 
     assert load_template(result.adapter_dir).default_system == "你是李白"
 

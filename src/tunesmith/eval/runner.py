@@ -135,13 +135,6 @@ def fit_limit_to_references(options, items: Sequence[EvalItem], tokenizer):
     return dataclasses.replace(options, max_new_tokens=need), longest
 
 
-def _batching_mode(engine, requested: str, options) -> str:
-    if requested != "auto":
-        return requested
-    ok = getattr(engine, "continuous_ok", None)
-    return "continuous" if ok is not None and ok(options) else "padded"
-
-
 def _generate_all(engine, store: PredictionStore, model: str, adapter: str, template, sig: str,
                   items: Sequence[EvalItem], options, probe_options, batch_size: int,
                   batching: str = "padded") -> dict[str, Any]:
@@ -164,7 +157,7 @@ def _generate_all(engine, store: PredictionStore, model: str, adapter: str, temp
         # Longest prompts first: similar lengths share a batch (little padding) and the slowest come first.
         todo.sort(key=lambda i: len(i.system or "") + sum(len(m.content) for m in i.messages), reverse=True)
         opts = probe_options if kind_probe else options
-        mode = _batching_mode(engine, batching, opts)
+        mode = engine.resolve_batching(batching, opts)
         per_call = batch_size * CONTINUOUS_WINDOW if mode == "continuous" else batch_size
         for start in range(0, len(todo), per_call):
             batch = todo[start:start + per_call]
@@ -293,7 +286,7 @@ def run_eval(cfg: EvalConfig, engine: Any = None) -> dict[str, Any]:
             preds[name] = store.done(name, sig)
             models[name] = {"kind": "base" if name == BASE else "adapter", "path": path or str(cfg.model),
                             "template": tpl.name, "merged": merged,
-                            "batching": _batching_mode(engine, cfg.batching, options), **stats,
+                            "batching": engine.resolve_batching(cfg.batching, options), **stats,
                             "tokens_per_s": stats["generated_tokens"] / stats["seconds"] if stats["seconds"] else 0.0}
     elif not score_tables:
         raise ConfigError("nothing to evaluate: --no-base without --adapter or --score-file")

@@ -212,6 +212,10 @@ class Engine:
                             max_history_turns=max_history_turns)
         return ids
 
+    def _pad_id(self, stop_ids: Sequence[int]) -> int:
+        """What fills finished rows: the tokenizer's pad token, else the first stop token."""
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stop_ids[0]
+
     def stop_ids(self, template: ChatTemplate) -> list[int]:
         key = _template_key(template)
         if key not in self._stop_cache:
@@ -380,7 +384,7 @@ class Engine:
         opts0, tpl = first.options, first.template
         beams = opts0.num_beams
         stop_ids = self.stop_ids(tpl)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stop_ids[0]
+        pad_id = self._pad_id(stop_ids)
 
         row_req: list[int] = []
         row_choice: list[int] = []
@@ -493,6 +497,18 @@ class Engine:
     def continuous_ok(self, opts: GenerationOptions) -> bool:
         return self._continuous_blocker(opts) is None
 
+    def resolve_batching(self, batching: str, opts: GenerationOptions) -> str:
+        """"padded" or "continuous": what `generate(batching=...)` will do with these options.
+        An explicit "continuous" the options cannot use is a ConfigError naming why."""
+        if batching not in BATCHING_MODES:
+            raise ConfigError(f"batching: expected one of {', '.join(BATCHING_MODES)} (got {batching!r})")
+        if batching == "padded":
+            return batching
+        why_not = self._continuous_blocker(opts)
+        if why_not and batching == "continuous":
+            raise ConfigError(f"continuous batching: {why_not}; use padded batching for these options")
+        return "padded" if why_not else "continuous"
+
     def _run_continuous(self, prompts: list[list[int]], adapter: str, tpl: ChatTemplate, opts: GenerationOptions,
                         max_rows: int) -> list[Completion]:
         """Greedy replies through transformers' continuous batching, in the order of `prompts`.
@@ -507,7 +523,7 @@ class Engine:
         if not prompts:
             return []
         stop_ids = self.stop_ids(tpl)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stop_ids[0]
+        pad_id = self._pad_id(stop_ids)
         longest = max(len(p) for p in prompts) + opts.max_new_tokens
         rows = max(1, min(max_rows, len(prompts)))
         cb = ContinuousBatchingConfig(
@@ -567,13 +583,9 @@ class Engine:
         opts = (options or GenerationOptions()).validate()
         tpl = template or self.template_for(adapter)
         self._check_adapter(adapter)
-        if batching not in BATCHING_MODES:
-            raise ConfigError(f"batching: expected one of {', '.join(BATCHING_MODES)} (got {batching!r})")
+        mode = self.resolve_batching(batching, opts)
         prompts = [self.prompt_ids(msgs, system, adapter, opts, template=tpl) for system, msgs in conversations]
-        if batching == "continuous" or (batching == "auto" and self.continuous_ok(opts)):
-            why_not = self._continuous_blocker(opts)
-            if why_not:
-                raise ConfigError(f"continuous batching: {why_not}; use padded batching for these options")
+        if mode == "continuous":
             with self._lock:
                 comps = self._run_continuous(prompts, adapter, tpl, opts, batch_size)
             return [c.text for c in comps]
