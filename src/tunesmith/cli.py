@@ -1,7 +1,7 @@
 """The `tunesmith` command. Each stage's typed function is its command; help text comes from docstrings.
 
     tunesmith --help
-    tunesmith data convert --from rolebench ../shared/datasets/rolebench-zh/general/train.jsonl out.jsonl
+    tunesmith data convert --from rolebench datasets/rolebench-zh/general/train.jsonl out.jsonl
     tunesmith train configs/rolebench_libai.yaml max_steps=50
     tunesmith eval --adapter libai=runs/libai/adapter --data ... --task rolebench -o report/
 

@@ -1,7 +1,7 @@
 """Datasets -> Conversations: importers, writers, a name registry, validation, stats and splits.
 
     from tunesmith.data import load, save, resolve_dataset
-    convs = load("../shared/datasets/rolebench-zh/general/train.jsonl", "rolebench")
+    convs = load("datasets/rolebench-zh/general/train.jsonl", "rolebench")
     save(convs, "out/train.jsonl")                          # our JSONL; or save(convs, path, "sharegpt")
     convs = resolve_dataset({"name": "train", "data_dir": "data/libai"}, purpose="train")
 

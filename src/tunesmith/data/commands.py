@@ -1,8 +1,8 @@
 """`tunesmith data ...` commands: convert, check, stats, split, register, rolebench-prepare, formats.
 
-    tunesmith data convert --from rolebench ../shared/datasets/rolebench-zh/general/train.jsonl out/general.jsonl
-    tunesmith data stats ../shared/datasets/chatglm-mixed-ie-cls/mixed_train_dataset.jsonl
-    tunesmith data rolebench-prepare ../shared/datasets/rolebench-zh --role 李白 -o data/libai
+    tunesmith data convert --from rolebench datasets/rolebench-zh/general/train.jsonl out/general.jsonl
+    tunesmith data stats datasets/chatglm-mixed-ie-cls/mixed_train_dataset.jsonl
+    tunesmith data rolebench-prepare datasets/rolebench-zh --role 李白 -o data/libai
 
 Only the standard library and typer are imported here at top level; the work is in the sibling modules.
 """
@@ -12,17 +12,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 app = typer.Typer(no_args_is_help=True, help="Import, validate, inspect and split datasets.")
 
-FromOpt = Annotated[Optional[str], typer.Option("--from", "-f", help="Input format (rolebench, novel-dialogue, context-target, alpaca, sharegpt, messages, conversation); default: detected from the first record.")]
+FromOpt = Annotated[str | None, typer.Option("--from", "-f", help="Input format (rolebench, novel-dialogue, context-target, alpaca, sharegpt, messages, conversation); default: detected from the first record.")]
 OnErrorOpt = Annotated[str, typer.Option("--on-error", help="fail: stop at the first bad record; skip: drop bad records and report them on stderr.")]
 EncodingOpt = Annotated[str, typer.Option("--encoding", help="Input encoding; auto = UTF-8 (BOM ok), falling back to GB18030 when the bytes are clearly Chinese GB text.")]
-RoleOpt = Annotated[Optional[list[str]], typer.Option("--role", "-r", help="Keep only conversations of this role (meta.role: RoleBench role, novel speaker). Repeatable.")]
-OptionOpt = Annotated[Optional[list[str]], typer.Option("--option", "-O", help="Importer option KEY=VALUE (VALUE parsed as JSON when it can be), e.g. -O answers=first. Repeatable.")]
+RoleOpt = Annotated[list[str] | None, typer.Option("--role", "-r", help="Keep only conversations of this role (meta.role: RoleBench role, novel speaker). Repeatable.")]
+OptionOpt = Annotated[list[str] | None, typer.Option("--option", "-O", help="Importer option KEY=VALUE (VALUE parsed as JSON when it can be), e.g. -O answers=first. Repeatable.")]
 
 
 def _parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def _parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
     return out
 
 
-def _load_opts(profiles: Optional[Path], persona_template: Optional[str], no_persona: bool, options: list[str] | None) -> dict[str, Any]:
+def _load_opts(profiles: Path | None, persona_template: str | None, no_persona: bool, options: list[str] | None) -> dict[str, Any]:
     opts = _parse_kv(options, "--option")
     if profiles is not None:
         opts["profiles"] = str(profiles)
@@ -57,11 +57,11 @@ def convert(
     output: Annotated[Path, typer.Argument(help="Output file (.jsonl; a .json name writes a JSON array).")],
     from_: FromOpt = None,
     to: Annotated[str, typer.Option("--to", "-t", help="Output format: conversation (default), alpaca, sharegpt, messages, context-target, novel-dialogue.")] = "conversation",
-    profiles: Annotated[Optional[Path], typer.Option("--profiles", help="rolebench: desc.json with role descriptions (default: found next to the data).")] = None,
-    persona_template: Annotated[Optional[str], typer.Option("--persona-template", help="rolebench: system prompt template with {role} and {desc}.")] = None,
+    profiles: Annotated[Path | None, typer.Option("--profiles", help="rolebench: desc.json with role descriptions (default: found next to the data).")] = None,
+    persona_template: Annotated[str | None, typer.Option("--persona-template", help="rolebench: system prompt template with {role} and {desc}.")] = None,
     no_persona: Annotated[bool, typer.Option("--no-persona", help="rolebench: no system prompt.")] = False,
     role: RoleOpt = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Keep at most N conversations.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Keep at most N conversations.")] = None,
     on_error: OnErrorOpt = "fail",
     encoding: EncodingOpt = "auto",
     option: OptionOpt = None,
@@ -107,7 +107,7 @@ def check(
 def stats(
     input: Annotated[str, typer.Argument(help="Input file, folder or quoted glob.")],
     from_: FromOpt = None,
-    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Model or tokenizer folder: also report lengths in tokens.")] = None,
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="Model or tokenizer folder: also report lengths in tokens.")] = None,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow the tokenizer's own code (ChatGLM, Baichuan).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     role: RoleOpt = None,
@@ -165,9 +165,9 @@ def register(
     name: Annotated[str, typer.Argument(help="Dataset name to use in recipes (e.g. libai_train).")],
     file: Annotated[Path, typer.Argument(help="Data file or folder (absolute, relative to here, or to --data-dir).")],
     data_dir: Annotated[Path, typer.Option("--data-dir", "-d", help="Folder holding dataset_info.json (created if missing).")] = Path("data"),
-    formatting: Annotated[Optional[str], typer.Option("--formatting", help="alpaca, sharegpt, openai, or one of ours (rolebench, context-target, novel-dialogue, conversation); default: detected.")] = None,
-    column: Annotated[Optional[list[str]], typer.Option("--column", help="LLaMA-Factory column mapping KEY=FIELD, e.g. --column prompt=question. Repeatable.")] = None,
-    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="sharegpt tag mapping KEY=VALUE, e.g. --tag role_tag=role. Repeatable.")] = None,
+    formatting: Annotated[str | None, typer.Option("--formatting", help="alpaca, sharegpt, openai, or one of ours (rolebench, context-target, novel-dialogue, conversation); default: detected.")] = None,
+    column: Annotated[list[str] | None, typer.Option("--column", help="LLaMA-Factory column mapping KEY=FIELD, e.g. --column prompt=question. Repeatable.")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="sharegpt tag mapping KEY=VALUE, e.g. --tag role_tag=role. Repeatable.")] = None,
     option: OptionOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing entry of that name.")] = False,
 ) -> None:
@@ -184,8 +184,8 @@ def rolebench_prepare(
     rolebench_dir: Annotated[Path, typer.Argument(help="The rolebench-zh folder (with general/, role_specific/, profiles-zh/).")],
     role: Annotated[list[str], typer.Option("--role", "-r", help="Role to prepare, e.g. 李白. Repeatable.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    profiles: Annotated[Optional[Path], typer.Option("--profiles", help="desc.json (default: ROLEBENCH_DIR/profiles-zh/desc.json).")] = None,
-    persona_template: Annotated[Optional[str], typer.Option("--persona-template", help="System prompt template with {role} and {desc}.")] = None,
+    profiles: Annotated[Path | None, typer.Option("--profiles", help="desc.json (default: ROLEBENCH_DIR/profiles-zh/desc.json).")] = None,
+    persona_template: Annotated[str | None, typer.Option("--persona-template", help="System prompt template with {role} and {desc}.")] = None,
     dev_ratio: Annotated[float, typer.Option("--dev-ratio", help="Share of train questions held out as dev.jsonl (0 = none).")] = 0.05,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the dev split.")] = 42,
 ) -> None:
@@ -197,7 +197,7 @@ def rolebench_prepare(
 
     m = prepare(rolebench_dir, list(role), out_dir, profiles=profiles, persona_template=persona_template,
                 dev_ratio=dev_ratio, seed=seed)
-    for key, f in m["files"].items():
+    for f in m["files"].values():
         print(f"{out_dir / f['file']}: {f['conversations']:,} conversations ({f['questions']:,} questions)")
     if m["dropped_train_pairs_also_in_test"]:
         print(f"dropped {m['dropped_train_pairs_also_in_test']} train conversations whose (role, question) is in a test file", file=sys.stderr)
@@ -220,12 +220,12 @@ def formats() -> None:
 
 @app.command("extract-dialogue")
 def extract_dialogue(
-    novel: Annotated[Path, typer.Argument(help="The novel as plain text (UTF-8 or GB18030/GBK, BOM or not), e.g. ../shared/datasets/four-novels-raw/三国演义.txt.")],
+    novel: Annotated[Path, typer.Argument(help="The novel as plain text (UTF-8 or GB18030/GBK, BOM or not), e.g. datasets/four-novels-raw/三国演义.txt.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output JSONL file.")],
     context_chars: Annotated[int, typer.Option("--context-chars", help="Most narrative characters kept before each speech, cut at a sentence start, never before the paragraph start (the speaker clause is always kept).")] = 200,
     encoding: Annotated[str, typer.Option("--encoding", help="auto (UTF-8, else GB18030), utf-8 or gb18030.")] = "auto",
     format: Annotated[str, typer.Option("--format", help="cosplay: {context, chat, speaker, chapter, line} per line; conversation: Conversation JSONL (user = context, assistant = chat, meta speaker/chapter/line/book).")] = "cosplay",
-    speaker: Annotated[Optional[str], typer.Option("--speaker", help="Keep only this speaker's lines (one character to cosplay, e.g. 孔明 or 八戒).")] = None,
+    speaker: Annotated[str | None, typer.Option("--speaker", help="Keep only this speaker's lines (one character to cosplay, e.g. 孔明 or 八戒).")] = None,
 ) -> None:
     """Mine quoted speeches from a Chinese novel as role-play records: context "…曹洪曰：" -> chat "“…”".
 

@@ -1,6 +1,6 @@
 """`{"context": ..., "target": ...}` JSONL (information extraction / classification) <-> Conversations.
 
-    tunesmith data convert --from context-target ../shared/datasets/chatglm-mixed-ie-cls/mixed_train_dataset.jsonl ie.jsonl
+    tunesmith data convert --from context-target datasets/chatglm-mixed-ie-cls/mixed_train_dataset.jsonl ie.jsonl
 
 user = context and assistant = target, both byte-for-byte: the context ends with "Answer: " (with the
 trailing space) and training must see exactly what inference will send, so nothing is stripped.

@@ -1,6 +1,6 @@
 """Mine role-play dialogue from a Chinese novel: every quoted speech becomes {context, chat, speaker, chapter}.
 
-    tunesmith data extract-dialogue ../shared/datasets/four-novels-raw/三国演义.txt -o sanguo.jsonl
+    tunesmith data extract-dialogue datasets/four-novels-raw/三国演义.txt -o sanguo.jsonl
     tunesmith data extract-dialogue 西游记.txt -o xiyou.jsonl --format conversation --speaker 八戒
 
     from tunesmith.data.novel import extract_dialogue
@@ -34,9 +34,10 @@ import os
 import re
 import tempfile
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from tunesmith.data.encoding import read_text_file
 from tunesmith.errors import ConfigError, DataError
@@ -167,7 +168,7 @@ def split_paragraphs(text: str) -> list[Paragraph]:
     """Rebuild paragraphs (re-joining hard-wrapped lines) and tag each with its chapter heading."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = _drop_banners(text.split("\n"))
-    widths = [_width(l.rstrip()) for l in lines]
+    widths = [_width(line.rstrip()) for line in lines]
     nonblank = [w for w in widths if w]
     if not nonblank:
         return []
@@ -177,10 +178,10 @@ def split_paragraphs(text: str) -> list[Paragraph]:
     wrap_width, wrapped = 0, False
     if counts:
         wrap_width = counts.most_common(1)[0][0]
-        near = [l.rstrip() for l, w in zip(lines, widths) if w > 20 and abs(w - wrap_width) <= 2]
-        mid_sentence = sum(1 for l in near if l[-1:] not in SENTENCE_END + CLOSERS + "：:")
+        near = [line.rstrip() for line, w in zip(lines, widths) if w > 20 and abs(w - wrap_width) <= 2]
+        mid_sentence = sum(1 for line in near if line[-1:] not in SENTENCE_END + CLOSERS + "：:")
         wrapped = len(near) >= 0.3 * len(nonblank) and wrap_width >= 40 and mid_sentence >= 0.5 * len(near)
-    indented = sum(1 for l in lines if l.strip() and l[:1] in " \u3000\t")
+    indented = sum(1 for line in lines if line.strip() and line[:1] in " \u3000\t")
     # In an indented text the indent alone marks a new paragraph; wrap widths vary by a few columns.
     use_indent = wrapped and indented >= 0.05 * len(nonblank)
 
@@ -623,7 +624,7 @@ class _Followed:
     """How often a string is followed by a verb of speaking or acting, read off the n+1-character counts:
     names are (杨锋引兵, 辛毗曰); words that start with a surname character (解释, 黄金, 江山) hardly ever."""
 
-    def __init__(self, counts: "_PrefixCounts"):
+    def __init__(self, counts: _PrefixCounts):
         self._counts = counts
         self._cache: dict[str, int] = {}
 
@@ -1230,7 +1231,7 @@ class SpeakerFinder:
             i = p.rfind(short, lo, i)
         return ""
 
-    def resolve_short_names(self, speeches: list["_Speech"], paragraphs: list[Paragraph]) -> None:
+    def resolve_short_names(self, speeches: list[_Speech], paragraphs: list[Paragraph]) -> None:
         """飞 -> 张飞: a one-character speaker becomes the mined longer name ending in it that the text
         mentions most recently before the speech, within about five chapters."""
         shorts = {s.speaker for s in speeches if len(s.speaker) == 1} - {"众"}

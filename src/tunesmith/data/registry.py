@@ -3,7 +3,7 @@
     from tunesmith.data import load_dataset_by_name, resolve_dataset
     convs = load_dataset_by_name("alpaca_zh_demo", "LLaMA-Factory/data")     # an existing LLaMA-Factory folder
     convs = resolve_dataset({"name": "train", "data_dir": "data/libai"})
-    convs = resolve_dataset({"path": "../shared/datasets/chatglm-mixed-ie-cls/mixed_train_dataset.jsonl",
+    convs = resolve_dataset({"path": "datasets/chatglm-mixed-ie-cls/mixed_train_dataset.jsonl",
                              "format": "context-target"}, purpose="train")
 
     tunesmith data register my_ie ie/train.jsonl --formatting context-target --data-dir data

@@ -1,7 +1,7 @@
 """RoleBench (RoleLLM) records -> Conversations, with the role's persona as the system prompt.
 
-    tunesmith data convert --from rolebench ../shared/datasets/rolebench-zh/general/train.jsonl out.jsonl
-    tunesmith data rolebench-prepare ../shared/datasets/rolebench-zh --role 李白 -o data/libai
+    tunesmith data convert --from rolebench datasets/rolebench-zh/general/train.jsonl out.jsonl
+    tunesmith data rolebench-prepare datasets/rolebench-zh --role 李白 -o data/libai
 
 A record is `{"role": "李白", "question": "...", "generated": ["answer 1", ..., "answer 5"], "type"?}`.
 Each answer becomes its own Conversation (the list is a set of alternative references, never one
@@ -229,7 +229,7 @@ def prepare(rolebench_dir: str | Path, roles: list[str], out_dir: str | Path, *,
         "general_test": root / "general" / "test.jsonl",
         "role_specific_test": root / "role_specific" / "test.jsonl",
     }
-    for key, p in needed.items():
+    for p in needed.values():
         if not p.is_file():
             raise DataError(f"missing {p.relative_to(root)} (expected the rolebench-zh layout: general/ and role_specific/ with train.jsonl and test.jsonl)", str(root))
     profiles_path = Path(profiles) if profiles else find_profiles(needed["general_train"])

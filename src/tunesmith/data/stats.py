@@ -1,6 +1,6 @@
 """What is in a dataset: counts, roles, turns and length percentiles (characters, and tokens given a tokenizer).
 
-    tunesmith data stats ../shared/datasets/rolebench-zh/general/train.jsonl --from rolebench
+    tunesmith data stats datasets/rolebench-zh/general/train.jsonl --from rolebench
     tunesmith data stats data/libai/train.jsonl --tokenizer path/to/model --json
 
     from tunesmith.data.stats import dataset_stats

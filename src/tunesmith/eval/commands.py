@@ -3,9 +3,9 @@
     tunesmith eval --adapter libai=runs/libai/adapter --data data/libai/test_general.jsonl \\
         --data2 data/libai/test_role_specific.jsonl --task rolebench -o reports/libai
     tunesmith eval --adapter iecls=runs/ie_cls/adapter \\
-        --data ../shared/datasets/chatglm-mixed-ie-cls/mixed_dev_dataset.jsonl --task iecls -o reports/ie_cls
-    tunesmith eval --no-base --score-file rolegpt=../shared/datasets/rolebench-zh/general/rolegpt_baseline.jsonl \\
-        --data ../shared/datasets/rolebench-zh/general/test.jsonl --role 李白 --task rolebench -o reports/rolegpt
+        --data datasets/chatglm-mixed-ie-cls/mixed_dev_dataset.jsonl --task iecls -o reports/ie_cls
+    tunesmith eval --no-base --score-file rolegpt=datasets/rolebench-zh/general/rolegpt_baseline.jsonl \\
+        --data datasets/rolebench-zh/general/test.jsonl --role 李白 --task rolebench -o reports/rolegpt
 
 Writes REPORT_DIR/report.md, report.html, metrics.json, metrics.png and predictions.jsonl.  See
 docs/evaluation.md.  Only the standard library and typer are imported at top level.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -64,33 +64,33 @@ def eval_command(
     ctx: typer.Context,
     data: Annotated[list[Path], typer.Option("--data", "-d", help="Test file (any format `tunesmith data` reads). RoleBench: the role's general test (CUS), unless records say meta.subset. Repeatable.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: report.md, report.html, metrics.json, metrics.png, predictions.jsonl.")],
-    data2: Annotated[Optional[list[Path]], typer.Option("--data2", help="Second test file. RoleBench: the role_specific test (SPE). Other tasks: scored as its own set. Repeatable.")] = None,
+    data2: Annotated[list[Path] | None, typer.Option("--data2", help="Second test file. RoleBench: the role_specific test (SPE). Other tasks: scored as its own set. Repeatable.")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Base model: a folder, a hub id, or 'default' (the embedded SmolLM2-135M-Instruct).")] = "default",
-    adapter: Annotated[Optional[list[str]], typer.Option("--adapter", "-a", help="NAME=PATH of a LoRA adapter folder (with its template.json). Repeatable.")] = None,
+    adapter: Annotated[list[str] | None, typer.Option("--adapter", "-a", help="NAME=PATH of a LoRA adapter folder (with its template.json). Repeatable.")] = None,
     task: Annotated[str, typer.Option("--task", "-t", help="auto, rolebench (ROUGE-L CUS/SPE/RAW + probe), ie (JSON triples), cls (labels), iecls (ie or cls per record by target shape), generic (ROUGE-L).")] = "auto",
-    from_: Annotated[Optional[str], typer.Option("--from", "-f", help="Format of the test files (default: detected).")] = None,
-    role: Annotated[Optional[list[str]], typer.Option("--role", "-r", help="Keep only test records of this role (meta.role). Repeatable.")] = None,
-    raw_refs: Annotated[Optional[Path], typer.Option("--raw-refs", help="RoleBench RAW: plain-answer references, JSONL {role?, question, answer | references}.")] = None,
-    score_file: Annotated[Optional[list[str]], typer.Option("--score-file", help="[NAME=]PATH of existing answers to score as one more column (e.g. rolegpt=.../rolegpt_baseline.jsonl), matched by (role, question). Repeat a NAME to join files.")] = None,
+    from_: Annotated[str | None, typer.Option("--from", "-f", help="Format of the test files (default: detected).")] = None,
+    role: Annotated[list[str] | None, typer.Option("--role", "-r", help="Keep only test records of this role (meta.role). Repeatable.")] = None,
+    raw_refs: Annotated[Path | None, typer.Option("--raw-refs", help="RoleBench RAW: plain-answer references, JSONL {role?, question, answer | references}.")] = None,
+    score_file: Annotated[list[str] | None, typer.Option("--score-file", help="[NAME=]PATH of existing answers to score as one more column (e.g. rolegpt=.../rolegpt_baseline.jsonl), matched by (role, question). Repeat a NAME to join files.")] = None,
     base: Annotated[bool, typer.Option("--base/--no-base", help="Also evaluate the base model without adapters.")] = True,
-    base_template: Annotated[Optional[str], typer.Option("--base-template", help="Template for the base (name: auto, tokenizer, chatml, plain, instruction; or a folder with template.json). Default: the first adapter's saved template.")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="Evaluate only the first N items of each test set.")] = None,
+    base_template: Annotated[str | None, typer.Option("--base-template", help="Template for the base (name: auto, tokenizer, chatml, plain, instruction; or a folder with template.json). Default: the first adapter's saved template.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Evaluate only the first N items of each test set.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Prompts per batched generate call.")] = 16,
     batching: Annotated[str, typer.Option("--batching", help="auto (continuous batching when decoding is greedy, else padded), continuous (a finished answer's slot goes to the next prompt at once), or padded (each batch lasts as long as its longest answer).")] = "auto",
-    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Answer length limit in tokens (default: rolebench 160, ie/iecls 320, cls 32, generic 256; for ie/cls/iecls raised to fit the longest reference answer + 10 %).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Answer length limit in tokens (default: rolebench 160, ie/iecls 320, cls 32, generic 256; for ie/cls/iecls raised to fit the longest reference answer + 10 %).")] = None,
     do_sample: Annotated[bool, typer.Option("--do-sample/--greedy", help="Sample instead of greedy decoding (greedy is the default: reproducible scores).")] = False,
-    temperature: Annotated[Optional[float], typer.Option("--temperature", help="Sampling temperature (with --do-sample).")] = None,
-    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling mass (with --do-sample).")] = None,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Top-k sampling (with --do-sample; 0 disables).")] = None,
-    num_beams: Annotated[Optional[int], typer.Option("--num-beams", help="Beam search width (1: none).")] = None,
-    repetition_penalty: Annotated[Optional[float], typer.Option("--repetition-penalty", help="Penalty > 1 discourages repeating tokens.")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for sampling.")] = None,
-    probe: Annotated[Optional[bool], typer.Option("--probe/--no-probe", help="Ask the general-ability probe in character (default: on for rolebench and generic).")] = None,
-    probe_file: Annotated[Optional[Path], typer.Option("--probe-file", help="Own probe questions, JSONL {question, accept: [...]} (default: the bundled probe_zh.jsonl).")] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", help="Sampling temperature (with --do-sample).")] = None,
+    top_p: Annotated[float | None, typer.Option("--top-p", help="Nucleus sampling mass (with --do-sample).")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Top-k sampling (with --do-sample; 0 disables).")] = None,
+    num_beams: Annotated[int | None, typer.Option("--num-beams", help="Beam search width (1: none).")] = None,
+    repetition_penalty: Annotated[float | None, typer.Option("--repetition-penalty", help="Penalty > 1 discourages repeating tokens.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for sampling.")] = None,
+    probe: Annotated[bool | None, typer.Option("--probe/--no-probe", help="Ask the general-ability probe in character (default: on for rolebench and generic).")] = None,
+    probe_file: Annotated[Path | None, typer.Option("--probe-file", help="Own probe questions, JSONL {question, accept: [...]} (default: the bundled probe_zh.jsonl).")] = None,
     show: Annotated[int, typer.Option("--show", help="Rows per set in the side-by-side answer table.")] = 20,
     dtype: Annotated[str, typer.Option("--dtype", help="auto, fp32, bf16 or fp16.")] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
-    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's choice). On a CPU shared with other jobs, 1 is often much faster.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (default: torch's choice). On a CPU shared with other jobs, 1 is often much faster.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard predictions.jsonl in the report folder instead of resuming from it.")] = False,
 ) -> None:
     """Compare the base model and its LoRA adapters on a test set, and write a side-by-side report.

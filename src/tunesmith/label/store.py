@@ -8,7 +8,7 @@
     gid = store.log_generation(adapter="ie", system="", messages=[...], answer="...", elapsed_s=0.8)
     store.judge(gid, "wrong", note="missed the subject", user="ann")
     store.accept_generation(gid, output="corrected answer", user="ann")
-    store.import_file("../shared/datasets/chatglm-mixed-ie-cls/mixed_dev_dataset.jsonl")
+    store.import_file("datasets/chatglm-mixed-ie-cls/mixed_dev_dataset.jsonl")
     store.export("train.jsonl", "context-target")        # then: tunesmith train ... with that file
 
 Guarantees, and how:
@@ -31,11 +31,12 @@ import os
 import re
 import sqlite3
 import threading
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from tunesmith.conversation import Conversation, Message
 from tunesmith.errors import ConfigError, DataError, TunesmithError
@@ -132,7 +133,7 @@ class LabelError(TunesmithError):
 class EditConflict(LabelError):
     """Someone saved the sample after the revision an edit was based on."""
 
-    def __init__(self, sample_id: int, expected: int, current: "Sample | None"):
+    def __init__(self, sample_id: int, expected: int, current: Sample | None):
         self.sample_id, self.expected, self.current = sample_id, expected, current
         if current is None:
             msg = f"sample #{sample_id} was deleted after you opened it (revision {expected}); nothing was saved"
@@ -272,7 +273,7 @@ class ExportReport:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def clean_user(user: str | None) -> str:
@@ -417,7 +418,7 @@ class LabelStore:
             self._all.clear()
         self._local = threading.local()
 
-    def __enter__(self) -> "LabelStore":
+    def __enter__(self) -> LabelStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:
