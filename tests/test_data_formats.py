@@ -14,10 +14,6 @@ from tunesmith.errors import ConfigError, DataError
 ROLES = {"孙悟空", "华妃", "皇帝", "李白", "张飞"}
 
 
-@pytest.fixture(scope="module")
-def rb(datasets_dir) -> Path:
-    return datasets_dir / "rolebench-zh"
-
 
 def _raw(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -27,10 +23,10 @@ def _raw(path: Path) -> list[dict]:
 
 @pytest.mark.parametrize("rel,records", [("general/train.jsonl", 5933), ("general/test.jsonl", 1451),
                                          ("role_specific/train.jsonl", 1535), ("role_specific/test.jsonl", 239)])
-def test_rolebench_one_conversation_per_answer(rb, rel, records):
-    raw = _raw(rb / rel)
+def test_rolebench_one_conversation_per_answer(rolebench_dir, rel, records):
+    raw = _raw(rolebench_dir / rel)
     assert len(raw) == records  # SOURCES.md
-    convs = load(rb / rel, "rolebench")
+    convs = load(rolebench_dir / rel, "rolebench")
     assert len(convs) == sum(len(r["generated"]) for r in raw)
     # Every answer is its own single-turn target, never the list.
     assert all(len(c.messages) == 2 and isinstance(c.answer, str) for c in convs)
@@ -44,36 +40,36 @@ def test_rolebench_one_conversation_per_answer(rb, rel, records):
     assert [c.meta["answer_index"] for c in first] == list(range(len(raw[0]["generated"])))
 
 
-def test_rolebench_type_and_references_kept(rb):
-    train = load(rb / "role_specific/train.jsonl", "rolebench")
+def test_rolebench_type_and_references_kept(rolebench_dir):
+    train = load(rolebench_dir / "role_specific/train.jsonl", "rolebench")
     assert {c.meta["type"] for c in train} == {"script_based", "script_agnostic"}
     assert all("references" not in c.meta for c in train)
-    test = load(rb / "role_specific/test.jsonl", "rolebench")
+    test = load(rolebench_dir / "role_specific/test.jsonl", "rolebench")
     assert all(isinstance(c.meta["type"], list) for c in test)
     two = [c for c in test if len(c.meta["references"]) == 2]
     assert len(two) == 2 and len(two[0].meta["type"]) == 2  # the one record with 2 answers and 2 types
-    gen_test = load(rb / "general/test.jsonl", "rolebench", answers="first")
+    gen_test = load(rolebench_dir / "general/test.jsonl", "rolebench", answers="first")
     assert len(gen_test) == 1451
     assert sum(len(c.meta["references"]) for c in gen_test) == 6982
     assert all(c.answer == c.meta["references"][0] for c in gen_test)
 
 
-def test_rolebench_persona_from_desc_json(rb):
-    desc = json.loads((rb / "profiles-zh/desc.json").read_text(encoding="utf-8"))
-    convs = load(rb / "role_specific/test.jsonl", "rolebench")
+def test_rolebench_persona_from_desc_json(rolebench_dir):
+    desc = json.loads((rolebench_dir / "profiles-zh/desc.json").read_text(encoding="utf-8"))
+    convs = load(rolebench_dir / "role_specific/test.jsonl", "rolebench")
     libai = next(c for c in convs if c.meta["role"] == "李白")
     assert libai.system == "你是李白，为人爽朗大方，乐于交友，爱好饮酒作诗。请以李白的身份、语气和口吻回答。"
     wukong = next(c for c in convs if c.meta["role"] == "孙悟空")
     # ASCII punctuation of the stored desc.json after Chinese text becomes full-width; the catchphrases stay.
     assert "常用口头禅是：“俺老孙”" in wukong.system and "生性聪明、活泼" in wukong.system
     assert "生性聪明,活泼" in desc["孙悟空"] or "生性聪明、活泼" in desc["孙悟空"]
-    assert persona_for("李白", rb / "general/train.jsonl") == libai.system
+    assert persona_for("李白", rolebench_dir / "general/train.jsonl") == libai.system
     # one system prompt per role
     assert len({c.system for c in convs}) == 5
 
 
-def test_rolebench_persona_options(rb, tmp_path):
-    path = rb / "role_specific/test.jsonl"
+def test_rolebench_persona_options(rolebench_dir, tmp_path):
+    path = rolebench_dir / "role_specific/test.jsonl"
     convs = load(path, "rolebench", persona_template="扮演{role}。{desc}", normalize_punct=False, limit=3)
     assert convs[0].system.startswith(f"扮演{convs[0].meta['role']}。")
     assert all(c.system is None for c in load(path, "rolebench", persona=False, limit=5))
@@ -91,28 +87,28 @@ def test_rolebench_persona_options(rb, tmp_path):
     assert persona_prompt("李白", "") == "你是李白。请以李白的身份、语气和口吻回答。"
 
 
-def test_rolebench_without_profiles_is_a_clear_error(rb, tmp_path):
+def test_rolebench_without_profiles_is_a_clear_error(rolebench_dir, tmp_path):
     f = tmp_path / "train.jsonl"
-    f.write_text((rb / "role_specific/train.jsonl").read_text(encoding="utf-8").split("\n", 1)[0] + "\n", encoding="utf-8")
+    f.write_text((rolebench_dir / "role_specific/train.jsonl").read_text(encoding="utf-8").split("\n", 1)[0] + "\n", encoding="utf-8")
     with pytest.raises(DataError, match="cannot find profiles-zh/desc.json.*--profiles"):
         load(f, "rolebench")
     assert load(f, "rolebench", persona=False)[0].system is None
 
 
-def test_rolebench_all_four_files_load_fast(rb):
+def test_rolebench_all_four_files_load_fast(rolebench_dir):
     import time
 
     t = time.perf_counter()
-    n = sum(len(load(rb / rel, "rolebench")) for rel in
+    n = sum(len(load(rolebench_dir / rel, "rolebench")) for rel in
             ("general/train.jsonl", "general/test.jsonl", "role_specific/train.jsonl", "role_specific/test.jsonl"))
     assert n == 27572 + 6982 + 1535 + 240
     assert time.perf_counter() - t < 2.0
 
 
-def test_role_filter_and_glob(rb):
-    libai = load(str(rb / "*" / "train.jsonl"), "rolebench", roles="李白")
+def test_role_filter_and_glob(rolebench_dir):
+    libai = load(str(rolebench_dir / "*" / "train.jsonl"), "rolebench", roles="李白")
     assert {c.meta["role"] for c in libai} == {"李白"}
-    raw = _raw(rb / "general/train.jsonl") + _raw(rb / "role_specific/train.jsonl")
+    raw = _raw(rolebench_dir / "general/train.jsonl") + _raw(rolebench_dir / "role_specific/train.jsonl")
     assert len(libai) == sum(len(r["generated"]) for r in raw if r["role"] == "李白")
     assert {c.meta["subset"] for c in libai} == {"general", "role_specific"}
 
@@ -207,7 +203,7 @@ def test_detect_format_every_shape():
         "messages": {"messages": [{"role": "user", "content": "q"}]},
         "conversation": {"messages": [{"role": "user", "content": "q"}], "meta": {"source": "x"}},
     }
-    assert set(shapes) == set(FORMATS)
+    assert set(shapes) == {name for name, f in FORMATS.items() if f.read_file is None}  # every JSON-record format
     for name, rec in shapes.items():
         assert detect_format(rec) == name
     with pytest.raises(DataError, match=r"x\.jsonl:3: cannot tell the format .*keys: foo.*--from"):
@@ -242,13 +238,13 @@ def test_export_import_round_trip(tmp_path, fmt, suffix):
         assert [c.meta for c in load(out)] == [c.meta for c in convs]
 
 
-def test_round_trip_single_turn_formats(tmp_path, datasets_dir):
+def test_round_trip_single_turn_formats(tmp_path, datasets_dir, rolebench_dir):
     ie = load(datasets_dir / "chatglm-mixed-ie-cls/mixed_dev_dataset.jsonl", "context-target")
     out = save(ie, tmp_path / "ie.jsonl", "context-target")
     # byte-for-byte the same records as the source file
     assert _raw(out) == _raw(datasets_dir / "chatglm-mixed-ie-cls/mixed_dev_dataset.jsonl")
     _same(load(out, "context-target"), ie)
-    rb = load(datasets_dir / "rolebench-zh/role_specific/test.jsonl", "rolebench")
+    rb = load(rolebench_dir / "role_specific/test.jsonl", "rolebench")
     back = load(save(rb, tmp_path / "rb.jsonl"), "conversation")
     assert [c.to_dict() for c in back] == [c.to_dict() for c in rb]  # meta (references, type) survives too
 

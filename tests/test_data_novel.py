@@ -109,7 +109,7 @@ def test_hand_check_catches_wrong_speakers_and_cut_utterances(novels):
     wrong_speaker = [{**r, "speaker": ["某甲"]} for r in rows]
     cut = [{**r, "utterance": r["utterance"][:-2] + "”"} for r in rows]
     for bad in (wrong_speaker, cut):
-        for name, (right, total, _) in _score_hand_checked(novels, bad).items():
+        for right, total, _ in _score_hand_checked(novels, bad).values():
             assert total >= 50 and right / total < 0.05
 
 
@@ -322,3 +322,61 @@ def test_api_writes_file_atomically(tmp_path, datasets_dir):
     lines = out.read_text(encoding="utf-8").splitlines()
     assert stats["written"] == len(lines) >= 500
     assert {json.loads(line)["speaker"] for line in lines} == {"八戒"}
+
+
+# -- the novel as a data source (format "novel"): mined on load, cached -----------------------------
+
+
+NOVEL_TEXT = "第一回　桃园结义\n\n玄德曰：“吾乃汉室宗亲。”\n\n张飞大笑曰：“俺也一样！”\n\n关羽问曰：“何时起兵？”\n"
+
+
+def test_novel_format_loads_speeches_like_the_miner(tmp_path, monkeypatch, datasets_dir):
+    from tunesmith.data import load
+    from tunesmith.data.novel import records_to_conversations
+
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
+    path = datasets_dir / "four-novels-raw" / "西游记.txt"
+    convs = load(path, "novel", speaker="八戒")
+    expected = records_to_conversations(extract_dialogue(path, speaker="八戒"), book="西游记")
+    assert [c.to_dict() for c in convs] == [c.to_dict() for c in expected] and len(convs) > 500
+    assert {c.meta["role"] for c in convs} == {"八戒"}
+
+
+def test_novel_format_caches_and_notices_changes(tmp_path, monkeypatch):
+    from tunesmith.data import load
+    from tunesmith.data import novel as miner
+
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
+    book = tmp_path / "三国.txt"
+    book.write_text(NOVEL_TEXT, encoding="gb18030")
+    first = load(book)  # a .txt path without a format is a novel
+    assert [c.messages[1].content for c in first] == ["“吾乃汉室宗亲。”", "“俺也一样！”", "“何时起兵？”"]
+    assert len(list((tmp_path / "cache" / "dialogue").glob("*.jsonl"))) == 1
+    calls = []
+    real = miner.extract_dialogue
+    monkeypatch.setattr(miner, "extract_dialogue", lambda *a, **k: calls.append(k) or real(*a, **k))
+    again = load(book, "novel", system="你在演三国")
+    assert calls == [] and [c.messages for c in again] == [c.messages for c in first]  # from the cache
+    assert {c.system for c in again} == {"你在演三国"}
+    load(book, "novel", speaker="张飞")  # other options: mined again
+    book.write_text(NOVEL_TEXT + "\n曹操曰：“宁教我负天下人。”\n", encoding="gb18030")
+    assert len(load(book, "novel")) == 4 and len(calls) == 2  # a changed book: mined again
+
+
+def test_novel_format_errors_and_convert_cli(tmp_path, monkeypatch, capsys):
+    from tunesmith.data import load
+
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataError, match="nothing.txt: file not found"):
+        load(tmp_path / "nothing.txt", "novel")
+    book = tmp_path / "三国.txt"
+    book.write_text(NOVEL_TEXT, encoding="utf-8")
+    with pytest.raises(ConfigError, match="format 'novel' has no option 'speakr'"):
+        load(book, "novel", speakr="张飞")
+    out = tmp_path / "out.jsonl"
+    out.write_text("keep\n", encoding="utf-8")
+    assert main(["data", "convert", "--from", "novel", str(tmp_path / "missing.txt"), str(out)]) == 2
+    assert "missing.txt" in capsys.readouterr().err and out.read_text(encoding="utf-8") == "keep\n"
+    assert main(["data", "convert", "--from", "novel", str(book), str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["meta"].get("speaker") for r in rows] == ["玄德", "张飞", "关羽"]

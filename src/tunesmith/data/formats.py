@@ -1,7 +1,7 @@
 """Load any supported dataset format into Conversations, and save Conversations in any of them.
 
     from tunesmith.data import load, save
-    convs = load("../shared/datasets/rolebench-zh/general/train.jsonl", "rolebench")
+    convs = load("datasets/rolebench-zh/general/train.jsonl", "rolebench")
     convs = load("data/*.jsonl")                       # format detected from each file's first record
     convs = load("bad.jsonl", "alpaca", on_error="skip")   # bad records reported on stderr, then dropped
     save(convs, "out/train.jsonl")                     # our own JSONL (Conversation.to_dict())
@@ -9,6 +9,7 @@
 
 Formats (name: reader / writer):
   rolebench       {role, question, generated: [...], type?}        read
+  novel           a novel's plain text (the dialogue miner runs)   read
   novel-dialogue  {context, chat, speaker?, chapter?}              read / write
   context-target  {context, target}                                read / write
   alpaca          {instruction, input, output, system?, history?}  read / write
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.conversation import Conversation
-from tunesmith.data import alpaca, context_target, messages, novel_dialogue, rolebench, sharegpt
+from tunesmith.data import alpaca, context_target, messages, novel_dialogue, novel_text, rolebench, sharegpt
 from tunesmith.data.records import expand_paths, read_records, write_atomic
 from tunesmith.errors import ConfigError, DataError
 
@@ -46,12 +47,15 @@ class Format:
     export: Callable[[Conversation], dict] | None
     detect: Callable[[dict], bool]
     options: dict[str, str]
+    # A format that is not JSON records (a novel's text) reads a whole file into Conversations itself.
+    read_file: Callable[..., list[Conversation]] | None = None
 
 
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
         Format("rolebench", rolebench.EXPECTED, rolebench.converter, None, rolebench.detect, rolebench.OPTIONS),
+        Format("novel", novel_text.EXPECTED, None, None, lambda r: False, novel_text.OPTIONS, novel_text.read_novel),
         Format("novel-dialogue", novel_dialogue.EXPECTED, novel_dialogue.converter, novel_dialogue.export,
                novel_dialogue.detect, novel_dialogue.OPTIONS),
         Format("context-target", context_target.EXPECTED, context_target.converter, context_target.export,
@@ -69,7 +73,8 @@ FORMATS: dict[str, Format] = {
 # Detection order: the most specific shapes first (our own JSONL is a superset of OpenAI messages).
 _DETECT_ORDER = ("conversation", "messages", "sharegpt", "alpaca", "rolebench", "context-target", "novel-dialogue")
 ALIASES = {"openai": "messages", "jsonl": "conversation", "context_target": "context-target",
-           "novel_dialogue": "novel-dialogue", "cosplay": "novel-dialogue", "role-bench": "rolebench"}
+           "novel_dialogue": "novel-dialogue", "cosplay": "novel-dialogue", "role-bench": "rolebench",
+           "novel-text": "novel", "txt": "novel"}
 
 
 def get_format(name: str) -> Format:
@@ -129,6 +134,12 @@ def load(path: str | os.PathLike | list, fmt: str | None = None, *, on_error: st
     out: list[Conversation] = []
     skipped: list[DataError] = []
     for f in files:
+        # A .txt file is never JSON records: without a format it is read as a novel.
+        whole = fixed or ("novel" if f.suffix.lower() == ".txt" else None)
+        if whole and FORMATS[whole].read_file is not None:
+            convs = FORMATS[whole].read_file(f, encoding=encoding, **opts)
+            out.extend(c for c in convs if role_set is None or c.meta.get("role") in role_set)
+            continue
         records = read_records(f, encoding, errors=skipped if skip else None)
         try:
             first = next(records)

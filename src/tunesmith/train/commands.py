@@ -3,6 +3,7 @@
     tunesmith train configs/rolebench_libai.yaml
     tunesmith train configs/ie_cls.yaml max_steps=100 lr=1e-4 lora.rank=16 data.packing=false
     tunesmith train configs/ie_cls.yaml --resume
+    tunesmith train model=default data.train=my.jsonl max_steps=50 output_dir=runs/mine     # no recipe file
     torchrun --nproc_per_node 2 -m tunesmith.cli train configs/ie_cls.yaml
     tunesmith export runs/ie_cls/adapter -o models/ie-cls-merged --merge
 
@@ -11,17 +12,18 @@ Only the standard library and typer are imported here; the training stack loads 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 
 def train(
-    config: Annotated[Optional[Path], typer.Argument(help="YAML recipe, e.g. configs/rolebench_libai.yaml.", show_default=False)] = None,
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value settings on top of the recipe: max_steps=50 lr=1e-4 lora.rank=16 data.train=my.jsonl", show_default=False)] = None,
+    config: Annotated[Path | None, typer.Argument(help="YAML recipe, e.g. configs/rolebench_libai.yaml (optional: key=value settings alone work too).", show_default=False)] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value settings on top of the recipe: max_steps=50 lr=1e-4 lora.rank=16 data.train=my.jsonl", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in output_dir (fails if there is none).")] = False,
-    output_dir: Annotated[Optional[str], typer.Option("--output-dir", "-o", help="Where the adapter, checkpoints, loss.png and summary.json go (same as output_dir=...).")] = None,
+    output_dir: Annotated[str | None, typer.Option("--output-dir", "-o", help="Where the adapter, checkpoints, loss.png and summary.json go (same as output_dir=...).")] = None,
     show_config: Annotated[bool, typer.Option("--show-config", help="Print the resolved config (recipe + overrides) and exit.")] = False,
 ) -> None:
     """Fine-tune a model with LoRA as a YAML recipe says; keys can be overridden as key=value.
@@ -40,6 +42,10 @@ def train(
     from tunesmith.train.config import dump_config, load_config
 
     extra = list(overrides or [])
+    # `tunesmith train model=X data.train=Y` has no recipe: its first word is a setting, not a file name.
+    if config is not None and re.match(r"[A-Za-z_][\w.]*=", str(config)) and not config.exists():
+        extra.insert(0, str(config))
+        config = None
     if resume:
         extra.append("resume=true")
     if output_dir:
@@ -57,7 +63,7 @@ def export(
     adapter: Annotated[Path, typer.Argument(help="Adapter folder written by tunesmith train (OUT/adapter).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the standalone model to.", show_default=False)],
     merge: Annotated[bool, typer.Option("--merge/--no-merge", help="Merge LoRA into the base weights (a standalone model); --no-merge copies the adapter with a chat template baked into its tokenizer.")] = True,
-    base: Annotated[Optional[str], typer.Option(help="Base model folder, when the one recorded in adapter_config.json is elsewhere on this machine.")] = None,
+    base: Annotated[str | None, typer.Option(help="Base model folder, when the one recorded in adapter_config.json is elsewhere on this machine.")] = None,
     dtype: Annotated[str, typer.Option(help="Saved weight dtype: auto (the base's), fp32, bf16, fp16. The merge runs in fp32 for auto.")] = "auto",
     device: Annotated[str, typer.Option(help="Device for the merge: cpu or cuda.")] = "cpu",
     trust_remote_code: Annotated[bool, typer.Option(help="Allow models with their own code (ChatGLM3).")] = False,
