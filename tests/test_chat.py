@@ -9,21 +9,16 @@ import sys
 
 import pytest
 
-from support import make_lora_adapter
 from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError
 from tunesmith.infer.commands import parse_adapter_options
-from tunesmith.infer.engine import Engine
 from tunesmith.infer.options import GenerationOptions, parse_bool
 from tunesmith.infer.terminal import ChatState, run_chat
 
 
 @pytest.fixture(scope="module")
-def chat_engine(tiny_qwen2, tmp_path_factory):
-    ad = make_lora_adapter(tiny_qwen2, tmp_path_factory.mktemp("chat") / "libai", seed=3)
-    eng = Engine.load(str(tiny_qwen2), {"libai": str(ad)}, device="cpu")
-    yield eng
-    eng.close()
+def chat_engine(engine_with_adapter):
+    return engine_with_adapter
 
 
 def drive(engine, lines: list[str], **state_kw) -> tuple[ChatState, str]:

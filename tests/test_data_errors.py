@@ -116,9 +116,9 @@ def test_json_array_file_reports_record_index_and_line(tmp_path):
     ({"role": 7, "question": "q", "generated": ["好"]}, 'field "role" must be a string (got int)'),
     ({"role": "李白", "question": "q", "generated": ["好"], "type": 1}, 'field "type" must be a string or a list of strings'),
 ])
-def test_rolebench_wrong_fields(tmp_path, datasets_dir, record, message):
+def test_rolebench_wrong_fields(tmp_path, rolebench_dir, record, message):
     f = _lines(tmp_path / "train.jsonl", _j(GOOD_RB), _j(record))
-    prof = datasets_dir / "rolebench-zh/profiles-zh/desc.json"
+    prof = rolebench_dir / "profiles-zh/desc.json"
     with pytest.raises(DataError) as e:
         load(f, "rolebench", profiles=prof)
     assert str(e.value).startswith(f"{f}:2: ") and message in str(e.value)

@@ -93,12 +93,12 @@ def test_registry_errors_name_the_entry(lf_dir, tmp_path):
         load_dataset_by_name("a", lf_dir)
 
 
-def test_register_our_formats_and_keep_existing_entries(lf_dir, datasets_dir):
+def test_register_our_formats_and_keep_existing_entries(lf_dir, datasets_dir, rolebench_dir):
     before = read_dataset_info(lf_dir)
     ie = datasets_dir / "chatglm-mixed-ie-cls" / "mixed_dev_dataset.jsonl"
     entry = register_dataset("ie_dev", ie, lf_dir)  # formatting detected
     assert entry == {"file_name": str(ie.resolve()), "formatting": "context-target"}
-    rb = datasets_dir / "rolebench-zh" / "role_specific" / "test.jsonl"
+    rb = rolebench_dir / "role_specific" / "test.jsonl"
     register_dataset("spe", rb, lf_dir, formatting="rolebench", options={"answers": "first"})
     info = read_dataset_info(lf_dir)
     assert {k: info[k] for k in before} == before and list(info)[-2:] == ["ie_dev", "spe"]
@@ -130,7 +130,7 @@ def test_register_cli(tmp_path, datasets_dir, capsys):
     assert "none.jsonl: file not found" in capsys.readouterr().err
 
 
-def test_resolve_dataset_specs(lf_dir, datasets_dir):
+def test_resolve_dataset_specs(lf_dir, datasets_dir, rolebench_dir):
     ie = datasets_dir / "chatglm-mixed-ie-cls" / "mixed_dev_dataset.jsonl"
     assert len(resolve_dataset({"path": str(ie), "format": "context-target"})) == 122
     assert len(resolve_dataset(str(ie))) == 122  # a path string, format detected
@@ -139,7 +139,7 @@ def test_resolve_dataset_specs(lf_dir, datasets_dir):
     assert len(resolve_dataset({"path": "openai_style.json"}, data_dir=lf_dir)) == 1  # path relative to data_dir
     both = resolve_dataset([{"path": str(ie)}, {"name": "first_one"}], data_dir=lf_dir)
     assert len(both) == 123
-    rb = datasets_dir / "rolebench-zh"
+    rb = rolebench_dir
     libai = resolve_dataset({"path": str(rb / "role_specific" / "train.jsonl"), "format": "rolebench", "roles": ["李白"], "limit": 10})
     assert len(libai) == 10 and {c.meta["role"] for c in libai} == {"李白"}
     with pytest.raises(DataError, match="typo/train.jsonl: file not found"):
@@ -154,12 +154,12 @@ def test_resolve_dataset_specs(lf_dir, datasets_dir):
         resolve_dataset({"path": str(rb / "role_specific" / "test.jsonl"), "format": "rolebench", "persona_tmpl": "x"})
 
 
-def test_resolve_dataset_refuses_test_data_for_training(datasets_dir):
-    test = {"path": str(datasets_dir / "rolebench-zh" / "role_specific" / "test.jsonl"), "format": "rolebench"}
+def test_resolve_dataset_refuses_test_data_for_training(rolebench_dir):
+    test = {"path": str(rolebench_dir / "role_specific" / "test.jsonl"), "format": "rolebench"}
     assert len(resolve_dataset(test, purpose="eval")) == 240
     with pytest.raises(DataError, match="240 conversations come from a test split .*evaluation only"):
         resolve_dataset(test, purpose="train")
     assert len(resolve_dataset({**test, "allow_test": True}, purpose="train")) == 240
-    train = {"path": str(datasets_dir / "rolebench-zh" / "role_specific" / "train.jsonl"), "format": "rolebench"}
+    train = {"path": str(rolebench_dir / "role_specific" / "train.jsonl"), "format": "rolebench"}
     assert len(resolve_dataset(train, purpose="train")) == 1535
     assert len(load(train["path"], "rolebench")) == 1535

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -11,11 +10,6 @@ from tunesmith.cli import main
 from tunesmith.data import dataset_stats, load, resolve_dataset, rolebench_prepare, split_conversations
 from tunesmith.data.stats import percentiles
 from tunesmith.errors import ConfigError, DataError
-
-
-@pytest.fixture(scope="module")
-def rb(datasets_dir) -> Path:
-    return datasets_dir / "rolebench-zh"
 
 
 def _questions(convs) -> set:
@@ -30,12 +24,12 @@ def test_percentiles_nearest_rank():
     assert percentiles([7])["p99"] == 7 and percentiles([])["max"] == 0
 
 
-def test_stats_on_rolebench(rb):
-    convs = load(rb / "role_specific/test.jsonl", "rolebench")
+def test_stats_on_rolebench(rolebench_dir):
+    convs = load(rolebench_dir / "role_specific/test.jsonl", "rolebench")
     s = dataset_stats(convs)
     assert s["conversations"] == 240 and s["splits"] == {"test": 240}
     # 50 questions per role, 39 for 孙悟空; the one record with 2 answers gives 张飞 51 conversations
-    raw = [json.loads(x) for x in (rb / "role_specific/test.jsonl").read_text(encoding="utf-8").splitlines()]
+    raw = [json.loads(x) for x in (rolebench_dir / "role_specific/test.jsonl").read_text(encoding="utf-8").splitlines()]
     expected = {}
     for r in raw:
         expected[r["role"]] = expected.get(r["role"], 0) + len(r["generated"])
@@ -46,12 +40,12 @@ def test_stats_on_rolebench(rb):
     assert s["chars"]["prompt"]["min"] > len(min(convs, key=lambda c: len(c.system)).system)  # prompt includes system
 
 
-def test_stats_cli_json_and_table(rb, capsys):
-    assert main(["data", "stats", str(rb / "role_specific/train.jsonl"), "--json"]) == 0
+def test_stats_cli_json_and_table(rolebench_dir, capsys):
+    assert main(["data", "stats", str(rolebench_dir / "role_specific/train.jsonl"), "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["conversations"] == 1535 and set(s["roles"]) == {"孙悟空", "华妃", "皇帝", "李白", "张飞"}
     assert s["chars"]["answer"]["p99"] <= s["chars"]["answer"]["max"]
-    assert main(["data", "stats", str(rb / "role_specific/train.jsonl"), "--role", "李白"]) == 0
+    assert main(["data", "stats", str(rolebench_dir / "role_specific/train.jsonl"), "--role", "李白"]) == 0
     out = capsys.readouterr().out
     assert "李白" in out and "290" in out and "p90" in out and "张飞" not in out
 
@@ -69,10 +63,10 @@ def test_stats_with_tokenizer(tiny_qwen2, datasets_dir, capsys):
 
 # -- split ---------------------------------------------------------------------------------------------
 
-def test_split_is_deterministic_and_grouped(rb):
-    convs = load(rb / "general/train.jsonl", "rolebench", roles="李白")
+def test_split_is_deterministic_and_grouped(rolebench_dir):
+    convs = load(rolebench_dir / "general/train.jsonl", "rolebench", roles="李白")
     train, dev = split_conversations(convs, dev_ratio=0.1, seed=42)
-    again = split_conversations(load(rb / "general/train.jsonl", "rolebench", roles="李白"), dev_ratio=0.1, seed=42)
+    again = split_conversations(load(rolebench_dir / "general/train.jsonl", "rolebench", roles="李白"), dev_ratio=0.1, seed=42)
     assert [c.to_dict() for c in dev] == [c.to_dict() for c in again[1]]
     assert len(train) + len(dev) == len(convs)
     assert not _questions(train) & _questions(dev)  # one question's answers stay on one side
@@ -86,35 +80,35 @@ def test_split_is_deterministic_and_grouped(rb):
         split_conversations(convs, dev_ratio=1.5)
 
 
-def test_split_cli(rb, tmp_path, capsys):
+def test_split_cli(rolebench_dir, tmp_path, capsys):
     out = tmp_path / "sp"
-    assert main(["data", "split", str(rb / "role_specific/train.jsonl"), "-o", str(out), "--dev-ratio", "0.1", "--role", "张飞"]) == 0
+    assert main(["data", "split", str(rolebench_dir / "role_specific/train.jsonl"), "-o", str(out), "--dev-ratio", "0.1", "--role", "张飞"]) == 0
     train, dev = load(out / "train.jsonl"), load(out / "dev.jsonl")
     assert len(train) + len(dev) == 363 and len(dev) == 36 and {c.meta["role"] for c in train + dev} == {"张飞"}
     first = (out / "dev.jsonl").read_bytes()
-    assert main(["data", "split", str(rb / "role_specific/train.jsonl"), "-o", str(out), "--dev-ratio", "0.1", "--role", "张飞"]) == 0
+    assert main(["data", "split", str(rolebench_dir / "role_specific/train.jsonl"), "-o", str(out), "--dev-ratio", "0.1", "--role", "张飞"]) == 0
     assert (out / "dev.jsonl").read_bytes() == first
 
 
-def test_split_refuses_test_data(rb, tmp_path, capsys):
+def test_split_refuses_test_data(rolebench_dir, tmp_path, capsys):
     out = tmp_path / "sp"
-    assert main(["data", "split", str(rb / "general/test.jsonl"), "-o", str(out)]) == 2
+    assert main(["data", "split", str(rolebench_dir / "general/test.jsonl"), "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert "6,982 conversations are test data" in err and "--allow-test" in err and "Traceback" not in err
     assert not out.exists()
-    assert main(["data", "split", str(rb / "role_specific/test.jsonl"), "-o", str(out), "--allow-test"]) == 0
+    assert main(["data", "split", str(rolebench_dir / "role_specific/test.jsonl"), "-o", str(out), "--allow-test"]) == 0
     assert "WARNING: splitting 240 TEST conversations" in capsys.readouterr().err
 
 
 # -- rolebench-prepare ------------------------------------------------------------------------------------
 
-def test_rolebench_prepare_libai(rb, tmp_path, capsys):
+def test_rolebench_prepare_libai(rolebench_dir, tmp_path, capsys):
     out = tmp_path / "libai"
-    assert main(["data", "rolebench-prepare", str(rb), "--role", "李白", "-o", str(out)]) == 0
+    assert main(["data", "rolebench-prepare", str(rolebench_dir), "--role", "李白", "-o", str(out)]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == ["baseline_general.jsonl", "baseline_role_specific.jsonl", "dataset_info.json", "dev.jsonl",
                      "manifest.json", "persona.txt", "test_general.jsonl", "test_role_specific.jsonl", "train.jsonl"]
-    raw = {rel: [json.loads(x) for x in (rb / rel).read_text(encoding="utf-8").splitlines()]
+    raw = {rel: [json.loads(x) for x in (rolebench_dir / rel).read_text(encoding="utf-8").splitlines()]
            for rel in ("general/train.jsonl", "role_specific/train.jsonl", "general/test.jsonl", "role_specific/test.jsonl")}
     libai = {k: [r for r in v if r["role"] == "李白"] for k, v in raw.items()}
     train, dev = load(out / "train.jsonl"), load(out / "dev.jsonl")
@@ -141,8 +135,8 @@ def test_rolebench_prepare_libai(rb, tmp_path, capsys):
         resolve_dataset({"name": "test_general", "data_dir": str(out)}, purpose="train")
 
 
-def test_rolebench_prepare_errors(rb, tmp_path, capsys):
-    assert main(["data", "rolebench-prepare", str(rb), "--role", "杜甫", "-o", str(tmp_path / "x")]) == 2
+def test_rolebench_prepare_errors(rolebench_dir, tmp_path, capsys):
+    assert main(["data", "rolebench-prepare", str(rolebench_dir), "--role", "杜甫", "-o", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "role '杜甫' not found" in err and "李白" in err
     assert main(["data", "rolebench-prepare", str(tmp_path), "--role", "李白", "-o", str(tmp_path / "x")]) == 2
@@ -150,7 +144,7 @@ def test_rolebench_prepare_errors(rb, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-def test_rolebench_prepare_drops_train_pairs_that_are_in_test(rb, tmp_path):
+def test_rolebench_prepare_drops_train_pairs_that_are_in_test(rolebench_dir, tmp_path):
     # Build a small rolebench folder where one train (role, question) pair is also in test.
     src = tmp_path / "rb"
     for sub in ("general", "role_specific"):

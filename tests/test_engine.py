@@ -7,7 +7,6 @@ import threading
 import pytest
 import torch
 
-from support import make_lora_adapter
 from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.infer.engine import Engine, GenerationOptions, PromptTooLongError, UnknownAdapterError
@@ -15,11 +14,10 @@ from tunesmith.template import encode_prompt
 
 
 @pytest.fixture(scope="session")
-def tiny_adapters(tiny_qwen2, tmp_path_factory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("adapters")
+def tiny_adapters(tiny_qwen2, make_adapter) -> dict[str, str]:
     return {
-        "libai": str(make_lora_adapter(tiny_qwen2, root / "libai", seed=1, default_system="你是李白")),
-        "ie": str(make_lora_adapter(tiny_qwen2, root / "ie", seed=2, template="plain")),
+        "libai": str(make_adapter(tiny_qwen2, seed=1, default_system="你是李白")),
+        "ie": str(make_adapter(tiny_qwen2, seed=2, template="plain")),
     }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from support import make_lora_adapter
 from tunesmith.conversation import Message
 from tunesmith.infer.engine import Engine, GenerationOptions
 
@@ -14,14 +13,14 @@ Q = [Message("user", "What is the capital of France?")]
 
 
 @pytest.fixture(scope="module")
-def default_engine(default_model_path, tmp_path_factory):
+def default_engine(default_model_path, make_adapter):
     import torch
 
     # One thread: on a CPU shared with other jobs, two OpenMP threads per process wait on each other
     # (a forward pass measured 10x slower); restored afterwards.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    adapter = make_lora_adapter(default_model_path, tmp_path_factory.mktemp("default-lora") / "noisy", seed=4)
+    adapter = make_adapter(default_model_path, seed=4)
     eng = Engine.load("default", {"noisy": str(adapter)}, device="cpu")
     yield eng
     eng.close()

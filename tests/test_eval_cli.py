@@ -13,31 +13,18 @@ from tunesmith.eval.testset import build_sets, match_key
 
 
 @pytest.fixture(scope="module")
-def random_adapter(tiny_qwen2, tmp_path_factory) -> Path:
+def random_adapter(tiny_qwen2, make_adapter) -> Path:
     """A LoRA adapter with random (non-zero) weights and a saved template, as training would leave it."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from tunesmith.model import load_model
-    from tunesmith.template import resolve_template, save_template
-
-    model, tok = load_model(str(tiny_qwen2), device="cpu", dtype="fp32")
-    torch.manual_seed(1)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                  init_lora_weights=False))
-    out = tmp_path_factory.mktemp("adapter") / "rnd"
-    peft_model.save_pretrained(out)
-    save_template(resolve_template("chatml", tok), out)
-    return out
+    return make_adapter(tiny_qwen2, seed=1, template="chatml")
 
 
 @pytest.fixture(scope="module")
-def libai_data(datasets_dir, tmp_path_factory) -> tuple[Path, Path]:
+def libai_data(rolebench_dir, tmp_path_factory) -> tuple[Path, Path]:
     """A few 李白 records of the real general and role_specific test files (raw RoleBench format)."""
     folder = tmp_path_factory.mktemp("rb")
     out = []
     for subset in ("general", "role_specific"):
-        lines = (datasets_dir / "rolebench-zh" / subset / "test.jsonl").read_text(encoding="utf-8").splitlines()
+        lines = (rolebench_dir / subset / "test.jsonl").read_text(encoding="utf-8").splitlines()
         libai = [ln for ln in lines if json.loads(ln)["role"] == "李白"][:4]
         d = folder / "rolebench-zh" / subset
         d.mkdir(parents=True)
@@ -45,7 +32,7 @@ def libai_data(datasets_dir, tmp_path_factory) -> tuple[Path, Path]:
         out.append(d / "test.jsonl")
     prof = folder / "rolebench-zh" / "profiles-zh"
     prof.mkdir()
-    (prof / "desc.json").write_bytes((datasets_dir / "rolebench-zh" / "profiles-zh" / "desc.json").read_bytes())
+    (prof / "desc.json").write_bytes((rolebench_dir / "profiles-zh" / "desc.json").read_bytes())
     return out[0], out[1]
 
 
@@ -178,8 +165,8 @@ def test_interrupted_eval_resumes_without_recomputing(tiny_qwen2, random_adapter
     assert main(args + ["--batching", "paged"]) == 2
 
 
-def test_score_file_matches_rolegpt_baseline_by_role_and_question(datasets_dir, tmp_path):
-    rb = datasets_dir / "rolebench-zh"
+def test_score_file_matches_rolegpt_baseline_by_role_and_question(rolebench_dir, tmp_path):
+    rb = rolebench_dir
     out = tmp_path / "rolegpt"
     args = ["eval", "--no-base", "--score-file", f"rolegpt={rb / 'general' / 'rolegpt_baseline.jsonl'}",
             "--score-file", f"rolegpt={rb / 'role_specific' / 'rolegpt_baseline.jsonl'}",

@@ -7,12 +7,17 @@ import json
 import pytest
 
 from tunesmith.errors import ConfigError, DataError
-from tunesmith.eval.ie import (classification_scores, lenient_label, parse_json_answer, task_of_target,
-                               triple_match, triple_scores)
+from tunesmith.eval.ie import (
+    classification_scores,
+    lenient_label,
+    parse_json_answer,
+    task_of_target,
+    triple_match,
+    triple_scores,
+)
 from tunesmith.eval.predictions import PredictionStore
 from tunesmith.eval.probe import load_probe, probe_correct, probe_scores
 from tunesmith.eval.rouge import lcs_length, mean_rouge_l, rouge_l_tokens, rouge_l_zh, tokenize_chars, tokenize_words
-
 
 # -- ROUGE-L --------------------------------------------------------------------------------------
 

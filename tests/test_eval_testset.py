@@ -11,8 +11,8 @@ from tunesmith.errors import ConfigError, DataError
 from tunesmith.eval.testset import CUS, SPE, build_sets, lookup, read_answer_file
 
 
-def test_raw_rolebench_test_files_give_cus_and_spe_with_every_reference(datasets_dir):
-    rb = datasets_dir / "rolebench-zh"
+def test_raw_rolebench_test_files_give_cus_and_spe_with_every_reference(rolebench_dir):
+    rb = rolebench_dir
     task, items = build_sets([rb / "general" / "test.jsonl"], [rb / "role_specific" / "test.jsonl"], roles=["李白"])
     assert task == "rolebench"
     counts = Counter(i.set for i in items)
@@ -29,10 +29,10 @@ def test_raw_rolebench_test_files_give_cus_and_spe_with_every_reference(datasets
     assert Counter(i.set for i in limited) == {CUS: 3, SPE: 3}
 
 
-def test_rolebench_prepare_files_are_split_by_meta_subset(datasets_dir, tmp_path):
+def test_rolebench_prepare_files_are_split_by_meta_subset(rolebench_dir, tmp_path):
     from tunesmith.data import rolebench_prepare
 
-    rolebench_prepare(datasets_dir / "rolebench-zh", ["李白"], tmp_path / "libai")
+    rolebench_prepare(rolebench_dir, ["李白"], tmp_path / "libai")
     # both files given as --data: the subset recorded in each conversation decides CUS or SPE
     task, items = build_sets([tmp_path / "libai" / "test_general.jsonl", tmp_path / "libai" / "test_role_specific.jsonl"])
     assert task == "rolebench"
@@ -89,7 +89,7 @@ def test_bad_task_and_records_without_answers(tmp_path, datasets_dir):
         build_sets([p])
 
 
-def test_answer_limit_is_raised_to_fit_the_longest_format_answer(datasets_dir, tiny_qwen2):
+def test_answer_limit_is_raised_to_fit_the_longest_format_answer(datasets_dir, tiny_qwen2, rolebench_dir):
     """A JSON answer cut by max_new_tokens cannot parse: the limit covers the longest IE/CLS reference."""
     from transformers import AutoTokenizer
 
@@ -104,5 +104,5 @@ def test_answer_limit_is_raised_to_fit_the_longest_format_answer(datasets_dir, t
     roomy = GenerationOptions(max_new_tokens=100_000)
     assert fit_limit_to_references(roomy, items, tok)[0] is roomy  # never lowered
     # free-text (ROUGE) answers keep the limit: a cut one still scores
-    _, rb = build_sets([datasets_dir / "rolebench-zh" / "general" / "test.jsonl"], roles=["李白"])
+    _, rb = build_sets([rolebench_dir / "general" / "test.jsonl"], roles=["李白"])
     assert fit_limit_to_references(GenerationOptions(max_new_tokens=8), rb, tok)[0].max_new_tokens == 8

@@ -18,7 +18,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import free_port
+
+from tests.support import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

@@ -14,8 +14,15 @@ import pytest
 
 from tunesmith.errors import DataError, TunesmithError
 from tunesmith.label.answers import parse_answer_json
-from tunesmith.label.store import (DB_NAME, DuplicateSample, EditConflict, LabelError, LabelStore, compose_prompt,
-                                   split_prompt)
+from tunesmith.label.store import (
+    DB_NAME,
+    DuplicateSample,
+    EditConflict,
+    LabelError,
+    LabelStore,
+    compose_prompt,
+    split_prompt,
+)
 
 IE_OUTPUT = '```json\n[{"predicate": "主演", "object_type": "人物", "subject_type": "影视作品", "object": "周星驰", "subject": "喜剧之王"}]\n```'
 
@@ -306,10 +313,10 @@ def test_import_bad_file_names_the_line_and_adds_nothing(store, tmp_path):
     assert rep.added == 1 and len(rep.skipped) == 1 and "bad.jsonl:2" in rep.skipped[0]
 
 
-def test_import_chat_data_keeps_roles_and_system(store, datasets_dir, tmp_path):
-    src = datasets_dir / "rolebench-zh" / "role_specific" / "test.jsonl"
+def test_import_chat_data_keeps_roles_and_system(store, rolebench_dir, tmp_path):
+    src = rolebench_dir / "role_specific" / "test.jsonl"
     if not src.is_file():
-        src = next((datasets_dir / "rolebench-zh" / "role_specific").glob("*test*.jsonl"))
+        src = next((rolebench_dir / "role_specific").glob("*test*.jsonl"))
     rep = store.import_file(src, "rolebench", limit=20, status="draft")
     assert rep.added + len(rep.duplicates) == 20
     s = store.list_samples(limit=1)[0]

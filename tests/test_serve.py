@@ -9,9 +9,8 @@ import httpx
 import openai
 import pytest
 
-from support import RunningServer, free_port, make_lora_adapter
+from tests.support import RunningServer, free_port
 from tunesmith.conversation import Message
-from tunesmith.infer.engine import Engine
 from tunesmith.infer.options import GenerationOptions
 from tunesmith.serve.api import create_app
 
@@ -21,11 +20,8 @@ KEY = "test-key-123"
 
 
 @pytest.fixture(scope="module")
-def serve_engine(tiny_qwen2, tmp_path_factory):
-    ad = make_lora_adapter(tiny_qwen2, tmp_path_factory.mktemp("serve") / "libai", seed=5, default_system="你是李白")
-    eng = Engine.load(str(tiny_qwen2), {"libai": str(ad)}, device="cpu")
-    yield eng
-    eng.close()
+def serve_engine(engine_with_adapter):
+    return engine_with_adapter
 
 
 @pytest.fixture(scope="module")

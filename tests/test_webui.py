@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from support import RunningServer, make_lora_adapter
+from tests.support import RunningServer
 from tunesmith.conversation import Message
-from tunesmith.infer.engine import Engine
 from tunesmith.infer.options import GenerationOptions
 from tunesmith.serve.api import create_app
 
@@ -25,11 +24,8 @@ MAX_NEW = 120
 
 
 @pytest.fixture(scope="module")
-def ui_engine(tiny_qwen2, tmp_path_factory):
-    ad = make_lora_adapter(tiny_qwen2, tmp_path_factory.mktemp("webui") / "libai", seed=9, default_system="你是李白")
-    eng = Engine.load(str(tiny_qwen2), {"libai": str(ad)}, device="cpu")
-    yield eng
-    eng.close()
+def ui_engine(engine_with_adapter):
+    return engine_with_adapter
 
 
 def test_ui_label_and_root_are_served(ui_engine, tmp_path):
