@@ -144,9 +144,9 @@ def main() -> None:
         if n != EXPECTED:
             raise SystemExit(f"{name} produced {n} conversations, expected {EXPECTED}")
 
-    import datasets
     import pandas
 
+    import datasets
     import tunesmith
 
     ours = statistics.median(times["tunesmith"])

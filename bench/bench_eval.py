@@ -23,8 +23,6 @@ import time
 from _env import append_section, generation_arguments, generation_header, libai_prompts
 
 
-
-
 def count_tokens(tok, texts):
     return sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts if t)
 

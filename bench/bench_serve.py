@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from _env import append_section, cpu_name
@@ -183,7 +183,7 @@ def main() -> None:
     section = f"""
 ## Serving: aggregate tokens/s and time to first token, 1 / 4 / 16 concurrent streaming clients
 
-- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC
+- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC
 - CPU: {cpu_name()}, shared machine; load average before the run {load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f}
 - versions: Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, openai {openai.__version__}
 - model: {args.model} (the default is SmolLM2-135M-Instruct, fp32 on CPU); torch threads per server: {args.threads or "torch's choice"}

@@ -30,7 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from _env import append_section, cpu_name
@@ -207,7 +207,7 @@ def main() -> int:
     loss_gap = statistics.median([abs(o["loss"] - r["loss"]) / r["loss"] for o, r in zip(ours, ref)])
     cmd = "python bench/bench_train_speed.py " + " ".join(sys.argv[1:])
     lines = [
-        f"## Training speed: packed tunesmith trainer vs pad-to-longest Trainer + peft ({datetime.now(timezone.utc):%Y-%m-%d})",
+        f"## Training speed: packed tunesmith trainer vs pad-to-longest Trainer + peft ({datetime.now(UTC):%Y-%m-%d})",
         "",
         f"- CPU: {cpu_name()} ({torch.get_num_threads()} torch threads); shared with other jobs, so compare ratios",
         f"- torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}",

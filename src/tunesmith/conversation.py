@@ -80,7 +80,7 @@ class Conversation:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str | None = None) -> "Conversation":
+    def from_dict(cls, d: dict[str, Any], where: str | None = None) -> Conversation:
         from tunesmith.errors import DataError
 
         if not isinstance(d, dict):
@@ -99,7 +99,7 @@ class Conversation:
         return conv
 
     @classmethod
-    def single_turn(cls, user: str, assistant: str | None = None, system: str | None = None, **meta: Any) -> "Conversation":
+    def single_turn(cls, user: str, assistant: str | None = None, system: str | None = None, **meta: Any) -> Conversation:
         msgs = [Message("user", user)]
         if assistant is not None:
             msgs.append(Message("assistant", assistant))

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from tunesmith.conversation import Conversation, Message
 from tunesmith.errors import ConfigError
@@ -50,7 +51,7 @@ class ChatTemplate:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ChatTemplate":
+    def from_dict(cls, d: dict[str, Any]) -> ChatTemplate:
         if d.get("name") not in TEMPLATE_NAMES:
             raise ConfigError(f"template name {d.get('name')!r} is not one of {', '.join(TEMPLATE_NAMES)}")
         return cls(name=d["name"], jinja=d.get("jinja"), default_system=d.get("default_system"),

@@ -13,8 +13,9 @@ unknown tokens).  The chat template is ChatML, as Qwen2 uses.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Iterable
+from typing import Annotated
 
 import typer
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n?(.*?)(?:```|$)", re.S)
 TRIPLE_KEYS = ("subject", "predicate", "object")

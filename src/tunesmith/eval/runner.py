@@ -21,9 +21,10 @@ import platform
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError

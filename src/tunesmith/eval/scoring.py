@@ -12,7 +12,8 @@ prefix: "ie_f1", "cls_accuracy", ...  Only items the model answered are scored, 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from tunesmith.eval.ie import classification_scores, parse_json_answer, task_of_target, triple_match, triple_scores
 from tunesmith.eval.probe import probe_correct, probe_scores

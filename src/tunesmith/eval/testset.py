@@ -24,9 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from tunesmith.conversation import Conversation, Message
 from tunesmith.errors import ConfigError, DataError
@@ -158,7 +159,7 @@ def build_sets(data: Sequence[str | Path], data2: Sequence[str | Path] = (), tas
                 if item.id not in {i.id for i in bucket}:
                     bucket.append(item)
     items: list[EvalItem] = []
-    for set_name, bucket in by_set.items():
+    for bucket in by_set.values():
         items.extend(bucket[:limit] if limit is not None else bucket)
     return task, items
 

@@ -35,19 +35,19 @@ next conversation at once, so a reply that loops to the length limit no longer h
 
 from __future__ import annotations
 
-import re
-
 import itertools
 import json
 import os
 import queue
+import re
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError, ModelError
@@ -156,7 +156,7 @@ class Engine:
     @classmethod
     def load(cls, model: str = "default", adapters: dict[str, str] | None = None, *, dtype: str = "auto",
              device: str = "auto", quantization: str = "none", template: str | None = None,
-             trust_remote_code: bool = False, max_batch_size: int = 16, batch_wait_s: float = 0.02) -> "Engine":
+             trust_remote_code: bool = False, max_batch_size: int = 16, batch_wait_s: float = 0.02) -> Engine:
         """Load the base once and attach each adapter by name.
 
         `template`: a template name (auto, tokenizer, chatml, plain, instruction) or a folder / file holding
@@ -225,7 +225,7 @@ class Engine:
     # -- the request queue --------------------------------------------------------------------------
     def submit(self, prompt_ids: list[int], adapter: str = BASE, options: GenerationOptions | None = None,
                on_text: Callable[[int, str], None] | None = None,
-               template: ChatTemplate | None = None) -> "Future[list[Completion]]":
+               template: ChatTemplate | None = None) -> Future[list[Completion]]:
         """Queue one prompt; the future gives its n Completions.  on_text(choice, piece) streams text."""
         return self.enqueue(prompt_ids, adapter, options, on_text, template).future
 

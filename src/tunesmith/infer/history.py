@@ -11,7 +11,7 @@ plus the new question do not fit, PromptTooLongError says by how much.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError, DataError

@@ -10,8 +10,9 @@ Every value is checked by `validate()`; a bad one raises ConfigError naming the 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from tunesmith.errors import ConfigError
 from tunesmith.parsing import parse_bool  # noqa: F401  (re-exported: chat /set and the API use it)
@@ -35,7 +36,7 @@ class GenerationOptions:
     stop: list[str] = field(default_factory=list)  # the reply ends before the first of these strings
     n: int = 1  # replies per prompt; with beam search, the n best beams (n <= num_beams)
 
-    def validate(self) -> "GenerationOptions":
+    def validate(self) -> GenerationOptions:
         def bad(name: str, expected: str) -> ConfigError:
             return ConfigError(f"{name}: expected {expected} (got {getattr(self, name)!r})")
 
@@ -76,7 +77,7 @@ class GenerationOptions:
         """Sampling really happens only with do_sample and a temperature above zero."""
         return self.do_sample and self.temperature > 0
 
-    def updated(self, changes: Mapping[str, Any]) -> "GenerationOptions":
+    def updated(self, changes: Mapping[str, Any]) -> GenerationOptions:
         """A copy with `changes` applied; string values (from a CLI or a chat command) are parsed by field type."""
         known = {f.name: f for f in dataclasses.fields(self)}
         values = dataclasses.asdict(self)

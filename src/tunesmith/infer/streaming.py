@@ -19,7 +19,7 @@ with different limits and no tokens past a stop are generated for that row.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 logger = logging.getLogger(__name__)
 

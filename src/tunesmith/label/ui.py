@@ -32,17 +32,17 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import gradio as gr
 
 from tunesmith.errors import TunesmithError
 from tunesmith.label.answers import parse_answer_json
-from tunesmith.label.store import (ANONYMOUS, EXPORT_FORMATS, STATUSES, EditConflict, LabelStore,
-                                   Sample, compose_prompt)
+from tunesmith.label.store import ANONYMOUS, EXPORT_FORMATS, STATUSES, EditConflict, LabelStore, Sample, compose_prompt
 
 TABLE_HEADERS = ["id", "status", "kind", "role", "tags", "input / prompt", "answer", "rev", "by", "updated"]
 GEN_HEADERS = ["id", "adapter", "verdict", "json", "prompt", "answer", "by", "at"]

@@ -25,7 +25,7 @@ import os
 import secrets
 import time
 import uuid
-from typing import Any, Optional, Union
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -68,7 +68,7 @@ class TextPart(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: str
-    content: Union[str, list[TextPart], None] = None
+    content: str | list[TextPart] | None = None
 
 
 class StreamOptions(BaseModel):
@@ -82,24 +82,24 @@ class ChatCompletionRequest(BaseModel):
     model: str
     messages: list[ChatMessage]
     stream: bool = False
-    stream_options: Optional[StreamOptions] = None
+    stream_options: StreamOptions | None = None
     n: int = 1
-    max_tokens: Optional[int] = None
-    max_completion_tokens: Optional[int] = None
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
-    stop: Union[str, list[str], None] = None
-    seed: Optional[int] = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
     # extensions
-    top_k: Optional[int] = None
-    num_beams: Optional[int] = None
-    repetition_penalty: Optional[float] = None
-    do_sample: Optional[bool] = None
-    max_history_turns: Optional[int] = Field(default=None, ge=0)
+    top_k: int | None = None
+    num_beams: int | None = None
+    repetition_penalty: float | None = None
+    do_sample: bool | None = None
+    max_history_turns: int | None = Field(default=None, ge=0)
 
 
 # -- conversion -------------------------------------------------------------------------------------
-def _text(content: Union[str, list[TextPart], None], index: int) -> str:
+def _text(content: str | list[TextPart] | None, index: int) -> str:
     if content is None:
         return ""
     if isinstance(content, str):

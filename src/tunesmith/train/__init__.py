@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from tunesmith.train.run import TrainResult
 
 
-def train_from_config(config_or_path: Any, overrides=(), **kwargs: Any) -> "TrainResult":
+def train_from_config(config_or_path: Any, overrides=(), **kwargs: Any) -> TrainResult:
     """Train as the recipe says (see tunesmith.train.run.train_from_config)."""
     from tunesmith.train.run import train_from_config as run
 

@@ -19,8 +19,9 @@ weight total and the weighted mean is the mean over conversations of their mean 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 IGNORE_INDEX = -100
 

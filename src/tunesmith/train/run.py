@@ -335,7 +335,8 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
         eval_dataset=ListDataset(dev_samples) if has_dev else None, data_collator=collator,
         processing_class=tokenizer, callbacks=[progress, *(callbacks or [])], head=head,
     )
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback as HFProgress
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import ProgressCallback as HFProgress
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(HFProgress)
