@@ -35,14 +35,14 @@ def append_section(section: str, path: Path = BENCHMARKS) -> Path:
     return path
 
 
-SHARED_DATASETS = Path(os.environ.get("TUNESMITH_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "datasets"
+DATASETS = Path(__file__).resolve().parents[1] / "datasets"  # the data the repository carries
 
 
 def libai_prompts(n: int) -> list:
     """The first n questions of 李白's RoleBench general test with the persona system prompt: (system, messages)."""
     from tunesmith.data import load
 
-    convs = load(SHARED_DATASETS / "rolebench-zh" / "general" / "test.jsonl", "rolebench", roles=["李白"], answers="first")
+    convs = load(DATASETS / "rolebench-zh" / "general" / "test.jsonl", "rolebench", roles=["李白"], answers="first")
     return [(c.system, c.prompt_messages) for c in convs[:n]]
 
 

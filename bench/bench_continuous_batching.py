@@ -24,7 +24,7 @@ import statistics
 import sys
 import time
 
-from _env import SHARED_DATASETS, append_section, generation_arguments, generation_header, libai_prompts
+from _env import DATASETS, append_section, generation_arguments, generation_header, libai_prompts
 
 MODES = ("padded", "continuous")
 
@@ -33,7 +33,7 @@ def iecls_prompts(n: int) -> list:
     """The first n contexts of the mixed IE + classification dev file, as (system, messages)."""
     from tunesmith.data import load
 
-    convs = load(SHARED_DATASETS / "chatglm-mixed-ie-cls" / "mixed_dev_dataset.jsonl", "context-target")
+    convs = load(DATASETS / "chatglm-mixed-ie-cls" / "mixed_dev_dataset.jsonl", "context-target")
     return [(c.system, c.prompt_messages) for c in convs[:n]]
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from _env import append_section, cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("TUNESMITH_SHARED", REPO.parent / "shared")) / "datasets" / "rolebench-zh"
+DEFAULT_DATA = REPO / "datasets" / "rolebench-zh"
 SPLITS = ("general/train.jsonl", "general/test.jsonl", "role_specific/train.jsonl", "role_specific/test.jsonl")
 EXPECTED = 27572 + 6982 + 1535 + 240
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from _env import append_section, cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_NOVEL = Path(os.environ.get("TUNESMITH_SHARED", REPO.parent / "shared")) / "datasets" / "four-novels-raw" / "三国演义.txt"
+DEFAULT_NOVEL = REPO / "datasets" / "four-novels-raw" / "三国演义.txt"
 
 
 def run_tunesmith(novel: Path, out: Path) -> tuple[int, int]:

@@ -36,7 +36,7 @@ from pathlib import Path
 from _env import append_section, cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "datasets" / "rolebench-zh" / "general" / "train.jsonl"
+DATA = REPO / "datasets" / "rolebench-zh" / "general" / "train.jsonl"
 
 
 def matmul_peak_gflops(dtype_name: str, n: int = 2048, repeats: int = 5) -> float:
