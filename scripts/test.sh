@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set everything up and run the whole test suite (unit tests on tiny models, the default model where a
-# test needs real pretrained behaviour, and the web UI in headless Chromium).
+# Set everything up, lint, and run the whole test suite (unit tests on tiny models, the default model where
+# a test needs real pretrained behaviour, and the web UI in headless Chromium). Nothing is downloaded:
+# the hub is switched off for the run, so a test that would fetch a model or data set fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
@@ -13,4 +14,7 @@ if [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 [ -x /usr/bin/chromium ] && export TUNESMITH_REQUIRE_BROWSER=1
+echo "lint: ruff check (settings in pyproject.toml)"
+.venv/bin/ruff check .
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 exec .venv/bin/python -m pytest -q "$@"
