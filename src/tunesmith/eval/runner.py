@@ -151,6 +151,8 @@ def _generate_all(engine, store: PredictionStore, model: str, adapter: str, temp
     stats = {"answered": 0, "resumed": resumed, "seconds": 0.0, "generated_tokens": 0}
     if not unique:
         return stats
+    from tunesmith.train.progress import format_duration
+
     _log(f"[{model}] {len(unique)} prompts to answer" + (f" ({resumed} already in predictions.jsonl)" if resumed else ""))
     tok = getattr(engine, "tokenizer", None)
     for kind_probe in (False, True):
@@ -164,7 +166,8 @@ def _generate_all(engine, store: PredictionStore, model: str, adapter: str, temp
             batch = todo[start:start + per_call]
             t0 = time.perf_counter()
             answers = engine.generate([(i.system, i.messages) for i in batch], adapter=adapter, options=opts,
-                                      batch_size=min(batch_size, len(batch)), template=template, batching=mode)
+                                      batch_size=min(batch_size, len(batch)), template=template, batching=mode,
+                                      progress=True)
             dt = time.perf_counter() - t0
             rows = []
             for i, a in zip(batch, answers):
@@ -180,7 +183,10 @@ def _generate_all(engine, store: PredictionStore, model: str, adapter: str, temp
             stats["answered"] += len(batch)
             stats["seconds"] += dt
             rate = stats["generated_tokens"] / stats["seconds"] if stats["seconds"] else 0.0
-            _log(f"[{model}] {stats['answered']}/{len(unique)} answered, {rate:.1f} tokens/s")
+            # The ETA assumes the answers left take as long as those so far (probe answers are shorter).
+            eta = stats["seconds"] / stats["answered"] * (len(unique) - stats["answered"])
+            _log(f"[{model}] {stats['answered']}/{len(unique)} answered, {rate:.1f} tokens/s, "
+                 f"elapsed {format_duration(stats['seconds'])}, ETA {format_duration(eta)}")
     return stats
 
 

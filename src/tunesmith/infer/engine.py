@@ -510,7 +510,7 @@ class Engine:
         return "padded" if why_not else "continuous"
 
     def _run_continuous(self, prompts: list[list[int]], adapter: str, tpl: ChatTemplate, opts: GenerationOptions,
-                        max_rows: int) -> list[Completion]:
+                        max_rows: int, progress: bool = False) -> list[Completion]:
         """Greedy replies through transformers' continuous batching, in the order of `prompts`.
 
         The paged KV cache is sized for `max_rows` replies of the longest prompt + max_new_tokens (the
@@ -538,7 +538,7 @@ class Engine:
                                   pad_token_id=pad_id, temperature=None, top_p=None, top_k=None)
         with self._adapter_context(adapter):
             outs = self.model.generate_batch([list(p) for p in prompts], generation_config=config,
-                                             continuous_batching_config=cb, warmup=False, progress_bar=False)
+                                             continuous_batching_config=cb, warmup=False, progress_bar=progress)
         results = list(outs.values())
         failed = [o.error for o in results if o.error is not None]
         if len(results) != len(prompts) or failed:
@@ -569,7 +569,8 @@ class Engine:
 
     def generate(self, conversations: Sequence[tuple[str | None, Sequence[Message]]], adapter: str = BASE,
                  options: GenerationOptions | None = None, batch_size: int = 16,
-                 template: ChatTemplate | None = None, batching: str = "padded") -> list[str] | list[list[str]]:
+                 template: ChatTemplate | None = None, batching: str = "padded",
+                 progress: bool = False) -> list[str] | list[list[str]]:
         """One reply per (system, messages) conversation, in order; a list of n replies each when n > 1.
 
         `batching="padded"`: conversations run in left-padded batches of `batch_size` rows, sorted by prompt
@@ -578,7 +579,8 @@ class Engine:
         batching keeps up to `batch_size` replies in flight and starts the next conversation as soon as one
         reply ends, so one runaway reply no longer holds fifteen finished rows.  "auto": continuous when
         the options allow it, else padded.  `template` overrides the adapter's template (e.g. to prompt
-        "base" the way an adapter was trained).
+        "base" the way an adapter was trained).  `progress`: a progress bar with an ETA on stderr, one step per
+        finished reply (transformers' own bar under continuous batching).
         """
         opts = (options or GenerationOptions()).validate()
         tpl = template or self.template_for(adapter)
@@ -587,18 +589,23 @@ class Engine:
         prompts = [self.prompt_ids(msgs, system, adapter, opts, template=tpl) for system, msgs in conversations]
         if mode == "continuous":
             with self._lock:
-                comps = self._run_continuous(prompts, adapter, tpl, opts, batch_size)
+                comps = self._run_continuous(prompts, adapter, tpl, opts, batch_size, progress)
             return [c.text for c in comps]
+        from tqdm.auto import tqdm
+
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         per_batch = max(1, batch_size // (opts.n if opts.num_beams == 1 else 1))
         out: list[Any] = [None] * len(prompts)
-        for start in range(0, len(order), per_batch):
-            chunk = order[start:start + per_batch]
-            reqs = [PendingRequest(prompts[i], adapter, tpl, opts, None, id=next(self._ids)) for i in chunk]
-            with self._lock:
-                results = self._run_batch(reqs)
-            for i, comps in zip(chunk, results):
-                out[i] = [c.text for c in comps] if opts.n > 1 else comps[0].text
+        with tqdm(total=len(prompts), desc=f"Answering {len(prompts)} prompts", unit="reply",
+                  disable=not progress) as bar:
+            for start in range(0, len(order), per_batch):
+                chunk = order[start:start + per_batch]
+                reqs = [PendingRequest(prompts[i], adapter, tpl, opts, None, id=next(self._ids)) for i in chunk]
+                with self._lock:
+                    results = self._run_batch(reqs)
+                for i, comps in zip(chunk, results):
+                    out[i] = [c.text for c in comps] if opts.n > 1 else comps[0].text
+                bar.update(len(chunk))
         return out
 
 
