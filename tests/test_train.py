@@ -373,3 +373,17 @@ def test_bad_target_module_names_the_available_layers(tiny_qwen2, toy_data, tmp_
     train, _ = toy_data
     with pytest.raises(ConfigError, match=r"lora.target_modules=\['query_key_value'\].*q_proj"):
         train_from_config(_cfg(tiny_qwen2, tmp_path / "o", train, **{"lora.target_modules": ["query_key_value"]}))
+
+
+def test_sample_line_never_ends_in_half_a_character(tiny_qwen2, tmp_path, monkeypatch):
+    """The token limit can split a Chinese character's bytes; the printed sample drops the broken tail."""
+    from tunesmith.train.progress import ProgressCallback
+
+    tok = AutoTokenizer.from_pretrained(tiny_qwen2)
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen2)
+    cb = ProgressCallback(logging_steps=1, out_dir=tmp_path, tokenizer=tok, template=resolve_template("chatml", tok),
+                          sample_prompt=(None, [Message("user", "你好")]), sample_tokens=3)
+    monkeypatch.setattr(tok, "decode", lambda ids, **kw: "吾乃李白\n\ufffd")
+    assert cb.generate_sample(model) == "吾乃李白"
+    monkeypatch.setattr(tok, "decode", lambda ids, **kw: "\ufffd吾\n乃")
+    assert cb.generate_sample(model) == "\ufffd吾 ⏎ 乃"  # only the tail is a cut; a broken first byte stays visible

@@ -203,4 +203,6 @@ class ProgressCallback(TrainerCallback):
         finally:
             model.train(was_training)
         new = out[0, len(ids):].tolist()
-        return self.tokenizer.decode(new, skip_special_tokens=True).strip().replace("\n", " ⏎ ")
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        # The token limit can cut a character's UTF-8 bytes in two: drop the half character at the end.
+        return text.rstrip("\ufffd").strip().replace("\n", " ⏎ ")
