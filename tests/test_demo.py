@@ -12,6 +12,8 @@ def test_demo_runs_the_whole_road_on_a_tiny_model(tiny_qwen2, tmp_path, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     assert "tuned minus base" in printed and "CUS" in printed
+    assert "CUS ROUGE-L (speaking style, by character, 2 held-out questions): base " in printed
+    assert "general-ability probe: base " in printed
     adapter = out / "train" / "adapter"
     assert (adapter / "adapter_model.safetensors").stat().st_size > 0 and (adapter / "template.json").is_file()
     metrics = json.loads((out / "report" / "metrics.json").read_text(encoding="utf-8"))
