@@ -108,12 +108,19 @@ def resolve_threads(threads: int | None, device: str) -> int | None:
         return None
     import torch
 
-    try:
-        busy = round(os.getloadavg()[0])
-    except OSError:
-        return None
-    idle = max(1, (os.cpu_count() or 1) - busy)
+    idle = max(1, (os.cpu_count() or 1) - round(busy_cores()))
     return min(torch.get_num_threads(), idle)
+
+
+def busy_cores(window_s: float = 0.5) -> float:
+    """How many cores other work keeps busy right now, sampled over `window_s` while this process waits.
+
+    Not the load average: its 1-minute mean still counts this process's own setup work (installing,
+    converting the model, tokenizing) for a minute after it ended, which made a run started right after
+    setup train on one thread of an idle 2-core machine."""
+    import psutil
+
+    return psutil.cpu_percent(interval=window_s) / 100 * (psutil.cpu_count() or 1)
 
 
 def _as_config(config_or_path: TrainConfig | str | os.PathLike | dict | None, overrides) -> TrainConfig:
