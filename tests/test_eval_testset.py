@@ -106,3 +106,13 @@ def test_answer_limit_is_raised_to_fit_the_longest_format_answer(datasets_dir, t
     # free-text (ROUGE) answers keep the limit: a cut one still scores
     _, rb = build_sets([rolebench_dir / "general" / "test.jsonl"], roles=["李白"])
     assert fit_limit_to_references(GenerationOptions(max_new_tokens=8), rb, tok)[0].max_new_tokens == 8
+
+
+def test_limit_spreads_items_over_the_whole_set(rolebench_dir):
+    from tunesmith.eval.testset import spread
+
+    assert spread(list(range(10)), 3) == [0, 3, 6] and spread(list(range(4)), 9) == [0, 1, 2, 3]
+    assert spread(list(range(5)), None) == [0, 1, 2, 3, 4] and spread([], 3) == []
+    _, every = build_sets([rolebench_dir / "general" / "test.jsonl"], roles=["李白"])
+    _, some = build_sets([rolebench_dir / "general" / "test.jsonl"], roles=["李白"], limit=4)
+    assert len(every) == 289 and [i.id for i in some] == [every[k].id for k in (0, 72, 144, 216)]

@@ -74,7 +74,7 @@ def eval_command(
     score_file: Annotated[list[str] | None, typer.Option("--score-file", help="[NAME=]PATH of existing answers to score as one more column (e.g. rolegpt=.../rolegpt_baseline.jsonl), matched by (role, question). Repeat a NAME to join files.")] = None,
     base: Annotated[bool, typer.Option("--base/--no-base", help="Also evaluate the base model without adapters.")] = True,
     base_template: Annotated[str | None, typer.Option("--base-template", help="Template for the base (name: auto, tokenizer, chatml, plain, instruction; or a folder with template.json). Default: the first adapter's saved template.")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Evaluate only the first N items of each test set.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Evaluate N items of each test set, evenly spread over it.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Prompts per batched generate call.")] = 16,
     batching: Annotated[str, typer.Option("--batching", help="auto (continuous batching when decoding is greedy, else padded), continuous (a finished answer's slot goes to the next prompt at once), or padded (each batch lasts as long as its longest answer).")] = "auto",
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Answer length limit in tokens (default: rolebench 160, ie/iecls 320, cls 32, generic 256; for ie/cls/iecls raised to fit the longest reference answer + 10 %).")] = None,

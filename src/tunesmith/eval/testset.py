@@ -123,7 +123,7 @@ def _rolebench_set(c: Conversation, default: str) -> str:
 def build_sets(data: Sequence[str | Path], data2: Sequence[str | Path] = (), task: str = "auto",
                fmt: str | None = None, roles: Sequence[str] | None = None,
                limit: int | None = None) -> tuple[str, list[EvalItem]]:
-    """(task, items). `limit` keeps the first N items of each set."""
+    """(task, items). `limit` keeps N items of each set, evenly spread over it (see `spread`)."""
     from tunesmith.eval.ie import task_of_target
 
     if task not in TASKS:
@@ -160,8 +160,18 @@ def build_sets(data: Sequence[str | Path], data2: Sequence[str | Path] = (), tas
                     bucket.append(item)
     items: list[EvalItem] = []
     for bucket in by_set.values():
-        items.extend(bucket[:limit] if limit is not None else bucket)
+        items.extend(spread(bucket, limit))
     return task, items
+
+
+def spread(items: list, limit: int | None) -> list:
+    """`limit` items evenly spaced over `items` (the first one included), in order; all when limit is None.
+
+    Not the first N: test files are ordered (RoleBench's first 48 李白 questions score 0.19 ROUGE-L on the
+    base model where all 289 score 0.145), so a prefix is a biased sample of the set."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    return [items[i * len(items) // limit] for i in range(limit)]
 
 
 # -- plain-answer (RAW) references and existing prediction files ------------------------------------
