@@ -112,15 +112,17 @@ def resolve_threads(threads: int | None, device: str) -> int | None:
     return min(torch.get_num_threads(), idle)
 
 
-def busy_cores(window_s: float = 0.5) -> float:
-    """How many cores other work keeps busy right now, sampled over `window_s` while this process waits.
+def busy_cores(window_s: float = 0.3, samples: int = 3) -> float:
+    """How many cores other work keeps busy right now: the least of a few short samples taken while this
+    process waits (a job that lasts shows in every sample; a command that runs for a moment does not).
 
     Not the load average: its 1-minute mean still counts this process's own setup work (installing,
     converting the model, tokenizing) for a minute after it ended, which made a run started right after
     setup train on one thread of an idle 2-core machine."""
     import psutil
 
-    return psutil.cpu_percent(interval=window_s) / 100 * (psutil.cpu_count() or 1)
+    busy = min(psutil.cpu_percent(interval=window_s) for _ in range(samples))
+    return busy / 100 * (psutil.cpu_count() or 1)
 
 
 def _as_config(config_or_path: TrainConfig | str | os.PathLike | dict | None, overrides) -> TrainConfig:
