@@ -13,7 +13,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
 
 def cpu_name() -> str:
-    """The CPU model and the number of cores this process may see, e.g. 'Intel(R) Xeon(R) Processor (2 cores visible)'."""
+    """The CPU model and the number of cores this process may see,
+    e.g. 'Intel(R) Xeon(R) Processor (2 cores visible)'."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     name = platform.processor() or "unknown"
     try:

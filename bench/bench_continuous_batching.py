@@ -86,7 +86,8 @@ def main() -> int:
     for m in MODES:
         med_t = statistics.median(times[m])
         table.append(f"| {m} | {med_t:.1f} | {min(times[m]):.1f}–{max(times[m]):.1f} | "
-                     f"{statistics.median(tokens[m]) / med_t:.1f} | {statistics.median(times['padded']) / med_t:.2f}x |")
+                     f"{statistics.median(tokens[m]) / med_t:.1f} | "
+                     f"{statistics.median(times['padded']) / med_t:.2f}x |")
     verdict = (f"continuous batching answers the {len(convs)} prompts {statistics.median(paired):.2f}x faster "
                f"(per-repeat paired wall-time ratios {min(paired):.2f}–{max(paired):.2f}x, median of {len(paired)}); "
                f"{same}/{len(convs)} answers identical in both modes; answer lengths (tokens) min "
@@ -102,7 +103,8 @@ def main() -> int:
                                + (", adapter merged" if merged else "") + ", cpu, fp32)", load_avg, cmd),
             f"- job: the first {len(convs)} {what}, greedy, max_new_tokens {args.max_new_tokens}, one "
             f"`Engine.generate` call per mode with {args.batch_size} rows in flight; "
-            + (f"adapter `{args.adapter}`" if args.adapter else "no adapter") + f"; {args.repeats} repeats, order alternated",
+            + (f"adapter `{args.adapter}`" if args.adapter else "no adapter")
+            + f"; {args.repeats} repeats, order alternated",
             "", *table, "", verdict, ""])
         print(f"appended to {append_section(section)}", file=sys.stderr)
     print(json.dumps({"speedup_paired": paired, "identical": same, "prompts": len(convs)}))

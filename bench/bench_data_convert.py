@@ -60,7 +60,8 @@ def _explode_batch(batch: dict, personas: dict[str, str], split: str, subset: st
         for i, ans in enumerate(generated):
             out["system"].append(personas[role])
             out["messages"].append([{"role": "user", "content": q}, {"role": "assistant", "content": ans.strip()}])
-            meta = {"source": "rolebench", "subset": subset, "split": split, "role": role, "question": q, "answer_index": i}
+            meta = {"source": "rolebench", "subset": subset, "split": split, "role": role, "question": q,
+                    "answer_index": i}
             if typ is not None:
                 meta["type"] = json.dumps(typ, ensure_ascii=False)  # str in train, list in test: one arrow type
             out["meta"].append(meta)
@@ -100,10 +101,13 @@ def run_pandas(root: Path, out: Path) -> int:
         q = df["question"].str.strip()
         rows = pd.DataFrame({
             "system": df["role"].map(personas),
-            "messages": [[{"role": "user", "content": a}, {"role": "assistant", "content": b.strip()}] for a, b in zip(q, df["generated"])],
-            "meta": [{"source": "rolebench", "subset": subset, "split": split, "role": r, "question": qq, "answer_index": int(i),
+            "messages": [[{"role": "user", "content": a}, {"role": "assistant", "content": b.strip()}]
+                         for a, b in zip(q, df["generated"])],
+            "meta": [{"source": "rolebench", "subset": subset, "split": split, "role": r, "question": qq,
+                      "answer_index": int(i),
                       **({"type": t} if "type" in df else {})}
-                     for r, qq, i, t in zip(df["role"], q, df["answer_index"], df["type"] if "type" in df else [None] * len(df))],
+                     for r, qq, i, t in zip(df["role"], q, df["answer_index"],
+                                            df["type"] if "type" in df else [None] * len(df))],
         })
         rows.to_json(out / rel.replace("/", "_"), orient="records", lines=True, force_ascii=False)
         n += len(rows)
@@ -139,7 +143,8 @@ def main() -> None:
                 cpu[name].append(time.process_time() - c)
             finally:
                 shutil.rmtree(out, ignore_errors=True)
-        print(f"repeat {rep + 1}/{args.repeats}: " + "  ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items()), file=sys.stderr)
+        print(f"repeat {rep + 1}/{args.repeats}: " + "  ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items()),
+              file=sys.stderr)
     for name, n in counts.items():
         if n != EXPECTED:
             raise SystemExit(f"{name} produced {n} conversations, expected {EXPECTED}")
@@ -150,7 +155,8 @@ def main() -> None:
     import tunesmith
 
     ours = statistics.median(times["tunesmith"])
-    rows = ["| contender | wall median s | wall min–max s | CPU median s | conversations/s (wall median) | vs tunesmith (wall) |",
+    rows = ["| contender | wall median s | wall min–max s | CPU median s | conversations/s (wall median) "
+            "| vs tunesmith (wall) |",
             "|---|---|---|---|---|---|"]
     for name, ts in times.items():
         med = statistics.median(ts)
@@ -163,9 +169,11 @@ def main() -> None:
 
 - date: {time.strftime('%Y-%m-%d %H:%M %Z')}
 - CPU: {cpu_name()}, shared machine; load average before the run {load_before}
-- versions: Python {platform.python_version()}, tunesmith {tunesmith.__version__}, datasets {datasets.__version__}, pandas {pandas.__version__}
+- versions: Python {platform.python_version()}, tunesmith {tunesmith.__version__}, datasets {datasets.__version__}, \
+pandas {pandas.__version__}
 - command: `/work/venv/bin/python bench/bench_data_convert.py --repeats {args.repeats}`
-- job: read general/role_specific train+test JSONL, one conversation per answer with the persona system prompt and meta, write JSONL;
+- job: read general/role_specific train+test JSONL, one conversation per answer with the persona system prompt \
+and meta, write JSONL;
   `datasets` builds its Arrow cache in a fresh folder each repeat (a first run), {args.repeats} repeats interleaved
 
 {table}

@@ -79,7 +79,8 @@ def main() -> int:
         rows.append((name, statistics.median(times[name]), min(times[name]), max(times[name]),
                      statistics.median(rates), min(rates), max(rates)))
     speedup = rows[0][4] / rows[1][4]
-    table = ["| mode | wall median s | wall min–max s | generated tokens/s median | tokens/s min–max | vs one-at-a-time |",
+    table = ["| mode | wall median s | wall min–max s | generated tokens/s median | tokens/s min–max "
+             "| vs one-at-a-time |",
              "|---|---|---|---|---|---|"]
     for name, med, lo, hi, rmed, rlo, rhi in rows:
         table.append(f"| {name}{' (batch ' + str(args.batch_size) + ')' if name == 'batched' else ''} | {med:.2f} | "
@@ -89,7 +90,8 @@ def main() -> int:
                                                               tokens["one-at-a-time"], times["one-at-a-time"])]
     verdict = (f"batched / one-at-a-time = {speedup:.2f}x generated tokens/s (ratio of medians; per-repeat paired "
                f"ratios median {statistics.median(paired):.2f}x, {min(paired):.2f}–{max(paired):.2f}x; target >= 5x at "
-               f"batch 16: {'met' if speedup >= 5 else 'NOT met'}); {same}/{len(convs)} answers identical between the modes.")
+               f"batch 16: {'met' if speedup >= 5 else 'NOT met'}); {same}/{len(convs)} answers identical between "
+               "the modes.")
     print("\n".join(table))
     print(verdict)
     if args.append:

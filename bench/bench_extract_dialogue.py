@@ -108,13 +108,17 @@ def main(argv: list[str] | None = None) -> int:
             f"- job: read the novel, write one JSON line per speech; {args.repeats} repeats, interleaved; "
             "naive-regex = one regex over the whitespace-stripped text (no paragraphs, no speaker logic)",
             "",
-            "| contender | wall median s | wall min–max s | CPU median s | records | with a speaker | vs tunesmith (wall) |",
+            "| contender | wall median s | wall min–max s | CPU median s | records | with a speaker "
+            "| vs tunesmith (wall) |",
             "|---|---|---|---|---|---|---|",
             *rows,
             "",
-            f"tunesmith wall median {base:.3f} s (CPU {statistics.median(cpu['tunesmith']):.3f} s): {verdict} the < 2 s requirement.",
-            "The naive extractor's speaker is whatever 0-12 characters precede the verb (孔明笑, 乃谓众将, 后人有诗叹),",
-            "its context is that clause only, and quotes broken over a wrapped line or typed wrong are lost or swallowed.",
+            f"tunesmith wall median {base:.3f} s (CPU {statistics.median(cpu['tunesmith']):.3f} s): {verdict} the "
+            "< 2 s requirement.",
+            "The naive extractor's speaker is whatever 0-12 characters precede the verb "
+            "(孔明笑, 乃谓众将, 后人有诗叹),",
+            "its context is that clause only, and quotes broken over a wrapped line or typed wrong are lost or "
+            "swallowed.",
             "",
         ]
     )

@@ -100,12 +100,15 @@ def main() -> int:
     med = {m: statistics.median(rate[m]) for m in MODES}
     # merged / unmerged within each repeat: both ran back to back, which cancels part of the load drift
     paired = [a / b for a, b in zip(rate["merged"], rate["unmerged"])]
-    table = ["| mode | wall median s | generated tokens/s median | tokens/s min–max | vs unmerged |", "|---|---|---|---|---|"]
+    table = ["| mode | wall median s | generated tokens/s median | tokens/s min–max | vs unmerged |",
+             "|---|---|---|---|---|"]
     for m in MODES:
-        table.append(f"| {m} | {statistics.median(times[m]):.2f} | {med[m]:.1f} | {min(rate[m]):.1f}–{max(rate[m]):.1f} "
+        table.append(f"| {m} | {statistics.median(times[m]):.2f} | {med[m]:.1f} | "
+                     f"{min(rate[m]):.1f}–{max(rate[m]):.1f} "
                      f"| {med[m] / med['unmerged']:.2f}x |")
     verdict = (f"merged / unmerged = {med['merged'] / med['unmerged']:.2f}x generated tokens/s (ratio of medians; "
-               f"per-repeat paired ratios median {statistics.median(paired):.2f}x, {min(paired):.2f}–{max(paired):.2f}x); "
+               f"per-repeat paired ratios median {statistics.median(paired):.2f}x, "
+               f"{min(paired):.2f}–{max(paired):.2f}x); "
                f"merged / base = {med['merged'] / med['base']:.2f}x; {same}/{len(convs)} answers identical merged vs "
                f"unmerged; {differs_from_base}/{len(convs)} differ from the base's (the adapter is not a no-op).")
     print("\n".join(table))
@@ -113,7 +116,8 @@ def main() -> int:
     if args.append:
         cmd = ".venv/bin/python bench/bench_merged_adapter.py " + " ".join(sys.argv[1:])
         section = "\n".join([
-            *generation_header(f"Eval: adapter merged into the weights vs unmerged vs base ({args.model} model, cpu, fp32)",
+            *generation_header("Eval: adapter merged into the weights vs unmerged vs base "
+                               f"({args.model} model, cpu, fp32)",
                                load_avg, cmd),
             f"- job: {len(convs)} 李白 RoleBench general-test questions with the persona, greedy, max_new_tokens "
             f"{args.max_new_tokens}, one batched `Engine.generate` call (batch {args.batch_size}) per mode; random "

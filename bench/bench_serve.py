@@ -161,7 +161,8 @@ def main() -> None:
                     res = run_load(s.url, clients, args.requests_per_client, args.max_tokens)
                     results.setdefault((s.name, clients), []).append(res)
                     print(f"repeat {rep + 1} {s.name:>26} clients={clients:>2}: {res['tps']:.1f} tok/s, "
-                          f"TTFT {res['ttft'] * 1000:.0f} ms, {res['tokens']} tokens in {res['wall']:.1f} s", flush=True)
+                          f"TTFT {res['ttft'] * 1000:.0f} ms, {res['tokens']} tokens in {res['wall']:.1f} s",
+                          flush=True)
     finally:
         for s in servers:
             s.__exit__(None, None, None)
@@ -177,18 +178,23 @@ def main() -> None:
                         f"{statistics.median(tps) / base_tps:.2f}x | {statistics.median(tt):.0f} | "
                         f"{min(tt):.0f}–{max(tt):.0f} |")
     table = "\n".join([
-        "| server | clients | aggregate tokens/s (median) | min–max | vs batched, 1 client | TTFT ms (median) | TTFT min–max |",
+        "| server | clients | aggregate tokens/s (median) | min–max | vs batched, 1 client | TTFT ms (median) "
+        "| TTFT min–max |",
         "|---|---|---|---|---|---|---|", *rows])
     cmd = "/work/venv/bin/python bench/bench_serve.py " + " ".join(sys.argv[1:])
     section = f"""
 ## Serving: aggregate tokens/s and time to first token, 1 / 4 / 16 concurrent streaming clients
 
 - date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC
-- CPU: {cpu_name()}, shared machine; load average before the run {load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f}
-- versions: Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, openai {openai.__version__}
-- model: {args.model} (the default is SmolLM2-135M-Instruct, fp32 on CPU); torch threads per server: {args.threads or "torch's choice"}
+- CPU: {cpu_name()}, shared machine; load average before the run {load_before[0]:.2f} / {load_before[1]:.2f} / \
+{load_before[2]:.2f}
+- versions: Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, \
+openai {openai.__version__}
+- model: {args.model} (the default is SmolLM2-135M-Instruct, fp32 on CPU); \
+torch threads per server: {args.threads or "torch's choice"}
 - command: `{cmd.strip()}`
-- job: each client streams {args.requests_per_client} chat completions (max_tokens {args.max_tokens}, greedy) one after another with the openai client;
+- job: each client streams {args.requests_per_client} chat completions (max_tokens {args.max_tokens}, greedy) \
+one after another with the openai client;
   tokens = usage.completion_tokens; {args.repeats} repeats, contenders interleaved. "reference" is the same server with
   `--max-batch-size 1` (one request at a time, no batching).
 

@@ -201,7 +201,8 @@ def main() -> int:
         loss = statistics.median([r["loss"] for r in rs])
         flops = 4 * n_params * med
         runs = ", ".join(f"{r['tok_s']:.1f}" for r in rs)
-        return f"| {name} | {med:.1f} | {lo:.1f} - {hi:.1f} | {runs} | {loss:.4f} | {100 * flops / (peak * 1e9):.1f}% | {100 * flops / (peak_bf16 * 1e9):.1f}% |"
+        return (f"| {name} | {med:.1f} | {lo:.1f} - {hi:.1f} | {runs} | {loss:.4f} | "
+                f"{100 * flops / (peak * 1e9):.1f}% | {100 * flops / (peak_bf16 * 1e9):.1f}% |")
 
     speedups = [o["tok_s"] / r["tok_s"] for o, r in zip(ours, ref)]
     loss_gap = statistics.median([abs(o["loss"] - r["loss"]) / r["loss"] for o, r in zip(ours, ref)])

@@ -57,7 +57,8 @@ def test_set_parses_values_by_type(chat_engine):
     assert state.options.do_sample is False  # "false" really is False
     assert state.options.temperature == 1.2 and state.options.top_k == 5 and state.options.seed == 3
     assert state.options.num_beams == 2 and state.options.stop == ["a", "b"] and state.max_history_turns == 2
-    state, out = drive(chat_engine, ["/set top_p=2", "/set colour=red", "/set do_sample=maybe", "/set max_history_turns=x"])
+    state, out = drive(chat_engine, ["/set top_p=2", "/set colour=red", "/set do_sample=maybe",
+                                     "/set max_history_turns=x"])
     assert out.count("error:") == 4 and state.options == GenerationOptions(max_new_tokens=8)
     assert "top_p: expected a number in (0, 1]" in out and "unknown generation option 'colour'" in out
 
@@ -74,7 +75,8 @@ def test_too_long_message_is_reported_not_kept(chat_engine):
 
 
 def test_parse_helpers():
-    assert parse_adapter_options(["libai=runs/a", "runs/sanguo/adapter"]) == {"libai": "runs/a", "sanguo": "runs/sanguo/adapter"}
+    assert (parse_adapter_options(["libai=runs/a", "runs/sanguo/adapter"])
+            == {"libai": "runs/a", "sanguo": "runs/sanguo/adapter"})
     with pytest.raises(ConfigError):
         parse_adapter_options(["a=x", "a=y"])
     assert parse_bool("False") is False and parse_bool("on") is True

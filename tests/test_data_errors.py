@@ -57,7 +57,8 @@ def test_windows_line_endings_and_bom_are_accepted(tmp_path):
 def test_non_utf8_bytes_name_line_and_expected_encoding(tmp_path):
     f = tmp_path / "latin.jsonl"
     f.write_bytes((_j(GOOD_CT) + "\n").encode("utf-8") + b'{"context": "caf\xe9 \xff\xfe", "target": "x"}\n')
-    with pytest.raises(DataError, match=r"latin\.jsonl:2: byte \d+ \(0x.*\) is not valid UTF-8 \(expected a UTF-8 file; .*gb18030"):
+    with pytest.raises(DataError, match=r"latin\.jsonl:2: byte \d+ \(0x.*\) is not valid UTF-8 "
+                                        r"\(expected a UTF-8 file; .*gb18030"):
         load(f)
 
 
@@ -83,7 +84,8 @@ def test_truncated_last_line(tmp_path):
 
 def test_invalid_json_line_and_non_object(tmp_path):
     f = _lines(tmp_path / "bad.jsonl", _j(GOOD_CT), "{'context': 'single quotes'}", _j(GOOD_CT))
-    with pytest.raises(DataError, match=r"bad\.jsonl:2: invalid JSON: Expecting property name .*\(expected one JSON object per line\)"):
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: invalid JSON: Expecting property name "
+                                        r".*\(expected one JSON object per line\)"):
         load(f)
     g = _lines(tmp_path / "list.jsonl", _j(GOOD_CT), '["not", "an", "object"]')
     with pytest.raises(DataError, match=r"list\.jsonl:2: record must be a JSON object \(got list; expected"):
@@ -94,7 +96,8 @@ def test_json_array_file_reports_record_index_and_line(tmp_path):
     f = tmp_path / "arr.json"
     f.write_text('[\n  {"instruction": "a", "output": "b"},\n  {"instruction": "c", "output": ""},\n'
                  '  {"instruction": "d", "output": 5}\n]\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r'arr\.json:3 \(record 1\): field "output" is empty \(expected a non-empty answer\)'):
+    with pytest.raises(DataError, match=r'arr\.json:3 \(record 1\): field "output" is empty '
+                                        r'\(expected a non-empty answer\)'):
         load(f)
     errors: list[DataError] = []
     convs = load(f, on_error="skip", errors=errors, quiet=True)
@@ -108,13 +111,16 @@ def test_json_array_file_reports_record_index_and_line(tmp_path):
 
 
 @pytest.mark.parametrize("record,message", [
-    ({"role": "李白", "question": "q", "generated": "一个字符串"}, 'field "generated" must be a list of strings (got string)'),
+    ({"role": "李白", "question": "q", "generated": "一个字符串"},
+     'field "generated" must be a list of strings (got string)'),
     ({"role": "李白", "question": "q", "generated": ["好", 3]}, 'field "generated"[1] must be a string (got int)'),
-    ({"role": "李白", "question": "q", "generated": ["好", "  "]}, 'field "generated"[1] is empty (expected a non-empty answer)'),
+    ({"role": "李白", "question": "q", "generated": ["好", "  "]},
+     'field "generated"[1] is empty (expected a non-empty answer)'),
     ({"role": "李白", "question": "q", "generated": []}, 'field "generated" is an empty list'),
     ({"role": "李白", "generated": ["好"]}, 'missing field "question" (expected {"role": str, "question": str'),
     ({"role": 7, "question": "q", "generated": ["好"]}, 'field "role" must be a string (got int)'),
-    ({"role": "李白", "question": "q", "generated": ["好"], "type": 1}, 'field "type" must be a string or a list of strings'),
+    ({"role": "李白", "question": "q", "generated": ["好"], "type": 1},
+     'field "type" must be a string or a list of strings'),
 ])
 def test_rolebench_wrong_fields(tmp_path, rolebench_dir, record, message):
     f = _lines(tmp_path / "train.jsonl", _j(GOOD_RB), _j(record))
@@ -128,14 +134,20 @@ def test_rolebench_wrong_fields(tmp_path, rolebench_dir, record, message):
     ("context-target", {"context": "c", "target": ""}, 'field "target" is empty'),
     ("context-target", {"context": "c"}, 'missing field "target" (expected {"context": str, "target": str}'),
     ("novel-dialogue", {"context": "曹洪曰：", "chat": None}, 'missing field "chat"'),
-    ("novel-dialogue", {"context": "曹洪曰：", "chat": "“x”", "chapter": [1]}, 'field "chapter" must be a string or an integer'),
-    ("alpaca", {"instruction": "i", "output": "o", "history": [["only one"]]}, 'field "history"[0] must be a [user, assistant] pair'),
+    ("novel-dialogue", {"context": "曹洪曰：", "chat": "“x”", "chapter": [1]},
+     'field "chapter" must be a string or an integer'),
+    ("alpaca", {"instruction": "i", "output": "o", "history": [["only one"]]},
+     'field "history"[0] must be a [user, assistant] pair'),
     ("alpaca", {"instruction": "", "input": "", "output": "o"}, "both empty (expected an instruction)"),
-    ("sharegpt", {"conversations": [{"from": "gpt", "value": "a"}]}, "out of order (expected turns to alternate human, gpt"),
-    ("sharegpt", {"conversations": [{"from": "human", "value": "q"}]}, "expected the conversation to end with a 'gpt' answer"),
-    ("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{}"}]}, "tool turns ('function_call') are not supported"),
+    ("sharegpt", {"conversations": [{"from": "gpt", "value": "a"}]},
+     "out of order (expected turns to alternate human, gpt"),
+    ("sharegpt", {"conversations": [{"from": "human", "value": "q"}]},
+     "expected the conversation to end with a 'gpt' answer"),
+    ("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{}"}]},
+     "tool turns ('function_call') are not supported"),
     ("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": ""}]}, "empty answer"),
-    ("messages", {"messages": [{"role": "user", "content": "q"}, {"role": "bot", "content": "a"}]}, "messages[1].role is 'bot' (expected 'system', 'user' or 'assistant')"),
+    ("messages", {"messages": [{"role": "user", "content": "q"}, {"role": "bot", "content": "a"}]},
+     "messages[1].role is 'bot' (expected 'system', 'user' or 'assistant')"),
     ("messages", {"messages": [{"role": "user", "content": 5}]}, "messages[0].content must be a string (got int)"),
     ("conversation", {"messages": "hi", "meta": {}}, 'field "messages" must be a list'),
 ])
@@ -209,11 +221,14 @@ def test_cli_convert_bad_record_exits_2_and_keeps_old_output(tmp_path, capsys):
 def test_cli_errors_exit_2_without_traceback(tmp_path, capsys):
     src = _lines(tmp_path / "ie.jsonl", _j(GOOD_CT))
     cases = [
-        (["data", "convert", str(tmp_path / "missing.jsonl"), str(tmp_path / "o.jsonl")], "missing.jsonl: file not found"),
+        (["data", "convert", str(tmp_path / "missing.jsonl"), str(tmp_path / "o.jsonl")],
+         "missing.jsonl: file not found"),
         (["data", "convert", str(src), str(tmp_path / "o.jsonl"), "--from", "csv"], "unknown format 'csv'"),
         (["data", "convert", str(src), str(tmp_path / "o.jsonl"), "--on-error", "maybe"], "on_error='maybe'"),
-        (["data", "convert", str(src), str(tmp_path / "o.jsonl"), "-O", "nonsense"], "--option 'nonsense' must look like KEY=VALUE"),
-        (["data", "convert", str(src), str(tmp_path / "o.jsonl"), "-O", "speed=1"], "format 'context-target' has no option 'speed'"),
+        (["data", "convert", str(src), str(tmp_path / "o.jsonl"), "-O", "nonsense"],
+         "--option 'nonsense' must look like KEY=VALUE"),
+        (["data", "convert", str(src), str(tmp_path / "o.jsonl"), "-O", "speed=1"],
+         "format 'context-target' has no option 'speed'"),
         (["data", "stats", str(src), "--tokenizer", str(tmp_path / "no-model")], "no such model folder"),
     ]
     for argv, message in cases:

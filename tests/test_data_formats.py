@@ -33,7 +33,8 @@ def test_rolebench_one_conversation_per_answer(rolebench_dir, rel, records):
     assert {c.meta["role"] for c in convs} == ROLES
     split = "train" if "train" in rel else "test"
     subset = rel.split("/")[0]
-    assert all(c.meta["split"] == split and c.meta["subset"] == subset and c.meta["source"] == "rolebench" for c in convs)
+    assert all(c.meta["split"] == split and c.meta["subset"] == subset and c.meta["source"] == "rolebench"
+               for c in convs)
     # answers come back in order, with their index
     first = [c for c in convs if c.meta["question"] == raw[0]["question"].strip() and c.meta["role"] == raw[0]["role"]]
     assert [c.answer for c in first] == [g.strip() for g in raw[0]["generated"]]
@@ -83,13 +84,15 @@ def test_rolebench_persona_options(rolebench_dir, tmp_path):
     with pytest.raises(DataError, match=r"test\.jsonl:1: role '皇帝' has no description"):
         load(path, "rolebench", profiles=prof)
     only_libai = load(path, "rolebench", profiles=prof, on_error="skip", quiet=True)
-    assert {c.meta["role"] for c in only_libai} == {"李白"} and only_libai[0].system == "你是李白，诗仙。请以李白的身份、语气和口吻回答。"
+    assert ({c.meta["role"] for c in only_libai} == {"李白"}
+            and only_libai[0].system == "你是李白，诗仙。请以李白的身份、语气和口吻回答。")
     assert persona_prompt("李白", "") == "你是李白。请以李白的身份、语气和口吻回答。"
 
 
 def test_rolebench_without_profiles_is_a_clear_error(rolebench_dir, tmp_path):
     f = tmp_path / "train.jsonl"
-    f.write_text((rolebench_dir / "role_specific/train.jsonl").read_text(encoding="utf-8").split("\n", 1)[0] + "\n", encoding="utf-8")
+    f.write_text((rolebench_dir / "role_specific/train.jsonl").read_text(encoding="utf-8").split("\n", 1)[0] + "\n",
+                 encoding="utf-8")
     with pytest.raises(DataError, match="cannot find profiles-zh/desc.json.*--profiles"):
         load(f, "rolebench")
     assert load(f, "rolebench", persona=False)[0].system is None
@@ -115,7 +118,8 @@ def test_role_filter_and_glob(rolebench_dir):
 
 # -- context-target (IE / classification) --------------------------------------------------------------
 
-@pytest.mark.parametrize("name,count", [("mixed_train_dataset.jsonl", 902), ("mixed_dev_dataset.jsonl", 122), ("dataset.jsonl", 5)])
+@pytest.mark.parametrize("name,count", [("mixed_train_dataset.jsonl", 902), ("mixed_dev_dataset.jsonl", 122),
+                                        ("dataset.jsonl", 5)])
 def test_context_target_keeps_answer_prefix_exactly(datasets_dir, name, count):
     path = datasets_dir / "chatglm-mixed-ie-cls" / name
     raw = _raw(path)
@@ -145,15 +149,18 @@ def _write(path: Path, records: list) -> Path:
 
 def test_novel_dialogue_keeps_quotes(tmp_path):
     f = _write(tmp_path / "sanguo.jsonl", [
-        {"context": "曹仁回城中，与众商议。曹洪曰：", "chat": "“目今失了彝陵，势已危急。”", "speaker": "曹洪", "chapter": "第五十一回", "book": "三国演义"},
+        {"context": "曹仁回城中，与众商议。曹洪曰：", "chat": "“目今失了彝陵，势已危急。”", "speaker": "曹洪",
+         "chapter": "第五十一回", "book": "三国演义"},
         {"context": "进得诏便行。主簿陈琳谏曰：", "chat": "“太后此诏，必是十常侍之谋。”"},
     ])
     convs = load(f)
     assert [c.answer for c in convs] == ["“目今失了彝陵，势已危急。”", "“太后此诏，必是十常侍之谋。”"]
-    assert convs[0].meta == {"source": "novel-dialogue", "role": "曹洪", "speaker": "曹洪", "chapter": "第五十一回", "book": "三国演义"}
+    assert convs[0].meta == {"source": "novel-dialogue", "role": "曹洪", "speaker": "曹洪", "chapter": "第五十一回",
+                             "book": "三国演义"}
     assert "role" not in convs[1].meta
     back = to_records(convs, "novel-dialogue")
-    assert back[0] == {"context": "曹仁回城中，与众商议。曹洪曰：", "chat": "“目今失了彝陵，势已危急。”", "speaker": "曹洪", "chapter": "第五十一回"}
+    assert back[0] == {"context": "曹仁回城中，与众商议。曹洪曰：", "chat": "“目今失了彝陵，势已危急。”",
+                       "speaker": "曹洪", "chapter": "第五十一回"}
 
 
 def test_alpaca_reader(tmp_path):
@@ -165,15 +172,19 @@ def test_alpaca_reader(tmp_path):
     ], ensure_ascii=False, indent=1), encoding="utf-8")
     a, b, c = load(f)
     assert a.system == "你是翻译" and [m.content for m in a.messages] == ["翻译成英文\n你好", "Hello"]
-    assert [m.role for m in b.messages] == ["user", "assistant", "user", "assistant"] and b.messages[0].content == "翻译：晚安"
+    assert ([m.role for m in b.messages] == ["user", "assistant", "user", "assistant"]
+            and b.messages[0].content == "翻译：晚安")
     assert c.messages[0].content == "只有输入"
 
 
 def test_sharegpt_reader(tmp_path, capsys):
     f = _write(tmp_path / "s.jsonl", [
-        {"conversations": [{"from": "system", "value": "你是张飞"}, {"from": "human", "value": "你是谁"}, {"from": "gpt", "value": "我乃燕人张翼德"},
-                           {"from": "human", "value": "再说一遍"}, {"from": "gpt", "value": "俺也一样"}], "tools": "[{}]"},
-        {"conversations": [{"from": "user", "value": "hi"}, {"from": "assistant", "value": "hello"}], "system": "top-level system"},
+        {"conversations": [{"from": "system", "value": "你是张飞"}, {"from": "human", "value": "你是谁"},
+                           {"from": "gpt", "value": "我乃燕人张翼德"},
+                           {"from": "human", "value": "再说一遍"}, {"from": "gpt", "value": "俺也一样"}],
+         "tools": "[{}]"},
+        {"conversations": [{"from": "user", "value": "hi"}, {"from": "assistant", "value": "hello"}],
+         "system": "top-level system"},
     ])
     a, b = load(f)
     assert a.system == "你是张飞" and len(a.messages) == 4 and a.answer == "俺也一样"
@@ -214,9 +225,12 @@ def test_detect_format_every_shape():
 
 def _sample() -> list[Conversation]:
     return [
-        Conversation([Message("user", "你是谁？"), Message("assistant", "吾乃李白。")], "你是李白。", {"source": "t", "role": "李白"}),
-        Conversation([Message("user", "第一问"), Message("assistant", "第一答"), Message("user", "第二问"), Message("assistant", "第二答")], None, {}),
-        Conversation([Message("user", "Instruction: x\nInput: y\nAnswer: "), Message("assistant", '["水果"]')], None, {}),
+        Conversation([Message("user", "你是谁？"), Message("assistant", "吾乃李白。")], "你是李白。",
+                     {"source": "t", "role": "李白"}),
+        Conversation([Message("user", "第一问"), Message("assistant", "第一答"), Message("user", "第二问"),
+                      Message("assistant", "第二答")], None, {}),
+        Conversation([Message("user", "Instruction: x\nInput: y\nAnswer: "), Message("assistant", '["水果"]')],
+                     None, {}),
     ]
 
 
@@ -253,7 +267,8 @@ def test_writers_refuse_what_they_cannot_hold(tmp_path):
     convs = _sample()
     with pytest.raises(DataError, match=r"conversation 1 \(t 李白\): context-target has no system prompt"):
         save(convs, tmp_path / "x.jsonl", "context-target")
-    with pytest.raises(DataError, match="conversation 1: context-target holds one prompt and one answer; this conversation has 4"):
+    with pytest.raises(DataError, match="conversation 1: context-target holds one prompt and one answer; "
+                                        "this conversation has 4"):
         save(convs[1:], tmp_path / "x.jsonl", "context-target")
     with pytest.raises(ConfigError, match="cannot write format 'rolebench'"):
         save(convs, tmp_path / "x.jsonl", "rolebench")

@@ -23,7 +23,8 @@ def lf_dir(tmp_path) -> Path:
     """A folder laid out like LLaMA-Factory's data/: JSON-array files and a dataset_info.json."""
     d = tmp_path / "data"
     _dump(d / "alpaca_zh_demo.json", [
-        {"instruction": "识别并解释给定列表中的两个科学理论：细胞理论和日心说。", "input": "", "output": "细胞理论是生物科学的一个理论……", "system": "ignored unless mapped"},
+        {"instruction": "识别并解释给定列表中的两个科学理论：细胞理论和日心说。", "input": "",
+         "output": "细胞理论是生物科学的一个理论……", "system": "ignored unless mapped"},
         {"instruction": "翻译", "input": "你好", "output": "Hello", "history": [["在吗", "在"]]},
     ])
     _dump(d / "glaive_toolcall_zh_demo.json", [
@@ -31,19 +32,23 @@ def lf_dir(tmp_path) -> Path:
          "system": "你是助手", "tools": "[]"},
     ])
     _dump(d / "openai_style.json", [
-        {"messages": [{"role": "system", "content": "系统"}, {"role": "user", "content": "问"}, {"role": "assistant", "content": "答"}]},
+        {"messages": [{"role": "system", "content": "系统"}, {"role": "user", "content": "问"},
+                      {"role": "assistant", "content": "答"}]},
     ])
     (d / "folder").mkdir()
     _dump(d / "folder" / "a.json", [{"q": "问一", "a": "答一"}])
     _dump(d / "folder" / "b.json", [{"q": "问二", "a": "答二"}])
     _dump(d / "dataset_info.json", {
         "alpaca_zh_demo": {"file_name": "alpaca_zh_demo.json"},
-        "alpaca_with_system": {"file_name": "alpaca_zh_demo.json", "columns": {"prompt": "instruction", "query": "input",
-                                                                                 "response": "output", "system": "system", "history": "history"}},
+        "alpaca_with_system": {"file_name": "alpaca_zh_demo.json",
+                               "columns": {"prompt": "instruction", "query": "input", "response": "output",
+                                           "system": "system", "history": "history"}},
         "glaive_toolcall_zh_demo": {"file_name": "glaive_toolcall_zh_demo.json", "formatting": "sharegpt",
                                     "columns": {"messages": "conversations", "system": "system", "tools": "tools"}},
-        "openai_style": {"file_name": "openai_style.json", "formatting": "sharegpt", "columns": {"messages": "messages"},
-                         "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant", "system_tag": "system"}},
+        "openai_style": {"file_name": "openai_style.json", "formatting": "sharegpt",
+                         "columns": {"messages": "messages"},
+                         "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                                  "assistant_tag": "assistant", "system_tag": "system"}},
         "renamed_columns_folder": {"file_name": "folder", "columns": {"prompt": "q", "query": None, "response": "a"}},
         "first_one": {"file_name": "alpaca_zh_demo.json", "num_samples": 1},
         "alpaca_gpt4_en": {"hf_hub_url": "llamafactory/alpaca_gpt4_en"},
@@ -58,7 +63,8 @@ def test_llama_factory_alpaca_entries(lf_dir):
     # LLaMA-Factory reads system/history only when the columns map them: same conversations here.
     assert convs[0].system is None and len(convs[1].messages) == 2 and convs[1].messages[0].content == "翻译\n你好"
     mapped = load_dataset_by_name("alpaca_with_system", lf_dir)
-    assert mapped[0].system == "ignored unless mapped" and [m.content for m in mapped[1].messages] == ["在吗", "在", "翻译\n你好", "Hello"]
+    assert (mapped[0].system == "ignored unless mapped"
+            and [m.content for m in mapped[1].messages] == ["在吗", "在", "翻译\n你好", "Hello"])
     assert len(load_dataset_by_name("first_one", lf_dir)) == 1  # num_samples
     folder = load_dataset_by_name("renamed_columns_folder", lf_dir)  # a folder of files, renamed columns
     assert [(c.messages[0].content, c.answer) for c in folder] == [("问一", "答一"), ("问二", "答二")]
@@ -72,7 +78,8 @@ def test_llama_factory_sharegpt_and_openai_entries(lf_dir, capsys):
 
 
 def test_registry_errors_name_the_entry(lf_dir, tmp_path):
-    with pytest.raises(DataError, match=r"dataset_info\.json: dataset 'nope' is not registered \(known: alpaca_gpt4_en, alpaca_with_system"):
+    with pytest.raises(DataError, match=r"dataset_info\.json: dataset 'nope' is not registered "
+                                        r"\(known: alpaca_gpt4_en, alpaca_with_system"):
         load_dataset_by_name("nope", lf_dir)
     with pytest.raises(DataError, match=r"alpaca_gpt4_en: entry uses hf_hub_url; only local files are read"):
         load_dataset_by_name("alpaca_gpt4_en", lf_dir)
@@ -107,7 +114,8 @@ def test_register_our_formats_and_keep_existing_entries(lf_dir, datasets_dir, ro
     assert len(spe) == 239 and spe[0].system.startswith("你是")  # desc.json found next to the data
     # file inside the data folder is stored relative; an existing name needs force
     entry = register_dataset("again", lf_dir / "openai_style.json", lf_dir)
-    assert entry["file_name"] == "openai_style.json" and entry["formatting"] == "sharegpt" and entry["tags"]["role_tag"] == "role"
+    assert (entry["file_name"] == "openai_style.json" and entry["formatting"] == "sharegpt"
+            and entry["tags"]["role_tag"] == "role")
     assert load_dataset_by_name("again", lf_dir)[0].system == "系统"
     with pytest.raises(ConfigError, match="already registered"):
         register_dataset("again", ie, lf_dir)
@@ -140,7 +148,8 @@ def test_resolve_dataset_specs(lf_dir, datasets_dir, rolebench_dir):
     both = resolve_dataset([{"path": str(ie)}, {"name": "first_one"}], data_dir=lf_dir)
     assert len(both) == 123
     rb = rolebench_dir
-    libai = resolve_dataset({"path": str(rb / "role_specific" / "train.jsonl"), "format": "rolebench", "roles": ["李白"], "limit": 10})
+    libai = resolve_dataset({"path": str(rb / "role_specific" / "train.jsonl"), "format": "rolebench",
+                             "roles": ["李白"], "limit": 10})
     assert len(libai) == 10 and {c.meta["role"] for c in libai} == {"李白"}
     with pytest.raises(DataError, match="typo/train.jsonl: file not found"):
         resolve_dataset("typo/train.jsonl", data_dir=lf_dir)

@@ -66,7 +66,8 @@ def test_stats_with_tokenizer(tiny_qwen2, datasets_dir, capsys):
 def test_split_is_deterministic_and_grouped(rolebench_dir):
     convs = load(rolebench_dir / "general/train.jsonl", "rolebench", roles="李白")
     train, dev = split_conversations(convs, dev_ratio=0.1, seed=42)
-    again = split_conversations(load(rolebench_dir / "general/train.jsonl", "rolebench", roles="李白"), dev_ratio=0.1, seed=42)
+    again = split_conversations(load(rolebench_dir / "general/train.jsonl", "rolebench", roles="李白"),
+                                dev_ratio=0.1, seed=42)
     assert [c.to_dict() for c in dev] == [c.to_dict() for c in again[1]]
     assert len(train) + len(dev) == len(convs)
     assert not _questions(train) & _questions(dev)  # one question's answers stay on one side
@@ -82,11 +83,13 @@ def test_split_is_deterministic_and_grouped(rolebench_dir):
 
 def test_split_cli(rolebench_dir, tmp_path, capsys):
     out = tmp_path / "sp"
-    assert main(["data", "split", str(rolebench_dir / "role_specific/train.jsonl"), "-o", str(out), "--dev-ratio", "0.1", "--role", "张飞"]) == 0
+    assert main(["data", "split", str(rolebench_dir / "role_specific/train.jsonl"), "-o", str(out), "--dev-ratio",
+                 "0.1", "--role", "张飞"]) == 0
     train, dev = load(out / "train.jsonl"), load(out / "dev.jsonl")
     assert len(train) + len(dev) == 363 and len(dev) == 36 and {c.meta["role"] for c in train + dev} == {"张飞"}
     first = (out / "dev.jsonl").read_bytes()
-    assert main(["data", "split", str(rolebench_dir / "role_specific/train.jsonl"), "-o", str(out), "--dev-ratio", "0.1", "--role", "张飞"]) == 0
+    assert main(["data", "split", str(rolebench_dir / "role_specific/train.jsonl"), "-o", str(out), "--dev-ratio",
+                 "0.1", "--role", "张飞"]) == 0
     assert (out / "dev.jsonl").read_bytes() == first
 
 
@@ -109,14 +112,16 @@ def test_rolebench_prepare_libai(rolebench_dir, tmp_path, capsys):
     assert names == ["baseline_general.jsonl", "baseline_role_specific.jsonl", "dataset_info.json", "dev.jsonl",
                      "manifest.json", "persona.txt", "test_general.jsonl", "test_role_specific.jsonl", "train.jsonl"]
     raw = {rel: [json.loads(x) for x in (rolebench_dir / rel).read_text(encoding="utf-8").splitlines()]
-           for rel in ("general/train.jsonl", "role_specific/train.jsonl", "general/test.jsonl", "role_specific/test.jsonl")}
+           for rel in ("general/train.jsonl", "role_specific/train.jsonl", "general/test.jsonl",
+                       "role_specific/test.jsonl")}
     libai = {k: [r for r in v if r["role"] == "李白"] for k, v in raw.items()}
     train, dev = load(out / "train.jsonl"), load(out / "dev.jsonl")
     n_answers = sum(len(r["generated"]) for k in ("general/train.jsonl", "role_specific/train.jsonl") for r in libai[k])
     assert len(train) + len(dev) == n_answers and not _questions(train) & _questions(dev)
     test_cus, test_spe = load(out / "test_general.jsonl"), load(out / "test_role_specific.jsonl")
     assert len(test_cus) == len(libai["general/test.jsonl"]) == 289 and len(test_spe) == 50
-    assert [c.meta["references"] for c in test_cus] == [[g.strip() for g in r["generated"]] for r in libai["general/test.jsonl"]]
+    assert [c.meta["references"] for c in test_cus] == [[g.strip() for g in r["generated"]]
+                                                        for r in libai["general/test.jsonl"]]
     assert {c.meta["split"] for c in test_cus + test_spe} == {"test"} and {c.meta["split"] for c in train} == {"train"}
     # no test question of this role is in train or dev
     assert not (_questions(train) | _questions(dev)) & (_questions(test_cus) | _questions(test_spe))
@@ -126,7 +131,8 @@ def test_rolebench_prepare_libai(rolebench_dir, tmp_path, capsys):
     persona = (out / "persona.txt").read_text(encoding="utf-8").strip()
     assert {c.system for c in train + test_cus + test_spe} == {persona} and persona.startswith("你是李白，")
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["files"]["train"]["conversations"] == len(train) and manifest["dropped_train_pairs_also_in_test"] == 0
+    assert (manifest["files"]["train"]["conversations"] == len(train)
+            and manifest["dropped_train_pairs_also_in_test"] == 0)
     # the whole folder loads too (dataset_info.json and manifest.json are not records)
     assert len(load(out)) == sum(f["conversations"] for f in manifest["files"].values())
     # the folder is a registry: names resolve, and test data is refused for training
@@ -157,8 +163,10 @@ def test_rolebench_prepare_drops_train_pairs_that_are_in_test(rolebench_dir, tmp
 
     w("general/train.jsonl", [{"role": "李白", "question": f"问{i}", "generated": ["答a", "答b"]} for i in range(10)])
     w("general/test.jsonl", [{"role": "李白", "question": "问3", "generated": ["参考"]}])
-    w("role_specific/train.jsonl", [{"role": "李白", "question": "你的诗？", "generated": ["床前明月光"], "type": "script_based"}])
-    w("role_specific/test.jsonl", [{"role": "李白", "question": "你爱喝酒吗？", "generated": ["爱"], "type": ["script_agnostic"]}])
+    w("role_specific/train.jsonl", [{"role": "李白", "question": "你的诗？", "generated": ["床前明月光"],
+                                     "type": "script_based"}])
+    w("role_specific/test.jsonl", [{"role": "李白", "question": "你爱喝酒吗？", "generated": ["爱"],
+                                    "type": ["script_agnostic"]}])
     m = rolebench_prepare(src, ["李白"], tmp_path / "out", dev_ratio=0.0)
     assert m["dropped_train_pairs_also_in_test"] == 2
     train = load(tmp_path / "out" / "train.jsonl")

@@ -123,12 +123,14 @@ def test_max_new_tokens_and_stop_strings_cut_at_token_level(engine):
     assert cut.text == full.text[: full.text.find(stop)] and cut.finish_reason == "stop"
     # generation stopped right after the stop string: far fewer tokens than the full reply
     assert cut.completion_tokens < full.completion_tokens
-    assert "".join(engine.stream(Q, adapter="libai", options=GenerationOptions(max_new_tokens=20, stop=[stop]))) == cut.text
+    assert "".join(engine.stream(Q, adapter="libai",
+                                 options=GenerationOptions(max_new_tokens=20, stop=[stop]))) == cut.text
 
 
 def test_stream_equals_chat(engine):
     for adapter in ("base", "libai"):
-        assert "".join(engine.stream(Q, adapter=adapter, options=GREEDY)) == engine.chat(Q, adapter=adapter, options=GREEDY)
+        assert ("".join(engine.stream(Q, adapter=adapter, options=GREEDY))
+                == engine.chat(Q, adapter=adapter, options=GREEDY))
 
 
 def _history(turns: int) -> list[Message]:
@@ -234,7 +236,8 @@ def test_merged_adapter_answers_like_unmerged_and_unmerges_for_others(tiny_qwen2
         q_proj = eng.model.base_model.model.model.layers[0].self_attn.q_proj
 
         assert eng.merge("libai") and q_proj.merged
-        assert not torch.equal(q_proj.base_layer.weight, base_before[next(n for n in base_before if "layers.0.self_attn.q_proj" in n)])
+        assert not torch.equal(q_proj.base_layer.weight,
+                               base_before[next(n for n in base_before if "layers.0.self_attn.q_proj" in n)])
         assert eng.generate(convs, adapter="libai", options=GREEDY) == want["libai"]
         assert q_proj.merged  # still folded in after answering
         for a in ["ie", "base", "libai"]:  # another adapter or the base unmerges first
@@ -290,7 +293,8 @@ def test_continuous_batching_answers_like_padded_batches(engine):
         engine.generate(convs[:2], options=opts, batching="paged")
     # afterwards the model still answers as before through the ordinary (padded, streamed) path
     assert engine.chat(Q, adapter="libai", options=GREEDY) == "".join(engine.stream(Q, adapter="libai", options=GREEDY))
-    assert engine.generate([(None, Q)], adapter="libai", options=GREEDY, batching="continuous")[0] == engine.chat(Q, adapter="libai", options=GREEDY)
+    assert (engine.generate([(None, Q)], adapter="libai", options=GREEDY, batching="continuous")[0]
+            == engine.chat(Q, adapter="libai", options=GREEDY))
 
 
 @pytest.mark.parametrize("arch", ["llama", "glm"])
@@ -318,7 +322,8 @@ def test_continuous_batching_splits_prompts_longer_than_one_forward(engine, monk
     """A prompt longer than the tokens one forward may take is prefilled in pieces, with the same answer."""
     import tunesmith.infer.engine as engine_module
 
-    convs = [(None, [Message("user", "曹洪曰：目今失了彝陵，势已危急，请丞相早发救兵")]), (None, [Message("user", "hi")])]
+    convs = [(None, [Message("user", "曹洪曰：目今失了彝陵，势已危急，请丞相早发救兵")]),
+             (None, [Message("user", "hi")])]
     padded = engine.generate(convs, adapter="libai", options=GREEDY, batching="padded")
     monkeypatch.setattr(engine_module, "CB_MAX_BATCH_TOKENS", 16)
     assert len(engine.prompt_ids(convs[0][1], adapter="libai")) > 16

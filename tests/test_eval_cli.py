@@ -197,7 +197,8 @@ def test_raw_references_and_html_escaping(tiny_qwen2, random_adapter, tmp_path):
     rows = [conv("<b>4*5</b>|等于多少", "二十|<i>矣</i>", "二十也"), conv("你好", "幸会幸会")]
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     raw = tmp_path / "raw.jsonl"
-    raw.write_text(json.dumps({"role": "李白", "question": "<b>4*5</b>|等于多少", "answer": "20"}) + "\n", encoding="utf-8")
+    raw.write_text(json.dumps({"role": "李白", "question": "<b>4*5</b>|等于多少", "answer": "20"}) + "\n",
+                   encoding="utf-8")
     out = tmp_path / "r"
     assert main(["eval", "--model", str(tiny_qwen2), "--adapter", f"rnd={random_adapter}", "--data", str(data),
                  "--task", "rolebench", "--raw-refs", str(raw), "--no-probe",
@@ -231,7 +232,8 @@ def test_chart_without_a_cjk_font_still_renders(tmp_path, monkeypatch, capsys):
     from tunesmith.eval import report
 
     result = {"task": "rolebench", "model_order": ["base", "李白"], "set_order": ["CUS"],
-              "metrics": {"base": {"CUS": {"n": 1, "rouge_l_chars": 0.2}}, "李白": {"CUS": {"n": 1, "rouge_l_chars": 0.4}}}}
+              "metrics": {"base": {"CUS": {"n": 1, "rouge_l_chars": 0.2}},
+                          "李白": {"CUS": {"n": 1, "rouge_l_chars": 0.4}}}}
     monkeypatch.setattr(report, "find_cjk_font", lambda: None)
     assert report.draw_chart(result, tmp_path / "c.png") == {"font": None}
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"

@@ -77,7 +77,8 @@ def test_rouge_l_words_view_uses_jieba():
 
 # -- IE -------------------------------------------------------------------------------------------
 
-T1 = {"predicate": "编剧", "object_type": "人物", "subject_type": "影视作品", "object": "神尾叶子", "subject": "花样男子"}
+T1 = {"predicate": "编剧", "object_type": "人物", "subject_type": "影视作品", "object": "神尾叶子",
+      "subject": "花样男子"}
 T2 = {"predicate": "出版社", "object_type": "出版社", "subject_type": "书籍", "object": "集英社", "subject": "花样男子"}
 
 
@@ -222,7 +223,8 @@ def test_prediction_store_drops_a_torn_last_line_and_keeps_appending(tmp_path):
 
 def test_prediction_store_refuses_a_broken_line_in_the_middle(tmp_path):
     p = tmp_path / "predictions.jsonl"
-    p.write_text('{"model": "base", "id": "a", "prediction": "x"}\nnot json\n{"model": "base", "id": "b", "prediction": "y"}\n',
+    p.write_text('{"model": "base", "id": "a", "prediction": "x"}\nnot json\n'
+                 '{"model": "base", "id": "b", "prediction": "y"}\n',
                  encoding="utf-8")
     with pytest.raises(ConfigError, match=r"predictions.jsonl:2"):
         PredictionStore(p)

@@ -1,4 +1,5 @@
-"""Test data -> eval items: sets by task, references grouped per prompt, baseline answers matched by (role, question)."""
+"""Test data -> eval items: sets by task, references grouped per prompt, baseline answers matched by
+(role, question)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def test_rolebench_prepare_files_are_split_by_meta_subset(rolebench_dir, tmp_pat
 
     rolebench_prepare(rolebench_dir, ["李白"], tmp_path / "libai")
     # both files given as --data: the subset recorded in each conversation decides CUS or SPE
-    task, items = build_sets([tmp_path / "libai" / "test_general.jsonl", tmp_path / "libai" / "test_role_specific.jsonl"])
+    task, items = build_sets([tmp_path / "libai" / "test_general.jsonl",
+                              tmp_path / "libai" / "test_role_specific.jsonl"])
     assert task == "rolebench"
     assert Counter(i.set for i in items) == {CUS: 289, SPE: 50}
     # the prepared RoleGPT baseline (conversation format) matches every test item by (role, question)
@@ -53,7 +55,8 @@ def test_mixed_ie_cls_dev_file_is_scored_per_record(datasets_dir):
 
 def test_answer_file_records_with_a_role_never_match_another_role(tmp_path):
     p = tmp_path / "answers.jsonl"
-    p.write_text(json.dumps({"role": "张飞", "question": "你是谁？", "generated": ["俺乃燕人张翼德"]}, ensure_ascii=False) + "\n",
+    p.write_text(json.dumps({"role": "张飞", "question": "你是谁？", "generated": ["俺乃燕人张翼德"]},
+                            ensure_ascii=False) + "\n",
                  encoding="utf-8")
     by_q, _ = read_answer_file(p, "--score-file")
     from tunesmith.conversation import Message

@@ -1,9 +1,9 @@
 """The labeling page in headless Chromium, served by `tunesmith label` (a real subprocess with a tiny model).
 
-Covers: write a sample (instruction form and chat turns table), two tabs editing the same sample (the stale one is refused), search, import a
-real dataset file, export, and use the export for training; the Try-it tab generates with an adapter,
-judges the answer and accepts a corrected answer, then the server is killed with SIGKILL and the store must
-hold everything the page acknowledged.  No request may leave 127.0.0.1.
+Covers: write a sample (instruction form and chat turns table), two tabs editing the same sample (the stale one
+is refused), search, import a real dataset file, export, and use the export for training; the Try-it tab
+generates with an adapter, judges the answer and accepts a corrected answer, then the server is killed with
+SIGKILL and the store must hold everything the page acknowledged.  No request may leave 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from tests.support import free_port
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-IE_JSON = '```json\n[{"predicate": "主演", "object_type": "人物", "subject_type": "影视作品", "object": "周星驰", "subject": "喜剧之王"}]\n```'
+IE_JSON = ('```json\n[{"predicate": "主演", "object_type": "人物", "subject_type": "影视作品", "object": "周星驰", '
+           '"subject": "喜剧之王"}]\n```')
 WAIT_MS = 60_000
 
 pytestmark = pytest.mark.browser

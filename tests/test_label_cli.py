@@ -12,7 +12,8 @@ from tunesmith.label.commands import parse_adapter_specs
 
 
 def test_parse_adapter_specs():
-    assert parse_adapter_specs(["ie=runs/ie/adapter", " cls = runs/cls "]) == {"ie": "runs/ie/adapter", "cls": "runs/cls"}
+    assert (parse_adapter_specs(["ie=runs/ie/adapter", " cls = runs/cls "])
+            == {"ie": "runs/ie/adapter", "cls": "runs/cls"})
     assert parse_adapter_specs(None) == {}
     with pytest.raises(ConfigError, match="expected NAME=PATH"):
         parse_adapter_specs(["runs/ie/adapter"])

@@ -24,7 +24,8 @@ from tunesmith.label.store import (
     split_prompt,
 )
 
-IE_OUTPUT = '```json\n[{"predicate": "主演", "object_type": "人物", "subject_type": "影视作品", "object": "周星驰", "subject": "喜剧之王"}]\n```'
+IE_OUTPUT = ('```json\n[{"predicate": "主演", "object_type": "人物", "subject_type": "影视作品", "object": "周星驰", '
+             '"subject": "喜剧之王"}]\n```')
 
 
 @pytest.fixture()
@@ -81,7 +82,8 @@ def test_stale_edit_is_refused_with_a_clear_message(store):
     with pytest.raises(EditConflict) as e:
         store.update_sample(s.id, output="a3", expected_revision=1, user="carol")
     msg = str(e.value)
-    assert "changed by bob" in msg and "revision 2" in msg and "based on revision 1" in msg and "Nothing was saved" in msg
+    assert ("changed by bob" in msg and "revision 2" in msg and "based on revision 1" in msg
+            and "Nothing was saved" in msg)
     assert store.get_sample(s.id).output == "a2"
     assert isinstance(e.value, TunesmithError)
 

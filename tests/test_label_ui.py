@@ -17,7 +17,8 @@ gr = pytest.importorskip("gradio")
 from tunesmith.label.store import LabelStore  # noqa: E402
 from tunesmith.label.ui import LabelApp, build_label_ui  # noqa: E402
 
-IE_JSON = '```json\n[{"predicate": "主演", "object_type": "人物", "subject_type": "影视作品", "object": "周星驰", "subject": "喜剧之王"}]\n```'
+IE_JSON = ('```json\n[{"predicate": "主演", "object_type": "人物", "subject_type": "影视作品", "object": "周星驰", '
+           '"subject": "喜剧之王"}]\n```')
 OPTS = dict(max_new_tokens=12, do_sample=False, temperature=0.7, top_p=0.9, top_k=50, num_beams=1)
 
 
@@ -110,7 +111,8 @@ def test_try_it_generates_with_base_and_adapter_and_logs(tmp_path, tiny_engine):
     before = len(app.store.list_generations())
     assert "not loaded" in app.generate("ann", "nope", "instruction", "", "q", "", [], "", *opts())[-1]
     assert "instruction: empty" in app.generate("ann", "base", "instruction", "", " ", "", [], "", *opts())[-1]
-    assert "max_new_tokens" in app.generate("ann", "base", "instruction", "", "q", "", [], "", *opts(max_new_tokens=0))[-1]
+    assert "max_new_tokens" in app.generate("ann", "base", "instruction", "", "q", "", [], "",
+                                            *opts(max_new_tokens=0))[-1]
     assert len(app.store.list_generations()) == before
 
 
@@ -261,7 +263,8 @@ def test_review_queue_accept_and_reject(tmp_path):
     g1 = st.log_generation(adapter="ie", messages=[["user", "q1"]], answer="a1", elapsed_s=0.2)
     g2 = st.log_generation(adapter="ie", messages=[["user", "q2"]], answer="a2", elapsed_s=0.2)
     assert sorted(r[0] for r in rows(app.generations_table())) == [g1, g2]
-    gid, output, prompt, msg = app.pick_generation(gr.SelectData(None, {"index": [0, 0], "value": g1, "row_value": [g1]}))
+    gid, output, prompt, msg = app.pick_generation(gr.SelectData(None, {"index": [0, 0], "value": g1,
+                                                                        "row_value": [g1]}))
     assert (gid, output) == (g1, "a1") and "q1" in prompt
     msg, table, count = app.accept_review("ann", g1, "a1 fixed", "", "", "")
     assert "accepted as sample #1" in msg and st.get_sample(1).answer == "a1 fixed"

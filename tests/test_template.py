@@ -41,7 +41,8 @@ def test_labels_cover_answers_and_eos_only(tiny_qwen2):
     learned = tok.decode([t for t, lab in zip(ex["input_ids"], ex["labels"]) if lab != -100])
     assert learned == "吾乃李白，字太白。<|im_end|>二十也！<|im_end|>"
     last_only = encode_conversation(tok, tpl, CONV, last_turn_only=True)
-    assert tok.decode([t for t, lab in zip(last_only["input_ids"], last_only["labels"]) if lab != -100]) == "二十也！<|im_end|>"
+    assert (tok.decode([t for t, lab in zip(last_only["input_ids"], last_only["labels"]) if lab != -100])
+            == "二十也！<|im_end|>")
     everything = encode_conversation(tok, tpl, CONV, train_on_prompt=True)
     assert everything["labels"] == everything["input_ids"]
 

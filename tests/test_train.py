@@ -103,7 +103,8 @@ def test_labels_token_by_token_through_both_collators(tiny_qwen2):
         n = len(samples[row]["input_ids"])
         assert padded["attention_mask"][row].tolist() == [1] * n + [0] * (n0 - n)
         assert all(lab == IGNORE_INDEX for lab in padded["labels"][row, n:].tolist())
-    assert learned_spans(padded["input_ids"][0].tolist(), padded["labels"][0].tolist()) == learned_spans(ids[:n0], labels[:n0])
+    assert (learned_spans(padded["input_ids"][0].tolist(), padded["labels"][0].tolist())
+            == learned_spans(ids[:n0], labels[:n0]))
     assert learned_spans(padded["input_ids"][1].tolist(), padded["labels"][1].tolist()) == ["山水<|im_end|>"]
 
 
@@ -137,7 +138,8 @@ def test_packed_batch_loss_equals_unpacked_and_model_loss(tiny_model_factory, ar
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0,
                                              init_lora_weights=False))  # random B: the adapter matters
     model.eval()
-    samples, _ = encode_all([CONV, *_convs(5)], tok, resolve_template("chatml", tok), max_source_len=512, max_target_len=256)
+    samples, _ = encode_all([CONV, *_convs(5)], tok, resolve_template("chatml", tok), max_source_len=512,
+                            max_target_len=256)
     packed = PackedCollator()(samples)
     padded = PaddedCollator(tok.pad_token_id)(samples)
     head = output_head(model)
@@ -153,7 +155,8 @@ def test_packed_batch_loss_equals_unpacked_and_model_loss(tiny_model_factory, ar
     ref_loss, ref_n, ref_grads = loss_and_grads(padded, False)
     # the model's own loss on the padded batch is an independent reference for the token-weighted mean
     with torch.no_grad():
-        own = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"], labels=padded["labels"]).loss
+        own = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"],
+                    labels=padded["labels"]).loss
     assert ref_loss == pytest.approx(own.item(), rel=1e-6)
     for batch, use_head in ((packed, True), (packed, False), (padded, True)):
         loss, n, grads = loss_and_grads(batch, use_head)
@@ -191,7 +194,8 @@ def test_sample_weighting_averages_each_conversations_mean_loss(tiny_qwen2):
         want = sum(own) / len(own)
         token_s, token_n = answer_loss_sum(model, PackedCollator()(samples))
         assert abs(token_s.item() / token_n.item() - want) > 1e-3  # the token-weighted mean differs
-        for batch in (PackedCollator(sample_weights=True)(samples), PaddedCollator(tok.pad_token_id, sample_weights=True)(samples)):
+        for batch in (PackedCollator(sample_weights=True)(samples),
+                      PaddedCollator(tok.pad_token_id, sample_weights=True)(samples)):
             s, n = answer_loss_sum(model, batch)
             assert n.item() == pytest.approx(len(samples))
             assert s.item() / n.item() == pytest.approx(want, rel=1e-5)
@@ -307,7 +311,8 @@ def test_resume_reaches_the_same_result_as_an_uninterrupted_run(tiny_qwen2, toy_
     assert resumed.summary["resumed_from"].endswith("checkpoint-3") and resumed.summary["steps"] == 8
 
     def losses(result):
-        return [(e["step"], e["loss"]) for e in json.loads((result.output_dir / "log_history.json").read_text()) if "loss" in e]
+        return [(e["step"], e["loss"]) for e in json.loads((result.output_dir / "log_history.json").read_text())
+                if "loss" in e]
 
     a, b = losses(full), losses(resumed)
     assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 9))
@@ -356,9 +361,11 @@ def test_unpacked_length_grouped_sample_weighted_training_runs(tiny_model_factor
     samples, _ = encode_all(_convs(8, seed=1), tok, load_template(result.adapter_dir), max_source_len=512,
                             max_target_len=256)
     with torch.no_grad():
-        own = [model(**{k: v for k, v in PaddedCollator(tok.pad_token_id)([x]).items() if k != "num_tokens"}).loss.item()
+        own = [model(**{k: v for k, v in PaddedCollator(tok.pad_token_id)([x]).items()
+                        if k != "num_tokens"}).loss.item()
                for x in samples]
-        token_mean = model(**{k: v for k, v in PaddedCollator(tok.pad_token_id)(samples).items() if k != "num_tokens"}).loss.item()
+        token_mean = model(**{k: v for k, v in PaddedCollator(tok.pad_token_id)(samples).items()
+                              if k != "num_tokens"}).loss.item()
     assert s["initial_dev_loss"] == pytest.approx(sum(own) / len(own), rel=1e-4)
     assert abs(token_mean - sum(own) / len(own)) > 1e-3
     # every training conversation had the same system prompt: it becomes the saved template's default,

@@ -23,7 +23,8 @@ def _recipe(tmp_path, text: str = MINIMAL) -> Path:
     ("true", True), ("True", True), ("1", True), ("yes", True), ("on", True),
 ])
 def test_bool_overrides_parse_text_not_truthiness(tmp_path, text, expected):
-    cfg = load_config(_recipe(tmp_path), [f"data.packing={text}", f"gradient_checkpointing={text}", f"keep_best={text}"])
+    cfg = load_config(_recipe(tmp_path),
+                      [f"data.packing={text}", f"gradient_checkpointing={text}", f"keep_best={text}"])
     assert cfg.data.packing is expected and cfg.gradient_checkpointing is expected and cfg.keep_best is expected
 
 
@@ -33,14 +34,16 @@ def test_bool_in_yaml_as_string_is_parsed_too(tmp_path):
 
 
 def test_bool_override_rejects_other_words(tmp_path):
-    with pytest.raises(ConfigError, match=r"override data.packing=maybe: data.packing: expected true or false \(got 'maybe'\)"):
+    with pytest.raises(ConfigError, match=r"override data.packing=maybe: data.packing: expected true or false "
+                                          r"\(got 'maybe'\)"):
         load_config(_recipe(tmp_path), ["data.packing=maybe"])
 
 
 def test_values_take_the_field_type(tmp_path):
     # PyYAML reads 2e-4 as a string; a float field still gets a float
     cfg = load_config(_recipe(tmp_path, MINIMAL + "lr: 2e-4\nmax_steps: 100\n"),
-                      ["lora.rank=16", "lora.alpha=32", "max_steps=null", "epochs=2", "lora.target_modules=q_proj,v_proj",
+                      ["lora.rank=16", "lora.alpha=32", "max_steps=null", "epochs=2",
+                       "lora.target_modules=q_proj,v_proj",
                        "data.dev={path: d.jsonl, format: context-target}", "system=你是李白"])
     assert cfg.lr == 2e-4 and isinstance(cfg.lr, float)
     assert cfg.lora.rank == 16 and cfg.lora.alpha == 32.0 and cfg.max_steps is None and cfg.epochs == 2.0
@@ -128,6 +131,7 @@ def test_cli_config_errors_exit_2_without_traceback(tmp_path, capsys, argv, expe
 
 
 def test_cli_show_config_prints_resolved_values(tmp_path, capsys):
-    assert main(["train", str(_recipe(tmp_path)), "lr=3e-4", "--resume", "-o", str(tmp_path / "run"), "--show-config"]) == 0
+    assert main(["train", str(_recipe(tmp_path)), "lr=3e-4", "--resume", "-o", str(tmp_path / "run"),
+                 "--show-config"]) == 0
     out = capsys.readouterr().out
     assert "lr: 0.0003" in out and "resume: true" in out and f"output_dir: {tmp_path / 'run'}" in out

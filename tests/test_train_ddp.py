@@ -1,4 +1,5 @@
-"""`torchrun --nproc_per_node 2` (gloo, CPU) runs the same training code as DDP; both ranks end with the same weights."""
+"""`torchrun --nproc_per_node 2` (gloo, CPU) runs the same training code as DDP; both ranks end with the same
+weights."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from tunesmith.conversation import Conversation
 
 
 def _write_toy(path: Path, n: int) -> Path:
-    convs = [Conversation.single_turn(f"第{i}问" + "天地人" * (i % 7), f"吾乃李白，答第{i}问。", system="你是李白") for i in range(n)]
+    convs = [Conversation.single_turn(f"第{i}问" + "天地人" * (i % 7), f"吾乃李白，答第{i}问。", system="你是李白")
+             for i in range(n)]
     path.write_text("".join(json.dumps(c.to_dict(), ensure_ascii=False) + "\n" for c in convs), encoding="utf-8")
     return path
 
@@ -28,7 +30,8 @@ cfg, out = sys.argv[1], sys.argv[2]
 class DumpWeights(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, **kwargs):
         weights = {k: v.detach().cpu().clone() for k, v in model.named_parameters() if v.requires_grad}
-        torch.save({"weights": weights, "rank": args.process_index, "world": args.world_size}, f"{out}/rank{args.process_index}.pt")
+        torch.save({"weights": weights, "rank": args.process_index, "world": args.world_size}, \
+f"{out}/rank{args.process_index}.pt")
 
 train_from_config(cfg, [f"output_dir={out}"], callbacks=[DumpWeights()])
 """

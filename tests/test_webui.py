@@ -19,7 +19,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 needs_browser = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("TUNESMITH_REQUIRE_BROWSER"),
-                                   reason=f"{CHROMIUM} is not installed (set TUNESMITH_REQUIRE_BROWSER=1 to fail instead)")
+                                   reason=f"{CHROMIUM} is not installed "
+                                          "(set TUNESMITH_REQUIRE_BROWSER=1 to fail instead)")
 MAX_NEW = 120
 
 

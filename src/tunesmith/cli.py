@@ -47,7 +47,8 @@ def _register() -> None:
     from tunesmith.tiny import tiny_model_command
     from tunesmith.train.commands import export, train
 
-    app.add_typer(data_app, name="data", help="Import, validate, inspect and split datasets; mine dialogue from novels.")
+    app.add_typer(data_app, name="data",
+                  help="Import, validate, inspect and split datasets; mine dialogue from novels.")
     app.command("train")(train)
     app.command("export")(export)
     app.command("eval")(eval_command)

@@ -65,7 +65,8 @@ class Conversation:
                 raise DataError(f"message {i}: content must be a string (got {type(m.content).__name__})", where)
             expected = ROLES[i % 2]
             if m.role != expected:
-                raise DataError(f"message {i}: expected role {expected!r} (user and assistant must alternate, user first), got {m.role!r}", where)
+                raise DataError(f"message {i}: expected role {expected!r} "
+                                f"(user and assistant must alternate, user first), got {m.role!r}", where)
         if self.system is not None and not isinstance(self.system, str):
             raise DataError(f"system must be a string (got {type(self.system).__name__})", where)
 
@@ -99,7 +100,8 @@ class Conversation:
         return conv
 
     @classmethod
-    def single_turn(cls, user: str, assistant: str | None = None, system: str | None = None, **meta: Any) -> Conversation:
+    def single_turn(cls, user: str, assistant: str | None = None, system: str | None = None,
+                    **meta: Any) -> Conversation:
         msgs = [Message("user", user)]
         if assistant is not None:
             msgs.append(Message("assistant", assistant))

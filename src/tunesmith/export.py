@@ -42,7 +42,8 @@ _NAMED_JINJA = {
     "instruction": (
         "{% set sys = messages[0]['content'] if messages[0]['role'] == 'system' else default_system %}"
         "{% for message in messages %}"
-        "{% if message['role'] == 'user' %}{{ 'Instruction: ' + (sys or '') + '\\nInput: ' + message['content'] + '\\nAnswer: ' }}"
+        "{% if message['role'] == 'user' %}"
+        "{{ 'Instruction: ' + (sys or '') + '\\nInput: ' + message['content'] + '\\nAnswer: ' }}"
         "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token + '\\n' }}{% endif %}"
         "{% endfor %}"
     ),
@@ -76,7 +77,8 @@ def export_model(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
     adapter = Path(adapter_dir)
     cfg_path = adapter / "adapter_config.json"
     if not cfg_path.is_file():
-        raise ModelError(f"{adapter}: not a LoRA adapter folder (expected adapter_config.json, written by tunesmith train)")
+        raise ModelError(f"{adapter}: not a LoRA adapter folder "
+                         "(expected adapter_config.json, written by tunesmith train)")
     try:
         adapter_cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:

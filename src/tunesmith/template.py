@@ -87,7 +87,8 @@ def resolve_template(name: str | None, tokenizer, default_system: str | None = N
     if name == "tokenizer":
         jinja = getattr(tokenizer, "chat_template", None)
         if not jinja:
-            raise ConfigError("template=tokenizer, but this tokenizer has no chat template (use chatml, plain or instruction)")
+            raise ConfigError("template=tokenizer, but this tokenizer has no chat template "
+                              "(use chatml, plain or instruction)")
         if isinstance(jinja, dict):  # several named templates: use the default one
             jinja = jinja.get("default") or next(iter(jinja.values()))
         return ChatTemplate("tokenizer", jinja=jinja, default_system=default_system)

@@ -19,7 +19,8 @@ from tunesmith.data.fields import check_options, require_object, type_name
 from tunesmith.errors import ConfigError, DataError
 
 NAME = "alpaca"
-DEFAULT_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "system": "system", "history": "history"}
+DEFAULT_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "system": "system",
+                   "history": "history"}
 OPTIONS = {
     "columns": "rename columns: {prompt, query, response, system, history} -> field name (null disables one)",
     "system": "system prompt for records without one (default: none)",
@@ -50,7 +51,8 @@ def converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
     given = opts.get("columns") or {}
     if not isinstance(given, dict):
         raise ConfigError(f"alpaca option columns must be a mapping (got {type_name(given)})")
-    bad = set(given) - set(DEFAULT_COLUMNS) - {"tools", "images", "videos", "audios", "chosen", "rejected", "kto_tag", "messages"}
+    bad = set(given) - set(DEFAULT_COLUMNS) - {"tools", "images", "videos", "audios", "chosen", "rejected", "kto_tag",
+                                               "messages"}
     if bad:
         raise ConfigError(f"alpaca columns {sorted(bad)} unknown (expected some of {sorted(DEFAULT_COLUMNS)})")
     cols.update({k: v for k, v in given.items() if k in DEFAULT_COLUMNS})
@@ -71,7 +73,8 @@ def converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
         hist = rec.get(cols["history"]) if cols["history"] else None
         if hist is not None:
             if not isinstance(hist, list):
-                raise DataError(f'field "{cols["history"]}" must be a list of [user, assistant] pairs (got {type_name(hist)})')
+                raise DataError(f'field "{cols["history"]}" must be a list of [user, assistant] pairs '
+                                f'(got {type_name(hist)})')
             for i, pair in enumerate(hist):
                 if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
                     raise DataError(f'field "{cols["history"]}"[{i}] must be a [user, assistant] pair of strings')
@@ -87,7 +90,8 @@ def converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
 
 def export(conv: Conversation) -> dict:
     if conv.answer is None:
-        raise DataError("alpaca needs an answer but this conversation ends with a user message (expected a final assistant message)")
+        raise DataError("alpaca needs an answer but this conversation ends with a user message "
+                        "(expected a final assistant message)")
     msgs = conv.messages
     d: dict[str, Any] = {"instruction": msgs[-2].content, "input": "", "output": msgs[-1].content}
     if conv.system:

@@ -18,11 +18,20 @@ import typer
 
 app = typer.Typer(no_args_is_help=True, help="Import, validate, inspect and split datasets.")
 
-FromOpt = Annotated[str | None, typer.Option("--from", "-f", help="Input format (rolebench, novel-dialogue, context-target, alpaca, sharegpt, messages, conversation); default: detected from the first record.")]
-OnErrorOpt = Annotated[str, typer.Option("--on-error", help="fail: stop at the first bad record; skip: drop bad records and report them on stderr.")]
-EncodingOpt = Annotated[str, typer.Option("--encoding", help="Input encoding; auto = UTF-8 (BOM ok), falling back to GB18030 when the bytes are clearly Chinese GB text.")]
-RoleOpt = Annotated[list[str] | None, typer.Option("--role", "-r", help="Keep only conversations of this role (meta.role: RoleBench role, novel speaker). Repeatable.")]
-OptionOpt = Annotated[list[str] | None, typer.Option("--option", "-O", help="Importer option KEY=VALUE (VALUE parsed as JSON when it can be), e.g. -O answers=first. Repeatable.")]
+FromOpt = Annotated[str | None, typer.Option(
+    "--from", "-f", help="Input format (rolebench, novel-dialogue, context-target, alpaca, sharegpt, messages, "
+                         "conversation); default: detected from the first record.")]
+OnErrorOpt = Annotated[str, typer.Option(
+    "--on-error", help="fail: stop at the first bad record; skip: drop bad records and report them on stderr.")]
+EncodingOpt = Annotated[str, typer.Option(
+    "--encoding", help="Input encoding; auto = UTF-8 (BOM ok), falling back to GB18030 when the bytes are clearly "
+                       "Chinese GB text.")]
+RoleOpt = Annotated[list[str] | None, typer.Option(
+    "--role", "-r", help="Keep only conversations of this role (meta.role: RoleBench role, novel speaker). "
+                         "Repeatable.")]
+OptionOpt = Annotated[list[str] | None, typer.Option(
+    "--option", "-O", help="Importer option KEY=VALUE (VALUE parsed as JSON when it can be), e.g. -O answers=first. "
+                           "Repeatable.")]
 
 
 def _parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
@@ -40,7 +49,8 @@ def _parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
     return out
 
 
-def _load_opts(profiles: Path | None, persona_template: str | None, no_persona: bool, options: list[str] | None) -> dict[str, Any]:
+def _load_opts(profiles: Path | None, persona_template: str | None, no_persona: bool,
+               options: list[str] | None) -> dict[str, Any]:
     opts = _parse_kv(options, "--option")
     if profiles is not None:
         opts["profiles"] = str(profiles)
@@ -56,9 +66,13 @@ def convert(
     input: Annotated[str, typer.Argument(help="Input file, folder (its *.jsonl/*.json files) or quoted glob.")],
     output: Annotated[Path, typer.Argument(help="Output file (.jsonl; a .json name writes a JSON array).")],
     from_: FromOpt = None,
-    to: Annotated[str, typer.Option("--to", "-t", help="Output format: conversation (default), alpaca, sharegpt, messages, context-target, novel-dialogue.")] = "conversation",
-    profiles: Annotated[Path | None, typer.Option("--profiles", help="rolebench: desc.json with role descriptions (default: found next to the data).")] = None,
-    persona_template: Annotated[str | None, typer.Option("--persona-template", help="rolebench: system prompt template with {role} and {desc}.")] = None,
+    to: Annotated[str, typer.Option(
+        "--to", "-t", help="Output format: conversation (default), alpaca, sharegpt, messages, context-target, "
+                           "novel-dialogue.")] = "conversation",
+    profiles: Annotated[Path | None, typer.Option(
+        "--profiles", help="rolebench: desc.json with role descriptions (default: found next to the data).")] = None,
+    persona_template: Annotated[str | None, typer.Option(
+        "--persona-template", help="rolebench: system prompt template with {role} and {desc}.")] = None,
     no_persona: Annotated[bool, typer.Option("--no-persona", help="rolebench: no system prompt.")] = False,
     role: RoleOpt = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Keep at most N conversations.")] = None,
@@ -68,7 +82,8 @@ def convert(
 ) -> None:
     """Convert a dataset into Conversations JSONL (or another format), validating every record.
 
-    Bad records are reported as FILE:LINE: what is wrong (expected ...). The output is written to a temp file and renamed, so it is never left half-written.
+    Bad records are reported as FILE:LINE: what is wrong (expected ...). The output is written to a temp file and \
+renamed, so it is never left half-written.
     """
     from tunesmith.data.formats import load, save
 
@@ -94,7 +109,8 @@ def check(
     from tunesmith.errors import DataError
 
     errors: list[DataError] = []
-    convs = load(input, from_, on_error="skip", encoding=encoding, errors=errors, quiet=True, **_parse_kv(option, "--option"))
+    convs = load(input, from_, on_error="skip", encoding=encoding, errors=errors, quiet=True,
+                 **_parse_kv(option, "--option"))
     for e in errors[:max_errors]:
         print(e, file=sys.stderr)
     if errors:
@@ -107,14 +123,17 @@ def check(
 def stats(
     input: Annotated[str, typer.Argument(help="Input file, folder or quoted glob.")],
     from_: FromOpt = None,
-    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="Model or tokenizer folder: also report lengths in tokens.")] = None,
-    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow the tokenizer's own code (ChatGLM, Baichuan).")] = False,
+    tokenizer: Annotated[str | None, typer.Option(
+        "--tokenizer", help="Model or tokenizer folder: also report lengths in tokens.")] = None,
+    trust_remote_code: Annotated[bool, typer.Option(
+        "--trust-remote-code", help="Allow the tokenizer's own code (ChatGLM, Baichuan).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     role: RoleOpt = None,
     on_error: OnErrorOpt = "fail",
     option: OptionOpt = None,
 ) -> None:
-    """Counts, roles, turns and p50/p90/p99/max lengths of prompts and answers (characters, and tokens with --tokenizer)."""
+    """Counts, roles, turns and p50/p90/p99/max lengths of prompts and answers (characters, and tokens with \
+--tokenizer)."""
     from tunesmith.data.formats import load
     from tunesmith.data.stats import dataset_stats, load_tokenizer, render_stats
 
@@ -133,10 +152,13 @@ def split(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for train.jsonl and dev.jsonl.")],
     dev_ratio: Annotated[float, typer.Option("--dev-ratio", help="Share of groups (questions) that go to dev.")] = 0.05,
     seed: Annotated[int, typer.Option("--seed", help="Same input + ratio + seed = same split.")] = 42,
-    group_by: Annotated[str, typer.Option("--group-by", help="question: all answers to one question stay on one side; none: split conversations independently.")] = "question",
+    group_by: Annotated[str, typer.Option(
+        "--group-by", help="question: all answers to one question stay on one side; none: split conversations "
+                           "independently.")] = "question",
     from_: FromOpt = None,
     role: RoleOpt = None,
-    allow_test: Annotated[bool, typer.Option("--allow-test", help="Split data marked split=test anyway (RoleBench test data is for evaluation).")] = False,
+    allow_test: Annotated[bool, typer.Option(
+        "--allow-test", help="Split data marked split=test anyway (RoleBench test data is for evaluation).")] = False,
     on_error: OnErrorOpt = "fail",
     option: OptionOpt = None,
 ) -> None:
@@ -164,10 +186,15 @@ def split(
 def register(
     name: Annotated[str, typer.Argument(help="Dataset name to use in recipes (e.g. libai_train).")],
     file: Annotated[Path, typer.Argument(help="Data file or folder (absolute, relative to here, or to --data-dir).")],
-    data_dir: Annotated[Path, typer.Option("--data-dir", "-d", help="Folder holding dataset_info.json (created if missing).")] = Path("data"),
-    formatting: Annotated[str | None, typer.Option("--formatting", help="alpaca, sharegpt, openai, or one of ours (rolebench, context-target, novel-dialogue, conversation); default: detected.")] = None,
-    column: Annotated[list[str] | None, typer.Option("--column", help="LLaMA-Factory column mapping KEY=FIELD, e.g. --column prompt=question. Repeatable.")] = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="sharegpt tag mapping KEY=VALUE, e.g. --tag role_tag=role. Repeatable.")] = None,
+    data_dir: Annotated[Path, typer.Option(
+        "--data-dir", "-d", help="Folder holding dataset_info.json (created if missing).")] = Path("data"),
+    formatting: Annotated[str | None, typer.Option(
+        "--formatting", help="alpaca, sharegpt, openai, or one of ours (rolebench, context-target, novel-dialogue, "
+                             "conversation); default: detected.")] = None,
+    column: Annotated[list[str] | None, typer.Option(
+        "--column", help="LLaMA-Factory column mapping KEY=FIELD, e.g. --column prompt=question. Repeatable.")] = None,
+    tag: Annotated[list[str] | None, typer.Option(
+        "--tag", help="sharegpt tag mapping KEY=VALUE, e.g. --tag role_tag=role. Repeatable.")] = None,
     option: OptionOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing entry of that name.")] = False,
 ) -> None:
@@ -175,23 +202,30 @@ def register(
     from tunesmith.data.registry import DATA_CONFIG, register_dataset
 
     entry = register_dataset(name, file, data_dir, formatting=formatting, columns=_parse_kv(column, "--column") or None,
-                             tags=_parse_kv(tag, "--tag") or None, options=_parse_kv(option, "--option") or None, force=force)
+                             tags=_parse_kv(tag, "--tag") or None, options=_parse_kv(option, "--option") or None,
+                             force=force)
     print(f"registered {name!r} in {data_dir / DATA_CONFIG}: {json.dumps(entry, ensure_ascii=False)}")
 
 
 @app.command("rolebench-prepare")
 def rolebench_prepare(
-    rolebench_dir: Annotated[Path, typer.Argument(help="The rolebench-zh folder (with general/, role_specific/, profiles-zh/).")],
+    rolebench_dir: Annotated[Path, typer.Argument(
+        help="The rolebench-zh folder (with general/, role_specific/, profiles-zh/).")],
     role: Annotated[list[str], typer.Option("--role", "-r", help="Role to prepare, e.g. 李白. Repeatable.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    profiles: Annotated[Path | None, typer.Option("--profiles", help="desc.json (default: ROLEBENCH_DIR/profiles-zh/desc.json).")] = None,
-    persona_template: Annotated[str | None, typer.Option("--persona-template", help="System prompt template with {role} and {desc}.")] = None,
-    dev_ratio: Annotated[float, typer.Option("--dev-ratio", help="Share of train questions held out as dev.jsonl (0 = none).")] = 0.05,
+    profiles: Annotated[Path | None, typer.Option(
+        "--profiles", help="desc.json (default: ROLEBENCH_DIR/profiles-zh/desc.json).")] = None,
+    persona_template: Annotated[str | None, typer.Option(
+        "--persona-template", help="System prompt template with {role} and {desc}.")] = None,
+    dev_ratio: Annotated[float, typer.Option(
+        "--dev-ratio", help="Share of train questions held out as dev.jsonl (0 = none).")] = 0.05,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the dev split.")] = 42,
 ) -> None:
     """Build train/dev/test files for one role from rolebench-zh (test splits kept separate; see docs/data.md).
 
-    OUT/train.jsonl = general/train + role_specific/train (minus dev.jsonl); OUT/test_general.jsonl (CUS) and OUT/test_role_specific.jsonl (SPE) with all references in meta.references; OUT/baseline_*.jsonl (RoleGPT answers to the same test questions); persona.txt, manifest.json and dataset_info.json.
+    OUT/train.jsonl = general/train + role_specific/train (minus dev.jsonl); OUT/test_general.jsonl (CUS) and \
+OUT/test_role_specific.jsonl (SPE) with all references in meta.references; OUT/baseline_*.jsonl (RoleGPT answers to \
+the same test questions); persona.txt, manifest.json and dataset_info.json.
     """
     from tunesmith.data.rolebench import prepare
 
@@ -200,7 +234,8 @@ def rolebench_prepare(
     for f in m["files"].values():
         print(f"{out_dir / f['file']}: {f['conversations']:,} conversations ({f['questions']:,} questions)")
     if m["dropped_train_pairs_also_in_test"]:
-        print(f"dropped {m['dropped_train_pairs_also_in_test']} train conversations whose (role, question) is in a test file", file=sys.stderr)
+        print(f"dropped {m['dropped_train_pairs_also_in_test']} train conversations whose (role, question) is in a "
+              "test file", file=sys.stderr)
 
 
 @app.command("formats")
@@ -220,20 +255,30 @@ def formats() -> None:
 
 @app.command("extract-dialogue")
 def extract_dialogue(
-    novel: Annotated[Path, typer.Argument(help="The novel as plain text (UTF-8 or GB18030/GBK, BOM or not), e.g. datasets/four-novels-raw/三国演义.txt.")],
+    novel: Annotated[Path, typer.Argument(
+        help="The novel as plain text (UTF-8 or GB18030/GBK, BOM or not), e.g. "
+             "datasets/four-novels-raw/三国演义.txt.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output JSONL file.")],
-    context_chars: Annotated[int, typer.Option("--context-chars", help="Most narrative characters kept before each speech, cut at a sentence start, never before the paragraph start (the speaker clause is always kept).")] = 200,
+    context_chars: Annotated[int, typer.Option(
+        "--context-chars", help="Most narrative characters kept before each speech, cut at a sentence start, never "
+                                "before the paragraph start (the speaker clause is always kept).")] = 200,
     encoding: Annotated[str, typer.Option("--encoding", help="auto (UTF-8, else GB18030), utf-8 or gb18030.")] = "auto",
-    format: Annotated[str, typer.Option("--format", help="cosplay: {context, chat, speaker, chapter, line} per line; conversation: Conversation JSONL (user = context, assistant = chat, meta speaker/chapter/line/book).")] = "cosplay",
-    speaker: Annotated[str | None, typer.Option("--speaker", help="Keep only this speaker's lines (one character to cosplay, e.g. 孔明 or 八戒).")] = None,
+    format: Annotated[str, typer.Option(
+        "--format", help="cosplay: {context, chat, speaker, chapter, line} per line; conversation: Conversation JSONL "
+                         "(user = context, assistant = chat, meta speaker/chapter/line/book).")] = "cosplay",
+    speaker: Annotated[str | None, typer.Option(
+        "--speaker", help="Keep only this speaker's lines (one character to cosplay, e.g. 孔明 or 八戒).")] = None,
 ) -> None:
     """Mine quoted speeches from a Chinese novel as role-play records: context "…曹洪曰：" -> chat "“…”".
 
-    Each record is the narrative up to the speaker and speech verb (context) and the quoted utterance (chat), with the speaker's name and the chapter. See docs/novel-dialogue.md.
+    Each record is the narrative up to the speaker and speech verb (context) and the quoted utterance (chat), with the \
+speaker's name and the chapter. See docs/novel-dialogue.md.
     """
     from tunesmith.data.novel import extract_dialogue_file
 
-    s = extract_dialogue_file(novel, output, context_chars=context_chars, encoding=encoding, fmt=format, speaker=speaker)
+    s = extract_dialogue_file(novel, output, context_chars=context_chars, encoding=encoding, fmt=format,
+                              speaker=speaker)
     unnamed = s["written"] - s["written_with_speaker"]
     print(f"{output}: {s['written']:,} records ({s['written_with_speaker']:,} with a speaker, {unnamed:,} without) "
-          f"from {s['chapters']} chapters of {novel} ({s['encoding']}); {s['unclosed']} unclosed quotes skipped", file=sys.stderr)
+          f"from {s['chapters']} chapters of {novel} ({s['encoding']}); {s['unclosed']} unclosed quotes skipped",
+          file=sys.stderr)

@@ -58,7 +58,8 @@ def converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
 
 def export(conv: Conversation) -> dict:
     if len(conv.messages) != 2 or conv.answer is None:
-        raise DataError(f"context-target holds one prompt and one answer; this conversation has {len(conv.messages)} messages "
+        raise DataError("context-target holds one prompt and one answer; this conversation has "
+                        f"{len(conv.messages)} messages "
                         "(expected exactly user + assistant; use --to conversation or sharegpt for multi-turn data)")
     if conv.system:
         raise DataError("context-target has no system prompt field and this conversation has one "

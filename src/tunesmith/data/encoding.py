@@ -19,7 +19,8 @@ from tunesmith.errors import DataError
 
 # Names the user may pass; "auto" detects.  GBK and GB2312 are subsets of GB18030, so they decode as GB18030.
 ENCODINGS = ("auto", "utf-8", "gb18030", "gbk", "gb2312", "utf-16")
-_ALIASES = {"utf8": "utf-8", "utf-8-sig": "utf-8", "gbk": "gb18030", "gb2312": "gb18030", "cp936": "gb18030", "utf16": "utf-16"}
+_ALIASES = {"utf8": "utf-8", "utf-8-sig": "utf-8", "gbk": "gb18030", "gb2312": "gb18030", "cp936": "gb18030",
+            "utf16": "utf-16"}
 
 
 def _line_of(data: bytes, offset: int) -> int:
@@ -32,7 +33,8 @@ def _strict(data: bytes, encoding: str, where: str | None, shown: str | None = N
     except UnicodeDecodeError as e:
         bad = data[e.start : e.start + 4].hex(" ")
         raise DataError(
-            f"cannot decode as {shown or encoding}: bad byte(s) {bad} at byte {e.start} (line {_line_of(data, e.start)}); "
+            f"cannot decode as {shown or encoding}: bad byte(s) {bad} at byte {e.start} "
+            f"(line {_line_of(data, e.start)}); "
             f"pass --encoding with the file's real encoding (one of {', '.join(ENCODINGS)})",
             f"{where}:{_line_of(data, e.start)}" if where else None,
         ) from None

@@ -15,7 +15,8 @@ from tunesmith.errors import DataError
 
 
 def type_name(v: Any) -> str:
-    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(type(v), type(v).__name__)
+    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(v), type(v).__name__)
 
 
 def require_object(rec: Any, expected: str) -> dict:

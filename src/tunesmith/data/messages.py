@@ -43,12 +43,14 @@ def _content(v: Any, i: int) -> str:
             if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str):
                 parts.append(p["text"])
             else:
-                raise DataError(f"messages[{i}].content[{j}] is not a text part (expected {{\"type\": \"text\", \"text\": str}})")
+                raise DataError(f"messages[{i}].content[{j}] is not a text part "
+                                f"(expected {{\"type\": \"text\", \"text\": str}})")
         return "".join(parts)
     raise DataError(f"messages[{i}].content must be a string (got {type_name(v)})")
 
 
-def make_converter(source: str | None, require_answer: bool, default_system: str | None) -> Callable[[Any], list[Conversation]]:
+def make_converter(source: str | None, require_answer: bool,
+                   default_system: str | None) -> Callable[[Any], list[Conversation]]:
     def convert(rec: Any) -> list[Conversation]:
         require_object(rec, EXPECTED)
         raw = rec.get("messages")
@@ -60,10 +62,12 @@ def make_converter(source: str | None, require_answer: bool, default_system: str
         msgs: list[Message] = []
         for i, m in enumerate(raw):
             if not isinstance(m, dict):
-                raise DataError(f"messages[{i}] must be an object (got {type_name(m)}; expected {{\"role\", \"content\"}})")
+                raise DataError(f"messages[{i}] must be an object (got {type_name(m)}; "
+                                f"expected {{\"role\", \"content\"}})")
             role = m.get("role")
             if m.get("tool_calls") or role in ("tool", "function"):
-                raise DataError(f"messages[{i}]: tool calls are not supported (expected only system/user/assistant text)")
+                raise DataError(f"messages[{i}]: tool calls are not supported "
+                                "(expected only system/user/assistant text)")
             content = _content(m.get("content"), i)
             if role in ("system", "developer"):
                 if msgs:
@@ -74,7 +78,8 @@ def make_converter(source: str | None, require_answer: bool, default_system: str
                 raise DataError(f"messages[{i}].role is {role!r} (expected 'system', 'user' or 'assistant')")
             want = "user" if len(msgs) % 2 == 0 else "assistant"
             if role != want:
-                raise DataError(f"messages[{i}]: expected role {want!r} (user and assistant must alternate, user first), got {role!r}")
+                raise DataError(f"messages[{i}]: expected role {want!r} (user and assistant must alternate, "
+                                f"user first), got {role!r}")
             if role == "assistant" and not content.strip():
                 raise DataError(f"messages[{i}]: empty assistant answer (expected a non-empty text)")
             loss = m.get("loss", True)
@@ -84,7 +89,8 @@ def make_converter(source: str | None, require_answer: bool, default_system: str
         if not msgs:
             raise DataError(f'field "messages" has no user/assistant messages (expected {EXPECTED})')
         if require_answer and msgs[-1].role != "assistant":
-            raise DataError("the last message is from the user (expected the conversation to end with an assistant answer)")
+            raise DataError("the last message is from the user "
+                            "(expected the conversation to end with an assistant answer)")
         meta = rec.get("meta")
         if meta is not None and not isinstance(meta, dict):
             raise DataError(f'field "meta" must be an object (got {type_name(meta)})')

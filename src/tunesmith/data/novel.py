@@ -60,7 +60,9 @@ CLAUSE_DELIMS = frozenset("，。！？；：”’」』（）()…,.!?;:　 \t
 
 # -- text cleaning ---------------------------------------------------------------------------------
 
-_BANNER_LINE = re.compile(r"https?://|www\.|\.(?:com|net|cn|org)\b|电子书|版权声明|转载请保留|整理校对|txt\s*下载", re.I)
+_BANNER_LINE = re.compile(
+    r"https?://|www\.|\.(?:com|net|cn|org)\b|电子书|版权声明|转载请保留|整理校对|txt\s*下载", re.I
+)
 _RULE_LINE = re.compile(r"^[ \t\u3000]*[-=_*—～~]{8,}[ \t\u3000]*$", re.M)
 _RUNNING_HEAD = re.compile(r"^[ \t\u3000]*\S{1,20}--\S{1,20}--", re.M)  # "吴承恩--西游记--第二回 ..." page heads
 _CN_NUM = "0-9０-９零〇一二三四五六七八九十百千两"
@@ -315,23 +317,32 @@ _VERBS = (
 ).split()
 _MODIFIERS = (
     "问 答 叫 喊 嚷 喝 骂 叱 报 奏 禀 启 告 诉 谏 劝 叹 呼 吟 诵 称 谢 嘱 应 对 谓 想 忖 念 祝 说 吩咐 分付"
-    " 笑 喜 怒 惊 又 乃 便 因 复 亦 急 忙 皆 俱 都 齐 共 冷 暗 陪 回 慌 即 就 却 还 只 泣 哭 拜 跪 揖 了 着 之 而 大 心 口 声"
-    " 高叫 高呼 厉声 高声 低声 大声 连声 齐声 应声 失声 放声 一声 仰天 长叹 欣然 愕然 慌忙 连忙 急忙 赶忙 上前 近前 向前"
-    " 进前 出班 出列 再拜 拜谢 称谢 顿首 叩头 磕头 点头 摇头 拍手 抚掌 合掌 顿足 拱手 躬身 起身 施礼 变色 改容 垂泪 流泪"
+    " 笑 喜 怒 惊 又 乃 便 因 复 亦 急 忙 皆 俱 都 齐 共 冷 暗 陪"
+    " 回 慌 即 就 却 还 只 泣 哭 拜 跪 揖 了 着 之 而 大 心 口 声"
+    " 高叫 高呼 厉声 高声 低声 大声 连声 齐声 应声 失声 放声"
+    " 一声 仰天 长叹 欣然 愕然 慌忙 连忙 急忙 赶忙 上前 近前 向前"
+    " 进前 出班 出列 再拜 拜谢 称谢 顿首 叩头 磕头 点头 摇头"
+    " 拍手 抚掌 合掌 顿足 拱手 躬身 起身 施礼 变色 改容 垂泪 流泪"
     " 含泪 掩面 满面 满心 心中 心下 心上 口中 口里 暗暗 呵呵 哈哈 嘻嘻 欢喜 冷笑 暗笑 陪笑 笑嘻嘻 战兢兢 战战兢兢"
     " 心惊胆战 慌了 见了 听了 闻言 听说 听见 看见 见说 闻说 看了 看 止之 止住 扯住 问之 谓之 视之 指之 出 而出 入"
     " 跪下 跪倒 面前 开口 只得 不住 忍不住 的 高 回头 转身 作礼 传旨 眼中 欠身 起来 进言 商议 计议 传令 下令 嘱付 嘱咐"
 " 自思 暗想 寻思 暗思 暗忖 沉吟 叫声 道声 开言 答应 回言 言语 各自 暗自 十分 一个个 聚众 一齐 一同 同声 异口同声 跳"
-" 施礼 作揖 唱喏 佯 佯醉 佯输 佯笑 佯惊 佯怒 伏地 拜伏 跪伏 伏于地 拜伏于地 哭拜于地 拜于地 伏于地下 具 请 勃然 奋然 愕然 欣然 忿然 毅然 慨然 喟然 怫然 默然 黯然 恍然 忻然 怡然 泰然 哂然"
-" 尝 吃惊 称赞 称羡 尽皆 出语 止不住 禁不住 按不住 礼拜 埋怨 抱怨 滴泪 噙泪 拭泪 附耳 低言 扬言 横刀 勒马 以手加额 咬牙 切齿 跌足 捶胸 拱手 举手 攒眉 皱眉"
-" 吟诗 作诗 题诗 赋诗 作歌 唱歌 大呼小叫 战呵呵 战呵呵的 战兢兢的 颤巍巍 笑吟吟 笑嘻嘻的 喜孜孜 大惊小怪 大吃一惊 吃了一惊 大吃了一惊 拦住 挡住 拉住 揪住 抓住 按住 扶住 抱住 接住 叫住 喝住 留住 劝住 架住 顶住"
+" 施礼 作揖 唱喏 佯 佯醉 佯输 佯笑 佯惊 佯怒 伏地 拜伏 跪伏 伏于地 拜伏于地 哭拜于地 拜于地"
+" 伏于地下 具 请 勃然 奋然 愕然 欣然 忿然 毅然 慨然 喟然 怫然 默然 黯然 恍然 忻然 怡然 泰然 哂然"
+" 尝 吃惊 称赞 称羡 尽皆 出语 止不住 禁不住 按不住 礼拜 埋怨 抱怨 滴泪 噙泪"
+" 拭泪 附耳 低言 扬言 横刀 勒马 以手加额 咬牙 切齿 跌足 捶胸 拱手 举手 攒眉 皱眉"
+" 吟诗 作诗 题诗 赋诗 作歌 唱歌 大呼小叫 战呵呵 战呵呵的 战兢兢的 颤巍巍 笑吟吟 笑嘻嘻的 喜孜孜 大惊小怪"
+" 大吃一惊 吃了一惊 大吃了一惊 拦住 挡住 拉住 揪住 抓住 按住 扶住 抱住 接住 叫住 喝住 留住 劝住 架住 顶住"
 ).split()
 _VERB_TAIL = re.compile("(?:" + "|".join(sorted(set(_VERBS), key=len, reverse=True)) + ")$")
 _MODIFIER_TAIL = re.compile("(?:" + "|".join(sorted(set(_MODIFIERS), key=len, reverse=True)) + ")$")
 _TITLES = (
-    "太史令 黄门侍郎 主簿 主薄 长史 参军 司徒 司空 太尉 校尉 中军校尉 司隶校尉 侍御史 御史 议郎 中常侍 常侍 尚书 仆射 军师 都督 大都督"
-    " 丞相 太守 刺史 将军 大将军 大将 上将 部将 先锋 牙将 偏将 副将 裨将 谋士 谋臣 从事 别驾 治中 功曹 督邮 县令 太傅 太师"
-    " 太保 大夫 侍中 黄门 中郎将 郎中 护军 监军 司马 军司马 使者 近臣 内侍 宦官 国舅 皇叔 元帅 学士 温侯 侍郎 门下侍郎 都护"
+    "太史令 黄门侍郎 主簿 主薄 长史 参军 司徒 司空 太尉 校尉 中军校尉"
+    " 司隶校尉 侍御史 御史 议郎 中常侍 常侍 尚书 仆射 军师 都督 大都督"
+    " 丞相 太守 刺史 将军 大将军 大将 上将 部将 先锋 牙将 偏将"
+    " 副将 裨将 谋士 谋臣 从事 别驾 治中 功曹 督邮 县令 太傅 太师"
+    " 太保 大夫 侍中 黄门 中郎将 郎中 护军 监军 司马 军司马 使者"
+    " 近臣 内侍 宦官 国舅 皇叔 元帅 学士 温侯 侍郎 门下侍郎 都护"
     " 都尉 骑都尉 校尉 典军校尉 中郎 小校 牙门将 督将 守将 老将 大将 小将 主将 副将 家将 司农 大司农 司隶 中书 中书令"
     " 廷尉 卫尉 太常 太仆 少府 尚书令 光禄勋 行军司马 参谋 长水校尉 步兵校尉 羽林监 虎贲 散骑常侍 给事中 谏议大夫"
     " 天王 真君 星官 长老 法师 禅师 国师 祖师 老师 菩萨 大仙 太子 公主 娘娘 小姐 员外 驿丞 僧官"
@@ -340,7 +351,8 @@ _TITLE_RE = re.compile("(?:" + "|".join(sorted(_TITLES, key=len, reverse=True)) 
 # Words that open a clause before its subject; tried one at a time only when no name matches at the start.
 _LEADERS = sorted(
     (
-        "却说 且说 话说 只见 但见 忽见 又见 却见 于是 当下 当时 此时 那时 随即 随后 少顷 须臾 忽然 原来 后来 次日 当日 是日"
+        "却说 且说 话说 只见 但见 忽见 又见 却见 于是 当下 当时 此时"
+        " 那时 随即 随后 少顷 须臾 忽然 原来 后来 次日 当日 是日"
         " 早有 只得 不期 谁知 不想 果然 正是 慌得 唬得 吓得 急得 气得 喜得 多亏 幸亏 内有 内中 其中 中有 旁有 傍有"
         " 忽 乃 遂 便 又 却 因 时 但 只 正 即 就 再 复 方 才 好 密 私 潜 悄 当先 为首"
         " 急 也 亦 今 且 这 那 那个 这个 个 为首 再说 惟有 只有 却有 有 真个 果然 好"
@@ -372,7 +384,9 @@ _NEWCOMER = re.compile(
 )
 # Characters that end a rank or a kind of being; a subject the name list does not know ends in one of them.
 _ROLE_CHARS = "官君后帅妃将僧神仙童婆翁圣魔精妖怪刚吏臣卒兵汉女母士"
-_ROLE_START = re.compile("(?:众|诸|群|两|二|三|四|八)?[\u4e00-\u9fff]{0,3}?[" + _ROLE_CHARS + "](?=[^" + _ROLE_CHARS + "]|$)")
+_ROLE_START = re.compile(
+    "(?:众|诸|群|两|二|三|四|八)?[\u4e00-\u9fff]{0,3}?[" + _ROLE_CHARS + "](?=[^" + _ROLE_CHARS + "]|$)"
+)
 # Someone unnamed coming on, as the subject of a clause (一人挺身出, 一员少年将军, 一大汉); not 一往一来.
 _LOOK_BACK_NEWCOMER = re.compile(r"一(?:人|将|员|位|名|少年|大汉|老[者人翁叟]|小[将童卒校])")
 # A subject opening with 一 that is a person (一老者, 一个小妖), not a manner (一把揪住, 一齐, 一面).
@@ -393,14 +407,19 @@ _PLACE_END = frozenset("后前处间中里外上下边旁内头")
 # Relatives named by a possessor: 土地婆儿, 汜妻, 他丈母, 其姊辛宪英.
 _KIN_AFTER_NAME = re.compile("之?(?:婆儿|婆婆|老婆|娘子|浑家|夫人|妻|母亲|母|之子|之女)")
 _KIN_NOUNS = frozenset(
-    "丈母 丈人 母亲 父亲 老母 老父 妻子 妻 娘子 浑家 老婆 丈夫 儿子 女儿 孩儿 哥哥 兄长 兄弟 妹子 姐姐 师父 徒弟 姊 弟 兄 母 父 子 女".split()
+    (
+        "丈母 丈人 母亲 父亲 老母 老父 妻子 妻 娘子 浑家 老婆 丈夫 儿子 女儿 孩儿"
+        " 哥哥 兄长 兄弟 妹子 姐姐 师父 徒弟 姊 弟 兄 母 父 子 女"
+    ).split()
 )
 # Before a name standing apart: a verb taking a person, a rank (唤陈应, 见卞喜, 吴将于诠, 黄门张当).
 _BEFORE_STANDALONE = _ADDRESSEE_MARKS | frozenset("将把与和及同遇迎斩杀擒捉拿门官士军督史尉郎使人是乃")
 # A one-character name followed by one of these is half a word (飞身跳跃, 化成一个左慈, 直至城下).
 _WORD_AFTER_SINGLE = frozenset("身成为作")
 # What follows a one-character given name opening a clause (祖于马上谓宁曰, 旋问部将曰).
-_GIVEN_FOLLOWERS = frozenset("于在乃便即遂亦又急忙大引领率视见闻听谓问曰道笑怒喜惊叹拜回出入与令使教命唤叱喝骂叫提挺纵拍勒拨")
+_GIVEN_FOLLOWERS = frozenset(
+    "于在乃便即遂亦又急忙大引领率视见闻听谓问曰道笑怒喜惊叹拜回出入与令使教命唤叱喝骂叫提挺纵拍勒拨"
+)
 # What follows a title standing alone as the subject: a verb of moving or speaking, an adverb.
 _AFTER_BARE_TITLE = frozenset("回入出进见至到乃便即遂急忙慌亦又再复皆都齐笑怒惊哭拜跪奏禀告曰道问答叫")
 # Look-back clause shapes: 惊动本司狱官 (the one stirred), 原来是X的太子 / 乃张飞也 (the one made out),
@@ -443,19 +462,27 @@ _SURNAMES = frozenset(
 # Right before a one-character name, even common-word surnames are safe (文鸯…鸯曰, 于禁…禁曰).
 _LOCAL_SURNAMES = _SURNAMES | frozenset("文石关云伏")
 _COMPOUND_SURNAMES = (
-    "诸葛 司马 夏侯 公孙 太史 欧阳 皇甫 令狐 上官 尉迟 长孙 慕容 宇文 淳于 东方 西门 南宫 百里 呼延 钟离 独孤 轩辕 端木 毋丘".split()
-)
+    "诸葛 司马 夏侯 公孙 太史 欧阳 皇甫 令狐 上官 尉迟 长孙 慕容"
+    " 宇文 淳于 东方 西门 南宫 百里 呼延 钟离 独孤 轩辕 端木 毋丘"
+).split()
 # A second character that makes surname+X a phrase, not a name (马上, 何故, 吴兵, 张开).
-_NOT_GIVEN_NAME = frozenset("上下前后来去出入不也之的了着是在有兵军将马人等众故必时曰道说言问日月年开口手头面里中处州城郡县国地罪鞭剑刀枪弓箭旗书印门家多性些般次位个")
+_NOT_GIVEN_NAME = frozenset(
+    "上下前后来去出入不也之的了着是在有兵军将马人等众故必时曰道说言问日月年"
+    "开口手头面里中处州城郡县国地罪鞭剑刀枪弓箭旗书印门家多性些般次位个"
+)
 # What follows a name in narrative: speech and action verbs, adverbs (孔明笑曰, 杨锋引兵, 辛毗急).
-_NAME_FOLLOWERS = "曰道说问答笑叫喝骂怒喜惊叹引领率见视谓乃遂便即亦又等听闻急拜告奏谏密慌忙令使教命唤叱挺拍纵提看望接迎朝私暗"
+_NAME_FOLLOWERS = (
+    "曰道说问答笑叫喝骂怒喜惊叹引领率见视谓乃遂便即亦又等听闻急拜告奏谏密慌忙令使教命唤叱挺拍纵提看望接迎朝私暗"
+)
 _FOLLOWER_SET = frozenset(_NAME_FOLLOWERS)
 # Surname + one of these is a person too (蔡夫人, 伏皇后, 严氏).
 _SURNAME_TITLES = ("夫人", "皇后", "太后", "贵妃", "娘娘", "小姐", "公子", "氏")
 # Anonymous or pronoun subjects: the record keeps speaker "".
 # Clause subjects that end a look-back: the speaker is someone unnamed (那二人举枪向孙策乱搠，大叫曰).
 _ANONYMOUS_GROUPS = ("二人", "两人", "三人", "数人", "众人", "一人", "有人", "其人", "二将")
-_ANONYMOUS = frozenset("人 一人 有人 或 或人 其人 他 她 彼 此人 某 吾 我 汝 你 之 二人 两个 一个 后人 众人皆 有一人".split())
+_ANONYMOUS = frozenset(
+    "人 一人 有人 或 或人 其人 他 她 彼 此人 某 吾 我 汝 你 之 二人 两个 一个 后人 众人皆 有一人".split()
+)
 _NAME_CHARS = re.compile(r"^[\u4e00-\u9fff]{1,4}$")
 _NOT_IN_NAMES = frozenset("之了的着不是在有也而以于其所此这把被说曰道问得住过")
 # Names and role words do not end in a place, body part or verb ending (半空中, 路旁, 起手, 满眼, 心内) nor
@@ -463,7 +490,9 @@ _NOT_IN_NAMES = frozenset("之了的着不是在有也而以于其所此这把�
 _NOT_NAME_END = frozenset("上下中里内边旁前起落住着了过得声眼口面心手脚身")
 _ACTION_START = frozenset("按掣吩搀翻鼓思惊仰哀微吆咄发勒拔拍挺举抚摇点哭笑叫骂喝跳跑走坐站躬拱转低抬回避闪拥")
 # A single character left over that is a verb, adverb or clause opener is no name (问曰, 乃曰, 遂曰).
-_SINGLE_NOT_NAME = frozenset(w for w in _MODIFIERS + _LEADERS if len(w) == 1) | frozenset("遂出入来去上下前后曰道言说自等以与在于为将把被向从则及所此其若如吆咄哀发喝叫笑哭战思")
+_SINGLE_NOT_NAME = frozenset(w for w in _MODIFIERS + _LEADERS if len(w) == 1) | frozenset(
+    "遂出入来去上下前后曰道言说自等以与在于为将把被向从则及所此其若如吆咄哀发喝叫笑哭战思"
+)
 # A leftover starting with one of these is an action (去吃酒, 把行者, 自觉), not a subject.
 _NOT_NAME_START = "之了的着不是在把被将去来到往走跑吃看听使等自入回与同至当闻见望以"
 # Doubled endings that are people (婆婆, 哥哥, 猩猩); any other X+YY (慌张张, 战兢兢, 泪汪汪) is a manner word.
@@ -501,7 +530,8 @@ def _strip_leaders(s: str) -> str:
 
 @functools.lru_cache(maxsize=65536)  # pure, and the same clauses come back (孔明曰, 操曰 …)
 def _strip_title(s: str) -> str:
-    """主簿陈琳 -> 陈琳, 卓婿谋士李儒 -> 李儒: drop everything up to the last title when a 2-3 character name follows."""
+    """主簿陈琳 -> 陈琳, 卓婿谋士李儒 -> 李儒: drop everything up to the last title when a 2-3 character name
+    follows."""
     last = None
     for m in _TITLE_RE.finditer(s):
         if 2 <= len(s) - m.end() <= 3:
@@ -804,7 +834,11 @@ class SpeakerFinder:
                 and _NAME_CHARS.match(two)
                 and _strip_tail(two) == two
                 and not any(
-                    c in _NOT_IN_NAMES or c in _ADDRESSEE_MARKS or c in _SINGLE_NOT_NAME or c in _NOT_NAME_START or c in _ROLE_CHARS
+                    c in _NOT_IN_NAMES
+                    or c in _ADDRESSEE_MARKS
+                    or c in _SINGLE_NOT_NAME
+                    or c in _NOT_NAME_START
+                    or c in _ROLE_CHARS
                     for c in two
                 )
             ):
@@ -961,7 +995,9 @@ class SpeakerFinder:
         if r in _SINGLE_NOT_NAME and r not in _ROLE_CHARS:
             self.how = "word"  # 遂曰 / 乃曰: "then said" (or 韩遂 by his given name, see `given_name_near`)
             return "", True
-        verb_first = not r or r[0] in _ACTION_START or r[0] in _NOT_NAME_START or any(c in _ADDRESSEE_MARKS for c in r[:3])
+        verb_first = (
+            not r or r[0] in _ACTION_START or r[0] in _NOT_NAME_START or any(c in _ADDRESSEE_MARKS for c in r[:3])
+        )
         if re.match("[闪走转跳撞拥赶][出上过入]", r):
             role = self._role_at_end(r)  # 闪上三宫皇后道: the subject comes after a verb of appearing
             if role:
@@ -1015,7 +1051,13 @@ class SpeakerFinder:
         """众女官拥拜丹墀 -> 众女官, 八大金刚 -> 八大金刚: a short noun phrase ending in a rank or kind."""
         r = _demonstrative(r)
         m = _ROLE_START.match(r)
-        if not m or r[0] in _NOT_NAME_START or r[0] in _ACTION_START or r[0] == "一" or any(c in _ADDRESSEE_MARKS for c in m.group(0)):
+        if (
+            not m
+            or r[0] in _NOT_NAME_START
+            or r[0] in _ACTION_START
+            or r[0] == "一"
+            or any(c in _ADDRESSEE_MARKS for c in m.group(0))
+        ):
             return ""  # 命九嫔妃子 / 入后边 / 对君臣僧俗 are actions, not subjects
         if r[m.end() : m.end() + 1] in ("子", "儿"):
             return m.group(0) + r[m.end()]  # 女子 / 妃子 / 孩儿
@@ -1131,11 +1173,21 @@ class SpeakerFinder:
                 if len(n) >= 2 and len(n) >= len(head) - 1:
                     return n  # 原来是乌鸡国王的太子，急上前扯住…道
             who = _WHO_IS.fullmatch(clause)
-            if who and sentence_ends == 0 and (self._name_at(who.group(1), 0) == who.group(1) or self._surname_name(who.group(1)) == who.group(1)):
+            if (
+                who
+                and sentence_ends == 0
+                and (self._name_at(who.group(1), 0) == who.group(1) or self._surname_name(who.group(1)) == who.group(1))
+            ):
                 return who.group(1)  # 一军拦路，当先大将，乃张飞也，大叫： the one just made out speaks
             listed = _strip_leaders(clause) if "、" in clause else ""
-            ordered = i >= 0 and any(c in _LEADS or c in _ADDRESSEE_MARKS for c in clauses[i][-4:])  # 唤聚诸佛，阿罗、揭谛
-            if listed and not ordered and len(self._name_at(listed, 0)) >= 2 and listed[len(self._name_at(listed, 0))] == "、":
+            # 唤聚诸佛，阿罗、揭谛
+            ordered = i >= 0 and any(c in _LEADS or c in _ADDRESSEE_MARKS for c in clauses[i][-4:])
+            if (
+                listed
+                and not ordered
+                and len(self._name_at(listed, 0)) >= 2
+                and listed[len(self._name_at(listed, 0))] == "、"
+            ):
                 return single if single is not None else ""  # 宋宪、魏续至，告布曰: several of them speak
             if not clause or clause.endswith("也") or "、" in clause:
                 if "”" in before or "」" in before:
@@ -1207,7 +1259,9 @@ class SpeakerFinder:
                 and clause[-2:] in self.names
                 and clause[-1] in _ROLE_CHARS
                 and len(clause) <= 10
-                and not any(c in _ADDRESSEE_MARKS or c in _ACTION_START or c in _NOT_NAME_START or c in _LEADS for c in head)
+                and not any(
+                    c in _ADDRESSEE_MARKS or c in _ACTION_START or c in _NOT_NAME_START or c in _LEADS for c in head
+                )
             ):
                 return clause[-2:]  # 那南方三噹火德星君，整衣出门迎进道
             if "”" in before or "」" in before:
@@ -1331,7 +1385,11 @@ def _window_start(p: str, clause_start: int, end: int, sentence_starts: list[int
 
 
 def _looks_like_path(value: str) -> bool:
-    return "\n" not in value and len(value) < 1024 and (os.path.exists(value) or value.lower().endswith((".txt", ".text")))
+    return (
+        "\n" not in value
+        and len(value) < 1024
+        and (os.path.exists(value) or value.lower().endswith((".txt", ".text")))
+    )
 
 
 def extract_dialogue(
@@ -1433,7 +1491,15 @@ def extract_dialogue(
             between = p[b : s.clause_start]
             bare = finder.how != "unknown"  # 又曰 / 笑曰 continue a speaker; 四大元帅作礼道 does not
             answer = finder.is_answer(clause)  # 操曰：“汝来何迟？”对曰： the one asked, not the one asking
-            if found is None and bare and not report and not answer and same_para and len(between) <= 40 and sum(c in SENTENCE_END for c in between) <= 1:
+            if (
+                found is None
+                and bare
+                and not report
+                and not answer
+                and same_para
+                and len(between) <= 40
+                and sum(c in SENTENCE_END for c in between) <= 1
+            ):
                 name = prev.speaker
                 how = "previous"
             elif (
@@ -1443,7 +1509,10 @@ def extract_dialogue(
                 and same_para
                 and len(between) <= 80
                 and sum(c in SENTENCE_END for c in between) <= 1
-                and any(_PRONOUN_SUBJECT.match(c) for c in ([c for c in _CLAUSE_SPLIT.split(between)[0::2] if c][-1:] + [clause]))
+                and any(
+                    _PRONOUN_SUBJECT.match(c)
+                    for c in ([c for c in _CLAUSE_SPLIT.split(between)[0::2] if c][-1:] + [clause])
+                )
             ):
                 name = prev.speaker  # …一条铁棒。他拿在手中，笑道: 他 is the one who just spoke
                 how = "previous"
@@ -1553,7 +1622,9 @@ def write_jsonl_atomic(rows: Iterable[dict[str, Any]], out: str | os.PathLike) -
     return n
 
 
-def write_dialogue(records: list[dict[str, Any]], out: str | os.PathLike, fmt: str = "cosplay", book: str | None = None) -> int:
+def write_dialogue(
+    records: list[dict[str, Any]], out: str | os.PathLike, fmt: str = "cosplay", book: str | None = None
+) -> int:
     """Write records as cosplay JSONL ({context, chat, speaker, chapter, line}) or Conversation JSONL."""
     if fmt == "cosplay":
         return write_jsonl_atomic(records, out)
@@ -1578,7 +1649,9 @@ def extract_dialogue_file(
     if str(folder) and not folder.is_dir():
         raise DataError("output folder does not exist", str(folder))
     stats: dict[str, Any] = {}
-    records = extract_dialogue(Path(novel), context_chars=context_chars, encoding=encoding, speaker=speaker, stats=stats)
+    records = extract_dialogue(
+        Path(novel), context_chars=context_chars, encoding=encoding, speaker=speaker, stats=stats
+    )
     stats["written"] = write_dialogue(records, out, fmt, book=Path(novel).stem)
     stats["written_with_speaker"] = sum(1 for r in records if r["speaker"])
     return stats

@@ -56,7 +56,8 @@ def converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
 
 def export(conv: Conversation) -> dict:
     if len(conv.messages) != 2 or conv.answer is None:
-        raise DataError(f"novel-dialogue holds one context and one utterance; this conversation has {len(conv.messages)} messages "
+        raise DataError("novel-dialogue holds one context and one utterance; this conversation has "
+                        f"{len(conv.messages)} messages "
                         "(expected exactly user + assistant)")
     d: dict[str, Any] = {"context": conv.messages[0].content, "chat": conv.messages[1].content}
     for k in ("speaker", "chapter"):

@@ -62,7 +62,9 @@ def _looks_chinese_legacy(raw: bytes) -> str | None:
         return "gb18030"
     # Fallback: a majority of non-ASCII characters are CJK ideographs or CJK punctuation.
     non_ascii = [c for c in text[:20_000] if ord(c) > 127]
-    if non_ascii and sum(1 for c in non_ascii if "\u4e00" <= c <= "\u9fff" or "\u3000" <= c <= "\u303f" or "\uff00" <= c <= "\uffef") > 0.9 * len(non_ascii):
+    if non_ascii and sum(
+        1 for c in non_ascii if "\u4e00" <= c <= "\u9fff" or "\u3000" <= c <= "\u303f" or "\uff00" <= c <= "\uffef"
+    ) > 0.9 * len(non_ascii):
         return "gb18030"
     return None
 
@@ -92,7 +94,8 @@ def read_text(path: str | os.PathLike, encoding: str = "auto") -> str:
             try:
                 return raw[len(bom):].decode(codec)
             except UnicodeDecodeError as e:
-                raise DataError(f"byte {e.start + len(bom)} is not valid {codec} although the file starts with a {codec} BOM",
+                raise DataError(f"byte {e.start + len(bom)} is not valid {codec} although the file starts with a "
+                                f"{codec} BOM",
                                 f"{p}:{_line_of(raw, e.start + len(bom))}") from None
     try:
         return raw.decode("utf-8")
@@ -114,11 +117,13 @@ def _json_error(e: json.JSONDecodeError, text_len: int, is_last: bool) -> str:
     # A last line without its newline that breaks off inside a string or before the closing brace is a
     # truncated copy, not a syntax mistake: say so, because the fix differs (re-copy the file).
     if is_last and (e.msg.startswith("Unterminated string") or e.pos >= text_len):
-        return f"truncated JSON: the file ends in the middle of a record ({e.msg}) (expected one complete JSON object per line)"
+        return (f"truncated JSON: the file ends in the middle of a record ({e.msg}) "
+                "(expected one complete JSON object per line)")
     return f"invalid JSON: {e.msg} at column {e.colno} (expected one JSON object per line)"
 
 
-def read_records(path: str | os.PathLike, encoding: str = "auto", errors: list[DataError] | None = None) -> Iterator[tuple[str, Any]]:
+def read_records(path: str | os.PathLike, encoding: str = "auto",
+                 errors: list[DataError] | None = None) -> Iterator[tuple[str, Any]]:
     """Yield (where, record) for each record of a JSONL or JSON-array file.
 
     Unparseable lines raise DataError, or, when `errors` is a list, are appended to it and skipped
@@ -194,7 +199,8 @@ def _read_json_array(p: str, text: str, errors: list[DataError] | None) -> Itera
             continue
         if pos < n and text[pos] == "]":
             if text[pos + 1:].strip():
-                raise DataError("unexpected text after the closing ']' (expected one JSON array)", f"{p}:{_line_of(text, pos + 1)}")
+                raise DataError("unexpected text after the closing ']' (expected one JSON array)",
+                                f"{p}:{_line_of(text, pos + 1)}")
             return
         if pos >= n:
             raise DataError("truncated JSON array: the file ends before the closing ']'", f"{p}:{_line_of(text, n)}")

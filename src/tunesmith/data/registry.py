@@ -72,7 +72,8 @@ def _entry(name: str, data_dir: Path) -> dict:
         raise DataError("entry must be an object with file_name and formatting", where)
     for remote in ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name"):
         if remote in entry and "file_name" not in entry:
-            raise DataError(f"entry uses {remote}; only local files are read (download the data and set \"file_name\")", where)
+            raise DataError(f"entry uses {remote}; only local files are read "
+                            "(download the data and set \"file_name\")", where)
     if "file_name" not in entry:
         raise DataError('entry has no "file_name" (expected a file or folder relative to the data folder)', where)
     if entry.get("ranking"):
@@ -113,14 +114,16 @@ def entry_load_args(name: str, data_dir: str | os.PathLike) -> tuple[list[Path],
     elif formatting in FORMATS or formatting in ("context_target", "novel_dialogue"):
         fmt = get_format(formatting).name
     else:
-        raise DataError(f'formatting {formatting!r} unknown (expected {", ".join(LF_FORMATTINGS)} or one of {", ".join(FORMATS)})', where)
+        raise DataError(f'formatting {formatting!r} unknown (expected {", ".join(LF_FORMATTINGS)} or one of '
+                        f'{", ".join(FORMATS)})', where)
     num = entry.get("num_samples")
     if num is not None and (not isinstance(num, int) or num < 1):
         raise DataError(f"num_samples must be a positive integer (got {num!r})", where)
     return files, fmt, opts, num
 
 
-def load_dataset_by_name(name: str, data_dir: str | os.PathLike = "data", *, on_error: str = "fail", **load_kwargs: Any) -> list[Conversation]:
+def load_dataset_by_name(name: str, data_dir: str | os.PathLike = "data", *, on_error: str = "fail",
+                         **load_kwargs: Any) -> list[Conversation]:
     """Load a dataset registered in DATA_DIR/dataset_info.json (LLaMA-Factory layout).
 
     num_samples keeps the first N conversations (LLaMA-Factory samples N at random; first-N is reproducible).
@@ -153,7 +156,8 @@ def register_dataset(name: str, file_name: str | os.PathLike, data_dir: str | os
     f = Path(file_name)
     target = f if f.is_absolute() or f.exists() else d / f
     if not target.exists():
-        raise DataError("file not found (expected a data file or folder, absolute or relative to the data folder)", str(file_name))
+        raise DataError("file not found (expected a data file or folder, absolute or relative to the data folder)",
+                        str(file_name))
     try:
         rel = os.path.relpath(target.resolve(), d.resolve())
         stored = rel if not rel.startswith("..") else str(target.resolve())
@@ -167,7 +171,8 @@ def register_dataset(name: str, file_name: str | os.PathLike, data_dir: str | os
     if formatting == "messages" and not tags:
         formatting = "sharegpt"
         columns = {"messages": "messages", **(columns or {})}
-        tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant", "system_tag": "system"}
+        tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+                "system_tag": "system"}
     if formatting not in LF_FORMATTINGS:
         formatting = get_format(formatting).name
         if formatting not in FORMATS:  # pragma: no cover
@@ -190,7 +195,8 @@ def register_dataset(name: str, file_name: str | os.PathLike, data_dir: str | os
     return entry
 
 
-def resolve_dataset(spec: Any, data_dir: str | os.PathLike | None = None, *, purpose: str | None = None) -> list[Conversation]:
+def resolve_dataset(spec: Any, data_dir: str | os.PathLike | None = None, *,
+                    purpose: str | None = None) -> list[Conversation]:
     """Conversations for a recipe's dataset reference.
 
     spec is one of
@@ -228,7 +234,8 @@ def resolve_dataset(spec: Any, data_dir: str | os.PathLike | None = None, *, pur
         ddir = spec.pop("data_dir", None) or data_dir or "data"
         extra = set(spec) - set(LOAD_KEYS)
         if extra:
-            raise ConfigError(f"dataset spec {{name: {name}}} has unknown keys {sorted(extra)} (accepted: data_dir, allow_test, {', '.join(LOAD_KEYS)})")
+            raise ConfigError(f"dataset spec {{name: {name}}} has unknown keys {sorted(extra)} "
+                              f"(accepted: data_dir, allow_test, {', '.join(LOAD_KEYS)})")
         convs = load_dataset_by_name(name, ddir, **spec)
         label = f"dataset {name!r} in {ddir}"
     elif "path" in spec:
@@ -247,6 +254,7 @@ def resolve_dataset(spec: Any, data_dir: str | os.PathLike | None = None, *, pur
     if purpose == "train":
         n_test = sum(1 for c in convs if c.meta.get("split") == "test")
         if n_test and not allow_test:
-            raise DataError(f"{n_test} conversations come from a test split (meta.split=test); test data is for evaluation "
-                            "only. Use the train files (tunesmith data rolebench-prepare builds them), or set allow_test: true", label)
+            raise DataError(f"{n_test} conversations come from a test split (meta.split=test); test data is for "
+                            "evaluation only. Use the train files (tunesmith data rolebench-prepare builds them), or "
+                            "set allow_test: true", label)
     return convs

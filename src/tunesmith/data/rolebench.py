@@ -40,7 +40,8 @@ OPTIONS = {
     "persona": "build the persona system prompt (default true; false = no system prompt)",
     "persona_template": "system prompt template with {role} and {desc} (default: " + DEFAULT_PERSONA_TEMPLATE + ")",
     "normalize_punct": "turn ASCII , : ! ? ; after Chinese text in desc.json into full-width (default true)",
-    "answers": "'each' (default: one Conversation per answer) or 'first' (one per question; all answers in meta.references)",
+    "answers": "'each' (default: one Conversation per answer) or 'first' (one per question; all answers in "
+               "meta.references)",
     "split": "override the split read from the file name (train / test / baseline)",
     "references": "store all answers in meta.references (default: only for test files)",
 }
@@ -51,7 +52,8 @@ _TRAILING_STOP = "。.!！~～ "
 
 
 def find_profiles(data_path: str | Path) -> Path | None:
-    """Look for profiles-zh/desc.json (or profiles/desc.json, desc.json) in the data file's folder and up to 3 parents."""
+    """Look for profiles-zh/desc.json (or profiles/desc.json, desc.json) in the data file's folder and up to 3
+    parents."""
     p = Path(data_path).resolve()
     folder = p if p.is_dir() else p.parent
     for d in [folder, *list(folder.parents)[:3]]:
@@ -70,7 +72,8 @@ def load_profiles(path: str | Path) -> dict[str, str]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON: {e.msg} (expected an object {{role: description}})", f"{p}:{e.lineno}") from None
+        raise DataError(f"invalid JSON: {e.msg} (expected an object {{role: description}})",
+                        f"{p}:{e.lineno}") from None
     if not isinstance(data, dict):
         raise DataError(f"expected a JSON object {{role: description}} (got {type_name(data)})", str(p))
     for k, v in data.items():
@@ -88,7 +91,8 @@ def check_template(template: str) -> None:
     fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     bad = fields - {"role", "desc"}
     if bad:
-        raise ConfigError(f"persona template may use only {{role}} and {{desc}} (found {', '.join('{' + b + '}' for b in sorted(bad))})")
+        raise ConfigError(f"persona template may use only {{role}} and {{desc}} "
+                          f"(found {', '.join('{' + b + '}' for b in sorted(bad))})")
     if "role" not in fields:
         raise ConfigError("persona template must contain {role}")
 
@@ -156,7 +160,8 @@ def converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
         profiles_path = Path(opts["profiles"]) if opts.get("profiles") else find_profiles(path)
         if profiles_path is None:
             raise DataError("cannot find profiles-zh/desc.json next to the data (looked in this folder and 3 parents); "
-                            "pass --profiles PATH (or option profiles=PATH), or persona=false for no system prompt", str(path))
+                            "pass --profiles PATH (or option profiles=PATH), or persona=false for no system prompt",
+                            str(path))
         descs = load_profiles(profiles_path)
     systems: dict[str, str] = {}
 
@@ -166,7 +171,8 @@ def converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
         question = get_str(rec, "question", EXPECTED).strip()
         generated = get_str_list(rec, "generated", EXPECTED)
         rtype = rec.get("type")
-        if rtype is not None and not (isinstance(rtype, str) or (isinstance(rtype, list) and all(isinstance(t, str) for t in rtype))):
+        if rtype is not None and not (isinstance(rtype, str)
+                                      or (isinstance(rtype, list) and all(isinstance(t, str) for t in rtype))):
             raise DataError(f'field "type" must be a string or a list of strings (got {type_name(rtype)})')
         system = None
         if descs is not None:
@@ -231,7 +237,8 @@ def prepare(rolebench_dir: str | Path, roles: list[str], out_dir: str | Path, *,
     }
     for p in needed.values():
         if not p.is_file():
-            raise DataError(f"missing {p.relative_to(root)} (expected the rolebench-zh layout: general/ and role_specific/ with train.jsonl and test.jsonl)", str(root))
+            raise DataError(f"missing {p.relative_to(root)} (expected the rolebench-zh layout: general/ and "
+                            "role_specific/ with train.jsonl and test.jsonl)", str(root))
     profiles_path = Path(profiles) if profiles else find_profiles(needed["general_train"])
     opts: dict[str, Any] = {"profiles": str(profiles_path) if profiles_path else None}
     if persona_template:
@@ -245,12 +252,15 @@ def prepare(rolebench_dir: str | Path, roles: list[str], out_dir: str | Path, *,
     all_roles = sorted({c.meta["role"] for c in all_train})
     missing = [r for r in roles if r not in all_roles]
     if missing:
-        raise ConfigError(f"role {', '.join(map(repr, missing))} not found in {root} train files (roles there: {', '.join(all_roles)})")
+        raise ConfigError(f"role {', '.join(map(repr, missing))} not found in {root} train files "
+                          f"(roles there: {', '.join(all_roles)})")
     train = role_filter(all_train)
     del all_train
     tests = {
-        "test_general": role_filter(load(needed["general_test"], "rolebench", on_error=on_error, answers="first", **opts)),
-        "test_role_specific": role_filter(load(needed["role_specific_test"], "rolebench", on_error=on_error, answers="first", **opts)),
+        "test_general": role_filter(load(needed["general_test"], "rolebench", on_error=on_error, answers="first",
+                                         **opts)),
+        "test_role_specific": role_filter(load(needed["role_specific_test"], "rolebench", on_error=on_error,
+                                               answers="first", **opts)),
     }
     # The split of RoleBench is at the (role, question) level; make sure no test pair leaks into training.
     test_pairs = {(c.meta["role"], c.meta["question"]) for convs in tests.values() for c in convs}

@@ -52,7 +52,8 @@ def converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
     assistants = {tags["assistant_tag"], "gpt", "assistant"}
     systems = {tags["system_tag"], "system"}
     tool_tags = {tags["observation_tag"], tags["function_tag"], "tool", "function"}
-    expected = f'{{"{cols["messages"]}": [{{"{role_key}": "{tags["user_tag"]}"|"{tags["assistant_tag"]}"|"{tags["system_tag"]}", "{content_key}": str}}, ...]}}'
+    expected = (f'{{"{cols["messages"]}": [{{"{role_key}": "{tags["user_tag"]}"|"{tags["assistant_tag"]}"|'
+                f'"{tags["system_tag"]}", "{content_key}": str}}, ...]}}')
     warned_tools = False
 
     def convert(rec: Any) -> list[Conversation]:
@@ -60,10 +61,12 @@ def converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
         require_object(rec, expected)
         turns = rec.get(cols["messages"])
         if not isinstance(turns, list):
-            raise DataError(f'field "{cols["messages"]}" must be a list of turns (got {type_name(turns)}; expected {expected})')
+            raise DataError(f'field "{cols["messages"]}" must be a list of turns (got {type_name(turns)}; '
+                            f'expected {expected})')
         if cols.get("tools") and rec.get(cols["tools"]) and not warned_tools:
             warned_tools = True
-            print(f'warning: {path}: field "{cols["tools"]}" (tool definitions) is ignored: tunesmith trains plain chat turns', file=sys.stderr)
+            print(f'warning: {path}: field "{cols["tools"]}" (tool definitions) is ignored: tunesmith trains plain '
+                  'chat turns', file=sys.stderr)
         system = None
         msgs: list[Message] = []
         for i, t in enumerate(turns):
@@ -85,17 +88,20 @@ def converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
             elif role in assistants:
                 want = "assistant"
             else:
-                raise DataError(f'{cols["messages"]}[{i}].{role_key} is {role!r} (expected {tags["user_tag"]!r}, {tags["assistant_tag"]!r} or {tags["system_tag"]!r})')
+                raise DataError(f'{cols["messages"]}[{i}].{role_key} is {role!r} (expected {tags["user_tag"]!r}, '
+                                f'{tags["assistant_tag"]!r} or {tags["system_tag"]!r})')
             if (len(msgs) % 2 == 0) != (want == "user"):
                 raise DataError(f'{cols["messages"]}[{i}]: {role!r} out of order (expected turns to alternate '
                                 f'{tags["user_tag"]}, {tags["assistant_tag"]}, ... starting with {tags["user_tag"]})')
             if want == "assistant" and not content.strip():
-                raise DataError(f'{cols["messages"]}[{i}]: empty answer (expected a non-empty {tags["assistant_tag"]} turn)')
+                raise DataError(f'{cols["messages"]}[{i}]: empty answer '
+                                f'(expected a non-empty {tags["assistant_tag"]} turn)')
             msgs.append(Message(want, content, loss=bool(t.get("loss", True))))
         if not msgs:
             raise DataError(f'field "{cols["messages"]}" has no turns (expected {expected})')
         if msgs[-1].role != "assistant":
-            raise DataError(f'the last turn is from {tags["user_tag"]!r} (expected the conversation to end with a {tags["assistant_tag"]!r} answer)')
+            raise DataError(f'the last turn is from {tags["user_tag"]!r} (expected the conversation to end with a '
+                            f'{tags["assistant_tag"]!r} answer)')
         if system is None and cols.get("system"):
             s = rec.get(cols["system"])
             if s is not None and not isinstance(s, str):

@@ -35,7 +35,8 @@ def group_key(conv: Conversation, group_by: str) -> str:
 
 def split_conversations(convs: list[Conversation], dev_ratio: float = 0.05, seed: int = 42,
                         group_by: str = "question") -> tuple[list[Conversation], list[Conversation]]:
-    """(train, dev): round(groups * dev_ratio) groups (at least 1 when dev_ratio > 0 and there are 2+ groups) go to dev."""
+    """(train, dev): round(groups * dev_ratio) groups (at least 1 when dev_ratio > 0 and there are 2+ groups) go to
+    dev."""
     if not 0 <= dev_ratio < 1:
         raise ConfigError(f"dev ratio must be in [0, 1) (got {dev_ratio})")
     if group_by not in ("question", "none"):

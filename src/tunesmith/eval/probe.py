@@ -53,7 +53,8 @@ def load_probe(path: str | Path | None = None) -> list[dict[str, Any]]:
     """Probe items from a JSONL file (default: the bundled probe_zh.jsonl)."""
     p = Path(path) if path else PROBE_FILE
     if not p.is_file():
-        raise DataError("probe file not found (expected JSONL lines {\"question\": str, \"accept\": [str, ...]})", str(p))
+        raise DataError("probe file not found (expected JSONL lines {\"question\": str, \"accept\": [str, ...]})",
+                        str(p))
     items = []
     for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -62,7 +63,8 @@ def load_probe(path: str | Path | None = None) -> list[dict[str, Any]]:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON ({e.msg}); expected {{\"question\": str, \"accept\": [str, ...]}}", where) from None
+            raise DataError(f"invalid JSON ({e.msg}); expected {{\"question\": str, \"accept\": [str, ...]}}",
+                            where) from None
         if not isinstance(rec, dict) or not isinstance(rec.get("question"), str) or not rec["question"].strip():
             raise DataError('expected {"question": str, "accept": [str, ...]} with a non-empty question', where)
         acc = rec.get("accept")

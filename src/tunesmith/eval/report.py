@@ -272,7 +272,8 @@ def render_html(result: dict[str, Any], chart_png: bytes | None) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>tunesmith eval: {e(result['task'])}</title>"
              f"<style>{_CSS}</style></head><body>", f"<h1>Evaluation: {e(result['task'])}</h1>",
              f"<pre>{e(result['command'])}</pre>",
-             f"<p>Started {e(result['started'])}, took {result['seconds']:.1f} s; device: {e(str(result.get('device', '?')))}.</p>",
+             f"<p>Started {e(result['started'])}, took {result['seconds']:.1f} s; "
+             f"device: {e(str(result.get('device', '?')))}.</p>",
              "<h2>Metrics</h2>", _html_table(h, rows)]
     if drows:
         parts += ["<p>Change against the base model:</p>", _html_table(dh, drows)]
@@ -287,7 +288,8 @@ def render_html(result: dict[str, Any], chart_png: bytes | None) -> str:
             parts.append(f"<li><code>{e(name)}</code>: existing answers from {e(', '.join(info['paths']))}</li>")
     parts.append(f"<li>fairness: {e(result['fairness'])}</li>")
     parts.append(f"<li>generation: <code>{e(json.dumps(result['generation'], ensure_ascii=False))}</code></li></ul>")
-    parts += ["<h2>How the metrics are computed</h2><ul>"] + [f"<li>{e(d)}</li>" for d in result["metric_notes"]] + ["</ul>"]
+    parts += (["<h2>How the metrics are computed</h2><ul>"] + [f"<li>{e(d)}</li>" for d in result["metric_notes"]]
+              + ["</ul>"])
     parts.append(f"<h2>Answers side by side</h2><p>First {result['show']} items of each set.</p>")
     models = result["model_order"]
     parts.append("<table><tr><th>set</th><th>question</th>" + "".join(f"<th>{e(m)}</th>" for m in models)

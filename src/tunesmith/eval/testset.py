@@ -76,7 +76,8 @@ def load_conversations(path: Path, fmt: str | None, roles: Sequence[str] | None)
         raise DataError(f"no test records{hint} in this file", str(path))
     for i, c in enumerate(convs):
         if c.answer is None:
-            raise DataError(f"conversation {i + 1} has no final assistant answer (expected a reference answer to compare with)",
+            raise DataError(f"conversation {i + 1} has no final assistant answer "
+                            "(expected a reference answer to compare with)",
                             str(path))
     return convs
 

@@ -37,29 +37,38 @@ def parse_adapter_options(values: list[str] | None) -> dict[str, str]:
     return out
 
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Base model: a folder, a hub id, or 'default' (the embedded SmolLM2-135M-Instruct).")]
-AdapterOpt = Annotated[list[str] | None, typer.Option("--adapter", "-a", help="A LoRA adapter as NAME=PATH; repeat for several (they share one base in memory).")]
-TemplateOpt = Annotated[str | None, typer.Option(help="Chat template for 'base' and for adapters without template.json: auto, tokenizer, chatml, plain, instruction, or a folder with template.json.")]
+ModelOpt = Annotated[str, typer.Option(
+    "--model", "-m", help="Base model: a folder, a hub id, or 'default' (the embedded SmolLM2-135M-Instruct).")]
+AdapterOpt = Annotated[list[str] | None, typer.Option(
+    "--adapter", "-a", help="A LoRA adapter as NAME=PATH; repeat for several (they share one base in memory).")]
+TemplateOpt = Annotated[str | None, typer.Option(
+    help="Chat template for 'base' and for adapters without template.json: auto, tokenizer, chatml, plain, "
+         "instruction, or a folder with template.json.")]
 DtypeOpt = Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16 (auto: bf16/fp16 on GPU, fp32 on CPU).")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
 QuantOpt = Annotated[str, typer.Option(help="none, 8bit or 4bit (needs CUDA and bitsandbytes).")]
 MaxNewOpt = Annotated[int, typer.Option(help="Most tokens per reply.")]
-SampleOpt = Annotated[bool, typer.Option("--do-sample/--greedy", help="Sample (with temperature/top-p/top-k) or decode greedily / with beams.")]
+SampleOpt = Annotated[bool, typer.Option(
+    "--do-sample/--greedy", help="Sample (with temperature/top-p/top-k) or decode greedily / with beams.")]
 TempOpt = Annotated[float, typer.Option(help="Sampling temperature (with --do-sample).")]
-TopPOpt = Annotated[float, typer.Option(help="Nucleus sampling: keep the smallest token set with this much probability.")]
+TopPOpt = Annotated[float, typer.Option(
+    help="Nucleus sampling: keep the smallest token set with this much probability.")]
 TopKOpt = Annotated[int, typer.Option(help="Sample among the k most likely tokens (0: no limit).")]
 RepOpt = Annotated[float, typer.Option(help="Repetition penalty (1.0: none; 1.1 discourages repeats).")]
 BeamsOpt = Annotated[int, typer.Option(help="Beam search width (1: no beam search).")]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")]
 StopOpt = Annotated[list[str] | None, typer.Option("--stop", help="End the reply before this string; repeatable.")]
-HistoryOpt = Annotated[int, typer.Option(help="Earlier turns (user + assistant) kept in the prompt; older ones are dropped first. -1: all that fit.")]
+HistoryOpt = Annotated[int, typer.Option(
+    help="Earlier turns (user + assistant) kept in the prompt; older ones are dropped first. -1: all that fit.")]
 
 
 def chat(
     model: ModelOpt = "default",
     adapter: AdapterOpt = None,
-    use: Annotated[str | None, typer.Option(help="Adapter to start with (default: the first --adapter, else base).")] = None,
-    system: Annotated[str | None, typer.Option(help="System prompt (the adapter's saved default is used when omitted).")] = None,
+    use: Annotated[str | None, typer.Option(
+        help="Adapter to start with (default: the first --adapter, else base).")] = None,
+    system: Annotated[str | None, typer.Option(
+        help="System prompt (the adapter's saved default is used when omitted).")] = None,
     template: TemplateOpt = None,
     max_new_tokens: MaxNewOpt = 256,
     do_sample: SampleOpt = False,

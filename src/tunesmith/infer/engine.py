@@ -17,8 +17,9 @@ training prompts; "base" uses the template given to `load` (default: the tokeniz
 
 `engine.merge(name)` folds one adapter into the base weights (fp32 models only, where merging and
 unmerging are exact to rounding): its requests then cost what the base costs (an unmerged LoRA on every
-linear layer made CPU decoding 1.16x to 2x slower, depending on the CPU; BENCHMARKS.md).  A request for any other adapter or for "base" unmerges
-it first, so answers never depend on what was merged.  Eval merges each adapter while it answers.
+linear layer made CPU decoding 1.16x to 2x slower, depending on the CPU; BENCHMARKS.md).  A request for any other
+adapter or for "base" unmerges it first, so answers never depend on what was merged.  Eval merges each adapter
+while it answers.
 
 Requests from several threads (the API server, the web UI) go to one worker thread.  It waits a few
 milliseconds for more requests to arrive, then runs all waiting requests with the same adapter and
@@ -121,7 +122,8 @@ def _parse_adapter_specs(adapters: dict[str, str] | None) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for name, path in (adapters or {}).items():
         if not name or name == BASE or not ADAPTER_NAME_RE.fullmatch(name):
-            raise ConfigError(f"adapter name {name!r}: expected letters (any script), digits, '_' or '-' (and not 'base')")
+            raise ConfigError(f"adapter name {name!r}: expected letters (any script), digits, '_' or '-' "
+                              "(and not 'base')")
         p = Path(path).expanduser()
         if not (p / "adapter_config.json").is_file():
             raise ModelError(f"{p}: not a LoRA adapter folder (expected adapter_config.json, for adapter {name!r})")
@@ -219,7 +221,8 @@ class Engine:
     def stop_ids(self, template: ChatTemplate) -> list[int]:
         key = _template_key(template)
         if key not in self._stop_cache:
-            self._stop_cache[key] = stop_token_ids(self.tokenizer, template, getattr(self.model, "generation_config", None))
+            self._stop_cache[key] = stop_token_ids(self.tokenizer, template,
+                                                   getattr(self.model, "generation_config", None))
         return self._stop_cache[key]
 
     # -- the request queue --------------------------------------------------------------------------
@@ -292,7 +295,8 @@ class Engine:
                 start = max(self._pending[0].arrived, self._last_batch_end)
                 deadline = start + 5 * self.batch_wait_s
                 while sum(r.rows for r in self._pending) < self.max_batch_size and not self._closed:
-                    quiet_until = min(deadline, max(self._pending[-1].arrived, self._last_batch_end) + self.batch_wait_s)
+                    quiet_until = min(deadline,
+                                      max(self._pending[-1].arrived, self._last_batch_end) + self.batch_wait_s)
                     if self._incoming > 0:
                         quiet_until = max(quiet_until, start + INCOMING_WAIT_S)
                     now = time.monotonic()
@@ -396,7 +400,8 @@ class Engine:
         width = max(len(p) for p in prompts)
         device = getattr(self.model, "device", None) or "cpu"
         input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], dtype=torch.long, device=device)
-        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long, device=device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long,
+                                 device=device)
 
         row_stops = [requests[q].options.stop for q in row_req]
         row_max = [requests[q].options.max_new_tokens for q in row_req]

@@ -69,7 +69,8 @@ class GenerationOptions:
         if not is_int(self.n) or not 1 <= self.n <= MAX_N:
             raise bad("n", f"an integer in [1, {MAX_N}]")
         if self.num_beams > 1 and self.n > self.num_beams:
-            raise ConfigError(f"n: with beam search n must be <= num_beams (got n={self.n}, num_beams={self.num_beams})")
+            raise ConfigError("n: with beam search n must be <= num_beams "
+                              f"(got n={self.n}, num_beams={self.num_beams})")
         return self
 
     @property

@@ -104,7 +104,8 @@ def run_chat(engine, state: ChatState, stdin: TextIO, stdout: TextIO, *, prompt:
                     say(f"(system prompt {'set' if arg else 'removed'})")
                 elif cmd == "/adapter":
                     if not arg:
-                        say("adapters: " + ", ".join(f"*{a}" if a == state.adapter else a for a in engine.adapter_names))
+                        say("adapters: " + ", ".join(f"*{a}" if a == state.adapter else a
+                                                     for a in engine.adapter_names))
                     else:
                         engine.template_for(arg)  # raises for an unknown name
                         state.adapter = arg

@@ -64,7 +64,8 @@ def require_json(text: str, field: str) -> Any:
 
     r = parse_answer_json(text)
     if not r.found:
-        raise DataError("must be JSON in this project (expected a ```json fenced block or a bare JSON object/list)", field)
+        raise DataError("must be JSON in this project (expected a ```json fenced block or a bare JSON object/list)",
+                        field)
     if r.error:
         raise DataError(r.error, field)
     return r.value

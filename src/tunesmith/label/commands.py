@@ -33,18 +33,26 @@ def parse_adapter_specs(specs: list[str] | None) -> dict[str, str]:
 
 
 def label(
-    project_dir: Annotated[Path, typer.Argument(help="Project folder; its store tunesmith-label.sqlite is created on first use.")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Base model (folder, hub id or 'default') for the Try-it tab; without it the page labels without a model.")] = None,
-    adapter: Annotated[list[str] | None, typer.Option("--adapter", "-a", help="LoRA adapter NAME=PATH to try (repeatable); needs --model.")] = None,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0 to let other machines in).")] = "127.0.0.1",
+    project_dir: Annotated[Path, typer.Argument(
+        help="Project folder; its store tunesmith-label.sqlite is created on first use.")],
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="Base model (folder, hub id or 'default') for the Try-it tab; without it the page labels "
+                              "without a model.")] = None,
+    adapter: Annotated[list[str] | None, typer.Option(
+        "--adapter", "-a", help="LoRA adapter NAME=PATH to try (repeatable); needs --model.")] = None,
+    host: Annotated[str, typer.Option(
+        "--host", help="Address to listen on (0.0.0.0 to let other machines in).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 7861,
     dtype: Annotated[str, typer.Option("--dtype", help="Model weights dtype: auto, fp32, bf16, fp16.")] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
-    template: Annotated[str | None, typer.Option("--template", help="Chat template for the base model (auto, tokenizer, chatml, plain, instruction); adapters use the one saved with them.")] = None,
+    template: Annotated[str | None, typer.Option(
+        "--template", help="Chat template for the base model (auto, tokenizer, chatml, plain, instruction); adapters "
+                           "use the one saved with them.")] = None,
 ) -> None:
     """Open the labeling page: try the model, judge its answers, write and curate samples, export for training.
 
-    The page is served at http://HOST:PORT/label/. Every change is saved at once, with its history, in PROJECT_DIR/tunesmith-label.sqlite; several people can work at once.
+    The page is served at http://HOST:PORT/label/. Every change is saved at once, with its history, in \
+PROJECT_DIR/tunesmith-label.sqlite; several people can work at once.
     """
     import os
 

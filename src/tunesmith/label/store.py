@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS samples (
     instruction TEXT NOT NULL DEFAULT '',     -- single: the task
     input TEXT NOT NULL DEFAULT '',           -- single: the material it applies to
     output TEXT NOT NULL DEFAULT '',          -- single: the answer
-    prompt_format TEXT NOT NULL DEFAULT 'alpaca',  -- single: how instruction + input made the prompt (fixed at creation)
+    prompt_format TEXT NOT NULL DEFAULT 'alpaca',  -- single: how instruction + input made the prompt \
+(fixed at creation)
     messages TEXT NOT NULL DEFAULT '[]',      -- chat: JSON [{role, content}], user first, ends with assistant
     status TEXT NOT NULL CHECK (status IN ('accepted', 'draft', 'rejected')),
     role TEXT NOT NULL DEFAULT '',            -- character name (RoleBench role, novel speaker)
@@ -366,7 +367,8 @@ class LabelStore:
                 c.execute("INSERT INTO project VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 c.execute("INSERT INTO project VALUES ('settings', ?)", (json.dumps(asdict(ProjectSettings())),))
             elif int(row[0]) > SCHEMA_VERSION:
-                raise ConfigError(f"{self.path}: made by a newer tunesmith (schema {row[0]} > {SCHEMA_VERSION}); upgrade tunesmith")
+                raise ConfigError(f"{self.path}: made by a newer tunesmith (schema {row[0]} > {SCHEMA_VERSION}); "
+                                  "upgrade tunesmith")
 
     # -- connections and transactions ---------------------------------------------------------------
     def _con(self) -> sqlite3.Connection:
@@ -437,7 +439,8 @@ class LabelStore:
     def update_settings(self, user: str | None = None, **changes: Any) -> ProjectSettings:
         unknown = set(changes) - set(ProjectSettings.__dataclass_fields__)
         if unknown:
-            raise ConfigError(f"unknown project setting(s) {sorted(unknown)} (expected {', '.join(ProjectSettings.__dataclass_fields__)})")
+            raise ConfigError(f"unknown project setting(s) {sorted(unknown)} "
+                              f"(expected {', '.join(ProjectSettings.__dataclass_fields__)})")
         with self._write() as c:
             old = self.settings()
             new = ProjectSettings(**{**asdict(old), **changes})
@@ -466,7 +469,8 @@ class LabelStore:
         return None
 
     # -- samples: validation -------------------------------------------------------------------------
-    def _normalize(self, f: dict[str, Any], settings: ProjectSettings, prompt_format: str | None = None) -> dict[str, Any]:
+    def _normalize(self, f: dict[str, Any], settings: ProjectSettings,
+                   prompt_format: str | None = None) -> dict[str, Any]:
         """Check a sample's fields and fill in the derived ones; DataError names the field at fault.
 
         prompt_format: the sample's own (an edit keeps the format the sample was made with), else the project's.
@@ -498,16 +502,19 @@ class LabelStore:
             msgs = _messages_from(f.get("messages") or [], "messages")
             msgs = [m for m in msgs if m.role or m.content]  # blank rows of a UI table
             if not msgs:
-                raise DataError("empty (expected user and assistant turns, user first, ending with assistant)", "messages")
+                raise DataError("empty (expected user and assistant turns, user first, ending with assistant)",
+                                "messages")
             for i, m in enumerate(msgs):
                 expected = "user" if i % 2 == 0 else "assistant"
                 if m.role != expected:
                     raise DataError(f"turn {i + 1}: role {m.role!r}, expected {expected!r} "
                                     "(user and assistant alternate, user first)", "messages")
                 if not isinstance(m.content, str) or not m.content.strip():
-                    raise DataError(f"turn {i + 1} ({m.role}): empty text (expected what the {m.role} says)", "messages")
+                    raise DataError(f"turn {i + 1} ({m.role}): empty text (expected what the {m.role} says)",
+                                    "messages")
             if msgs[-1].role != "assistant":
-                raise DataError("the last turn is from the user (expected the chat to end with an assistant answer to learn)", "messages")
+                raise DataError("the last turn is from the user "
+                                "(expected the chat to end with an assistant answer to learn)", "messages")
             out["instruction"] = out["input"] = ""
             out["output"] = msgs[-1].content
         if settings.output_json and status != "rejected":
@@ -543,7 +550,8 @@ class LabelStore:
             "search_text": self._search_text(n),
         }
 
-    def _check_duplicate(self, c: sqlite3.Connection, content_hash: str, own_id: int | None, where: str | None = None) -> None:
+    def _check_duplicate(self, c: sqlite3.Connection, content_hash: str, own_id: int | None,
+                         where: str | None = None) -> None:
         row = c.execute("SELECT id FROM samples WHERE content_hash=? AND deleted=0 AND id IS NOT ?",
                         (content_hash, own_id)).fetchone()
         if row is not None:
@@ -593,7 +601,8 @@ class LabelStore:
             sid = self._insert(c, n, source=source, meta=meta, user=clean_user(user))
         return self.get_sample(sid)
 
-    def update_sample(self, sample_id: int, *, expected_revision: int, user: str | None = None, **changes: Any) -> Sample:
+    def update_sample(self, sample_id: int, *, expected_revision: int, user: str | None = None,
+                      **changes: Any) -> Sample:
         """Change some fields of a sample saved at `expected_revision`; EditConflict if it moved on since."""
         unknown = set(changes) - set(EDITABLE)
         if unknown:
@@ -737,7 +746,8 @@ class LabelStore:
         return sorted(seen)
 
     def history(self, sample_id: int) -> list[Revision]:
-        rows = self._con().execute("SELECT * FROM revisions WHERE sample_id=? ORDER BY revision", (int(sample_id),)).fetchall()
+        rows = self._con().execute("SELECT * FROM revisions WHERE sample_id=? ORDER BY revision",
+                                   (int(sample_id),)).fetchall()
         return [Revision(r["sample_id"], r["revision"], r["at"], r["user"], r["action"], json.loads(r["changed"]),
                          json.loads(r["old"]) if r["old"] else None, json.loads(r["new"]) if r["new"] else None)
                 for r in rows]
@@ -833,7 +843,8 @@ class LabelStore:
             corrected = output is not None and output != g.answer
             note = g.note if note is None else note
             # keep the prompt exactly as the model saw it: the instruction form only when a prompt format rebuilds it
-            fmt = next((f for f in (settings.prompt_format, *PROMPT_FORMATS) if g.kind == "single" and len(g.messages) == 1
+            fmt = next((f for f in (settings.prompt_format, *PROMPT_FORMATS)
+                        if g.kind == "single" and len(g.messages) == 1
                         and compose_prompt(g.instruction, g.input, f) == g.messages[0].content), None)
             if fmt is not None:
                 fields = {"kind": "single", "instruction": g.instruction, "input": g.input, "output": answer}

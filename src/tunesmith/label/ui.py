@@ -49,7 +49,8 @@ GEN_HEADERS = ["id", "adapter", "verdict", "json", "prompt", "answer", "by", "at
 TABLE_LIMIT = 200
 CELL = 80  # characters of a prompt/answer shown in a table cell
 USER_HEADER = "x-tunesmith-user"
-IMPORT_FORMATS = ("auto", "conversation", "alpaca", "sharegpt", "messages", "context-target", "rolebench", "novel-dialogue")
+IMPORT_FORMATS = ("auto", "conversation", "alpaca", "sharegpt", "messages", "context-target", "rolebench",
+                  "novel-dialogue")
 NEW_TURNS = [["user", ""], ["assistant", ""]]  # what the chat table of a new sample starts with
 KIND_CHOICES = [("Instruction / input / output", "single"), ("Multi-turn chat", "chat")]
 NO_MODEL = ("No model is loaded, so nothing can be generated here. Start the page with a model: "
@@ -241,7 +242,8 @@ class LabelApp:
         """-> (chat history, chat view, chat box)"""
         return [], [], ""
 
-    def judge(self, user: str, generation_id: Any, verdict: str | None, note: str, request: gr.Request | None = None) -> str:
+    def judge(self, user: str, generation_id: Any, verdict: str | None, note: str,
+              request: gr.Request | None = None) -> str:
         gid = _int_or_none(generation_id)
         if gid is None:
             return _fail("no answer to judge yet (generate one first)")
@@ -318,7 +320,8 @@ class LabelApp:
         fields: dict[str, Any] = {"kind": kind or "single", "system": system or "", "role": role or "",
                                   "status": status or "accepted", "tags": tags or "", "note": note or ""}
         if fields["kind"] == "chat":
-            fields["messages"] = [[str(r[0] if r[0] is not None else "").strip(), r[1] if len(r) > 1 and r[1] is not None else ""]
+            fields["messages"] = [[str(r[0] if r[0] is not None else "").strip(),
+                                   r[1] if len(r) > 1 and r[1] is not None else ""]
                                   for r in _rows_of(messages) if r and any(x not in (None, "") for x in r)]
         else:
             fields.update(instruction=instruction or "", input=input or "", output=output or "")
@@ -364,7 +367,8 @@ class LabelApp:
         lines = ["| rev | when (UTC) | who | what changed |", "|---|---|---|---|"]
         for h in self.store.history(sid):
             if h.action == "update":
-                what = "; ".join(f"{k}: {_short(_md(h.old.get(k)), 30)} → {_short(_md(h.new.get(k)), 30)}" for k in h.changed)
+                what = "; ".join(f"{k}: {_short(_md(h.old.get(k)), 30)} → {_short(_md(h.new.get(k)), 30)}"
+                                 for k in h.changed)
             else:
                 what = h.action
             lines.append(f"| {h.revision} | {h.at[:19].replace('T', ' ')} | {_md(h.user)} | {what} |")
@@ -574,9 +578,11 @@ def build_label_ui(project_dir: str | Path, engine: Any = None, *, store: LabelS
                         e_output = gr.Textbox(label="Output (the answer to learn)", lines=4, elem_id="ed-output")
                         e_preview = gr.Markdown(elem_id="ed-preview")
                     with gr.Group(visible=False) as e_chat:
-                        e_messages = gr.Dataframe(NEW_TURNS, headers=["role", "content"], datatype=["str", "str"], type="array",
-                                                  interactive=True, column_count=2, row_count=2, wrap=True,
-                                                  label="Turns: user, assistant, user, assistant … (end with assistant)",
+                        e_messages = gr.Dataframe(NEW_TURNS, headers=["role", "content"], datatype=["str", "str"],
+                                                  type="array", interactive=True, column_count=2, row_count=2,
+                                                  wrap=True,
+                                                  label="Turns: user, assistant, user, assistant … "
+                                                        "(end with assistant)",
                                                   elem_id="ed-messages")
                     with gr.Row():
                         e_status = gr.Radio(list(STATUSES), value="accepted", label="Status", elem_id="ed-status")
@@ -608,7 +614,8 @@ def build_label_ui(project_dir: str | Path, engine: Any = None, *, store: LabelS
                     with gr.Column(scale=2):
                         g_id = gr.Number(label="answer #", precision=0, elem_id="rv-id")
                         g_prompt = gr.Markdown()
-                        g_output = gr.Textbox(label="Answer (correct it before accepting)", lines=5, elem_id="rv-output")
+                        g_output = gr.Textbox(label="Answer (correct it before accepting)", lines=5,
+                                              elem_id="rv-output")
                         with gr.Row():
                             g_role = gr.Textbox(label="Role", lines=1)
                             g_tags = gr.Textbox(label="Tags", lines=1)
@@ -652,7 +659,8 @@ def build_label_ui(project_dir: str | Path, engine: Any = None, *, store: LabelS
             s_format = gr.Radio([("alpaca: instruction + newline + input", "alpaca"),
                                  ("context: Instruction: …\\nInput: …\\nAnswer: ", "context")],
                                 value=settings.prompt_format, label="Prompt format (new samples)", elem_id="st-format")
-            s_json = gr.Checkbox(settings.output_json, label="Outputs must be JSON (information extraction, classification)",
+            s_json = gr.Checkbox(settings.output_json,
+                                 label="Outputs must be JSON (information extraction, classification)",
                                  elem_id="st-json")
             s_system = gr.Textbox(settings.default_system, label="Default system text for new samples", lines=2)
             s_btn = gr.Button("Save settings", variant="primary", elem_id="st-save")

@@ -277,7 +277,8 @@ def create_app(engine: Engine, api_key: str | None = None, *, ui: bool = True, l
 
         from tunesmith.serve.webui import build_chat_ui, gradio_launch_kwargs
 
-        auth = (lambda _user, password: secrets.compare_digest(str(password).encode(), api_key.encode())) if api_key else None
+        auth = ((lambda _user, password: secrets.compare_digest(str(password).encode(), api_key.encode()))
+                if api_key else None)
         gr.mount_gradio_app(app, build_chat_ui(engine, defaults, default_max_history_turns), path="/ui", auth=auth,
                             auth_message="Enter any user name and the server's API key as password.",
                             **gradio_launch_kwargs())

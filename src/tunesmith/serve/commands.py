@@ -29,21 +29,31 @@ from tunesmith.infer.commands import (
 def serve(
     model: ModelOpt = "default",
     adapter: AdapterOpt = None,
-    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 to accept other machines; set --api-key then).")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(
+        help="Address to listen on (0.0.0.0 to accept other machines; set --api-key then).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    api_key: Annotated[str | None, typer.Option(envvar="TUNESMITH_API_KEY", show_envvar=True, help="Require 'Authorization: Bearer KEY' on every route but /health (the web UI asks for it as password).")] = None,
+    api_key: Annotated[str | None, typer.Option(
+        envvar="TUNESMITH_API_KEY", show_envvar=True,
+        help="Require 'Authorization: Bearer KEY' on every route but /health (the web UI asks for it as "
+             "password).")] = None,
     template: TemplateOpt = None,
     max_new_tokens: MaxNewOpt = 256,
     max_history_turns: HistoryOpt = -1,
     ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Serve the web chat at /ui.")] = True,
-    label_project: Annotated[str | None, typer.Option(help="A labeling project folder (created if missing): serve the labeling page for it at /label, with this server's model and adapters in its Try-it tab.")] = None,
+    label_project: Annotated[str | None, typer.Option(
+        help="A labeling project folder (created if missing): serve the labeling page for it at /label, with this "
+             "server's model and adapters in its Try-it tab.")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Most sequences generated together in one batch.")] = 16,
-    batch_wait_ms: Annotated[float, typer.Option(help="How long the engine waits for more requests to share a batch (from the last arrival; at most 5x this).")] = 20.0,
+    batch_wait_ms: Annotated[float, typer.Option(
+        help="How long the engine waits for more requests to share a batch (from the last arrival; at most 5x "
+             "this).")] = 20.0,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
     quantization: QuantOpt = "none",
     trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the model folder / hub.")] = False,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice). On a CPU shared with other jobs, 1 avoids threads waiting on each other.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads for torch (default: torch's choice). On a CPU shared with other jobs, 1 avoids threads "
+             "waiting on each other.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level: critical, error, warning, info, debug.")] = "info",
 ) -> None:
     """Serve /v1/chat/completions (OpenAI-compatible, streaming), /v1/models, /health and a web chat at /ui.

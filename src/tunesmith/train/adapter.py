@@ -124,6 +124,7 @@ def verify_adapter(model, adapter_dir: str | os.PathLike, *, trained: bool, prob
         model.train(was_training)
     diff = float((ref - again).abs().max())
     if not diff <= atol:
-        raise ModelError(f"{adapter_dir}: the saved adapter reloads to different outputs (max |logit diff| {diff:.3g} > {atol})")
+        raise ModelError(f"{adapter_dir}: the saved adapter reloads to different outputs "
+                         f"(max |logit diff| {diff:.3g} > {atol})")
     stats["reload_max_logit_diff"] = diff
     return stats

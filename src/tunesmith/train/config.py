@@ -255,7 +255,8 @@ def _load_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     if data is None:
         return {}, {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}:1: expected a mapping of keys to values at the top level (got {type(data).__name__})")
+        raise ConfigError(f"{path}:1: expected a mapping of keys to values at the top level "
+                          f"(got {type(data).__name__})")
     lines: dict[str, int] = {}
 
     def walk(n: Any, prefix: str) -> None:
@@ -384,7 +385,8 @@ def apply_overrides(raw: dict[str, Any], where: dict[str, str], overrides: list[
         if len(parts) == 1 and parts[0] in _sections():
             parsed = _parse_scalar_text(value)
             if not isinstance(parsed, dict):
-                raise ConfigError(f"override {text}: {key} is a section; set one of its keys, e.g. {key}.{next(iter(_field_types(_sections()[key])))}=...")
+                raise ConfigError(f"override {text}: {key} is a section; set one of its keys, "
+                                  f"e.g. {key}.{next(iter(_field_types(_sections()[key])))}=...")
             for k, v in parsed.items():
                 _set(raw, f"{key}.{k}", v)
                 where[f"{key}.{k}"] = f"override {text}"
