@@ -58,3 +58,21 @@ def test_quantization_without_cuda_is_a_clear_error():
 
     with pytest.raises(ModelError, match="needs a CUDA GPU"):
         quantization_config("4bit", None, "cpu")
+
+
+def test_help_text_joins_each_docstring_paragraph_and_keeps_examples():
+    from tunesmith.cli import app, reflow
+
+    doc = """First line
+    goes on here.
+
+    Second paragraph,
+    two lines.
+
+        tunesmith demo --steps 40
+        tunesmith demo --help
+    """
+    assert reflow(doc) == ("First line goes on here.\n\nSecond paragraph, two lines.\n\n"
+                           "    tunesmith demo --steps 40\n    tunesmith demo --help")
+    helps = {info.name: info.help for info in app.registered_commands}
+    assert "the base uses the first adapter's saved chat template" in helps["eval"]

@@ -40,7 +40,8 @@ def test_published_cosplay_records_come_out_exactly(novels):
     records, _ = novels["三国演义"]
     caohong = [r for r in records if r["context"] == "曹仁回城中，与众商议。曹洪曰："]
     assert len(caohong) == 1
-    assert caohong[0]["chat"] == "“目今失了彝陵，势已危急，何不拆丞相遗计观之，以解此危？”"  # re-joined over a line break
+    # re-joined over a line break
+    assert caohong[0]["chat"] == "“目今失了彝陵，势已危急，何不拆丞相遗计观之，以解此危？”"
     assert caohong[0]["speaker"] == "曹洪" and caohong[0]["chapter"] == "第五十一回"
     chenlin = [r for r in records if r["context"].endswith("主簿陈琳谏曰：")]
     assert len(chenlin) == 1
@@ -138,7 +139,8 @@ def test_hard_wrapped_lines_are_rejoined_and_speeches_in_one_paragraph_each_beco
     assert [r["speaker"] for r in recs] == ["曹洪", "曹仁", "陈琳", "进", "袁绍", "曹操", "进", "袁绍"]
     assert recs[0]["chat"] == "“目今失了彝陵，势已危急，何不拆丞相遗计观之，以解此危？”" and recs[0]["line"] == 2
     # the second speech of a paragraph keeps the narrative and speech before it as its situation
-    assert recs[1]["context"] == "曹仁回城中，与众商议。曹洪曰：“目今失了彝陵，势已危急，何不拆丞相遗计观之，以解此危？”曹仁曰："
+    assert recs[1]["context"] == ("曹仁回城中，与众商议。曹洪曰：“目今失了彝陵，势已危急，何不拆丞相遗计观之，"
+                                  "以解此危？”曹仁曰：")
     assert recs[1]["line"] == 3 and all(r["chapter"] == "第二回" for r in recs)
     assert recs[5]["context"].endswith("曹操曰：")  # 曹操 / 曰 split over two source lines
 
@@ -219,7 +221,8 @@ def test_chapters_banners_and_a_repeated_chapter(tmp_path):
     )
     stats: dict = {}
     recs = extract_dialogue(text, stats=stats)
-    assert [(r["chapter"], r["chat"]) for r in recs] == [("第一回", "“一。”"), ("第二回", "“二。”"), ("第三回", "“三。”")]
+    expected = [("第一回", "“一。”"), ("第二回", "“二。”"), ("第三回", "“三。”")]
+    assert [(r["chapter"], r["chat"]) for r in recs] == expected
     assert stats["chapters"] == 3
     assert not any("网友" in p.text or "rain8" in p.text for p in split_paragraphs(text))
 
@@ -229,7 +232,8 @@ def test_chapters_banners_and_a_repeated_chapter(tmp_path):
 SHORT = "第一回　试\n曹洪曰：“目今失了彝陵，势已危急。”\n"
 
 
-@pytest.mark.parametrize("encoding,prefix", [("utf-8", b""), ("utf-8", b"\xef\xbb\xbf"), ("gb18030", b""), ("utf-16", b"")])
+@pytest.mark.parametrize("encoding,prefix",
+                         [("utf-8", b""), ("utf-8", b"\xef\xbb\xbf"), ("gb18030", b""), ("utf-16", b"")])
 def test_encodings_give_the_same_records(tmp_path, encoding, prefix):
     path = tmp_path / f"novel-{encoding}-{len(prefix)}.txt"
     path.write_bytes(prefix + SHORT.replace("\n", "\r\n").encode(encoding))
@@ -244,7 +248,8 @@ def test_explicit_encoding_and_undecodable_bytes(tmp_path):
     path = tmp_path / "novel.txt"
     path.write_bytes(SHORT.encode("gb18030"))
     assert extract_dialogue(path, encoding="gb18030")[0]["speaker"] == "曹洪"
-    with pytest.raises(DataError, match=r"novel\.txt:1: cannot decode as UTF-8: bad byte\(s\) b5 da .* at byte 0 \(line 1\)"):
+    with pytest.raises(DataError,
+                       match=r"novel\.txt:1: cannot decode as UTF-8: bad byte\(s\) b5 da .* at byte 0 \(line 1\)"):
         extract_dialogue(path, encoding="utf-8")
     bad = tmp_path / "bad.txt"
     bad.write_bytes("曹洪曰：“好。”\n".encode() + b"\x80\x81\xff\xfe\n")
@@ -292,11 +297,14 @@ def test_cli_conversation_format_and_speaker_filter(tmp_path):
     novel = tmp_path / "三国.txt"
     novel.write_text(WRAPPED, encoding="utf-8")
     out = tmp_path / "conv.jsonl"
-    assert main(["data", "extract-dialogue", str(novel), "-o", str(out), "--format", "conversation", "--speaker", "袁绍"]) == 0
+    assert main(["data", "extract-dialogue", str(novel), "-o", str(out), "--format", "conversation",
+                 "--speaker", "袁绍"]) == 0
     convs = [Conversation.from_dict(json.loads(line)) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(convs) == 2
-    assert convs[0].messages[0].content.endswith("袁绍曰：") and convs[0].answer == "“今谋已泄，事已露，将军尚欲入宫耶？”"
-    assert convs[0].meta == {"source": "novel-dialogue", "role": "袁绍", "speaker": "袁绍", "chapter": "第二回", "line": 8, "book": "三国"}
+    assert convs[0].messages[0].content.endswith("袁绍曰：")
+    assert convs[0].answer == "“今谋已泄，事已露，将军尚欲入宫耶？”"
+    assert convs[0].meta == {"source": "novel-dialogue", "role": "袁绍", "speaker": "袁绍", "chapter": "第二回",
+                             "line": 8, "book": "三国"}
 
 
 def test_cli_errors_exit_2_and_keep_the_old_output(tmp_path, capsys):

@@ -19,8 +19,10 @@ def test_demo_runs_the_whole_road_on_a_tiny_model(tiny_qwen2, tmp_path, capsys):
     metrics = json.loads((out / "report" / "metrics.json").read_text(encoding="utf-8"))
     assert set(metrics["model_order"]) >= {"base", "李白", "RoleGPT"}
     # the demo never trains on test questions
-    train_q = {json.loads(line)["meta"]["question"] for line in (out / "data" / "train.jsonl").open(encoding="utf-8")}
-    test_q = {json.loads(line)["meta"]["question"] for line in (out / "data" / "test_general.jsonl").open(encoding="utf-8")}
+    with (out / "data" / "train.jsonl").open(encoding="utf-8") as f:
+        train_q = {json.loads(line)["meta"]["question"] for line in f}
+    with (out / "data" / "test_general.jsonl").open(encoding="utf-8") as f:
+        test_q = {json.loads(line)["meta"]["question"] for line in f}
     assert len(test_q) == 289 and not (train_q & test_q)
     for name in ("report.md", "report.html", "predictions.jsonl"):
         assert (out / "report" / name).is_file()

@@ -57,6 +57,25 @@ def _register() -> None:
     app.command("label")(label)
     app.command("tiny-model")(tiny_model_command)
     app.command("demo")(demo)
+    for typer_app in (app, data_app):
+        for info in typer_app.registered_commands:
+            if info.help is None and info.callback is not None and info.callback.__doc__:
+                info.help = reflow(info.callback.__doc__)
+
+
+def reflow(doc: str) -> str:
+    """A docstring as --help shows it: the lines of each paragraph joined (typer would keep the source's line
+    breaks, so a docstring wrapped at 120 columns showed ragged), indented lines such as examples kept."""
+    import inspect
+
+    out: list[str] = []
+    for line in inspect.cleandoc(doc).split("\n"):
+        joinable = out and out[-1] and line and not line[0].isspace() and not out[-1][0].isspace()
+        if joinable:
+            out[-1] += " " + line
+        else:
+            out.append(line)
+    return "\n".join(out)
 
 
 _register()

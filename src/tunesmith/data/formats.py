@@ -60,12 +60,15 @@ FORMATS: dict[str, Format] = {
                novel_dialogue.detect, novel_dialogue.OPTIONS),
         Format("context-target", context_target.EXPECTED, context_target.converter, context_target.export,
                context_target.detect, context_target.OPTIONS),
-        Format("alpaca", '{"instruction": str, "input"?: str, "output": str, "system"?: str, "history"?: [[str, str], ...]}',
+        Format("alpaca",
+               '{"instruction": str, "input"?: str, "output": str, "system"?: str, "history"?: [[str, str], ...]}',
                alpaca.converter, alpaca.export, alpaca.detect, alpaca.OPTIONS),
         Format("sharegpt", '{"conversations": [{"from": "human"|"gpt"|"system", "value": str}, ...], "system"?: str}',
                sharegpt.converter, sharegpt.export, sharegpt.detect, sharegpt.OPTIONS),
         Format("messages", messages.EXPECTED, messages.converter, messages.export, messages.detect, messages.OPTIONS),
-        Format("conversation", '{"system"?: str, "messages": [{"role": "user"|"assistant", "content": str, "loss"?: bool}], "meta"?: {}}',
+        Format("conversation",
+               '{"system"?: str, "messages": [{"role": "user"|"assistant", "content": str, "loss"?: bool}], '
+               '"meta"?: {}}',
                messages.conversation_converter, messages.export_conversation,
                lambda r: messages.detect(r) and messages.is_own_format(r), messages.CONVERSATION_OPTIONS),
     )
@@ -106,7 +109,8 @@ def _check_on_error(on_error: str) -> None:
 def report_skipped(skipped: list[DataError], what: str) -> None:
     if not skipped:
         return
-    lines = [f"warning: skipped {len(skipped)} bad record(s) in {what}; the first {min(len(skipped), SHOW_FIRST_ERRORS)}:"]
+    shown = min(len(skipped), SHOW_FIRST_ERRORS)
+    lines = [f"warning: skipped {len(skipped)} bad record(s) in {what}; the first {shown}:"]
     lines += [f"  {e}" for e in skipped[:SHOW_FIRST_ERRORS]]
     print("\n".join(lines), file=sys.stderr)
 
@@ -166,7 +170,8 @@ def load(path: str | os.PathLike | list, fmt: str | None = None, *, on_error: st
                     skipped.append(err)
                     continue
                 except (KeyError, TypeError, AttributeError, ValueError) as e:
-                    err = DataError(f"cannot read this record as {name} ({type(e).__name__}: {e}) (expected {form.record})", where)
+                    err = DataError(f"cannot read this record as {name} ({type(e).__name__}: {e}) "
+                                    f"(expected {form.record})", where)
                     if not skip:
                         raise err from None
                     skipped.append(err)

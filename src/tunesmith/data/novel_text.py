@@ -85,7 +85,8 @@ def read_novel(path: str | os.PathLike, *, encoding: str = "auto", **opts: Any) 
         try:
             options["context_chars"] = int(opts["context_chars"])
         except (TypeError, ValueError):
-            raise ConfigError(f"novel option context_chars: expected an integer (got {opts['context_chars']!r})") from None
+            raise ConfigError("novel option context_chars: expected an integer "
+                              f"(got {opts['context_chars']!r})") from None
     convs = records_to_conversations(_mine(p, encoding, options), book=p.stem)
     system = opts.get("system") or None
     if system:

@@ -62,42 +62,81 @@ def _command_line(ctx: typer.Context) -> str:
 
 def eval_command(
     ctx: typer.Context,
-    data: Annotated[list[Path], typer.Option("--data", "-d", help="Test file (any format `tunesmith data` reads). RoleBench: the role's general test (CUS), unless records say meta.subset. Repeatable.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: report.md, report.html, metrics.json, metrics.png, predictions.jsonl.")],
-    data2: Annotated[list[Path] | None, typer.Option("--data2", help="Second test file. RoleBench: the role_specific test (SPE). Other tasks: scored as its own set. Repeatable.")] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Base model: a folder, a hub id, or 'default' (the embedded SmolLM2-135M-Instruct).")] = "default",
-    adapter: Annotated[list[str] | None, typer.Option("--adapter", "-a", help="NAME=PATH of a LoRA adapter folder (with its template.json). Repeatable.")] = None,
-    task: Annotated[str, typer.Option("--task", "-t", help="auto, rolebench (ROUGE-L CUS/SPE/RAW + probe), ie (JSON triples), cls (labels), iecls (ie or cls per record by target shape), generic (ROUGE-L).")] = "auto",
-    from_: Annotated[str | None, typer.Option("--from", "-f", help="Format of the test files (default: detected).")] = None,
-    role: Annotated[list[str] | None, typer.Option("--role", "-r", help="Keep only test records of this role (meta.role). Repeatable.")] = None,
-    raw_refs: Annotated[Path | None, typer.Option("--raw-refs", help="RoleBench RAW: plain-answer references, JSONL {role?, question, answer | references}.")] = None,
-    score_file: Annotated[list[str] | None, typer.Option("--score-file", help="[NAME=]PATH of existing answers to score as one more column (e.g. rolegpt=.../rolegpt_baseline.jsonl), matched by (role, question). Repeat a NAME to join files.")] = None,
-    base: Annotated[bool, typer.Option("--base/--no-base", help="Also evaluate the base model without adapters.")] = True,
-    base_template: Annotated[str | None, typer.Option("--base-template", help="Template for the base (name: auto, tokenizer, chatml, plain, instruction; or a folder with template.json). Default: the first adapter's saved template.")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Evaluate N items of each test set, evenly spread over it.")] = None,
+    data: Annotated[list[Path], typer.Option(
+        "--data", "-d", help="Test file (any format `tunesmith data` reads). RoleBench: the role's general test (CUS), "
+                             "unless records say meta.subset. Repeatable.")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Report folder: report.md, report.html, metrics.json, metrics.png, predictions.jsonl.")],
+    data2: Annotated[list[Path] | None, typer.Option(
+        "--data2", help="Second test file. RoleBench: the role_specific test (SPE). Other tasks: scored as its own "
+                        "set. Repeatable.")] = None,
+    model: Annotated[str, typer.Option(
+        "--model", "-m", help="Base model: a folder, a hub id, or 'default' (the embedded "
+                              "SmolLM2-135M-Instruct).")] = "default",
+    adapter: Annotated[list[str] | None, typer.Option(
+        "--adapter", "-a", help="NAME=PATH of a LoRA adapter folder (with its template.json). Repeatable.")] = None,
+    task: Annotated[str, typer.Option(
+        "--task", "-t", help="auto, rolebench (ROUGE-L CUS/SPE/RAW + probe), ie (JSON triples), cls (labels), iecls "
+                             "(ie or cls per record by target shape), generic (ROUGE-L).")] = "auto",
+    from_: Annotated[str | None, typer.Option(
+        "--from", "-f", help="Format of the test files (default: detected).")] = None,
+    role: Annotated[list[str] | None, typer.Option(
+        "--role", "-r", help="Keep only test records of this role (meta.role). Repeatable.")] = None,
+    raw_refs: Annotated[Path | None, typer.Option(
+        "--raw-refs", help="RoleBench RAW: plain-answer references, JSONL {role?, question, answer | "
+                           "references}.")] = None,
+    score_file: Annotated[list[str] | None, typer.Option(
+        "--score-file", help="[NAME=]PATH of existing answers to score as one more column (e.g. "
+                             "rolegpt=.../rolegpt_baseline.jsonl), matched by (role, question). Repeat a NAME to join "
+                             "files.")] = None,
+    base: Annotated[bool, typer.Option(
+        "--base/--no-base", help="Also evaluate the base model without adapters.")] = True,
+    base_template: Annotated[str | None, typer.Option(
+        "--base-template", help="Template for the base (name: auto, tokenizer, chatml, plain, instruction; or a folder "
+                                "with template.json). Default: the first adapter's saved template.")] = None,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", "-n", help="Evaluate N items of each test set, evenly spread over it.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Prompts per batched generate call.")] = 16,
-    batching: Annotated[str, typer.Option("--batching", help="auto (continuous batching when decoding is greedy, else padded), continuous (a finished answer's slot goes to the next prompt at once), or padded (each batch lasts as long as its longest answer).")] = "auto",
-    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Answer length limit in tokens (default: rolebench 160, ie/iecls 320, cls 32, generic 256; for ie/cls/iecls raised to fit the longest reference answer + 10 %).")] = None,
-    do_sample: Annotated[bool, typer.Option("--do-sample/--greedy", help="Sample instead of greedy decoding (greedy is the default: reproducible scores).")] = False,
-    temperature: Annotated[float | None, typer.Option("--temperature", help="Sampling temperature (with --do-sample).")] = None,
+    batching: Annotated[str, typer.Option(
+        "--batching", help="auto (continuous batching when decoding is greedy, else padded), continuous (a finished "
+                           "answer's slot goes to the next prompt at once), or padded (each batch lasts as long as its "
+                           "longest answer).")] = "auto",
+    max_new_tokens: Annotated[int | None, typer.Option(
+        "--max-new-tokens", help="Answer length limit in tokens (default: rolebench 160, ie/iecls 320, cls 32, generic "
+                                 "256; for ie/cls/iecls raised to fit the longest reference answer + 10 %).")] = None,
+    do_sample: Annotated[bool, typer.Option(
+        "--do-sample/--greedy", help="Sample instead of greedy decoding (greedy is the default: reproducible "
+                                     "scores).")] = False,
+    temperature: Annotated[float | None, typer.Option(
+        "--temperature", help="Sampling temperature (with --do-sample).")] = None,
     top_p: Annotated[float | None, typer.Option("--top-p", help="Nucleus sampling mass (with --do-sample).")] = None,
     top_k: Annotated[int | None, typer.Option("--top-k", help="Top-k sampling (with --do-sample; 0 disables).")] = None,
     num_beams: Annotated[int | None, typer.Option("--num-beams", help="Beam search width (1: none).")] = None,
-    repetition_penalty: Annotated[float | None, typer.Option("--repetition-penalty", help="Penalty > 1 discourages repeating tokens.")] = None,
+    repetition_penalty: Annotated[float | None, typer.Option(
+        "--repetition-penalty", help="Penalty > 1 discourages repeating tokens.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for sampling.")] = None,
-    probe: Annotated[bool | None, typer.Option("--probe/--no-probe", help="Ask the general-ability probe in character (default: on for rolebench and generic).")] = None,
-    probe_file: Annotated[Path | None, typer.Option("--probe-file", help="Own probe questions, JSONL {question, accept: [...]} (default: the bundled probe_zh.jsonl).")] = None,
+    probe: Annotated[bool | None, typer.Option(
+        "--probe/--no-probe", help="Ask the general-ability probe in character (default: on for rolebench and "
+                                   "generic).")] = None,
+    probe_file: Annotated[Path | None, typer.Option(
+        "--probe-file", help="Own probe questions, JSONL {question, accept: [...]} (default: the bundled "
+                             "probe_zh.jsonl).")] = None,
     show: Annotated[int, typer.Option("--show", help="Rows per set in the side-by-side answer table.")] = 20,
     dtype: Annotated[str, typer.Option("--dtype", help="auto, fp32, bf16 or fp16.")] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
-    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (default: torch's choice). On a CPU shared with other jobs, 1 is often much faster.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard predictions.jsonl in the report folder instead of resuming from it.")] = False,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help="CPU threads for torch (default: torch's choice). On a CPU shared with other jobs, 1 is "
+                          "often much faster.")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Discard predictions.jsonl in the report folder instead of resuming from it.")] = False,
 ) -> None:
     """Compare the base model and its LoRA adapters on a test set, and write a side-by-side report.
 
-    Every model answers the same prompts: the same system/persona text, and the base uses the first adapter's saved chat template unless --base-template says otherwise. Generation is batched and greedy by default.
+    Every model answers the same prompts: the same system/persona text, and the base uses the first adapter's
+    saved chat template unless --base-template says otherwise. Generation is batched and greedy by default.
 
-    Answers are appended to predictions.jsonl after every batch: after an interruption, run the same command again and only the missing answers are generated.
+    Answers are appended to predictions.jsonl after every batch: after an interruption, run the same command
+    again and only the missing answers are generated.
     """
     from tunesmith.errors import ConfigError
     from tunesmith.eval.runner import EvalConfig, run_eval
@@ -114,9 +153,9 @@ def eval_command(
                              "repetition_penalty": repetition_penalty, "seed": seed}.items() if v is not None}
     cfg = EvalConfig(out=out, data=list(data), data2=list(data2 or []), model=model, adapters=adapters, task=task,
                      fmt=from_, roles=list(role or []), raw_refs=raw_refs, score_files=scores, run_base=base,
-                     base_template=base_template, limit=limit, batch_size=batch_size, batching=batching, generation=gen, probe=probe,
-                     probe_file=probe_file, show=show, dtype=dtype, device=device, threads=threads, overwrite=overwrite,
-                     command=_command_line(ctx))
+                     base_template=base_template, limit=limit, batch_size=batch_size, batching=batching,
+                     generation=gen, probe=probe, probe_file=probe_file, show=show, dtype=dtype, device=device,
+                     threads=threads, overwrite=overwrite, command=_command_line(ctx))
     result = run_eval(cfg)
     typer.echo(f"wrote {out / 'report.md'} ({result['seconds']:.1f} s)")
     from tunesmith.eval.report import metric_rows

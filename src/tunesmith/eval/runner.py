@@ -153,7 +153,8 @@ def _generate_all(engine, store: PredictionStore, model: str, adapter: str, temp
         return stats
     from tunesmith.train.progress import format_duration
 
-    _log(f"[{model}] {len(unique)} prompts to answer" + (f" ({resumed} already in predictions.jsonl)" if resumed else ""))
+    _log(f"[{model}] {len(unique)} prompts to answer"
+         + (f" ({resumed} already in predictions.jsonl)" if resumed else ""))
     tok = getattr(engine, "tokenizer", None)
     for kind_probe in (False, True):
         todo = [i for i in unique.values() if (i.kind == "probe") == kind_probe]
@@ -254,8 +255,9 @@ def run_eval(cfg: EvalConfig, engine: Any = None) -> dict[str, Any]:
         if "max_new_tokens" not in cfg.generation:
             fitted, longest = fit_limit_to_references(options, items, getattr(engine, "tokenizer", None))
             if fitted.max_new_tokens != options.max_new_tokens:
-                _log(f"max_new_tokens {options.max_new_tokens} -> {fitted.max_new_tokens}: the longest reference answer "
-                     f"is {longest} tokens, and a cut JSON answer cannot parse (set --max-new-tokens to override)")
+                _log(f"max_new_tokens {options.max_new_tokens} -> {fitted.max_new_tokens}: the longest reference "
+                     f"answer is {longest} tokens, and a cut JSON answer cannot parse (set --max-new-tokens to "
+                     "override)")
                 options = fitted
         first_adapter = next(iter(cfg.adapters), None)
         if cfg.base_template:
@@ -265,8 +267,8 @@ def run_eval(cfg: EvalConfig, engine: Any = None) -> dict[str, Any]:
         elif first_adapter:
             base_tpl = engine.template_for(first_adapter)
             fairness = (f"the base is prompted with the chat template saved with adapter '{first_adapter}' "
-                        f"({base_tpl.name}) and the same system/persona text from the test data, so it sees exactly the "
-                        "prompts the adapter sees (override with --base-template)")
+                        f"({base_tpl.name}) and the same system/persona text from the test data, so it sees exactly "
+                        "the prompts the adapter sees (override with --base-template)")
         else:
             base_tpl = engine.template_for(BASE)
             fairness = f"the base uses the template {base_tpl.name}; system/persona text comes from the test data"
@@ -310,7 +312,8 @@ def run_eval(cfg: EvalConfig, engine: Any = None) -> dict[str, Any]:
                 if found:
                     answers[i.id] = found[0]
         if not answers:
-            raise ConfigError(f"--score-file {name}: no answer matches a test record (matched by id, or by (role, question))")
+            raise ConfigError(f"--score-file {name}: no answer matches a test record "
+                              "(matched by id, or by (role, question))")
         preds[name] = answers
         models[name] = {"kind": "score-file", "paths": [str(p) for n, p in cfg.score_files if n == name],
                         "matched": len(answers)}
@@ -327,10 +330,12 @@ def run_eval(cfg: EvalConfig, engine: Any = None) -> dict[str, Any]:
     side: list[dict[str, Any]] = []
     for s in [x for x in set_order if x != RAW]:
         for i in [x for x in items if x.set == s][: cfg.show]:
+            reference = " / ".join(i.references) if i.kind == "probe" else i.references[0]
+            if len(i.references) > 1 and i.kind != "probe":
+                reference += f"  (+{len(i.references) - 1} more references)"
             side.append({"set": s, "question": i.meta.get("question") or i.question,
                          "answers": {m: (p[i.id], per_item_scores(i, p[i.id])) for m, p in preds.items() if i.id in p},
-                         "reference": (" / ".join(i.references) if i.kind == "probe" else i.references[0])
-                         + (f"  (+{len(i.references) - 1} more references)" if len(i.references) > 1 and i.kind != "probe" else "")})
+                         "reference": reference})
 
     notes = []
     if any(i.kind == "rouge" for i in items):

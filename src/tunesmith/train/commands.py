@@ -20,11 +20,19 @@ import typer
 
 
 def train(
-    config: Annotated[Path | None, typer.Argument(help="YAML recipe, e.g. configs/rolebench_libai.yaml (optional: key=value settings alone work too).", show_default=False)] = None,
-    overrides: Annotated[list[str] | None, typer.Argument(help="key=value settings on top of the recipe: max_steps=50 lr=1e-4 lora.rank=16 data.train=my.jsonl", show_default=False)] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in output_dir (fails if there is none).")] = False,
-    output_dir: Annotated[str | None, typer.Option("--output-dir", "-o", help="Where the adapter, checkpoints, loss.png and summary.json go (same as output_dir=...).")] = None,
-    show_config: Annotated[bool, typer.Option("--show-config", help="Print the resolved config (recipe + overrides) and exit.")] = False,
+    config: Annotated[Path | None, typer.Argument(
+        help="YAML recipe, e.g. configs/rolebench_libai.yaml (optional: key=value settings alone work "
+             "too).", show_default=False)] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(
+        help="key=value settings on top of the recipe: max_steps=50 lr=1e-4 lora.rank=16 "
+             "data.train=my.jsonl", show_default=False)] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue from the last checkpoint in output_dir (fails if there is none).")] = False,
+    output_dir: Annotated[str | None, typer.Option(
+        "--output-dir", "-o", help="Where the adapter, checkpoints, loss.png and summary.json go (same as "
+                                   "output_dir=...).")] = None,
+    show_config: Annotated[bool, typer.Option(
+        "--show-config", help="Print the resolved config (recipe + overrides) and exit.")] = False,
 ) -> None:
     """Fine-tune a model with LoRA as a YAML recipe says; keys can be overridden as key=value.
 
@@ -60,11 +68,17 @@ def train(
 
 
 def export(
-    adapter: Annotated[Path, typer.Argument(help="Adapter folder written by tunesmith train (OUT/adapter).", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the standalone model to.", show_default=False)],
-    merge: Annotated[bool, typer.Option("--merge/--no-merge", help="Merge LoRA into the base weights (a standalone model); --no-merge copies the adapter with a chat template baked into its tokenizer.")] = True,
-    base: Annotated[str | None, typer.Option(help="Base model folder, when the one recorded in adapter_config.json is elsewhere on this machine.")] = None,
-    dtype: Annotated[str, typer.Option(help="Saved weight dtype: auto (the base's), fp32, bf16, fp16. The merge runs in fp32 for auto.")] = "auto",
+    adapter: Annotated[Path, typer.Argument(
+        help="Adapter folder written by tunesmith train (OUT/adapter).", show_default=False)],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Folder to write the standalone model to.", show_default=False)],
+    merge: Annotated[bool, typer.Option(
+        "--merge/--no-merge", help="Merge LoRA into the base weights (a standalone model); --no-merge copies the "
+                                   "adapter with a chat template baked into its tokenizer.")] = True,
+    base: Annotated[str | None, typer.Option(
+        help="Base model folder, when the one recorded in adapter_config.json is elsewhere on this machine.")] = None,
+    dtype: Annotated[str, typer.Option(
+        help="Saved weight dtype: auto (the base's), fp32, bf16, fp16. The merge runs in fp32 for auto.")] = "auto",
     device: Annotated[str, typer.Option(help="Device for the merge: cpu or cuda.")] = "cpu",
     trust_remote_code: Annotated[bool, typer.Option(help="Allow models with their own code (ChatGLM3).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it already exists.")] = False,

@@ -197,7 +197,8 @@ class ProgressCallback(TrainerCallback):
                     input_ids=torch.tensor([ids], device=device),
                     attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=device),
                     max_new_tokens=self.sample_tokens, do_sample=False,
-                    eos_token_id=stop_token_ids(self.tokenizer, self.template, getattr(model, "generation_config", None)),
+                    eos_token_id=stop_token_ids(self.tokenizer, self.template,
+                                                getattr(model, "generation_config", None)),
                     pad_token_id=self.tokenizer.pad_token_id,
                 )
         finally:
