@@ -19,8 +19,8 @@ import typer
 app = typer.Typer(no_args_is_help=True, help="Import, validate, inspect and split datasets.")
 
 FromOpt = Annotated[str | None, typer.Option(
-    "--from", "-f", help="Input format (rolebench, novel-dialogue, context-target, alpaca, sharegpt, messages, "
-                         "conversation); default: detected from the first record.")]
+    "--from", "-f", help="Input format (rolebench, novel, novel-dialogue, context-target, alpaca, sharegpt, "
+                         "messages, conversation); default: detected from the first record (a .txt file: novel).")]
 OnErrorOpt = Annotated[str, typer.Option(
     "--on-error", help="fail: stop at the first bad record; skip: drop bad records and report them on stderr.")]
 EncodingOpt = Annotated[str, typer.Option(
