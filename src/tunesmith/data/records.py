@@ -14,6 +14,13 @@ What is accepted (and why):
     says UTF-8 was expected.
   * A truncated last line (a copy or download that stopped mid-record) is reported as such.
 
+What is refused although it is valid JSON (every user JSON file is parsed with `strict_loads` or
+`STRICT_JSON`, so the rules hold for records, dataset_info.json and the labeling store alike):
+  * A key given twice in one object (`{"target": 5, "target": "t"}`): Python's json keeps the last one
+    silently, so the record would mean something else than it seems to.
+  * Arrays/objects nested deeper than MAX_JSON_DEPTH: no dataset nests that deep, and from about 1,000
+    levels Python's parser fails with a RecursionError instead of a message.
+
 Nothing here imports more than the standard library, so `tunesmith --help` stays fast.
 """
 
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +41,130 @@ _BOMS = (
     (b"\xff\xfe", "utf-16-le"),
     (b"\xfe\xff", "utf-16-be"),
 )
+
+
+# Levels of nested arrays/objects a JSON value may have. A chat record nests about 5 deep (record ->
+# messages -> message, tool calls a few more); 100 leaves room for any real metadata and stays far below
+# the ~1,000 where the parser itself gives up with a RecursionError.
+MAX_JSON_DEPTH = 100
+
+
+class JsonShapeError(ValueError):
+    """Valid JSON that a data file must not hold: a key twice in one object, or nesting beyond MAX_JSON_DEPTH.
+
+    `msg` says what is wrong and what was expected; `pos` is the offset of the problem in the parsed text
+    and `end` the offset right after the value that holds it (None where the value does not close).
+    """
+
+    def __init__(self, msg: str, pos: int, end: int | None):
+        super().__init__(msg)
+        self.msg, self.pos, self.end = msg, pos, end
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        raise _DuplicateKey  # where and which: _locate_shape_problem finds it with the text's offsets
+    return d
+
+
+# Strings (with their escapes) and the structural characters; numbers, literals, ':' and spaces are skipped.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\],]')
+
+
+def _locate_shape_problem(text: str, start: int) -> JsonShapeError | None:
+    """The first duplicate key or over-deep nesting in the JSON value at `start`, with its offset.
+
+    Only runs once a problem is known to be there, so a plain scan is fast enough; it never recurses, so
+    it also works on the 100,000-level nesting that the parser cannot take.
+    """
+    stack: list[set[str] | None] = []  # per open container: the keys seen so far (objects) or None (arrays)
+    want_key = False
+    found: JsonShapeError | None = None
+    for m in _JSON_TOKEN.finditer(text, start):
+        t = m.group()
+        if t == "{" or t == "[":
+            if found is None and len(stack) >= MAX_JSON_DEPTH:
+                found = JsonShapeError(f"arrays/objects nested deeper than {MAX_JSON_DEPTH} levels (expected at "
+                                       f"most {MAX_JSON_DEPTH}; no real record nests that deep)", m.start(), None)
+            stack.append(set() if t == "{" else None)
+            want_key = t == "{"
+        elif t == "}" or t == "]":
+            if stack:
+                stack.pop()
+            want_key = False
+            if not stack:
+                if found is not None:
+                    found.end = m.end()
+                return found
+        elif t == ",":
+            want_key = bool(stack) and stack[-1] is not None
+        else:
+            keys = stack[-1] if want_key and found is None else None
+            if keys is not None:
+                key = json.loads(t)
+                if key in keys:
+                    shown = json.dumps(key, ensure_ascii=False)
+                    shown = shown if len(shown) <= 60 else shown[:57] + '..."'
+                    found = JsonShapeError(f"key {shown} appears twice in one object (expected each key once; "
+                                           "a JSON reader would silently keep only the last value)", m.start(), None)
+                keys.add(key)
+            want_key = False
+    return found
+
+
+def _too_deep(value: Any) -> bool:
+    """Does `value` nest more than MAX_JSON_DEPTH arrays/objects? (a loop, not recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        children = v.values() if isinstance(v, dict) else v
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+class StrictJSONDecoder(json.JSONDecoder):
+    """json.JSONDecoder that raises JsonShapeError for duplicate keys and nesting beyond MAX_JSON_DEPTH.
+
+    Syntax errors stay json.JSONDecodeError. `decode` (hence `strict_loads`) checks the same, as it calls
+    `raw_decode`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(object_pairs_hook=_no_duplicate_keys)
+
+    def raw_decode(self, s: str, idx: int = 0) -> tuple[Any, int]:
+        try:
+            value, end = super().raw_decode(s, idx)
+        except (_DuplicateKey, RecursionError):
+            raise self._problem(s, idx) from None
+        # Counting brackets is cheap and bounds the depth: only values with many of them are walked.
+        if s.count("[", idx, end) + s.count("{", idx, end) > MAX_JSON_DEPTH and isinstance(value, (dict, list)) \
+                and _too_deep(value):
+            raise self._problem(s, idx)
+        return value, end
+
+    @staticmethod
+    def _problem(s: str, idx: int) -> JsonShapeError:
+        found = _locate_shape_problem(s, idx)
+        if found is None:  # pragma: no cover - the scan finds what the parser found
+            found = JsonShapeError(f"arrays/objects nested too deep or a key given twice (expected at most "
+                                   f"{MAX_JSON_DEPTH} levels and each key once)", idx, None)
+        return found
+
+
+STRICT_JSON = StrictJSONDecoder()
+
+
+def strict_loads(text: str) -> Any:
+    """json.loads for user files: also refuses duplicate keys and over-deep nesting (JsonShapeError)."""
+    return STRICT_JSON.decode(text)
 
 
 def _line_of(data: bytes | str, offset: int) -> int:
@@ -142,24 +274,27 @@ def read_records(path: str | os.PathLike, encoding: str = "auto",
     last = len(lines) - 1
     while last > 0 and not lines[last].strip():
         last -= 1
-    loads = json.loads
+    loads = STRICT_JSON.decode
     for i, line in enumerate(lines):
         if not line or line.isspace():
             continue
         try:
             rec = loads(line)
+        except JsonShapeError as e:
+            err = DataError(e.msg, f"{p}:{i + 1}")
         except json.JSONDecodeError as e:
             err = DataError(_json_error(e, len(line.rstrip()), i == last and not text.endswith("\n")), f"{p}:{i + 1}")
-            if errors is None:
-                raise err from None
-            errors.append(err)
+        else:
+            yield f"{p}:{i + 1}", rec
             continue
-        yield f"{p}:{i + 1}", rec
+        if errors is None:
+            raise err from None
+        errors.append(err)
 
 
 def _read_json_array(p: str, text: str, errors: list[DataError] | None) -> Iterator[tuple[str, Any]]:
     # Decode element by element (raw_decode) so that each record keeps its line number.
-    dec = json.JSONDecoder()
+    dec = STRICT_JSON
     pos = text.index("[") + 1
     n = len(text)
     ws = " \t\r\n"
@@ -186,12 +321,20 @@ def _read_json_array(p: str, text: str, errors: list[DataError] | None) -> Itera
             raise DataError("truncated JSON array: the file ends before the closing ']'", f"{p}:{_line_of(text, n)}")
         try:
             rec, end = dec.raw_decode(text, pos)
+        except JsonShapeError as e:
+            # Valid JSON whose end is known can be skipped like a bad line of a JSONL file.
+            err = DataError(e.msg, where_at(e.pos))
+            if errors is None or e.end is None:
+                raise err from None
+            errors.append(err)
+            end = e.end
         except json.JSONDecodeError as e:
             # A syntax error inside an array leaves no safe place to resume: always fatal.
             cut = e.msg.startswith("Unterminated string") or e.pos >= len(text.rstrip())
             msg = "truncated JSON array: the file ends in the middle of a record" if cut else f"invalid JSON: {e.msg}"
             raise DataError(f"{msg} (expected a JSON array of objects)", f"{p}:{e.lineno} (record {index})") from None
-        yield where_at(pos), rec
+        else:
+            yield where_at(pos), rec
         index += 1
         pos = skip_ws(end)
         if pos < n and text[pos] == ",":

@@ -43,7 +43,7 @@ LOAD_KEYS = ("on_error", "encoding", "roles", "limit")
 
 def read_dataset_info(data_dir: str | os.PathLike) -> dict[str, dict]:
     """The parsed dataset_info.json of a folder (DataError naming the file when missing or malformed)."""
-    from tunesmith.data.records import read_text
+    from tunesmith.data.records import JsonShapeError, read_text, strict_loads
 
     d = Path(data_dir)
     p = d / DATA_CONFIG
@@ -52,8 +52,12 @@ def read_dataset_info(data_dir: str | os.PathLike) -> dict[str, dict]:
     if not p.is_file():
         raise DataError(f"no {DATA_CONFIG} in this folder (expected a LLaMA-Factory style registry; "
                         "create one with: tunesmith data register NAME FILE --data-dir " + str(d) + ")", str(d))
+    text = read_text(p)
     try:
-        info = json.loads(read_text(p))
+        info = strict_loads(text)
+    except JsonShapeError as e:  # a name registered twice: the last entry would win silently
+        line = text.count("\n", 0, e.pos) + 1
+        raise DataError(e.msg, f"{p}:{line}") from None
     except json.JSONDecodeError as e:
         raise DataError(f"invalid JSON: {e.msg} (expected an object of dataset entries)", f"{p}:{e.lineno}") from None
     if not isinstance(info, dict):

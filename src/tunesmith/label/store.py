@@ -315,8 +315,14 @@ def split_prompt(user: str, prompt_format: str) -> tuple[str, str] | None:
 def _messages_from(value: Any, where: str = "messages") -> list[Message]:
     """Accept Message objects, {role, content} dicts or [role, content] rows (a UI table)."""
     if isinstance(value, str):
+        # Typed by a person: the same rules as data files (no key twice, no absurd nesting), not a traceback.
+        from tunesmith.data.records import JsonShapeError, strict_loads
+
         try:
-            value = json.loads(value)
+            value = strict_loads(value)
+        except JsonShapeError as e:
+            line = value.count("\n", 0, e.pos) + 1
+            raise DataError(e.msg, f"{where} (line {line})") from None
         except json.JSONDecodeError as e:
             raise DataError(f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); "
                             'expected [{"role": "user", "content": "..."}, ...]', where) from None
