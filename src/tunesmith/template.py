@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,24 +105,22 @@ def _eos_text(tokenizer) -> str:
 
 
 def _named_segments(tpl: ChatTemplate, tokenizer, system: str | None, messages: Sequence[Message],
-                    add_generation_prompt: bool) -> list[tuple[str, str, int]]:
+                    add_generation_prompt: bool) -> Iterator[tuple[str, str, int]]:
     spec = _NAMED[tpl.name]
     eos = _eos_text(tokenizer)
-    segs: list[tuple[str, str, int]] = []
     if system and spec["system"]:
-        segs.append((PROMPT, spec["system"].format(content=system), -1))
+        yield PROMPT, spec["system"].format(content=system), -1
     for i, m in enumerate(messages):
         if m.role == "user":
             text = spec["user"].format(content=m.content, system=system or "")
             nxt_is_answer = i + 1 < len(messages) or add_generation_prompt
             if nxt_is_answer:
                 text += spec["assistant_prefix"]
-            segs.append((PROMPT, text, i))
+            yield PROMPT, text, i
         else:
-            segs.append((ANSWER, m.content + spec["answer_end"].format(eos=eos), i))
+            yield ANSWER, m.content + spec["answer_end"].format(eos=eos), i
             if spec["after"]:
-                segs.append((AFTER, spec["after"], i))
-    return segs
+                yield AFTER, spec["after"], i
 
 
 def _render_jinja(tpl: ChatTemplate, tokenizer, msgs: list[dict], add_generation_prompt: bool) -> str:
@@ -137,11 +135,10 @@ def _special_texts(tokenizer) -> list[str]:
 
 
 def _jinja_segments(tpl: ChatTemplate, tokenizer, system: str | None, messages: Sequence[Message],
-                    add_generation_prompt: bool) -> list[tuple[str, str, int]]:
+                    add_generation_prompt: bool) -> Iterator[tuple[str, str, int]]:
     msgs: list[dict] = [{"role": "system", "content": system}] if system else []
     specials = _special_texts(tokenizer)
     eos = _eos_text(tokenizer)
-    segs: list[tuple[str, str, int]] = []
     prev = ""
     for i, m in enumerate(messages):
         msgs.append({"role": m.role, "content": m.content})
@@ -159,7 +156,7 @@ def _jinja_segments(tpl: ChatTemplate, tokenizer, system: str | None, messages: 
         delta = cur[len(prev):]
         prev = cur
         if m.role == "user":
-            segs.append((PROMPT, delta, i))
+            yield PROMPT, delta, i
             continue
         # The answer delta is "<content><end-of-turn special?><filler>".  Learn the content and the
         # end-of-turn token; when the template writes no end token (GLM-4 style), learn EOS instead.
@@ -168,25 +165,32 @@ def _jinja_segments(tpl: ChatTemplate, tokenizer, system: str | None, messages: 
             raise ConfigError("the tokenizer's chat template changes the assistant text; use template=chatml")
         head, rest = delta[:pos], delta[pos + len(m.content):]
         if head:  # text the template puts before the reply, e.g. a role header it did not emit earlier
-            segs.append((PROMPT, head, i))
+            yield PROMPT, head, i
         end = next((s for s in specials if rest.startswith(s)), None)
         if end is not None:
-            segs.append((ANSWER, m.content + end, i))
+            yield ANSWER, m.content + end, i
             rest = rest[len(end):]
         else:
-            segs.append((ANSWER, m.content + eos, i))
+            yield ANSWER, m.content + eos, i
         if rest:
-            segs.append((AFTER, rest, i))
-    return segs
+            yield AFTER, rest, i
+
+
+def iter_segments(tokenizer, tpl: ChatTemplate, system: str | None, messages: Sequence[Message],
+                  add_generation_prompt: bool = False) -> Iterator[tuple[str, str, int]]:
+    """render_segments one piece at a time, in order: a caller fitting a prompt to a token budget can stop
+    at the first piece that does not fit instead of rendering (for the tokenizer's template: once per
+    message, each time the whole prefix) the rest."""
+    system = system if system is not None else tpl.default_system
+    if tpl.name == "tokenizer":
+        return _jinja_segments(tpl, tokenizer, system, messages, add_generation_prompt)
+    return _named_segments(tpl, tokenizer, system, messages, add_generation_prompt)
 
 
 def render_segments(tokenizer, tpl: ChatTemplate, system: str | None, messages: Sequence[Message],
                     add_generation_prompt: bool = False) -> list[tuple[str, str, int]]:
     """(kind, text, message_index) pieces of a conversation; message_index -1 is the system part."""
-    system = system if system is not None else tpl.default_system
-    if tpl.name == "tokenizer":
-        return _jinja_segments(tpl, tokenizer, system, messages, add_generation_prompt)
-    return _named_segments(tpl, tokenizer, system, messages, add_generation_prompt)
+    return list(iter_segments(tokenizer, tpl, system, messages, add_generation_prompt))
 
 
 def render_text(tokenizer, tpl: ChatTemplate, system: str | None, messages: Sequence[Message],
