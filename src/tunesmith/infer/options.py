@@ -22,6 +22,13 @@ MAX_N = 16
 # batching (greedy only), or continuous whenever the options allow it.
 BATCHING_MODES = ("padded", "continuous", "auto")
 MAX_STOP_STRINGS = 16
+# torch.manual_seed takes an unsigned 64-bit seed; a larger one overflowed inside the engine (a 500).
+MAX_SEED = 2**64 - 1
+# Below this a temperature is greedy decoding (as vLLM does): dividing logits by a denormal like 1e-320
+# makes them infinite and sampling from NaN probabilities fails inside torch.
+MIN_SAMPLING_TEMPERATURE = 1e-5
+# A repetition penalty divides or multiplies logits; near zero it makes them infinite, as above.
+MIN_REPETITION_PENALTY = 1e-3
 
 @dataclass
 class GenerationOptions:
@@ -56,12 +63,12 @@ class GenerationOptions:
             raise bad("top_p", "a number in (0, 1]")
         if not is_int(self.top_k) or self.top_k < 0:
             raise bad("top_k", "an integer >= 0 (0 disables top-k)")
-        if not is_num(self.repetition_penalty) or not 0 < self.repetition_penalty <= 10:
-            raise bad("repetition_penalty", "a number in (0, 10]")
+        if not is_num(self.repetition_penalty) or not MIN_REPETITION_PENALTY <= self.repetition_penalty <= 10:
+            raise bad("repetition_penalty", f"a number in [{MIN_REPETITION_PENALTY}, 10]")
         if not is_int(self.num_beams) or not 1 <= self.num_beams <= 32:
             raise bad("num_beams", "an integer in [1, 32]")
-        if self.seed is not None and (not is_int(self.seed) or self.seed < 0):
-            raise bad("seed", "a non-negative integer or null")
+        if self.seed is not None and (not is_int(self.seed) or not 0 <= self.seed <= MAX_SEED):
+            raise bad("seed", "an integer in [0, 2**64 - 1] or null")
         if not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop):
             raise bad("stop", "a list of non-empty strings")
         if len(self.stop) > MAX_STOP_STRINGS:
@@ -76,7 +83,7 @@ class GenerationOptions:
     @property
     def sampling(self) -> bool:
         """Sampling really happens only with do_sample and a temperature above zero."""
-        return self.do_sample and self.temperature > 0
+        return self.do_sample and self.temperature >= MIN_SAMPLING_TEMPERATURE
 
     def updated(self, changes: Mapping[str, Any]) -> GenerationOptions:
         """A copy with `changes` applied; string values (from a CLI or a chat command) are parsed by field type."""
