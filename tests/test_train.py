@@ -339,6 +339,109 @@ def test_rerun_into_a_used_output_dir_needs_resume_or_overwrite(trained, tiny_qw
         train_from_config(_cfg(tiny_qwen2, trained.output_dir, train))
 
 
+# -- resume from what a kill leaves behind -------------------------------------------------------------------
+STOPPED = dict(max_steps=8, save_steps=3, save_total_limit=5, **{"lora.dropout": 0.1})
+
+
+@pytest.fixture(scope="module")
+def stopped(tiny_qwen2, toy_data, tmp_path_factory):
+    """A run of 8 steps stopped right after step 6: complete checkpoints at steps 3 and 6."""
+    from tunesmith.train import train_from_config
+
+    out = tmp_path_factory.mktemp("stopped") / "out"
+    result = train_from_config(_cfg(tiny_qwen2, out, toy_data[0], **STOPPED), callbacks=[_StopAt(6)])
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-3", "checkpoint-6"]
+    return result
+
+
+def _cut(path: Path, keep: float = 0.5) -> None:
+    """What a kill in the middle of writing a file leaves: its first part."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+# Every file the Trainer reads back, damaged the ways a kill or a full disk leaves it.
+DAMAGE = [
+    ("trainer_state.json", _cut), ("trainer_state.json", lambda p: p.write_bytes(b"")),
+    ("trainer_state.json", Path.unlink), ("adapter_model.safetensors", _cut),
+    ("adapter_model.safetensors", lambda p: _cut(p, 0.999)), ("adapter_model.safetensors", Path.unlink),
+    ("adapter_config.json", _cut), ("optimizer.pt", _cut), ("optimizer.pt", Path.unlink),
+    ("scheduler.pt", lambda p: p.write_bytes(b"")), ("scheduler.pt", Path.unlink), ("rng_state.pth", _cut),
+    ("rng_state.pth", Path.unlink), ("training_args.bin", _cut),
+]
+
+
+@pytest.mark.parametrize("name,damage", DAMAGE, ids=[f"{n}-{i}" for i, (n, _) in enumerate(DAMAGE)])
+def test_a_checkpoint_counts_only_when_every_file_is_there_and_parses(stopped, tmp_path, name, damage):
+    import shutil
+
+    from tunesmith.train.run import checkpoint_problem, pick_checkpoint
+
+    ckpts = tmp_path / "checkpoints"
+    for n in ("checkpoint-3", "checkpoint-6"):
+        shutil.copytree(stopped.output_dir / "checkpoints" / n, ckpts / n)
+    assert checkpoint_problem(ckpts / "checkpoint-6") is None
+    damage(ckpts / "checkpoint-6" / name)
+    why = checkpoint_problem(ckpts / "checkpoint-6")
+    assert why is not None and name in why, why
+    assert pick_checkpoint(ckpts) == (ckpts / "checkpoint-3", [(ckpts / "checkpoint-6", why)])
+
+
+@pytest.mark.parametrize("name", ["trainer_state.json", "optimizer.pt"])
+def test_resume_falls_back_to_the_newest_complete_checkpoint(stopped, tiny_qwen2, toy_data, tmp_path, name):
+    import io
+    import shutil
+
+    from tunesmith.train import train_from_config
+
+    out = tmp_path / "out"
+    shutil.copytree(stopped.output_dir, out)
+    _cut(out / "checkpoints/checkpoint-6" / name)
+    log = io.StringIO()
+    resumed = train_from_config(_cfg(tiny_qwen2, out, toy_data[0], **STOPPED), ["resume=true"], stream=log)
+    said = log.getvalue()
+    assert f"warning: checkpoint-6 is incomplete ({name} is cut short" in said, said
+    assert "moved aside to incomplete-checkpoint-6" in said and "resuming from checkpoint-3" in said
+    assert resumed.summary["resumed_from"].endswith("checkpoint-3") and resumed.summary["steps"] == 8
+    # steps 4-6 again, exactly as the stopped run had trained them: the state of step 3 was restored
+    before = {e["step"]: e["loss"] for e in json.loads((stopped.output_dir / "log_history.json").read_text())
+              if "loss" in e}
+    after = {e["step"]: e["loss"] for e in json.loads((out / "log_history.json").read_text()) if "loss" in e}
+    assert sorted(after) == list(range(1, 9))
+    assert [after[s] for s in (4, 5, 6)] == pytest.approx([before[s] for s in (4, 5, 6)], rel=1e-5)
+    # the damaged folder is kept aside, and the Trainer wrote step 6 afresh
+    assert (out / "checkpoints/incomplete-checkpoint-6" / name).is_file()
+    from tunesmith.train.run import checkpoint_problem
+
+    assert checkpoint_problem(out / "checkpoints/checkpoint-6") is None
+
+
+@pytest.mark.parametrize("leftover", ["empty", "cut state"])
+def test_a_folder_with_only_incomplete_checkpoints_counts_as_empty(tiny_qwen2, toy_data, tmp_path, leftover):
+    """A kill at the very start of the first save leaves checkpoint-N with nothing (or half a state) in it."""
+    import io
+
+    from tunesmith.train import train_from_config
+
+    out = tmp_path / "out"
+    first = out / "checkpoints/checkpoint-3"
+    first.mkdir(parents=True)
+    if leftover == "cut state":
+        (first / "trainer_state.json").write_text('{"global_step": 3, "log_hist', encoding="utf-8")
+    why = "the folder is empty" if leftover == "empty" else "trainer_state.json is cut short"
+    cfg = _cfg(tiny_qwen2, out, toy_data[0], max_steps=2, save_steps=2)
+    with pytest.raises(ConfigError, match=rf"holds no complete checkpoint to resume from: checkpoint-3: {why}.*"
+                                          r"run without --resume to start over"):
+        train_from_config(cfg, ["resume=true"])
+    assert first.is_dir()  # an error changes nothing
+    log = io.StringIO()
+    result = train_from_config(cfg, stream=log)
+    said = log.getvalue()
+    assert f"warning: checkpoint-3 is incomplete ({why}" in said and "starting from the beginning" in said
+    assert result.summary["steps"] == 2 and result.summary["resumed_from"] is None
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-2", "incomplete-checkpoint-3"]
+
+
 def test_unpacked_length_grouped_sample_weighted_training_runs(tiny_model_factory, toy_data, tmp_path):
     from tunesmith.train import train_from_config
 

@@ -10,7 +10,8 @@
 Output folder (output_dir):
     adapter/          PEFT adapter + template.json + tokenizer + train_config.yaml (the best checkpoint by
                       dev loss when keep_best and a dev set are on, else the last)
-    checkpoints/      Trainer checkpoints (optimizer, scheduler, RNG states: what `resume=true` continues from)
+    checkpoints/      Trainer checkpoints (optimizer, scheduler, RNG states: what `resume=true` continues from);
+                      one a kill left half-written is renamed incomplete-checkpoint-N and never resumed from
     loss.png          train (per step and windowed) and dev loss curves
     summary.json      losses, steps, tokens, time, tokens/s, data statistics
     train_config.yaml the resolved config
@@ -34,6 +35,9 @@ from tunesmith.errors import ConfigError, DataError
 from tunesmith.train.config import TrainConfig, dump_config, load_config
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+# A half-written checkpoint is renamed to this prefix + its name: no longer "checkpoint-N", so neither this
+# module nor the Trainer's rotation of old checkpoints counts it, and the Trainer can save that step afresh.
+INCOMPLETE_PREFIX = "incomplete-"
 
 
 @dataclass
@@ -46,7 +50,8 @@ class TrainResult:
 
 # -- small helpers ----------------------------------------------------------------------------------
 def _dist_env() -> tuple[int, int, int]:
-    return (int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")))
+    return (int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0")),
+            int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def _log(msg: str, stream=None) -> None:
@@ -61,10 +66,130 @@ def checkpoints_in(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _torch_file_problem(path: Path) -> str | None:
+    """Why a torch.save file cannot be loaded, or None. torch.save writes a zip archive whose index comes
+    last, so a file cut short has none; the pickle that describes the tensors is read to check its CRC."""
+    import zipfile
+
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return "is empty"
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+            if any(i.header_offset + i.compress_size > size for i in infos):
+                return "is cut short"
+            pickles = [i for i in infos if i.filename.endswith("/data.pkl")]
+            if not pickles:
+                return "is not a torch.save file (no data.pkl)"
+            z.read(pickles[0])
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as e:
+        return f"is cut short or damaged ({e})"
+    return None
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why `ckpt` cannot be resumed from (its first missing or unreadable file), or None when it is complete.
+
+    The Trainer writes a checkpoint file by file (trainer_state.json last), none of them atomically, so a
+    run killed while saving leaves a folder that looks like a checkpoint: an empty one, or one whose last
+    file is cut short. Resuming from it crashes inside the Trainer or would load half a state. Checked here:
+    every file the Trainer reads back (trainer state, adapter config and weights, optimizer, scheduler, RNG
+    states, and the scaler and training arguments where written) is there and parses."""
+    try:
+        names = {f.name for f in ckpt.iterdir()}
+    except OSError as e:
+        return f"the folder cannot be read ({e.strerror})"
+    if not names:
+        return "the folder is empty"
+    if "trainer_state.json" not in names:
+        return "trainer_state.json is missing"
+    try:
+        text = (ckpt / "trainer_state.json").read_text(encoding="utf-8")
+        state = json.loads(text)
+    except json.JSONDecodeError as e:
+        return f"trainer_state.json is cut short or damaged ({e.msg} at line {e.lineno} column {e.colno})" if text \
+            else "trainer_state.json is empty"
+    except (OSError, UnicodeDecodeError) as e:
+        return f"trainer_state.json cannot be read ({e})"
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        return "trainer_state.json has no global_step"
+    # DeepSpeed and FSDP keep weights and optimizer in sharded folders of their own, which they check on loading.
+    sharded = any(n.startswith(("global_step", "pytorch_model_fsdp", "optimizer_")) and (ckpt / n).is_dir()
+                  for n in names)
+    if not sharded:
+        if "adapter_config.json" not in names:
+            return "adapter_config.json is missing"
+        try:
+            cfg = json.loads((ckpt / "adapter_config.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            return f"adapter_config.json is cut short or damaged ({e})"
+        if not isinstance(cfg, dict):
+            return "adapter_config.json is not a JSON object"
+        if "adapter_model.safetensors" in names:
+            from safetensors import SafetensorError, safe_open
+
+            try:  # the header must parse and the file must hold every byte it lists
+                with safe_open(str(ckpt / "adapter_model.safetensors"), framework="np") as f:
+                    f.keys()
+            except (SafetensorError, OSError) as e:
+                return f"adapter_model.safetensors is cut short or damaged ({e})"
+        elif "adapter_model.bin" in names:
+            why = _torch_file_problem(ckpt / "adapter_model.bin")
+            if why:
+                return f"adapter_model.bin {why}"
+        else:
+            return "the adapter weights (adapter_model.safetensors) are missing"
+        for name in ("optimizer.pt", "scheduler.pt"):
+            if name not in names:
+                return f"{name} is missing"
+    rng = sorted(n for n in names if re.fullmatch(r"rng_state(_\d+)?\.pth", n))
+    if not rng:
+        return "rng_state.pth is missing"
+    for name in sorted(names & {"optimizer.pt", "scheduler.pt", "scaler.pt", "training_args.bin"}) + rng:
+        why = _torch_file_problem(ckpt / name)
+        if why:
+            return f"{name} {why}"
+    return None
+
+
+def pick_checkpoint(folder: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest complete checkpoint in `folder` (or None), and the incomplete ones newer than it, each with
+    what is wrong with it."""
+    incomplete = []
+    for ckpt in reversed(checkpoints_in(folder)):
+        why = checkpoint_problem(ckpt)
+        if why is None:
+            return ckpt, incomplete
+        incomplete.append((ckpt, why))
+    return None, incomplete
+
+
 def last_checkpoint(folder: Path) -> Path | None:
-    """The newest complete checkpoint (one with trainer_state.json) in `folder`."""
-    done = [p for p in checkpoints_in(folder) if (p / "trainer_state.json").is_file()]
-    return done[-1] if done else None
+    """The newest complete checkpoint in `folder` (see checkpoint_problem)."""
+    return pick_checkpoint(folder)[0]
+
+
+def _move_aside(ckpt: Path) -> Path:
+    """Rename an incomplete checkpoint out of the Trainer's way; its files stay for whoever wants to look."""
+    dest = ckpt.with_name(INCOMPLETE_PREFIX + ckpt.name)
+    n = 2
+    while dest.exists():
+        dest = ckpt.with_name(f"{INCOMPLETE_PREFIX}{ckpt.name}-{n}")
+        n += 1
+    ckpt.rename(dest)
+    return dest
+
+
+def _set_incomplete_aside(incomplete: list[tuple[Path, str]], then: str, rank: int, stream) -> None:
+    """Move incomplete checkpoints aside (main process) and say so, then what happens instead."""
+    for ckpt, why in incomplete:
+        if rank == 0:
+            dest = _move_aside(ckpt)
+            _log(f"warning: {ckpt.name} is incomplete ({why}; what a run stopped while saving leaves): "
+                 f"moved aside to {dest.name}", stream)
+    if incomplete:
+        _log(then, stream)
 
 
 def cpu_bf16_speedup(n: int = 1024, repeats: int = 3) -> float:
@@ -174,19 +299,32 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
     ckpt_dir = out / "checkpoints"
     resume_from = None
     if cfg.resume:
-        resume_from = last_checkpoint(ckpt_dir)
+        resume_from, incomplete = pick_checkpoint(ckpt_dir)
+        if resume_from is None and incomplete:
+            raise ConfigError(f"resume=true but {ckpt_dir} holds no complete checkpoint to resume from: "
+                              + "; ".join(f"{c.name}: {why}" for c, why in incomplete)
+                              + " (what a run stopped while saving leaves); run without --resume to start over "
+                              "(incomplete checkpoints are then moved aside)")
         if resume_from is None:
             raise ConfigError(f"resume=true but {ckpt_dir} holds no checkpoint to resume from "
                               "(expected checkpoint-N folders with trainer_state.json written by an earlier run)")
+        _set_incomplete_aside(incomplete, f"resuming from {resume_from.name}, the newest complete checkpoint",
+                              rank, stream)
     elif checkpoints_in(ckpt_dir):
-        if not cfg.overwrite:
-            raise ConfigError(f"{ckpt_dir} already holds checkpoints of an earlier run: pass --resume to continue it, "
-                              "overwrite=true to start over, or another output_dir")
-        if rank == 0:
-            import shutil
+        if cfg.overwrite:
+            if rank == 0:
+                import shutil
 
-            for p in checkpoints_in(ckpt_dir):
-                shutil.rmtree(p, ignore_errors=True)
+                for p in checkpoints_in(ckpt_dir):
+                    shutil.rmtree(p, ignore_errors=True)
+        else:
+            done, incomplete = pick_checkpoint(ckpt_dir)
+            if done is not None:
+                raise ConfigError(f"{ckpt_dir} already holds checkpoints of an earlier run: pass --resume to "
+                                  "continue it, overwrite=true to start over, or another output_dir")
+            # Only checkpoints that a run stopped while saving: nothing to resume, so the folder counts as empty.
+            _set_incomplete_aside(incomplete, f"{ckpt_dir} holds no complete checkpoint; starting from the "
+                                  "beginning", rank, stream)
 
     import torch
     import transformers
@@ -234,7 +372,8 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
     _log(f"data: {train_stats.samples} training samples ({train_stats.tokens:,} tokens, {train_stats.loss_tokens:,} "
          f"answer tokens), {len(dev_samples)} dev samples; prompts at the {cfg.data.max_source_len}-token cutoff: "
          f"{train_stats.source_cut}, answers at the {cfg.data.max_target_len}-token cutoff: {train_stats.target_cut}"
-         + (f", dropped with nothing to learn: {train_stats.dropped_no_loss}" if train_stats.dropped_no_loss else ""), stream)
+         + (f", dropped with nothing to learn: {train_stats.dropped_no_loss}" if train_stats.dropped_no_loss else ""),
+         stream)
 
     # -- packing: prove the model keeps packed conversations apart ----------------------------------
     packing_mode = "off"
@@ -247,8 +386,8 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
             diff = check_packing(model, vocab, model.device, varlen_kwargs=False)
             packing_mode = "block-diagonal mask from position ids"
             if diff > PACKING_TOLERANCE:
-                raise ConfigError(f"data.packing=true, but this model ({model_path}) lets packed conversations attend to "
-                                  f"each other (logit difference {diff:.3g}); set data.packing=false")
+                raise ConfigError(f"data.packing=true, but this model ({model_path}) lets packed conversations "
+                                  f"attend to each other (logit difference {diff:.3g}); set data.packing=false")
 
     # -- LoRA ---------------------------------------------------------------------------------------
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -274,7 +413,8 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
     _log(f"model: {model_path} ({dtype}, {device}{f' x{threads} threads' if device == 'cpu' else ''}"
          f"{', ' + cfg.quantization if cfg.quantization != 'none' else ''}); "
          f"LoRA rank {cfg.lora.rank} on {targets}: {n_train:,} trainable of {n_all:,} parameters; "
-         f"template {tpl.name}; packing {packing_mode}; loss head {'answer positions only' if head is not None else 'full logits'}; "
+         f"template {tpl.name}; packing {packing_mode}; "
+         f"loss head {'answer positions only' if head is not None else 'full logits'}; "
          f"loss weighted per {'conversation' if cfg.loss_weighting == 'sample' else 'token'}",
          stream)
 
@@ -283,8 +423,8 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
     save_steps = cfg.save_steps or cfg.eval_steps
     keep_best = cfg.keep_best and has_dev
     if keep_best and save_steps % cfg.eval_steps:
-        raise ConfigError(f"save_steps={save_steps} must be a multiple of eval_steps={cfg.eval_steps} when keep_best=true "
-                          "(the best checkpoint is chosen among evaluated ones)")
+        raise ConfigError(f"save_steps={save_steps} must be a multiple of eval_steps={cfg.eval_steps} when "
+                          "keep_best=true (the best checkpoint is chosen among evaluated ones)")
     warmup = cfg.warmup if cfg.warmup < 1 else int(cfg.warmup)
     scheduler = cfg.scheduler
     if scheduler == "constant" and cfg.warmup > 0:
@@ -338,7 +478,8 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
             first.prompt_messages[-1].role == "user" else None
     progress = ProgressCallback(logging_steps=cfg.logging_steps, out_dir=out, tokenizer=tokenizer, template=tpl,
                                 sample_prompt=sample_prompt, sample_tokens=cfg.sample_tokens, plot=cfg.plot,
-                                title=f"{Path(str(cfg.model)).name} LoRA r={cfg.lora.rank} lr={cfg.lr:g}", stream=stream)
+                                title=f"{Path(str(cfg.model)).name} LoRA r={cfg.lora.rank} lr={cfg.lr:g}",
+                                stream=stream)
     trainer = TunesmithTrainer(
         model=model, args=args, train_dataset=ListDataset(train_samples),
         eval_dataset=ListDataset(dev_samples) if has_dev else None, data_collator=collator,
