@@ -442,6 +442,58 @@ def test_a_folder_with_only_incomplete_checkpoints_counts_as_empty(tiny_qwen2, t
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-2", "incomplete-checkpoint-3"]
 
 
+def test_resuming_a_finished_run_does_nothing(stopped, tiny_qwen2, toy_data, tmp_path):
+    """Step 6 is not the end of an epoch (12 steps), where the stock Trainer would train one step more."""
+    import io
+    import shutil
+
+    from tunesmith.train import train_from_config
+
+    out = tmp_path / "out"
+    shutil.copytree(stopped.output_dir, out)
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for max_steps in (6, 5):  # at max_steps, or past a max_steps lowered since
+        log = io.StringIO()
+        again = train_from_config(_cfg(tiny_qwen2, out, toy_data[0], **{**STOPPED, "max_steps": max_steps}),
+                                  ["resume=true"], stream=log)
+        assert again.summary == stopped.summary and again.adapter_dir == out / "adapter"
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files  # not one byte written
+        assert f"the run is complete: checkpoint-6 is at step 6 and max_steps={max_steps}" in log.getvalue()
+
+
+def test_resuming_a_finished_run_writes_only_what_the_stopped_run_had_not(stopped, tiny_qwen2, toy_data, tmp_path):
+    """Stopped after its last checkpoint but before the adapter and summary.json: resume writes them, no step more."""
+    import shutil
+
+    from tunesmith.train import train_from_config
+
+    out = tmp_path / "out"
+    shutil.copytree(stopped.output_dir, out)
+    shutil.rmtree(out / "adapter")
+    (out / "summary.json").unlink()
+    result = train_from_config(_cfg(tiny_qwen2, out, toy_data[0], **{**STOPPED, "max_steps": 6}), ["resume=true"])
+    assert result.summary["steps"] == 6 and (out / "adapter/adapter_model.safetensors").is_file()
+    assert json.loads((out / "summary.json").read_text())["steps"] == 6
+    assert [e["step"] for e in json.loads((out / "log_history.json").read_text()) if "loss" in e] == list(range(1, 7))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-3", "checkpoint-6"]
+
+
+def test_resuming_a_finished_epoch_run_does_nothing(tiny_qwen2, toy_data, tmp_path):
+    """Without max_steps the step count comes from the data inside the Trainer, which must stop there too."""
+    import io
+
+    from tunesmith.train import train_from_config
+
+    cfg = _cfg(tiny_qwen2, tmp_path / "out", toy_data[0], max_steps=None, epochs=0.25, save_steps=3)
+    first = train_from_config(cfg)
+    assert first.summary["steps"] == 3  # 48 conversations / 4 per step / 4
+    log = io.StringIO()
+    again = train_from_config(cfg, ["resume=true"], stream=log)
+    assert again.summary == first.summary
+    assert sorted(p.name for p in (tmp_path / "out/checkpoints").iterdir()) == ["checkpoint-3"]
+    assert "the run is complete: checkpoint-3 is at step 3 of 3; nothing to train" in log.getvalue()
+
+
 def test_unpacked_length_grouped_sample_weighted_training_runs(tiny_model_factory, toy_data, tmp_path):
     from tunesmith.train import train_from_config
 

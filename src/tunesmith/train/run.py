@@ -192,6 +192,20 @@ def _set_incomplete_aside(incomplete: list[tuple[Path, str]], then: str, rank: i
         _log(then, stream)
 
 
+def _finished_run(out: Path, step: int) -> TrainResult | None:
+    """The result a run that ended at `step` left (summary.json of that very step + the adapter), or None
+    when it was stopped between its last checkpoint and writing them."""
+    summary_path, adapter_dir = out / "summary.json", out / "adapter"
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("steps") != step \
+            or not (adapter_dir / "adapter_model.safetensors").is_file():
+        return None
+    return TrainResult(output_dir=out, adapter_dir=adapter_dir, summary_path=summary_path, summary=summary)
+
+
 def cpu_bf16_speedup(n: int = 1024, repeats: int = 3) -> float:
     """How much faster a bf16 matmul is than an fp32 one on this CPU (best of `repeats`, ~0.1 s)."""
     import torch
@@ -310,6 +324,15 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
                               "(expected checkpoint-N folders with trainer_state.json written by an earlier run)")
         _set_incomplete_aside(incomplete, f"resuming from {resume_from.name}, the newest complete checkpoint",
                               rank, stream)
+        step = json.loads((resume_from / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
+        # The stock Trainer would train one step past max_steps from a checkpoint taken at max_steps.
+        # Epoch-based runs learn their step count only in the Trainer: TunesmithTrainer stops those.
+        if cfg.max_steps is not None and step >= cfg.max_steps:
+            finished = _finished_run(out, step)
+            if finished is not None:
+                _log(f"the run is complete: {resume_from.name} is at step {step} and max_steps={cfg.max_steps}; "
+                     "nothing to train (resume with a larger max_steps to train on)", stream)
+                return finished
     elif checkpoints_in(ckpt_dir):
         if cfg.overwrite:
             if rank == 0:
@@ -503,6 +526,13 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
     train_seconds = time.perf_counter() - t_train
     tokens_total = progress._global_tokens()
     state = trainer.state
+    if trainer.resumed_finished:
+        finished = _finished_run(out, state.global_step)
+        done = f"the run is complete: {resume_from.name} is at step {state.global_step} of {state.max_steps}"
+        if finished is not None:
+            _log(f"{done}; nothing to train (resume with more epochs or a larger max_steps to train on)", stream)
+            return finished
+        _log(f"{done}; writing the adapter and summary.json that the stopped run did not write", stream)
 
     # -- save + verify the adapter (main process) -----------------------------------------------------
     adapter_dir = out / "adapter"

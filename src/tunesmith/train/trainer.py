@@ -104,6 +104,21 @@ class TunesmithTrainer(Trainer):
         self.loss_is_scaled_for_ga = True
         self._loss_shifts_labels = True
         self.tokens_seen = 0  # input tokens (no padding) on this process
+        self.resumed_finished = False  # resumed from a checkpoint taken at (or past) the last step
+
+    # -- resuming a finished run -----------------------------------------------------------------------
+    def _init_training_state(self, max_steps, *args, **kwargs):
+        out = super()._init_training_state(max_steps, *args, **kwargs)
+        # The stock loop checks max_steps only after a step, so a run resumed from its last checkpoint would
+        # train step max_steps + 1 (and save it). A fresh run starts at step 0 and never matches.
+        self.resumed_finished = self.state.global_step >= max_steps > 0
+        return out
+
+    def _run_epoch(self, *args, **kwargs):
+        if self.resumed_finished:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
 
     # -- loss ----------------------------------------------------------------------------------------
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
