@@ -145,6 +145,7 @@ class Engine:
         self._lock = threading.RLock()  # the model (and its active adapter) is used by one generate at a time
         self._cv = threading.Condition()
         self._pending: list[PendingRequest] = []
+        self._running: list[PendingRequest] = []  # the batch the worker is generating
         self._worker: threading.Thread | None = None
         self._last_batch_end = 0.0
         self._incoming = 0
@@ -268,14 +269,18 @@ class Engine:
                 self._incoming -= 1
                 self._cv.notify_all()
 
-    def close(self, timeout: float = 60.0) -> None:
-        """Stop taking requests, let the worker finish what it runs, and wait for it.
+    def close(self, timeout: float = 60.0, *, cancel: bool = False) -> None:
+        """Stop taking requests, let the worker finish what it runs (or, with cancel, end it at the next
+        token: a server stopping must not wait for long replies), and wait for it.
 
         Waiting matters: a daemon thread still inside torch when the interpreter exits aborts the
         process ("terminate called without an active exception").
         """
         with self._cv:
             self._closed = True
+            if cancel:
+                for r in [*self._pending, *self._running]:
+                    r.cancel()
             self._cv.notify_all()
             worker = self._worker
         if worker is not None and worker is not threading.current_thread():
@@ -304,7 +309,12 @@ class Engine:
                         break
                     self._cv.wait(quiet_until - now)
                 batch = self._take_batch()
-            self._execute(batch)
+                self._running = batch
+            try:
+                self._execute(batch)
+            finally:
+                with self._cv:
+                    self._running = []
             self._last_batch_end = time.monotonic()
 
     def _take_batch(self) -> list[PendingRequest]:

@@ -15,6 +15,10 @@ otherwise it decodes greedily (or with beams when num_beams > 1).
 Every client mistake is answered with an OpenAI-style error body and a 4xx status, never a 500:
     {"error": {"message": "...", "type": "invalid_request_error", "param": "top_p", "code": null}}
 The `model` field names a loaded adapter (or "base"); it is looked up by name, never used as a path.
+
+Hostile input costs little: a body over `max_request_bytes` is refused (413) before it is read or parsed,
+a prompt that cannot fit the context is refused before most of it is tokenized (see infer/history.py),
+and a client that goes away cancels its generation, streamed or not.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ import os
 import secrets
 import time
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -45,6 +50,9 @@ OPEN_PATHS = ("/health", "/")  # "/" only redirects to the web chat
 UI_PATHS = ("/ui", "/label")
 # Engine option names -> the request field a client sets
 _PARAM_NAMES = {"max_new_tokens": "max_tokens"}
+# The largest request body taken (413 above it).  A full 128k-token context of Chinese sent as JSON
+# escapes is about 1.2 MB; the limit leaves room above that and keeps a hostile body cheap to refuse.
+DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 
 class APIError(Exception):
@@ -58,17 +66,56 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The body of every 4xx answer (OpenAI's error format)."""
+
+    error: ErrorDetail
+
+
+def _error_responses(*statuses: int) -> dict:
+    """OpenAPI declarations of the error answers a route can give (clients and fuzzers read them)."""
+    what = {400: "Invalid request (a parameter out of range, messages out of order, a prompt longer than the "
+                 "context)", 401: "Missing or wrong API key", 404: "Unknown model (or path)",
+            413: "Request body over the server's --max-request-bytes",
+            503: "The server is shutting down (retry)",
+            422: "A body of the wrong shape (a field of the wrong type, a missing field, text that is not valid "
+                 "Unicode)"}
+    return {s: {"model": ErrorResponse, "description": what[s]} for s in statuses}
+
+
 # -- request schema ---------------------------------------------------------------------------------
+def _valid_unicode(text: str) -> str:
+    # JSON can carry a lone UTF-16 surrogate ("x\ud800y"); it is no character, and the tokenizer fails on it
+    # deep inside the template (once a 500).  Every text field is checked here, so the error names the field.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise PydanticCustomError(
+            "unicode_surrogate", "expected valid Unicode text (found a lone UTF-16 surrogate {code} at character "
+            "{at})", {"code": f"\\u{ord(text[e.start]):04x}", "at": e.start}) from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+
+
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="allow")
-    type: str = "text"
-    text: str = ""
+    type: Text = "text"
+    text: Text = ""
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
-    role: str
-    content: str | list[TextPart] | None = None
+    role: Text
+    content: Text | list[TextPart] | None = None
 
 
 class StreamOptions(BaseModel):
@@ -79,7 +126,7 @@ class StreamOptions(BaseModel):
 class ChatCompletionRequest(BaseModel):
     # Other OpenAI fields (user, presence_penalty, ...) are accepted and ignored.
     model_config = ConfigDict(extra="allow")
-    model: str
+    model: Text
     messages: list[ChatMessage]
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -88,7 +135,7 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
-    stop: str | list[str] | None = None
+    stop: Text | list[Text] | None = None
     seed: int | None = None
     # extensions
     top_k: int | None = None
@@ -172,11 +219,18 @@ def to_options(req: ChatCompletionRequest, defaults: GenerationOptions) -> Gener
 # -- the app ----------------------------------------------------------------------------------------
 def create_app(engine: Engine, api_key: str | None = None, *, ui: bool = True, label_project: str | None = None,
                default_options: GenerationOptions | None = None, default_max_history_turns: int | None = None,
-               title: str = "tunesmith") -> FastAPI:
-    """The FastAPI app.  api_key (or $TUNESMITH_API_KEY) makes every route but /health need it (Bearer)."""
+               title: str = "tunesmith", max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
+    """The FastAPI app.  api_key (or $TUNESMITH_API_KEY) makes every route but /health need it (Bearer).
+    A request body over max_request_bytes is refused with 413 (the web UIs excepted: Gradio limits its own)."""
     api_key = api_key if api_key is not None else (os.environ.get(API_KEY_ENV) or None)
     defaults = (default_options or GenerationOptions()).validate()
-    app = FastAPI(title=title, docs_url="/docs" if api_key is None else None, redoc_url=None)
+    if max_request_bytes < 1:
+        raise ConfigError(f"max_request_bytes: expected an integer >= 1 (got {max_request_bytes})")
+    auth_errors = (401,) if api_key else ()
+    # 404 is the answer to any unknown path, so every route declares it; 422 replaces FastAPI's own
+    # validation schema, which is not the body this app sends.
+    app = FastAPI(title=title, docs_url="/docs" if api_key is None else None, redoc_url=None,
+                  responses=_error_responses(*auth_errors, 404))
     app.state.engine = engine
 
     @app.exception_handler(APIError)
@@ -186,9 +240,10 @@ def create_app(engine: Engine, api_key: str | None = None, *, ui: bool = True, l
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError):
         errors = exc.errors()
-        first = errors[0] if errors else {}
-        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
-        param = ".".join(loc) or None
+        # the deepest error: when a value fits no member of a union (content: text or a list of parts), the
+        # member it got furthest into says what is wrong
+        first = max(errors, key=lambda e: len(e.get("loc", ())), default={})
+        param = _param_from_loc(first.get("loc", ()))
         msg = first.get("msg", "invalid request")
         if first.get("type") == "json_invalid":
             msg, param = "the request body is not valid JSON", None
@@ -198,7 +253,9 @@ def create_app(engine: Engine, api_key: str | None = None, *, ui: bool = True, l
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException):
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code)
+        # the headers matter: a 405 names the allowed methods in Allow, a 401 asks for a Bearer key
+        return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
 
     @app.exception_handler(TunesmithError)
     async def _tunesmith_error(_request: Request, exc: TunesmithError):
@@ -236,8 +293,8 @@ def create_app(engine: Engine, api_key: str | None = None, *, ui: bool = True, l
             raise _unknown_model(name)
         return {"id": name, "object": "model", "created": int(time.time()), "owned_by": "tunesmith"}
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatCompletionRequest):
+    @app.post("/v1/chat/completions", responses=_error_responses(400, 413, 422, 503))
+    async def chat_completions(req: ChatCompletionRequest, request: Request):
         if req.model not in engine.adapter_names:
             raise _unknown_model(req.model)
         system, messages = to_conversation(req.messages)
@@ -261,10 +318,16 @@ def create_app(engine: Engine, api_key: str | None = None, *, ui: bool = True, l
                                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             pending = engine.enqueue(prompt, req.model, options)
         try:
-            completions = await asyncio.wrap_future(pending.future)
+            completions = await _unless_disconnected(request, pending.future)
         except asyncio.CancelledError:
+            # uvicorn cancels what still runs when its graceful shutdown ends: say so (a retryable 503)
+            # instead of the 500 and traceback an escaping cancellation becomes
             pending.cancel()
-            raise
+            return JSONResponse(error_body("the server is shutting down; retry the request", "server_error"),
+                                status_code=503, headers={"Connection": "close", "Retry-After": "1"})
+        if completions is None:  # the client went away: stop generating for it (no one reads the answer)
+            pending.cancel()
+            return Response(status_code=499)
         usage = _usage(completions)
         return {"id": cid, "object": "chat.completion", "created": created, "model": req.model,
                 "choices": [{"index": i, "message": {"role": "assistant", "content": c.text},
@@ -295,7 +358,78 @@ def create_app(engine: Engine, api_key: str | None = None, *, ui: bool = True, l
 
             return RedirectResponse("/ui/")
 
+    # Outermost, so that a body is measured before anything reads it.
+    app.add_middleware(BodyLimit, limit=max_request_bytes, exempt=UI_PATHS)
     return app
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413 before it is parsed.  A declared
+    Content-Length over the limit is refused at once, unread; a body sent without one (chunked) is counted
+    as it arrives and refused as soon as it passes the limit.  Paths under `exempt` pass untouched."""
+
+    def __init__(self, app, limit: int, exempt: tuple[str, ...] = ()):
+        self.app, self.limit, self.exempt = app, limit, exempt
+
+    def _too_large(self) -> str:
+        return f"the request body is over the limit of {self.limit} bytes (the server's --max-request-bytes)"
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or any(path == p or path.startswith(p + "/") for p in self.exempt):
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
+        if declared is not None and declared.strip().isdigit() and int(declared) > self.limit:
+            # Connection: close, as the unread body cannot be skipped to reach a next request
+            response = JSONResponse(error_body(self._too_large(), "invalid_request_error", code="request_too_large"),
+                                    status_code=413, headers={"Connection": "close"})
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    # FastAPI passes an HTTPException from reading the body on to the app's handler
+                    raise HTTPException(413, self._too_large(), headers={"Connection": "close"})
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _param_from_loc(loc) -> str | None:
+    """A validation error's location as the request field, e.g. ("body", "messages", 0, "content") ->
+    "messages[0].content".  Union members add names such as "list[TextPart]": those are not fields."""
+    param = ""
+    for part in loc:
+        if isinstance(part, int):
+            param += f"[{part}]"
+        elif isinstance(part, str) and part.isidentifier() and part != "body":
+            param += f".{part}" if param else part
+    return param or None
+
+
+async def _unless_disconnected(request: Request, future):
+    """The future's result, or None when the client disconnects first (its body is read by then, so the
+    next message from the server is the disconnect)."""
+    async def disconnected():
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    result = asyncio.wrap_future(future)
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({result, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not result.done():
+        result.cancel()
+        return None
+    return result.result()
 
 
 def find_label_ui():

@@ -25,6 +25,10 @@ from tunesmith.infer.commands import (
     parse_adapter_options,
 )
 
+# On SIGTERM / Ctrl-C, requests still running get this long to finish before they are cancelled (their
+# generation stops at the next token), so a busy server stops within seconds, not after its longest reply.
+GRACEFUL_SHUTDOWN_S = 3
+
 
 def serve(
     model: ModelOpt = "default",
@@ -55,6 +59,8 @@ def serve(
         help="CPU threads for torch (default: torch's choice). On a CPU shared with other jobs, 1 avoids threads "
              "waiting on each other.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level: critical, error, warning, info, debug.")] = "info",
+    max_request_bytes: Annotated[int, typer.Option(
+        help="Largest request body accepted by the API; a larger one gets 413 before it is read.")] = 4 * 1024 * 1024,
 ) -> None:
     """Serve /v1/chat/completions (OpenAI-compatible, streaming), /v1/models, /health and a web chat at /ui.
 
@@ -78,6 +84,8 @@ def serve(
 
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads: expected an integer >= 1 (got {threads})")
+    if max_request_bytes < 1:
+        raise ConfigError(f"--max-request-bytes: expected an integer >= 1 (got {max_request_bytes})")
     import uvicorn
 
     if threads is not None:
@@ -95,11 +103,12 @@ def serve(
                          trust_remote_code=trust_remote_code, max_batch_size=max_batch_size,
                          batch_wait_s=batch_wait_ms / 1000)
     app = create_app(engine, api_key=api_key or None, ui=ui, label_project=label_project, default_options=defaults,
-                     default_max_history_turns=None if max_history_turns < 0 else max_history_turns)
+                     default_max_history_turns=None if max_history_turns < 0 else max_history_turns,
+                     max_request_bytes=max_request_bytes)
     shown = "0.0.0.0" if host in ("0.0.0.0", "::") else host
     typer.echo(f"serving {', '.join(engine.adapter_names)} on http://{shown}:{port}/v1"
                + (f"  (web chat: http://{shown}:{port}/ui)" if ui else ""))
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
     finally:
-        engine.close()
+        engine.close(timeout=GRACEFUL_SHUTDOWN_S, cancel=True)
