@@ -155,3 +155,31 @@ def test_label_store_refuses_typed_messages_with_a_duplicate_key_or_deep_nesting
         assert [m.content for m in ok.messages] == ["q", "a"]
     finally:
         store.close()
+
+
+# -- JSON read elsewhere: profiles, probe files, -O values, a target that holds JSON, model output --------
+
+
+def test_other_json_readers_refuse_bad_shapes_or_survive_deep_model_output(tmp_path, capsys):
+    from tunesmith.data.rolebench import load_profiles
+    from tunesmith.eval.ie import parse_json_answer
+    from tunesmith.eval.probe import load_probe
+    from tunesmith.label.answers import parse_answer_json
+
+    deep = "[" * 3000 + "]" * 3000
+    prof = tmp_path / "desc.json"
+    prof.write_text('{"李白": "a",\n "李白": "b"}', encoding="utf-8")
+    with pytest.raises(DataError, match=r"desc\.json:2: key \"李白\" appears twice"):
+        load_profiles(prof)
+    probe = tmp_path / "probe.jsonl"
+    probe.write_text('{"question": ' + deep + "}\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"probe\.jsonl:1: invalid JSON \(arrays/objects nested deeper"):
+        load_probe(probe)
+    # a context-target record whose target holds deep JSON is text to learn, not a traceback
+    data = tmp_path / "ct.jsonl"
+    data.write_text(json.dumps({"context": "Q: ", "target": deep}) + "\n", encoding="utf-8")
+    assert main(["data", "check", str(data)]) == 0
+    # a model that writes brackets thousands deep: its answer does not parse, and nothing raises
+    assert parse_json_answer(deep) == (False, None)
+    result = parse_answer_json(deep)
+    assert result.found and not result.ok and "nested too deep" in result.error

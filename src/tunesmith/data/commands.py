@@ -35,6 +35,7 @@ OptionOpt = Annotated[list[str] | None, typer.Option(
 
 
 def _parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
+    from tunesmith.data.records import strict_loads
     from tunesmith.errors import ConfigError
 
     out: dict[str, Any] = {}
@@ -43,8 +44,8 @@ def _parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"{what} {item!r} must look like KEY=VALUE")
         try:
-            out[key] = json.loads(value)
-        except ValueError:
+            out[key] = strict_loads(value)
+        except ValueError:  # not JSON (or JSON no option needs): the text itself
             out[key] = value
     return out
 

@@ -10,13 +10,13 @@ target is a JSON list of strings, otherwise "text".
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tunesmith.conversation import Conversation, Message
 from tunesmith.data.fields import check_options, get_str, require_object
+from tunesmith.data.records import strict_loads
 from tunesmith.errors import DataError
 
 NAME = "context-target"
@@ -34,7 +34,7 @@ def guess_task(target: str) -> str:
     s = target.strip()
     if s.startswith("["):
         try:
-            v = json.loads(s)
+            v = strict_loads(s)  # a target may hold anything, e.g. JSON nested thousands deep
         except ValueError:
             return "text"
         if isinstance(v, list) and all(isinstance(x, str) for x in v):

@@ -65,15 +65,17 @@ def find_profiles(data_path: str | Path) -> Path | None:
 
 def load_profiles(path: str | Path) -> dict[str, str]:
     """desc.json: {"李白": "为人爽朗大方,...", ...} -> dict. Errors name the file and what was expected."""
-    from tunesmith.data.records import read_text
+    from tunesmith.data.records import JsonShapeError, read_text, strict_loads
 
     p = Path(path)
     text = read_text(p)
     try:
-        data = json.loads(text)
+        data = strict_loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"invalid JSON: {e.msg} (expected an object {{role: description}})",
                         f"{p}:{e.lineno}") from None
+    except JsonShapeError as e:  # a role given twice, or nesting no profile file has
+        raise DataError(e.msg, f"{p}:{text.count(chr(10), 0, e.pos) + 1}") from None
     if not isinstance(data, dict):
         raise DataError(f"expected a JSON object {{role: description}} (got {type_name(data)})", str(p))
     for k, v in data.items():

@@ -61,7 +61,7 @@ def parse_json_answer(text: str | None) -> tuple[bool, Any]:
             continue
         try:
             return True, json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # a model can write brackets thousands deep
             pass
         # JSON with words around it: decode from the first bracket only, so that a truncated list
         # fails instead of yielding one of its inner objects.
@@ -69,7 +69,7 @@ def parse_json_answer(text: str | None) -> tuple[bool, Any]:
         if start >= 0:
             try:
                 return True, dec.raw_decode(body, start)[0]
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass
     return False, None
 

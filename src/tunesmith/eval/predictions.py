@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tunesmith.data.records import strict_loads
 from tunesmith.errors import ConfigError
 
 
@@ -44,7 +45,7 @@ class PredictionStore:
         for i, line in enumerate(lines):
             if line.strip():
                 try:
-                    row = json.loads(line.decode("utf-8"))
+                    row = strict_loads(line.decode("utf-8"))
                     if not isinstance(row, dict) or not {"model", "id", "prediction"} <= row.keys():
                         raise ValueError("not a prediction line")
                 except (ValueError, UnicodeDecodeError):

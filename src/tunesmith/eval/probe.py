@@ -13,13 +13,13 @@ No accepted string occurs in its own question, so repeating the question does no
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tunesmith.data.records import strict_loads
 from tunesmith.errors import DataError
 
 PROBE_FILE = Path(__file__).resolve().parents[1] / "resources" / "probe_zh.jsonl"
@@ -61,9 +61,10 @@ def load_probe(path: str | Path | None = None) -> list[dict[str, Any]]:
             continue
         where = f"{p}:{i}"
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON ({e.msg}); expected {{\"question\": str, \"accept\": [str, ...]}}",
+            rec = strict_loads(line)
+        except ValueError as e:  # bad syntax, a key given twice, nesting too deep
+            msg = getattr(e, "msg", str(e))
+            raise DataError(f"invalid JSON ({msg}); expected {{\"question\": str, \"accept\": [str, ...]}}",
                             where) from None
         if not isinstance(rec, dict) or not isinstance(rec.get("question"), str) or not rec["question"].strip():
             raise DataError('expected {"question": str, "accept": [str, ...]} with a non-empty question', where)

@@ -37,6 +37,8 @@ def _decode(text: str, what: str) -> JsonResult:
         return JsonResult(True, json.loads(text))
     except json.JSONDecodeError as e:
         return JsonResult(True, None, f"{what} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}")
+    except RecursionError:  # a model can write brackets thousands deep
+        return JsonResult(True, None, f"{what} is nested too deep to read")
 
 
 def parse_answer_json(text: str | None) -> JsonResult:
