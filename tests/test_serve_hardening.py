@@ -173,6 +173,25 @@ def test_a_thousand_turn_history_is_answered_in_seconds(server, engine_with_adap
     assert len(ids) == usage and "第999句话" in engine_with_adapter.tokenizer.decode(ids)
 
 
+def test_history_fitting_is_bounded_for_a_large_context(engine_with_adapter):
+    """With the tokenizer's own template each turn costs a render of the whole prefix: a large context (here
+    30,000 tokens) that holds thousands of short turns must still be fitted in about a second."""
+    from tunesmith.infer.history import MAX_TEMPLATE_TURNS
+
+    tok = engine_with_adapter.tokenizer
+    msgs = [Message(r, f"第{i}句话") for i in range(3000) for r in ("user", "assistant")] + [Message("user", "hi")]
+    for name in ("tokenizer", "chatml"):
+        start = time.monotonic()
+        ids, kept = fit_prompt(tok, resolve_template(name, tok), None, msgs, budget=30_000)
+        took = time.monotonic() - start
+        assert took < 3, f"{name}: fitting 3,000 turns to 30,000 tokens took {took:.1f} s"
+        assert kept == msgs[len(msgs) - len(kept):] and len(ids) <= 30_000
+        if name == "tokenizer":
+            assert len(kept) == 2 * MAX_TEMPLATE_TURNS + 1
+        else:  # rendered once per message: every turn that fits is kept
+            assert len(kept) > 2 * MAX_TEMPLATE_TURNS + 1
+
+
 def test_too_long_text_is_refused_before_it_is_tokenized(engine_with_adapter, monkeypatch):
     """A message that cannot fit is refused from its length in bytes: the tokenizer never sees it."""
     tok = engine_with_adapter.tokenizer

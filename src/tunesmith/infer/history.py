@@ -13,6 +13,12 @@ backwards (1, 2, 4, ... turns, then a binary search between the last that fit an
 not), each piece is tokenized once, and a try stops at the first piece that cannot fit.  A piece whose
 UTF-8 length alone proves it too long (see `bytes_per_token`) is never tokenized.  (Dropping one turn
 at a time and re-encoding the rest made a 1,000-turn request cost minutes.)
+
+With the tokenizer's own (Jinja) template, each message's text is found by rendering the whole
+conversation up to it, so a prompt of k turns costs time quadratic in k; there at most
+MAX_TEMPLATE_TURNS earlier turns are considered (a bound by design: 1,000 turns of a few words, which a
+32k context holds, took 6 s to fit; 3,000 took 41 s).  Named templates (chatml, plain, instruction) render
+each message once and keep every turn that fits.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from tunesmith.template import ChatTemplate, iter_segments
 # up to 4 input bytes per byte of its own text.  Tokenizers without a normalizer are bounded exactly.
 _NORMALIZER_SLACK = 4
 _bytes_per_token: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+MAX_TEMPLATE_TURNS = 256
 
 
 class PromptTooLongError(ConfigError):
@@ -136,6 +143,8 @@ def fit_prompt(tokenizer, template: ChatTemplate, system: str | None, messages: 
     if system is not None:
         check_text(system, "the system prompt")
     kept = trim_turns(messages, max_history_turns)
+    if template.name == "tokenizer":
+        kept = trim_turns(kept, MAX_TEMPLATE_TURNS)
     history, question = kept[:-1], kept[-1:]
     encoder = _Encoder(tokenizer, template, system, budget)
     ids = encoder.encode(question)
