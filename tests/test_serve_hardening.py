@@ -308,6 +308,27 @@ def test_a_client_that_disconnects_cancels_a_streamed_request(server, slow_gener
 
 
 # -- 6. SIGTERM stops a busy server ------------------------------------------------------------------------
+def test_engine_close_with_cancel_ends_running_and_queued_requests(tiny_qwen2, monkeypatch):
+    from tunesmith.infer.engine import Engine
+
+    original = engine_module._CancellableStops.__call__
+
+    def slow(self, *args, **kwargs):
+        time.sleep(0.05)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module._CancellableStops, "__call__", slow)
+    engine = Engine.load(str(tiny_qwen2), device="cpu", max_batch_size=1)
+    opts = GenerationOptions(max_new_tokens=400, do_sample=True, temperature=1.0)
+    prompt = engine.prompt_ids([Message("user", "hi")])
+    running, queued = engine.enqueue(prompt, options=opts), engine.enqueue(prompt, options=opts)
+    time.sleep(0.5)  # the first is generating (20 s at this pace), the second waits for it
+    start = time.monotonic()
+    engine.close(timeout=10, cancel=True)
+    assert time.monotonic() - start < 2
+    assert running.future.cancelled() and queued.future.cancelled()
+
+
 def test_sigterm_stops_a_busy_server_within_seconds(tiny_qwen2, tmp_path):
     port = free_port()
     env = {**os.environ, "TUNESMITH_CACHE": str(tmp_path)}
