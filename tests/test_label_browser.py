@@ -101,6 +101,23 @@ def _open(browser, url: str, user: str, outside: list[str]):
     return page
 
 
+def _type_into_cell(page, cell: str, text: str, tries: int = 3) -> None:
+    """Edit a table cell as a person does (double-click, type, Enter) until it shows the text: on a loaded
+    machine the first double-click can land before the table is ready to edit, and the typing is lost."""
+    from playwright.sync_api import expect
+
+    for attempt in range(tries):
+        page.locator(cell).dblclick()
+        page.keyboard.type(text)
+        page.keyboard.press("Enter")
+        try:
+            expect(page.locator(cell)).to_contain_text(text, timeout=5_000)
+            return
+        except AssertionError:
+            if attempt == tries - 1:
+                raise
+
+
 def _text(page, elem_id: str, contains: str) -> str:
     """Wait until the element with this id shows `contains`; return its text."""
     from playwright.sync_api import expect
@@ -161,9 +178,7 @@ def test_label_conflict_import_export_and_train(label_server, browser, datasets_
     _text(bob, "ed-status-line", "Write a new sample")
     bob.locator("#ed-kind").get_by_text("Multi-turn chat").click()
     for row, said in ((0, "你是谁？"), (1, "吾乃李太白。")):
-        bob.locator(f"#ed-messages [data-testid=cell-{row}-1]").dblclick()
-        bob.keyboard.type(said)
-        bob.keyboard.press("Enter")
+        _type_into_cell(bob, f"#ed-messages [data-testid=cell-{row}-1]", said)
     bob.locator("#ed-role textarea").fill("李白")
     bob.locator("#ed-save").click()
     _text(bob, "ed-status-line", "saved as new sample")

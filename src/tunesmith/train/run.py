@@ -589,7 +589,19 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
         _log(f"saved adapter to {adapter_dir} ({stats['tensors']} tensors, |lora_B| {stats['lora_B_norm']:.3g}, "
              f"reload max |logit diff| {stats['reload_max_logit_diff']:.2g}); summary in {summary_path}"
              + (f"; dev loss {dev[0][1]:.4f} -> best {best[1]:.4f} at step {best[0]}" if best else ""), stream)
+    release_process_group()
     return TrainResult(output_dir=out, adapter_dir=adapter_dir, summary_path=summary_path, summary=summary)
+
+
+def release_process_group() -> None:
+    """Close the process group the Trainer opened under torchrun, every rank together: a rank that exits with
+    gloo's threads still running can abort ("terminate called without an active exception"), seen on a
+    loaded machine."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _peak_memory_mb(device: str) -> float | None:
