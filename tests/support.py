@@ -62,3 +62,20 @@ class RunningServer:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(10)
+
+
+def wait_until_healthy(url: str, proc, read_log, timeout_s: float = 120) -> None:
+    """Poll GET {url}/health of a server started as a subprocess until it answers 200; if the process ends
+    first, fail with what `read_log()` returns."""
+    import httpx
+
+    deadline = time.time() + timeout_s
+    while True:
+        assert proc.poll() is None, read_log()
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.time() < deadline, "server did not start"
+        time.sleep(0.3)

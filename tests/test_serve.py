@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import openai
 import pytest
 
-from tests.support import RunningServer, free_port
+from tests.support import RunningServer, free_port, wait_until_healthy
 from tunesmith.conversation import Message
 from tunesmith.infer.options import GenerationOptions
 from tunesmith.serve.api import create_app
@@ -217,16 +216,7 @@ def test_serve_command_runs_a_server(tiny_qwen2, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline, "server did not start"
-            time.sleep(0.3)
+        wait_until_healthy(url, proc, proc.stderr.read)
         assert httpx.get(url + "/v1/models").status_code == 401  # the key came from TUNESMITH_API_KEY
         client = openai.OpenAI(base_url=url + "/v1", api_key="from-env", max_retries=0)
         r = client.chat.completions.create(model="base", messages=HELLO, max_tokens=4)

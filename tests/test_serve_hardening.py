@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from tests.support import RunningServer, free_port
+from tests.support import RunningServer, free_port, wait_until_healthy
 from tunesmith.conversation import Message
 from tunesmith.errors import DataError
 from tunesmith.infer import engine as engine_module
@@ -340,16 +340,7 @@ def test_sigterm_stops_a_busy_server_within_seconds(tiny_qwen2, tmp_path):
     url = f"http://127.0.0.1:{port}"
     results: list = []
     try:
-        deadline = time.time() + 120
-        while True:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline, "server did not start"
-            time.sleep(0.3)
+        wait_until_healthy(url, proc, (tmp_path / "server.log").read_text)
 
         def ask(stream: bool):
             body = {"model": "base", "messages": HELLO, "max_tokens": 1900, "n": 8, "temperature": 1.5,
