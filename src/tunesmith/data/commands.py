@@ -83,8 +83,8 @@ def convert(
 ) -> None:
     """Convert a dataset into Conversations JSONL (or another format), validating every record.
 
-    Bad records are reported as FILE:LINE: what is wrong (expected ...). The output is written to a temp file and \
-renamed, so it is never left half-written.
+    Bad records are reported as FILE:LINE: what is wrong (expected ...). The output is written to a temp file
+    and renamed, so it is never left half-written.
     """
     from tunesmith.data.formats import load, save
 
@@ -133,8 +133,8 @@ def stats(
     on_error: OnErrorOpt = "fail",
     option: OptionOpt = None,
 ) -> None:
-    """Counts, roles, turns and p50/p90/p99/max lengths of prompts and answers (characters, and tokens with \
---tokenizer)."""
+    """Counts, roles, turns and p50/p90/p99/max lengths of prompts and answers (characters, and tokens
+    with --tokenizer)."""
     from tunesmith.data.formats import load
     from tunesmith.data.stats import dataset_stats, load_tokenizer, render_stats
 
@@ -224,9 +224,9 @@ def rolebench_prepare(
 ) -> None:
     """Build train/dev/test files for one role from rolebench-zh (test splits kept separate; see docs/data.md).
 
-    OUT/train.jsonl = general/train + role_specific/train (minus dev.jsonl); OUT/test_general.jsonl (CUS) and \
-OUT/test_role_specific.jsonl (SPE) with all references in meta.references; OUT/baseline_*.jsonl (RoleGPT answers to \
-the same test questions); persona.txt, manifest.json and dataset_info.json.
+    OUT/train.jsonl = general/train + role_specific/train (minus dev.jsonl); OUT/test_general.jsonl (CUS)
+    and OUT/test_role_specific.jsonl (SPE) with all references in meta.references; OUT/baseline_*.jsonl
+    (RoleGPT answers to the same test questions); persona.txt, manifest.json and dataset_info.json.
     """
     from tunesmith.data.rolebench import prepare
 
@@ -272,8 +272,8 @@ def extract_dialogue(
 ) -> None:
     """Mine quoted speeches from a Chinese novel as role-play records: context "…曹洪曰：" -> chat "“…”".
 
-    Each record is the narrative up to the speaker and speech verb (context) and the quoted utterance (chat), with the \
-speaker's name and the chapter. See docs/novel-dialogue.md.
+    Each record is the narrative up to the speaker and speech verb (context) and the quoted utterance (chat),
+    with the speaker's name and the chapter. See docs/novel-dialogue.md.
     """
     from tunesmith.data.novel import extract_dialogue_file
 

@@ -51,8 +51,8 @@ def label(
 ) -> None:
     """Open the labeling page: try the model, judge its answers, write and curate samples, export for training.
 
-    The page is served at http://HOST:PORT/label/. Every change is saved at once, with its history, in \
-PROJECT_DIR/tunesmith-label.sqlite; several people can work at once.
+    The page is served at http://HOST:PORT/label/. Every change is saved at once, with its history, in
+    PROJECT_DIR/tunesmith-label.sqlite; several people can work at once.
     """
     import os
 
