@@ -102,15 +102,18 @@ def _open(browser, url: str, user: str, outside: list[str]):
 
 
 def _type_into_cell(page, cell: str, text: str, tries: int = 3) -> None:
-    """Edit a table cell as a person does (double-click, type, Enter) until it shows the text: on a loaded
-    machine the first double-click can land before the table is ready to edit, and the typing is lost."""
+    """Edit a table cell as a person does (double-click, type, Enter) until it shows the text. Keys typed
+    before the cell's editor is open are lost (seen: the first character, or all of them), so wait for the
+    editor, fill it, and check the cell."""
     from playwright.sync_api import expect
 
     for attempt in range(tries):
         page.locator(cell).dblclick()
-        page.keyboard.type(text)
-        page.keyboard.press("Enter")
+        editor = page.locator(f"{cell} textarea, {cell} input").first
         try:
+            expect(editor).to_be_editable(timeout=5_000)
+            editor.fill(text)
+            editor.press("Enter")
             expect(page.locator(cell)).to_contain_text(text, timeout=5_000)
             return
         except AssertionError:
