@@ -10,7 +10,11 @@ def test_demo_runs_the_whole_road_on_a_tiny_model(tiny_qwen2, tmp_path, capsys):
     rc = main(["demo", "--out", str(out), "--model", str(tiny_qwen2), "--steps", "2", "--eval-limit", "2",
                "--max-new-tokens", "4", "--device", "cpu", "--dtype", "fp32"])
     assert rc == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    # what a person watches while it runs: a progress bar per answering call and a line with the ETA
+    assert "Answering" in captured.err or "Solving" in captured.err
+    assert "answered," in captured.err and ", ETA " in captured.err
     assert "tuned minus base" in printed and "CUS" in printed
     assert "CUS ROUGE-L (speaking style, by character, 2 held-out questions): base " in printed
     assert "general-ability probe: base " in printed
