@@ -11,7 +11,6 @@ import pytest
 
 from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError
-from tunesmith.infer.commands import parse_adapter_options
 from tunesmith.infer.options import GenerationOptions, parse_bool
 from tunesmith.infer.terminal import ChatState, run_chat
 
@@ -74,11 +73,7 @@ def test_too_long_message_is_reported_not_kept(chat_engine):
     assert [m.content for m in state.messages if m.role == "user"] == ["短"]
 
 
-def test_parse_helpers():
-    assert (parse_adapter_options(["libai=runs/a", "runs/sanguo/adapter"])
-            == {"libai": "runs/a", "sanguo": "runs/sanguo/adapter"})
-    with pytest.raises(ConfigError):
-        parse_adapter_options(["a=x", "a=y"])
+def test_parse_bool():
     assert parse_bool("False") is False and parse_bool("on") is True
     with pytest.raises(ConfigError):
         parse_bool("maybe")

@@ -11,8 +11,8 @@ import pytest
 
 from tunesmith.cli import main
 from tunesmith.data import load
-from tunesmith.data.records import write_atomic
 from tunesmith.errors import ConfigError, DataError
+from tunesmith.fsio import atomic_write_lines
 
 GOOD_CT = {"context": "Instruction: 分类\nInput: 苹果\nAnswer: ", "target": '["水果"]'}
 GOOD_RB = {"role": "李白", "question": "你好", "generated": ["幸会幸会", "久仰"]}
@@ -195,7 +195,7 @@ def test_write_atomic_leaves_nothing_half_written(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        write_atomic(out, lines())
+        atomic_write_lines(out, lines())
     assert out.read_text(encoding="utf-8") == "old content\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]  # the temp file is gone
 

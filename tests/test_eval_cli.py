@@ -215,7 +215,7 @@ def test_raw_references_and_html_escaping(tiny_qwen2, random_adapter, tmp_path):
 @pytest.mark.parametrize("args, expected", [
     (["--data", "nope/missing.jsonl", "-o", "{tmp}/o"], "missing.jsonl"),
     (["--data", "{cus}", "--task", "poetry", "-o", "{tmp}/o"], "--task 'poetry'"),
-    (["--data", "{cus}", "--adapter", "no-equals-sign", "-o", "{tmp}/o"], "NAME=PATH"),
+    (["--data", "{cus}", "--adapter", "=no-name", "-o", "{tmp}/o"], "NAME=PATH"),
     (["--data", "{cus}", "--adapter", "x={tmp}/not-an-adapter", "-o", "{tmp}/o"], "not a LoRA adapter folder"),
     (["--data", "{cus}", "--no-base", "-o", "{tmp}/o"], "nothing to evaluate"),
     (["--data", "{cus}", "--limit", "0", "-o", "{tmp}/o"], "--limit"),

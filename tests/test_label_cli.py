@@ -7,25 +7,11 @@ import socket
 import pytest
 
 from tunesmith.cli import main
-from tunesmith.errors import ConfigError
-from tunesmith.label.commands import parse_adapter_specs
-
-
-def test_parse_adapter_specs():
-    assert (parse_adapter_specs(["ie=runs/ie/adapter", " cls = runs/cls "])
-            == {"ie": "runs/ie/adapter", "cls": "runs/cls"})
-    assert parse_adapter_specs(None) == {}
-    with pytest.raises(ConfigError, match="expected NAME=PATH"):
-        parse_adapter_specs(["runs/ie/adapter"])
-    with pytest.raises(ConfigError, match="'base' is the name"):
-        parse_adapter_specs(["base=x"])
-    with pytest.raises(ConfigError, match="given twice"):
-        parse_adapter_specs(["a=x", "a=y"])
 
 
 @pytest.mark.parametrize("args, message", [
     (["--adapter", "ie=runs/ie"], "--adapter needs --model"),
-    (["--model", "m", "--adapter", "oops"], "expected NAME=PATH"),
+    (["--model", "m", "--adapter", "=oops"], "expected NAME=PATH"),
     (["--port", "0"], "expected 1..65535"),
 ])
 def test_label_argument_errors(tmp_path, capsys, args, message):

@@ -60,7 +60,7 @@ def rows(df) -> list[list]:
 
 # -- the page builds, and every handler survives Gradio's own pre/post-processing ---------------------
 def test_every_event_handler_runs_through_gradio(tmp_path):
-    """What the predecessor lacked: a page whose handlers all import and run (a NameError would fail here)."""
+    """Every handler on the page imports and runs: a missing import (a NameError) fails here, not in a browser."""
     blocks = build_label_ui(tmp_path / "proj")
     assert isinstance(blocks, gr.Blocks) and isinstance(blocks.label_app, LabelApp)
     cfg = blocks.get_config_file()

@@ -15,6 +15,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +208,18 @@ def load_adapter(model, adapter_path: str | os.PathLike, name: str = "default", 
         model.load_adapter(str(p), adapter_name=name, is_trainable=is_trainable)
         return model
     return PeftModel.from_pretrained(model, str(p), adapter_name=name, is_trainable=is_trainable)
+
+
+@contextmanager
+def eval_mode(model) -> Iterator[Any]:
+    """The body runs `model` in eval mode without gradients; its train/eval mode is put back afterwards, also
+    when the body fails (a check in the middle of training must leave dropout on)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)

@@ -11,7 +11,8 @@ FALSE_WORDS = frozenset({"0", "false", "no", "off", "n", "f"})
 
 
 def parse_bool(value: Any, what: str = "value") -> bool:
-    """'false'/'False'/'0'/'no'/'off' are False: a plain bool("False") is True, a predecessor's bug."""
+    """'false'/'False'/'0'/'no'/'off' are False: a plain bool("False") is True, so a
+    `type=bool` flag would read "False" as on."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and value in (0, 1):

@@ -9,9 +9,9 @@ A conversation is rendered into *segments*: prompt text (no loss), answer text (
 its end-of-turn token: loss) and the filler after an answer (e.g. the newline after ``<|im_end|>``: no
 loss).  Each segment is tokenized on its own and the ids are concatenated.  Inference builds the prompt
 from exactly the same segments, so the tokens a model was trained on before an answer are, by
-construction, the tokens it sees before it generates one (the predecessor bug "Answer: " vs "Answer:"
-cannot happen).  The template used is saved next to every adapter (`template.json`) and reused by
-chat, serve and eval.
+construction, the tokens it sees before it generates one: a prompt that ends in "Answer: " in training
+and "Answer:" at inference cannot happen.  The template used is saved next to every adapter
+(`template.json`) and reused by chat, serve and eval.
 
 Templates:
 - ``tokenizer``: the tokenizer's own Jinja chat template (its text is saved, so a later tokenizer
@@ -33,6 +33,7 @@ from typing import Any
 
 from tunesmith.conversation import Conversation, Message
 from tunesmith.errors import ConfigError
+from tunesmith.fsio import atomic_write
 
 TEMPLATE_FILE = "template.json"
 PROMPT, ANSWER, AFTER = "prompt", "answer", "after"
@@ -96,6 +97,19 @@ def resolve_template(name: str | None, tokenizer, default_system: str | None = N
         raise ConfigError(f"template {name!r} is not one of auto, {', '.join(TEMPLATE_NAMES)}")
     return ChatTemplate(name, default_system=default_system)
 
+
+
+def template_from_arg(template: str | None, tokenizer) -> ChatTemplate:
+    """A --template value: a folder with template.json (or that file) is loaded; anything else is a name for
+    resolve_template ('auto' when empty)."""
+    if template and (os.sep in template or template.endswith(".json") or Path(template).is_dir()):
+        p = Path(template).expanduser()
+        folder = p.parent if p.is_file() else p
+        tpl = load_template(folder)
+        if tpl is None:
+            raise ConfigError(f"{p}: no template.json found (expected a template name or a folder with template.json)")
+        return tpl
+    return resolve_template(template or "auto", tokenizer)
 
 # -- rendering to segments --------------------------------------------------------------------------
 def _eos_text(tokenizer) -> str:
@@ -291,11 +305,7 @@ def stop_token_ids(tokenizer, tpl: ChatTemplate, model_generation_config=None) -
 
 # -- persistence next to an adapter -----------------------------------------------------------------
 def save_template(tpl: ChatTemplate, folder: str | os.PathLike) -> Path:
-    path = Path(folder) / TEMPLATE_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(tpl.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(Path(folder) / TEMPLATE_FILE, json.dumps(tpl.to_dict(), ensure_ascii=False, indent=2))
 
 
 def load_template(folder: str | os.PathLike) -> ChatTemplate | None:

@@ -31,8 +31,9 @@ from typing import Any
 
 from tunesmith.conversation import Conversation
 from tunesmith.data import alpaca, context_target, messages, novel_dialogue, novel_text, rolebench, sharegpt
-from tunesmith.data.records import expand_paths, read_records, write_atomic
+from tunesmith.data.records import expand_paths, read_records
 from tunesmith.errors import ConfigError, DataError
+from tunesmith.fsio import atomic_write
 
 ON_ERROR = ("fail", "skip")
 # Shown when skipping bad records: enough to see the pattern without flooding the terminal.
@@ -79,6 +80,18 @@ ALIASES = {"openai": "messages", "jsonl": "conversation", "context_target": "con
            "novel_dialogue": "novel-dialogue", "cosplay": "novel-dialogue", "role-bench": "rolebench",
            "novel-text": "novel", "txt": "novel"}
 
+
+
+def readable_formats() -> list[str]:
+    """Formats of JSON records, most specific first (the order detection tries them in); a novel's plain text
+    is read through its own format, `novel`, and is not among them."""
+    return [n for n in _DETECT_ORDER if FORMATS[n].read_file is None]
+
+
+def writable_formats() -> list[str]:
+    """Formats Conversations can be written as, our own `conversation` JSONL first."""
+    names = [n for n, f in FORMATS.items() if f.export is not None]
+    return sorted(names, key=lambda n: n != "conversation")
 
 def get_format(name: str) -> Format:
     key = ALIASES.get(name, name)
@@ -226,4 +239,4 @@ def save(convs: Iterable[Conversation], path: str | os.PathLike, fmt: str = "con
     """Write Conversations as JSONL (a `.json` path writes one JSON array), atomically (temp file + os.replace)."""
     records = to_records(convs, fmt)  # convert everything first: a bad conversation must not leave a partial file
     p = Path(path)
-    return write_atomic(p, [], text=dumps_records(records, as_array=p.suffix == ".json"))
+    return atomic_write(p, dumps_records(records, as_array=p.suffix == ".json"))

@@ -32,7 +32,6 @@ import functools
 import json
 import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from tunesmith.data.encoding import read_text_file
 from tunesmith.errors import ConfigError, DataError
+from tunesmith.fsio import atomic_write_lines
 
 if TYPE_CHECKING:  # the importer is loaded lazily: extraction alone needs no data-layer import
     from tunesmith.conversation import Conversation
@@ -1598,28 +1598,14 @@ def records_to_conversations(records: list[dict[str, Any]], book: str | None = N
 
 
 def write_jsonl_atomic(rows: Iterable[dict[str, Any]], out: str | os.PathLike) -> int:
-    """Write JSON lines to a temp file next to `out`, then os.replace() it: never a half-written file."""
+    """Write JSON lines to `out` in one step (never a half-written file); returns how many."""
     out = Path(out)
     folder = out.parent if str(out.parent) else Path(".")
     if not folder.is_dir():
         raise DataError("output folder does not exist", str(folder))
     if out.is_dir():
         raise DataError("output is a directory (expected a .jsonl file name)", str(out))
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
-    n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                n += 1
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return n
+    return atomic_write_lines(out, (json.dumps(row, ensure_ascii=False) for row in rows))
 
 
 def write_dialogue(

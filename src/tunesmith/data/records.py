@@ -350,34 +350,6 @@ def _read_json_array(p: str, text: str, errors: list[DataError] | None) -> Itera
         raise DataError(f"expected ',' or ']' after record {index - 1}", f"{p}:{_line_of(text, pos)}")
 
 
-def write_atomic(path: str | os.PathLike, lines: Iterator[str] | list[str], text: str | None = None) -> Path:
-    """Write lines (each without "\\n") or `text` to `path` via a temp file in the same folder + os.replace.
-
-    A crash or error half-way leaves any previous file untouched and no partial output behind.
-    """
-    import tempfile
-
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            if text is not None:
-                f.write(text)
-            else:
-                for line in lines:
-                    f.write(line)
-                    f.write("\n")
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return out
-
-
 # JSON files that sit next to data but are not records: the registry and rolebench-prepare's manifest.
 NOT_DATA = frozenset({"dataset_info.json", "manifest.json"})
 

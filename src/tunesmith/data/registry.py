@@ -30,6 +30,7 @@ from typing import Any
 
 from tunesmith.conversation import Conversation
 from tunesmith.errors import ConfigError, DataError
+from tunesmith.fsio import atomic_write
 
 DATA_CONFIG = "dataset_info.json"
 LF_FORMATTINGS = ("alpaca", "sharegpt", "openai")
@@ -151,7 +152,7 @@ def register_dataset(name: str, file_name: str | os.PathLike, data_dir: str | os
     which LLaMA-Factory reads too).
     """
     from tunesmith.data.formats import FORMATS, detect_format, get_format
-    from tunesmith.data.records import expand_paths, read_records, write_atomic
+    from tunesmith.data.records import expand_paths, read_records
 
     if not name or not isinstance(name, str):
         raise ConfigError("dataset name must be a non-empty string")
@@ -193,7 +194,7 @@ def register_dataset(name: str, file_name: str | os.PathLike, data_dir: str | os
     if name in info and not force and info[name] != entry:
         raise ConfigError(f"dataset {name!r} is already registered in {p} (pass --force to replace it)")
     info[name] = entry
-    write_atomic(p, [], text=json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+    atomic_write(p, json.dumps(info, ensure_ascii=False, indent=2) + "\n")
     # Check that what we registered actually loads, so a bad entry is caught now, not at training time.
     entry_load_args(name, d)
     return entry

@@ -26,6 +26,7 @@ from typing import Any
 from tunesmith.conversation import Conversation, Message
 from tunesmith.data.fields import check_options, get_str, get_str_list, require_object, type_name
 from tunesmith.errors import ConfigError, DataError
+from tunesmith.fsio import atomic_write
 
 NAME = "rolebench"
 EXPECTED = '{"role": str, "question": str, "generated": [str, ...], "type"?: str | [str]}'
@@ -308,8 +309,7 @@ def prepare(rolebench_dir: str | Path, roles: list[str], out_dir: str | Path, *,
         personas[r] = sys_text
     # persona.txt is what chat/serve should use as the system prompt for this role (same text as in training).
     if len(roles) == 1 and personas[roles[0]]:
-        from tunesmith.data.records import write_atomic
-        write_atomic(out / "persona.txt", [], text=personas[roles[0]] + "\n")
+        atomic_write(out / "persona.txt", personas[roles[0]] + "\n")
 
     def sha256(p: Path) -> str:
         return hashlib.sha256(p.read_bytes()).hexdigest()
@@ -326,8 +326,7 @@ def prepare(rolebench_dir: str | Path, roles: list[str], out_dir: str | Path, *,
         "dropped_train_pairs_also_in_test": leaked,
         "files": written,
     }
-    from tunesmith.data.records import write_atomic
-    write_atomic(out / "manifest.json", [], text=json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
+    atomic_write(out / "manifest.json", json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
     # Register every file so recipes can say {name: train, data_dir: OUT} (LLaMA-Factory style).
     for key in files:
         register_dataset(key, f"{key}.jsonl", out, formatting="conversation", force=True)

@@ -20,25 +20,7 @@ from typing import Annotated
 
 import typer
 
-
-def _name_path(spec: str, flag: str, default_name: str | None = None) -> tuple[str, str]:
-    from tunesmith.errors import ConfigError
-
-    name, sep, path = spec.partition("=")
-    if not sep:
-        if default_name is None:
-            raise ConfigError(f"{flag} {spec!r} must look like NAME=PATH (e.g. {flag} libai=runs/libai/adapter)")
-        name, path = default_name(spec) if callable(default_name) else default_name, spec
-    name, path = name.strip(), path.strip()
-    if not name or not path:
-        raise ConfigError(f"{flag} {spec!r} must look like NAME=PATH with a non-empty name and path")
-    if flag == "--adapter":
-        from tunesmith.infer.engine import ADAPTER_NAME_RE, BASE
-
-        if name == BASE or not ADAPTER_NAME_RE.fullmatch(name):
-            raise ConfigError(f"--adapter name {name!r}: expected letters (any script, e.g. 李白), digits, '_' or '-', "
-                              "and not 'base'")
-    return name, path
+from tunesmith.adapter_spec import parse_adapter_specs, parse_name_path
 
 
 def _command_line(ctx: typer.Context) -> str:
@@ -138,16 +120,10 @@ def eval_command(
     Answers are appended to predictions.jsonl after every batch: after an interruption, run the same command
     again and only the missing answers are generated.
     """
-    from tunesmith.errors import ConfigError
     from tunesmith.eval.runner import EvalConfig, run_eval
 
-    adapters: dict[str, str] = {}
-    for spec in adapter or []:
-        name, path = _name_path(spec, "--adapter")
-        if name in adapters:
-            raise ConfigError(f"--adapter name {name!r} is given twice")
-        adapters[name] = path
-    scores = [_name_path(s, "--score-file", lambda p: Path(p).stem) for s in score_file or []]
+    adapters = parse_adapter_specs(adapter)
+    scores = [parse_name_path(s, "--score-file", lambda p: Path(p).stem) for s in score_file or []]
     gen = {k: v for k, v in {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "temperature": temperature,
                              "top_p": top_p, "top_k": top_k, "num_beams": num_beams,
                              "repetition_penalty": repetition_penalty, "seed": seed}.items() if v is not None}

@@ -15,11 +15,11 @@ import html
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from tunesmith.eval.testset import CUS, PROBE, RAW, SPE
+from tunesmith.fsio import atomic_file, atomic_write
 
 CHART_FILE = "metrics.png"
 METRIC_LABELS = {
@@ -40,17 +40,6 @@ METRIC_LABELS = {
 }
 SET_LABELS = {CUS: "CUS (general test, speaking style)", SPE: "SPE (role-specific test, role knowledge)",
               RAW: "RAW (plain-answer references)", PROBE: "general-ability probe"}
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def fmt(v: Any) -> str:
@@ -172,14 +161,9 @@ def draw_chart(result: dict[str, Any], path: Path) -> dict[str, Any]:
     ax.set_title(f"tunesmith eval: {result['task']} — base vs tuned")
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_file(path, "wb") as f:
+            fig.savefig(f, format="png")
     finally:
         plt.close(fig)
     return {"font": font}
@@ -318,9 +302,9 @@ def write_report(out_dir: str | os.PathLike, result: dict[str, Any]) -> dict[str
         png = None
     paths = {"metrics": out / "metrics.json", "markdown": out / "report.md", "html": out / "report.html"}
     public = {k: v for k, v in result.items() if k != "side_by_side"}
-    _write_atomic(paths["metrics"], (json.dumps(public, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
-    _write_atomic(paths["markdown"], render_markdown(result).encode("utf-8"))
-    _write_atomic(paths["html"], render_html(result, png).encode("utf-8"))
+    atomic_write(paths["metrics"], (json.dumps(public, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+    atomic_write(paths["markdown"], render_markdown(result).encode("utf-8"))
+    atomic_write(paths["html"], render_html(result, png).encode("utf-8"))
     if png:
         paths["chart"] = chart
     return paths

@@ -192,9 +192,9 @@ def _generate_all(engine, store: PredictionStore, model: str, adapter: str, temp
 
 
 def _parse_template_arg(engine, name: str):
-    from tunesmith.infer.engine import _template_from_arg
+    from tunesmith.template import template_from_arg
 
-    return _template_from_arg(name, engine.tokenizer)
+    return template_from_arg(name, engine.tokenizer)
 
 
 def run_eval(cfg: EvalConfig, engine: Any = None) -> dict[str, Any]:

@@ -14,28 +14,8 @@ from typing import Annotated
 
 import typer
 
+from tunesmith.adapter_spec import parse_adapter_specs
 from tunesmith.errors import ConfigError
-
-
-def parse_adapter_options(values: list[str] | None) -> dict[str, str]:
-    """["libai=runs/libai/adapter", ...] -> {"libai": "runs/libai/adapter"}; a bare path is named after its folder."""
-    from pathlib import Path
-
-    out: dict[str, str] = {}
-    for value in values or []:
-        name, sep, path = value.partition("=")
-        if not sep:
-            path = value
-            p = Path(value.rstrip("/"))
-            name = p.parent.name if p.name == "adapter" and p.parent.name else p.name
-        name, path = name.strip(), path.strip()
-        if not name or not path:
-            raise ConfigError(f"--adapter {value!r}: expected NAME=PATH (e.g. libai=runs/libai/adapter)")
-        if name in out:
-            raise ConfigError(f"--adapter: the name {name!r} is given twice")
-        out[name] = path
-    return out
-
 
 ModelOpt = Annotated[str, typer.Option(
     "--model", "-m", help="Base model: a folder, a hub id, or 'default' (the embedded SmolLM2-135M-Instruct).")]
@@ -97,7 +77,7 @@ def chat(
     options = GenerationOptions(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
                                 top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty,
                                 num_beams=num_beams, seed=seed, stop=list(stop or [])).validate()
-    adapters = parse_adapter_options(adapter)
+    adapters = parse_adapter_specs(adapter)
     if use is not None and use != "base" and use not in adapters:
         raise ConfigError(f"--use {use!r}: no such adapter (given: base, {', '.join(adapters) or 'none'})")
     engine = Engine.load(model, adapters, dtype=dtype, device=device, quantization=quantization,

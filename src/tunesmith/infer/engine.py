@@ -38,9 +38,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -50,19 +48,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tunesmith.adapter_spec import ADAPTER_NAME_RE, BASE, check_adapter_name  # noqa: F401 (re-export)
 from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError, ModelError
 from tunesmith.infer.history import PromptTooLongError, check_messages, fit_prompt  # noqa: F401 (re-export)
 from tunesmith.infer.options import BATCHING_MODES, GenerationOptions
 from tunesmith.infer.streaming import BatchStreamer, IncrementalDecoder, RowStopCriteria, first_stop
-from tunesmith.template import ChatTemplate, load_template, resolve_template, stop_token_ids
+from tunesmith.template import ChatTemplate, load_template, stop_token_ids, template_from_arg
 
-BASE = "base"
 CB_PAGE_SIZE = 256  # tokens per KV-cache page (transformers' default)
 CB_MAX_BATCH_TOKENS = 2048  # tokens per forward under continuous batching; bounds the attention mask's size
 INCOMING_WAIT_S = 0.5  # longest wait for announced requests (see Engine.incoming)
-# Letters of any script (李白 is a fine adapter name), digits, "_" and "-": a name, never a path.
-ADAPTER_NAME_RE = re.compile(r"[^\W]+(?:[-_][^\W]+)*|[\w-]+")
 
 __all__ = ["BASE", "Completion", "Engine", "GenerationOptions", "PendingRequest", "PromptTooLongError",
            "UnknownAdapterError"]
@@ -121,9 +117,7 @@ class PendingRequest:
 def _parse_adapter_specs(adapters: dict[str, str] | None) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for name, path in (adapters or {}).items():
-        if not name or name == BASE or not ADAPTER_NAME_RE.fullmatch(name):
-            raise ConfigError(f"adapter name {name!r}: expected letters (any script), digits, '_' or '-' "
-                              "(and not 'base')")
+        check_adapter_name(name, "adapter")
         p = Path(path).expanduser()
         if not (p / "adapter_config.json").is_file():
             raise ModelError(f"{p}: not a LoRA adapter folder (expected adapter_config.json, for adapter {name!r})")
@@ -170,7 +164,7 @@ class Engine:
         specs = _parse_adapter_specs(adapters)
         m, tok = load_model(model, dtype=dtype, device=device, quantization=quantization,
                             trust_remote_code=trust_remote_code)
-        base_tpl = _template_from_arg(template, tok)
+        base_tpl = template_from_arg(template, tok)
         templates: dict[str, ChatTemplate] = {}
         for name, path in specs.items():
             m = load_adapter(m, path, name=name)
@@ -681,14 +675,3 @@ def _stream_iterator(engine: Engine, ids: list[int], adapter: str, opts: Generat
     finally:
         if not fut.done():  # the reader went away (e.g. a client disconnected): stop generating for it
             req.cancel()
-
-
-def _template_from_arg(template: str | None, tokenizer) -> ChatTemplate:
-    if template and (os.sep in template or template.endswith(".json") or Path(template).is_dir()):
-        p = Path(template).expanduser()
-        folder = p.parent if p.is_file() else p
-        tpl = load_template(folder)
-        if tpl is None:
-            raise ConfigError(f"{p}: no template.json found (expected a template name or a folder with template.json)")
-        return tpl
-    return resolve_template(template or "auto", tokenizer)

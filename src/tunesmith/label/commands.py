@@ -13,23 +13,7 @@ from typing import Annotated
 
 import typer
 
-
-def parse_adapter_specs(specs: list[str] | None) -> dict[str, str]:
-    """["ie=runs/ie/adapter", ...] -> {"ie": "runs/ie/adapter"} (ConfigError naming the bad one)."""
-    from tunesmith.errors import ConfigError
-
-    out: dict[str, str] = {}
-    for spec in specs or []:
-        name, sep, path = spec.partition("=")
-        name, path = name.strip(), path.strip()
-        if not sep or not name or not path:
-            raise ConfigError(f"--adapter {spec!r}: expected NAME=PATH (e.g. --adapter ie=runs/ie/adapter)")
-        if name == "base":
-            raise ConfigError("--adapter base=...: 'base' is the name of the model without adapters; pick another name")
-        if name in out:
-            raise ConfigError(f"--adapter {name}: given twice")
-        out[name] = path
-    return out
+from tunesmith.adapter_spec import parse_adapter_specs
 
 
 def label(

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from tunesmith.adapter_spec import parse_adapter_specs
 from tunesmith.infer.commands import (
     AdapterOpt,
     DeviceOpt,
@@ -22,7 +23,6 @@ from tunesmith.infer.commands import (
     ModelOpt,
     QuantOpt,
     TemplateOpt,
-    parse_adapter_options,
 )
 
 # On SIGTERM / Ctrl-C, requests still running get this long to finish before they are cancelled (their
@@ -97,7 +97,7 @@ def serve(
     from tunesmith.infer.options import GenerationOptions
     from tunesmith.serve.api import create_app
 
-    adapters = parse_adapter_options(adapter)
+    adapters = parse_adapter_specs(adapter)
     defaults = GenerationOptions(max_new_tokens=max_new_tokens).validate()
     engine = Engine.load(model, adapters, dtype=dtype, device=device, quantization=quantization, template=template,
                          trust_remote_code=trust_remote_code, max_batch_size=max_batch_size,

@@ -13,11 +13,11 @@ model), and the saved adapter, loaded back beside the trained one, gives the sam
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from tunesmith.errors import ModelError
+from tunesmith.fsio import atomic_dir
+from tunesmith.model import eval_mode
 
 ADAPTER_FILE = "adapter_model.safetensors"
 
@@ -42,33 +42,13 @@ def adapter_tensor_stats(adapter_dir: str | os.PathLike) -> dict[str, float]:
     return {"tensors": n, "lora_A": n_a, "lora_B": n_b, "lora_B_norm": sq ** 0.5, "bytes": path.stat().st_size}
 
 
-def _write_folder_atomically(out: Path, fill) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    os.chmod(tmp, 0o755)
-    try:
-        fill(tmp)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old.{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
 def save_adapter(model, tokenizer, template, out_dir: str | os.PathLike, *, config_yaml: str | None = None,
                  base_model: str | None = None) -> Path:
     """Write the adapter folder (PEFT files, template.json, tokenizer, train_config.yaml)."""
     from tunesmith.template import save_template
 
     out = Path(out_dir)
-
-    def fill(tmp: Path) -> None:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         if base_model:
             import json
@@ -81,8 +61,7 @@ def save_adapter(model, tokenizer, template, out_dir: str | os.PathLike, *, conf
         tokenizer.save_pretrained(str(tmp))
         if config_yaml is not None:
             (tmp / "train_config.yaml").write_text(config_yaml, encoding="utf-8")
-
-    return _write_folder_atomically(out, fill)
+    return out
 
 
 def lora_parameter_count(model) -> int:
@@ -95,7 +74,6 @@ def verify_adapter(model, adapter_dir: str | os.PathLike, *, trained: bool, prob
     The saved folder is loaded as a second adapter on the same base (no second copy of the base in
     memory), the logits of both adapters are compared on `probe_ids`, and the copy is removed again.
     """
-    import torch
 
     stats = adapter_tensor_stats(adapter_dir)
     expected = lora_parameter_count(model)
@@ -106,22 +84,18 @@ def verify_adapter(model, adapter_dir: str | os.PathLike, *, trained: bool, prob
         raise ModelError(f"{adapter_dir}: every lora_B matrix is zero: the adapter equals the base model "
                          "(was the learning rate 0, or were no steps taken?)")
     active = model.active_adapter if isinstance(model.active_adapter, str) else model.active_adapters[0]
-    was_training = model.training
-    model.eval()
     check = "_tunesmith_saved_copy"
-    try:
-        with torch.no_grad():
+    with eval_mode(model):  # entered first, left last: the train/eval mode comes back after set_adapter below
+        try:
             ref = model(input_ids=probe_ids, use_cache=False).logits.float()
             model.load_adapter(str(adapter_dir), adapter_name=check, is_trainable=False)
             model.set_adapter(check)
             again = model(input_ids=probe_ids, use_cache=False).logits.float()
-    finally:
-        if check in getattr(model, "peft_config", {}):
+        finally:
+            if check in getattr(model, "peft_config", {}):
+                model.set_adapter(active)
+                model.delete_adapter(check)
             model.set_adapter(active)
-            model.delete_adapter(check)
-        model.set_adapter(active)
-        # set_adapter marks the active adapter trainable; keep the original requires_grad state
-        model.train(was_training)
     diff = float((ref - again).abs().max())
     if not diff <= atol:
         raise ModelError(f"{adapter_dir}: the saved adapter reloads to different outputs "

@@ -75,6 +75,7 @@ def check_packing(model, vocab_size: int, device, varlen_kwargs: bool = True) ->
     row and the same two run alone; inf when the model cannot take a packed row at all."""
     import torch
 
+    from tunesmith.model import eval_mode
     from tunesmith.train.dataset import PackedCollator
 
     g = torch.Generator().manual_seed(0)
@@ -84,17 +85,13 @@ def check_packing(model, vocab_size: int, device, varlen_kwargs: bool = True) ->
     batch = PackedCollator(varlen_kwargs=varlen_kwargs)(feats)
     batch.pop("labels")
     batch.pop("num_tokens")
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model):
             packed = model(**{k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()},
                            use_cache=False).logits.float()
             alone = [model(input_ids=torch.tensor([s], device=device), use_cache=False).logits.float() for s in seqs]
     except (TypeError, ValueError, RuntimeError):  # a forward that rejects position ids / varlen arguments
         return float("inf")
-    finally:
-        model.train(was_training)
     ref = torch.cat(alone, dim=1)
     scale = ref.abs().max().clamp_min(1.0)
     return float(((packed - ref).abs().max() / scale).item())

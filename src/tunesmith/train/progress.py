@@ -13,13 +13,15 @@ so `state.log_history` (kept in checkpoints, hence across resumes) holds the who
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+from tunesmith.fsio import atomic_file
+from tunesmith.model import eval_mode
 
 
 def format_duration(seconds: float) -> str:
@@ -76,10 +78,11 @@ def plot_losses(log_history: list[dict], path: Path, window: int, title: str = "
     ax.legend()
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_file(path, "wb") as f:
+            fig.savefig(f, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -189,20 +192,14 @@ class ProgressCallback(TrainerCallback):
         system, messages = self.sample_prompt
         ids = encode_prompt(self.tokenizer, self.template, system, messages)
         device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                out = model.generate(
-                    input_ids=torch.tensor([ids], device=device),
-                    attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=device),
-                    max_new_tokens=self.sample_tokens, do_sample=False,
-                    eos_token_id=stop_token_ids(self.tokenizer, self.template,
-                                                getattr(model, "generation_config", None)),
-                    pad_token_id=self.tokenizer.pad_token_id,
-                )
-        finally:
-            model.train(was_training)
+        with eval_mode(model):
+            out = model.generate(
+                input_ids=torch.tensor([ids], device=device),
+                attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=device),
+                max_new_tokens=self.sample_tokens, do_sample=False,
+                eos_token_id=stop_token_ids(self.tokenizer, self.template, getattr(model, "generation_config", None)),
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
         new = out[0, len(ids):].tolist()
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         # The token limit can cut a character's UTF-8 bytes in two: drop the half character at the end.

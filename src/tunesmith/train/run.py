@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import ConfigError, DataError
+from tunesmith.fsio import atomic_write
 from tunesmith.train.config import TrainConfig, dump_config, load_config
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -519,7 +520,7 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
             cb.bind_trainer(trainer)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        _write_text(out / "train_config.yaml", dump_config(cfg))
+        atomic_write(out / "train_config.yaml", dump_config(cfg))
 
     t_train = time.perf_counter()
     train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -584,8 +585,8 @@ def train_from_config(config_or_path: TrainConfig | str | os.PathLike | dict | N
             "samples": progress.samples,
             "train_runtime_reported": getattr(train_output, "metrics", {}).get("train_runtime"),
         }
-        _write_text(summary_path, json.dumps(summary, ensure_ascii=False, indent=2))
-        _write_text(out / "log_history.json", json.dumps(state.log_history, ensure_ascii=False, indent=1))
+        atomic_write(summary_path, json.dumps(summary, ensure_ascii=False, indent=2))
+        atomic_write(out / "log_history.json", json.dumps(state.log_history, ensure_ascii=False, indent=1))
         _log(f"saved adapter to {adapter_dir} ({stats['tensors']} tensors, |lora_B| {stats['lora_B_norm']:.3g}, "
              f"reload max |logit diff| {stats['reload_max_logit_diff']:.2g}); summary in {summary_path}"
              + (f"; dev loss {dev[0][1]:.4f} -> best {best[1]:.4f} at step {best[0]}" if best else ""), stream)
@@ -617,8 +618,3 @@ def _peak_memory_mb(device: str) -> float | None:
     except (ImportError, OSError):
         return None
 
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+from tunesmith.model import eval_mode
 from tunesmith.train.dataset import IGNORE_INDEX
 
 
@@ -45,10 +46,8 @@ def head_loss_supported(model, device) -> bool:
     if head is None:
         return False
     ids = torch.arange(3, 11, device=device).unsqueeze(0) % max(4, model.config.get_text_config().vocab_size)
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model):
             full = model(input_ids=ids, use_cache=False).logits.float()
             out = model(input_ids=ids, use_cache=False, output_hidden_states=True, logits_to_keep=1)
             if getattr(out, "hidden_states", None) is None:
@@ -56,8 +55,6 @@ def head_loss_supported(model, device) -> bool:
             mine = head(out.hidden_states[-1]).float()
     except (TypeError, ValueError):  # no logits_to_keep / hidden states in this model's forward
         return False
-    finally:
-        model.train(was_training)
     return mine.shape == full.shape and torch.allclose(mine, full, atol=1e-3, rtol=1e-3)
 
 
@@ -151,11 +148,9 @@ class TunesmithTrainer(Trainer):
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         dataloader = self.get_eval_dataloader(eval_dataset)
         model = self.model_wrapped if self.is_deepspeed_enabled or self.is_fsdp_enabled else self.model
-        was_training = model.training
-        model.eval()
         start = time.perf_counter()
         total = torch.zeros(2, dtype=torch.float64, device=self.args.device)
-        with torch.no_grad():
+        with eval_mode(model):
             for inputs in dataloader:
                 inputs = self._prepare_inputs(inputs)
                 with self.compute_loss_context_manager():
@@ -164,7 +159,6 @@ class TunesmithTrainer(Trainer):
                 total[1] += n.double()
         if self.args.world_size > 1:
             total = self.accelerator.reduce(total, reduction="sum")
-        model.train(was_training)
         loss = (total[0] / total[1].clamp_min(1)).item()
         metrics = {
             f"{metric_key_prefix}_loss": loss,
