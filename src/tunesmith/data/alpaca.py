@@ -16,9 +16,11 @@ from typing import Any
 
 from tunesmith.conversation import Conversation, Message
 from tunesmith.data.fields import check_options, require_object, type_name
+from tunesmith.data.format import Format
 from tunesmith.errors import ConfigError, DataError
 
 NAME = "alpaca"
+EXPECTED = '{"instruction": str, "input"?: str, "output": str, "system"?: str, "history"?: [[str, str], ...]}'
 DEFAULT_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "system": "system",
                    "history": "history"}
 OPTIONS = {
@@ -99,3 +101,6 @@ def export(conv: Conversation) -> dict:
     if len(msgs) > 2:
         d["history"] = [[msgs[i].content, msgs[i + 1].content] for i in range(0, len(msgs) - 2, 2)]
     return d
+
+
+FORMAT = Format(NAME, EXPECTED, converter, export, detect, OPTIONS)

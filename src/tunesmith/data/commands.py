@@ -4,7 +4,8 @@
     tunesmith data stats datasets/chatglm-mixed-ie-cls/mixed_train_dataset.jsonl
     tunesmith data rolebench-prepare datasets/rolebench-zh --role 李白 -o data/libai
 
-Only the standard library and typer are imported here at top level; the work is in the sibling modules.
+Only the standard library, typer and the data modules (themselves standard library only) are imported here
+at top level; the work is in the sibling modules. The dialogue miner is imported by its command alone.
 """
 
 from __future__ import annotations
@@ -16,11 +17,19 @@ from typing import Annotated, Any
 
 import typer
 
+from tunesmith.data.formats import FORMATS, load, save
+from tunesmith.data.records import strict_loads
+from tunesmith.data.registry import DATA_CONFIG, register_dataset
+from tunesmith.data.rolebench import prepare
+from tunesmith.data.split import split_conversations
+from tunesmith.data.stats import dataset_stats, load_tokenizer, render_stats
+from tunesmith.errors import ConfigError, DataError
+
 app = typer.Typer(no_args_is_help=True, help="Import, validate, inspect and split datasets.")
 
 FromOpt = Annotated[str | None, typer.Option(
-    "--from", "-f", help="Input format (rolebench, novel, novel-dialogue, context-target, alpaca, sharegpt, "
-                         "messages, conversation); default: detected from the first record (a .txt file: novel).")]
+    "--from", "-f", help=f"Input format ({', '.join(FORMATS)}); default: detected from the first record "
+                         "(a .txt file: novel).")]
 OnErrorOpt = Annotated[str, typer.Option(
     "--on-error", help="fail: stop at the first bad record; skip: drop bad records and report them on stderr.")]
 EncodingOpt = Annotated[str, typer.Option(
@@ -35,8 +44,6 @@ OptionOpt = Annotated[list[str] | None, typer.Option(
 
 
 def _parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
-    from tunesmith.data.records import strict_loads
-    from tunesmith.errors import ConfigError
 
     out: dict[str, Any] = {}
     for item in items or []:
@@ -86,12 +93,9 @@ def convert(
     Bad records are reported as FILE:LINE: what is wrong (expected ...). The output is written to a temp file
     and renamed, so it is never left half-written.
     """
-    from tunesmith.data.formats import load, save
-
     opts = _load_opts(profiles, persona_template, no_persona, option)
     convs = load(input, from_, on_error=on_error, encoding=encoding, roles=role, limit=limit, **opts)
     if not convs:
-        from tunesmith.errors import DataError
         raise DataError("no conversations to write (every record was skipped or filtered out)", input)
     save(convs, output, to)
     print(f"wrote {len(convs):,} conversations to {output} ({to})", file=sys.stderr)
@@ -106,9 +110,6 @@ def check(
     option: OptionOpt = None,
 ) -> None:
     """Validate a dataset: list every bad record (FILE:LINE: problem) and exit 2 if there is any."""
-    from tunesmith.data.formats import load
-    from tunesmith.errors import DataError
-
     errors: list[DataError] = []
     convs = load(input, from_, on_error="skip", encoding=encoding, errors=errors, quiet=True,
                  **_parse_kv(option, "--option"))
@@ -135,8 +136,6 @@ def stats(
 ) -> None:
     """Counts, roles, turns and p50/p90/p99/max lengths of prompts and answers (characters, and tokens
     with --tokenizer)."""
-    from tunesmith.data.formats import load
-    from tunesmith.data.stats import dataset_stats, load_tokenizer, render_stats
 
     tok = load_tokenizer(tokenizer, trust_remote_code) if tokenizer else None
     convs = load(input, from_, on_error=on_error, roles=role, **_parse_kv(option, "--option"))
@@ -164,10 +163,6 @@ def split(
     option: OptionOpt = None,
 ) -> None:
     """Split a dataset into OUT/train.jsonl and OUT/dev.jsonl, deterministically and grouped by question."""
-    from tunesmith.data.formats import load, save
-    from tunesmith.data.split import split_conversations
-    from tunesmith.errors import DataError
-
     convs = load(input, from_, on_error=on_error, roles=role, **_parse_kv(option, "--option"))
     n_test = sum(1 for c in convs if c.meta.get("split") == "test")
     if n_test:
@@ -200,8 +195,6 @@ def register(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing entry of that name.")] = False,
 ) -> None:
     """Add a dataset to DATA_DIR/dataset_info.json (LLaMA-Factory's registry format) and check that it loads."""
-    from tunesmith.data.registry import DATA_CONFIG, register_dataset
-
     entry = register_dataset(name, file, data_dir, formatting=formatting, columns=_parse_kv(column, "--column") or None,
                              tags=_parse_kv(tag, "--tag") or None, options=_parse_kv(option, "--option") or None,
                              force=force)
@@ -228,8 +221,6 @@ def rolebench_prepare(
     and OUT/test_role_specific.jsonl (SPE) with all references in meta.references; OUT/baseline_*.jsonl
     (RoleGPT answers to the same test questions); persona.txt, manifest.json and dataset_info.json.
     """
-    from tunesmith.data.rolebench import prepare
-
     m = prepare(rolebench_dir, list(role), out_dir, profiles=profiles, persona_template=persona_template,
                 dev_ratio=dev_ratio, seed=seed)
     for f in m["files"].values():
@@ -242,8 +233,6 @@ def rolebench_prepare(
 @app.command("formats")
 def formats() -> None:
     """List the dataset formats, what one record looks like, and their importer options."""
-    from tunesmith.data.formats import FORMATS
-
     for f in FORMATS.values():
         rw = "read/write" if f.export else "read"
         print(f"{f.name}  ({rw})\n  {f.record}")

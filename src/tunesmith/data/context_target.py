@@ -16,6 +16,7 @@ from typing import Any
 
 from tunesmith.conversation import Conversation, Message
 from tunesmith.data.fields import check_options, get_str, require_object
+from tunesmith.data.format import Format
 from tunesmith.data.records import strict_loads
 from tunesmith.errors import DataError
 
@@ -65,3 +66,6 @@ def export(conv: Conversation) -> dict:
         raise DataError("context-target has no system prompt field and this conversation has one "
                         "(expected no system text; use --to alpaca, sharegpt or messages to keep it)")
     return {"context": conv.messages[0].content, "target": conv.messages[1].content}
+
+
+FORMAT = Format(NAME, EXPECTED, converter, export, detect, OPTIONS, aliases=("context_target",))

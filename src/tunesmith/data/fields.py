@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunesmith.errors import DataError
+from tunesmith.errors import ConfigError, DataError
 
 
 def type_name(v: Any) -> str:
@@ -61,8 +61,6 @@ def get_str_list(rec: dict, key: str, expected: str, *, allow_empty_items: bool 
 
 def check_options(fmt: str, opts: dict, accepted: dict[str, str]) -> None:
     """Refuse unknown importer options, listing the accepted ones (a typo must not be silently ignored)."""
-    from tunesmith.errors import ConfigError
-
     unknown = sorted(set(opts) - set(accepted))
     if unknown:
         listing = "; ".join(f"{k}: {v}" for k, v in accepted.items()) or "none"

@@ -7,15 +7,9 @@
     save(convs, "out/train.jsonl")                     # our own JSONL (Conversation.to_dict())
     save(convs, "out/train.json", "sharegpt")          # a .json path writes a JSON array
 
-Formats (name: reader / writer):
-  rolebench       {role, question, generated: [...], type?}        read
-  novel           a novel's plain text (the dialogue miner runs)   read
-  novel-dialogue  {context, chat, speaker?, chapter?}              read / write
-  context-target  {context, target}                                read / write
-  alpaca          {instruction, input, output, system?, history?}  read / write
-  sharegpt        {conversations: [{from, value}], system?}        read / write
-  messages        {messages: [{role, content}]} (OpenAI)           read / write
-  conversation    our JSONL: {system?, messages, meta?}            read / write (default output)
+The formats are the `FORMAT` objects of the modules in FORMAT_MODULES (see tunesmith.data.format);
+`tunesmith data formats` lists them with their options, docs/data.md describes each one, and the
+package docstring of tunesmith.data says how a new one is added.
 """
 
 from __future__ import annotations
@@ -24,13 +18,22 @@ import itertools
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from tunesmith.conversation import Conversation
-from tunesmith.data import alpaca, context_target, messages, novel_dialogue, novel_text, rolebench, sharegpt
+from tunesmith.data import (
+    alpaca,
+    context_target,
+    conversation_jsonl,
+    messages,
+    novel_dialogue,
+    novel_text,
+    rolebench_format,
+    sharegpt,
+)
+from tunesmith.data.format import Format
 from tunesmith.data.records import expand_paths, read_records
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.fsio import atomic_write
@@ -39,59 +42,29 @@ ON_ERROR = ("fail", "skip")
 # Shown when skipping bad records: enough to see the pattern without flooding the terminal.
 SHOW_FIRST_ERRORS = 5
 
-
-@dataclass(frozen=True)
-class Format:
-    name: str
-    record: str  # what one record looks like, for messages and --help
-    converter: Callable[..., Callable[[Any], list[Conversation]]] | None
-    export: Callable[[Conversation], dict] | None
-    detect: Callable[[dict], bool]
-    options: dict[str, str]
-    # A format that is not JSON records (a novel's text) reads a whole file into Conversations itself.
-    read_file: Callable[..., list[Conversation]] | None = None
-
-
-FORMATS: dict[str, Format] = {
-    f.name: f
-    for f in (
-        Format("rolebench", rolebench.EXPECTED, rolebench.converter, None, rolebench.detect, rolebench.OPTIONS),
-        Format("novel", novel_text.EXPECTED, None, None, lambda r: False, novel_text.OPTIONS, novel_text.read_novel),
-        Format("novel-dialogue", novel_dialogue.EXPECTED, novel_dialogue.converter, novel_dialogue.export,
-               novel_dialogue.detect, novel_dialogue.OPTIONS),
-        Format("context-target", context_target.EXPECTED, context_target.converter, context_target.export,
-               context_target.detect, context_target.OPTIONS),
-        Format("alpaca",
-               '{"instruction": str, "input"?: str, "output": str, "system"?: str, "history"?: [[str, str], ...]}',
-               alpaca.converter, alpaca.export, alpaca.detect, alpaca.OPTIONS),
-        Format("sharegpt", '{"conversations": [{"from": "human"|"gpt"|"system", "value": str}, ...], "system"?: str}',
-               sharegpt.converter, sharegpt.export, sharegpt.detect, sharegpt.OPTIONS),
-        Format("messages", messages.EXPECTED, messages.converter, messages.export, messages.detect, messages.OPTIONS),
-        Format("conversation",
-               '{"system"?: str, "messages": [{"role": "user"|"assistant", "content": str, "loss"?: bool}], '
-               '"meta"?: {}}',
-               messages.conversation_converter, messages.export_conversation,
-               lambda r: messages.detect(r) and messages.is_own_format(r), messages.CONVERSATION_OPTIONS),
-    )
-}
-# Detection order: the most specific shapes first (our own JSONL is a superset of OpenAI messages).
-_DETECT_ORDER = ("conversation", "messages", "sharegpt", "alpaca", "rolebench", "context-target", "novel-dialogue")
-ALIASES = {"openai": "messages", "jsonl": "conversation", "context_target": "context-target",
-           "novel_dialogue": "novel-dialogue", "cosplay": "novel-dialogue", "role-bench": "rolebench",
-           "novel-text": "novel", "txt": "novel"}
-
+# Every format, in the order `tunesmith data formats` lists them: each module exports its FORMAT.
+FORMAT_MODULES = (rolebench_format, novel_text, novel_dialogue, context_target, alpaca, sharegpt, messages,
+                  conversation_jsonl)
+FORMATS: dict[str, Format] = {m.FORMAT.name: m.FORMAT for m in FORMAT_MODULES}
+ALIASES: dict[str, str] = {alias: f.name for f in FORMATS.values() for alias in f.aliases}
+# Shapes that contain other shapes are tried first: our own JSONL is a superset of OpenAI messages. A format
+# with a detect that is not named here is tried after these, in FORMAT_MODULES order.
+DETECT_FIRST = ("conversation", "messages", "sharegpt", "alpaca", "rolebench", "context-target", "novel-dialogue")
+DETECT_ORDER = (*DETECT_FIRST,
+                *(n for n, f in FORMATS.items() if f.detect is not None and n not in DETECT_FIRST))
 
 
 def readable_formats() -> list[str]:
     """Formats of JSON records, most specific first (the order detection tries them in); a novel's plain text
     is read through its own format, `novel`, and is not among them."""
-    return [n for n in _DETECT_ORDER if FORMATS[n].read_file is None]
+    return [n for n in DETECT_ORDER if FORMATS[n].read_file is None]
 
 
 def writable_formats() -> list[str]:
     """Formats Conversations can be written as, our own `conversation` JSONL first."""
     names = [n for n, f in FORMATS.items() if f.export is not None]
     return sorted(names, key=lambda n: n != "conversation")
+
 
 def get_format(name: str) -> Format:
     key = ALIASES.get(name, name)
@@ -103,14 +76,14 @@ def get_format(name: str) -> Format:
 def detect_format(record: Any, where: str | None = None) -> str:
     """The format name whose shape matches one record (the first of a file), or DataError."""
     if isinstance(record, dict):
-        for name in _DETECT_ORDER:
+        for name in DETECT_ORDER:
             if FORMATS[name].detect(record):
                 return name
         keys = ", ".join(sorted(record)) or "none"
         msg = f"cannot tell the format from this record (its keys: {keys})"
     else:
         msg = f"cannot tell the format: the record is a {type(record).__name__}, not a JSON object"
-    shapes = "; ".join(f"{n}: {FORMATS[n].record}" for n in _DETECT_ORDER)
+    shapes = "; ".join(f"{n}: {FORMATS[n].record}" for n in DETECT_ORDER)
     raise DataError(f"{msg} (expected one of {shapes}); pass the format explicitly (--from FORMAT)", where)
 
 

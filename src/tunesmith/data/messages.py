@@ -3,8 +3,8 @@
     tunesmith data convert --from messages chat.jsonl out.jsonl
     tunesmith data convert --from conversation out.jsonl openai.jsonl --to messages
 
-This is also the reader for our own `conversation` JSONL (Conversation.to_dict(): top-level `system`
-and `meta`, `loss: false` on assistant turns that carry no training loss). OpenAI's `weight: 0` on an
+`make_converter` is also the reader of our own `conversation` JSONL (see
+tunesmith.data.conversation_jsonl). OpenAI's `weight: 0` on an
 assistant turn maps to loss=False and back. Content given as a list of `{"type": "text", "text": ...}`
 parts is joined; tool calls and tool turns make the record an error (not representable).
 """
@@ -17,21 +17,16 @@ from typing import Any
 
 from tunesmith.conversation import Conversation, Message
 from tunesmith.data.fields import check_options, require_object, type_name
+from tunesmith.data.format import Format
 from tunesmith.errors import DataError
 
 NAME = "messages"
 EXPECTED = '{"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}'
 OPTIONS = {"system": "system prompt for records without one (default: none)"}
-CONVERSATION_OPTIONS: dict[str, str] = {}
 
 
 def detect(rec: dict) -> bool:
     return isinstance(rec.get("messages"), list)
-
-
-def is_own_format(rec: dict) -> bool:
-    """Our own JSONL (Conversation.to_dict()) rather than OpenAI's: it has meta or a top-level system."""
-    return "meta" in rec or "system" in rec
 
 
 def _content(v: Any, i: int) -> str:
@@ -108,11 +103,6 @@ def converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
     return make_converter(NAME, require_answer=False, default_system=opts.get("system") or None)
 
 
-def conversation_converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
-    check_options("conversation", opts, CONVERSATION_OPTIONS)
-    return make_converter(None, require_answer=False, default_system=None)
-
-
 def export(conv: Conversation) -> dict:
     out: list[dict[str, Any]] = []
     if conv.system:
@@ -125,5 +115,4 @@ def export(conv: Conversation) -> dict:
     return {"messages": out}
 
 
-def export_conversation(conv: Conversation) -> dict:
-    return conv.to_dict()
+FORMAT = Format(NAME, EXPECTED, converter, export, detect, OPTIONS, aliases=("openai",))

@@ -18,6 +18,7 @@ from typing import Any
 
 from tunesmith.conversation import Conversation, Message
 from tunesmith.data.fields import check_options, get_str, require_object, type_name
+from tunesmith.data.format import Format
 from tunesmith.errors import DataError
 
 NAME = "novel-dialogue"
@@ -64,3 +65,6 @@ def export(conv: Conversation) -> dict:
         if conv.meta.get(k) is not None:
             d[k] = conv.meta[k]
     return d
+
+
+FORMAT = Format(NAME, EXPECTED, converter, export, detect, OPTIONS, aliases=("novel_dialogue", "cosplay"))

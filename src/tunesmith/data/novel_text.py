@@ -21,10 +21,12 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from tunesmith.conversation import Conversation
 from tunesmith.data.fields import check_options
+from tunesmith.data.format import Format
 from tunesmith.errors import ConfigError, DataError
 
 NAME = "novel"
@@ -36,20 +38,38 @@ OPTIONS = {
 }
 
 
+def miner_sources(miner: ModuleType) -> list[Path]:
+    """Every source file of the dialogue miner: all `*.py` of its package (sorted by name), or its one file."""
+    if hasattr(miner, "__path__"):
+        roots = [Path(p) for p in miner.__path__]
+        return sorted((f for root in roots for f in root.rglob("*.py")), key=lambda f: f.as_posix())
+    return [Path(miner.__file__)]
+
+
+def miner_fingerprint(miner: ModuleType) -> str:
+    """A hash of the miner's source: any changed module gives a new one, so no stale result is reused."""
+    key = hashlib.sha256()
+    for f in miner_sources(miner):
+        key.update(f.name.encode())
+        key.update(f.read_bytes())
+    return key.hexdigest()
+
+
 def _cache_file(path: Path, data: bytes, options: dict[str, Any]) -> Path:
+    # Both imports are deferred: the miner and the model module cost the CLI start, and only a novel needs them.
     from tunesmith.data import novel
     from tunesmith.model import cache_dir
 
     key = hashlib.sha256()
     key.update(data)
     key.update(json.dumps(options, sort_keys=True, ensure_ascii=False).encode())
-    key.update(Path(novel.__file__).read_bytes())  # a changed miner never reuses an old result
+    key.update(miner_fingerprint(novel).encode())
     return cache_dir() / "dialogue" / f"{path.stem}-{key.hexdigest()[:16]}.jsonl"
 
 
 def _mine(path: Path, encoding: str, options: dict[str, Any]) -> list[dict[str, Any]]:
     """The miner's records for this novel and these options, from the cache when it has them."""
-    from tunesmith.data.novel import extract_dialogue, write_jsonl_atomic
+    from tunesmith.data.novel import extract_dialogue, write_jsonl_atomic  # deferred: see _cache_file
 
     try:
         data = path.read_bytes()
@@ -74,7 +94,7 @@ def _mine(path: Path, encoding: str, options: dict[str, Any]) -> list[dict[str, 
 
 def read_novel(path: str | os.PathLike, *, encoding: str = "auto", **opts: Any) -> list[Conversation]:
     """Conversations of every speech in a novel (meta: source novel-dialogue, role/speaker, chapter, line, book)."""
-    from tunesmith.data.novel import records_to_conversations
+    from tunesmith.data.novel import records_to_conversations  # deferred: see _cache_file
 
     check_options(NAME, opts, OPTIONS)
     p = Path(path)
@@ -93,3 +113,6 @@ def read_novel(path: str | os.PathLike, *, encoding: str = "auto", **opts: Any) 
         for c in convs:
             c.system = str(system)
     return convs
+
+
+FORMAT = Format(NAME, EXPECTED, options=OPTIONS, read_file=read_novel, aliases=("novel-text", "txt"))

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.conversation import Conversation
+from tunesmith.data.formats import FORMATS, detect_format, get_format, load
+from tunesmith.data.records import JsonShapeError, expand_paths, read_records, read_text, strict_loads
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.fsio import atomic_write
 
@@ -40,12 +42,12 @@ LF_SHAREGPT_COLUMNS = {"messages": "conversations", "system": None, "tools": Non
 LF_OPENAI_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
                   "system_tag": "system", "observation_tag": "tool", "function_tag": "function"}
 LOAD_KEYS = ("on_error", "encoding", "roles", "limit")
+# Our formats' names as Python spells them (context_target), which an entry may use besides the real ones.
+_UNDERSCORE_NAMES = frozenset(n.replace("-", "_") for n in FORMATS if "-" in n)
 
 
 def read_dataset_info(data_dir: str | os.PathLike) -> dict[str, dict]:
     """The parsed dataset_info.json of a folder (DataError naming the file when missing or malformed)."""
-    from tunesmith.data.records import JsonShapeError, read_text, strict_loads
-
     d = Path(data_dir)
     p = d / DATA_CONFIG
     if not d.is_dir():
@@ -88,9 +90,6 @@ def _entry(name: str, data_dir: Path) -> dict:
 
 def entry_load_args(name: str, data_dir: str | os.PathLike) -> tuple[list[Path], str, dict[str, Any], int | None]:
     """(files, format, importer options, num_samples) for a registered name."""
-    from tunesmith.data.formats import FORMATS, get_format
-    from tunesmith.data.records import expand_paths
-
     d = Path(data_dir)
     entry = _entry(name, d)
     where = f"{d / DATA_CONFIG}: {name}"
@@ -116,7 +115,7 @@ def entry_load_args(name: str, data_dir: str | os.PathLike) -> tuple[list[Path],
         cols.update({k: v for k, v in columns.items() if k in LF_SHAREGPT_COLUMNS})
         opts["columns"] = cols
         opts["tags"] = {**base_tags, **tags}
-    elif formatting in FORMATS or formatting in ("context_target", "novel_dialogue"):
+    elif formatting in FORMATS or formatting in _UNDERSCORE_NAMES:
         fmt = get_format(formatting).name
     else:
         raise DataError(f'formatting {formatting!r} unknown (expected {", ".join(LF_FORMATTINGS)} or one of '
@@ -133,8 +132,6 @@ def load_dataset_by_name(name: str, data_dir: str | os.PathLike = "data", *, on_
 
     num_samples keeps the first N conversations (LLaMA-Factory samples N at random; first-N is reproducible).
     """
-    from tunesmith.data.formats import load
-
     files, fmt, opts, num = entry_load_args(name, data_dir)
     opts.update(load_kwargs)
     if num is not None and "limit" not in opts:
@@ -151,9 +148,6 @@ def register_dataset(name: str, file_name: str | os.PathLike, data_dir: str | os
     from the file's first record (OpenAI messages are registered as sharegpt with role/content tags,
     which LLaMA-Factory reads too).
     """
-    from tunesmith.data.formats import FORMATS, detect_format, get_format
-    from tunesmith.data.records import expand_paths, read_records
-
     if not name or not isinstance(name, str):
         raise ConfigError("dataset name must be a non-empty string")
     d = Path(data_dir)
@@ -244,8 +238,6 @@ def resolve_dataset(spec: Any, data_dir: str | os.PathLike | None = None, *,
         convs = load_dataset_by_name(name, ddir, **spec)
         label = f"dataset {name!r} in {ddir}"
     elif "path" in spec:
-        from tunesmith.data.formats import load
-
         path = spec.pop("path")
         fmt = spec.pop("format", None)
         if data_dir is not None and isinstance(path, str) and not Path(path).is_absolute() and not Path(path).exists():

@@ -18,9 +18,11 @@ from typing import Any
 
 from tunesmith.conversation import Conversation, Message
 from tunesmith.data.fields import check_options, require_object, type_name
+from tunesmith.data.format import Format
 from tunesmith.errors import ConfigError, DataError
 
 NAME = "sharegpt"
+EXPECTED = '{"conversations": [{"from": "human"|"gpt"|"system", "value": str}, ...], "system"?: str}'
 DEFAULT_COLUMNS = {"messages": "conversations", "system": "system", "tools": "tools"}
 DEFAULT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
                 "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
@@ -121,3 +123,6 @@ def export(conv: Conversation) -> dict:
     if conv.system:
         d["system"] = conv.system
     return d
+
+
+FORMAT = Format(NAME, EXPECTED, converter, export, detect, OPTIONS)
