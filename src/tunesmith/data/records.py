@@ -26,6 +26,7 @@ Nothing here imports more than the standard library, so `tunesmith --help` stays
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -359,8 +360,6 @@ def expand_paths(spec: str | os.PathLike | list, exts: tuple[str, ...] = (".json
 
     Errors name what was given and what was expected.
     """
-    import glob as _glob
-
     if isinstance(spec, (list, tuple)):
         out: list[Path] = []
         for s in spec:
@@ -378,7 +377,7 @@ def expand_paths(spec: str | os.PathLike | list, exts: tuple[str, ...] = (".json
     if p.is_file():
         return [p]
     if any(c in s for c in "*?["):
-        files = sorted(Path(f) for f in _glob.glob(os.path.expanduser(s), recursive=True) if os.path.isfile(f))
+        files = sorted(Path(f) for f in glob.glob(os.path.expanduser(s), recursive=True) if os.path.isfile(f))
         if not files:
             raise DataError("glob matches no files", s)
         return files

@@ -17,6 +17,7 @@ import math
 from collections import Counter
 from typing import Any
 
+from tunesmith import model
 from tunesmith.conversation import Conversation
 
 PERCENTILES = (50, 90, 99)
@@ -43,11 +44,8 @@ def _prompt_text(c: Conversation) -> str:
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
     """The tokenizer of a model folder, hub id or "default" (same resolution as train/chat use)."""
-    from tunesmith.model import load_tokenizer as _load
-    from tunesmith.model import resolve_model_path
-
-    resolve_model_path(path)  # a wrong path fails here, before transformers is imported (seconds)
-    return _load(path, trust_remote_code=trust_remote_code)
+    model.resolve_model_path(path)  # a wrong path fails here, before transformers is imported (seconds)
+    return model.load_tokenizer(path, trust_remote_code=trust_remote_code)
 
 
 def _token_lengths(tok, texts: list[str]) -> list[int]:
@@ -83,7 +81,7 @@ def dataset_stats(convs: list[Conversation], tokenizer: Any = None) -> dict[str,
 
 def render_stats(stats: dict[str, Any], title: str) -> None:
     """Print the summary as rich tables."""
-    from rich.console import Console
+    from rich.console import Console  # rich is for this printout only: it costs the CLI start
     from rich.table import Table
 
     console = Console()
