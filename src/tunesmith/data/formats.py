@@ -128,47 +128,9 @@ def load(path: str | os.PathLike | list, fmt: str | None = None, *, on_error: st
         whole = fixed or ("novel" if f.suffix.lower() == ".txt" else None)
         if whole and FORMATS[whole].read_file is not None:
             convs = FORMATS[whole].read_file(f, encoding=encoding, **opts)
-            out.extend(c for c in convs if role_set is None or c.meta.get("role") in role_set)
-            continue
-        records = read_records(f, encoding, errors=skipped if skip else None)
-        try:
-            first = next(records)
-        except StopIteration:  # every line was unparseable (already recorded in skip mode)
-            continue
-        except DataError as e:
-            if skip:
-                skipped.append(e)
-                continue
-            raise
-        name = fixed or detect_format(first[1], first[0])
-        form = FORMATS[name]
-        if form.converter is None:  # pragma: no cover - every format reads
-            raise ConfigError(f"format {name!r} cannot be read")
-        convert = form.converter(f, **opts)
-        try:
-            for where, rec in itertools.chain([first], records):
-                try:
-                    convs = convert(rec)
-                except DataError as e:
-                    err = DataError(e.detail, where)
-                    if not skip:
-                        raise err from None
-                    skipped.append(err)
-                    continue
-                except (KeyError, TypeError, AttributeError, ValueError) as e:
-                    err = DataError(f"cannot read this record as {name} ({type(e).__name__}: {e}) "
-                                    f"(expected {form.record})", where)
-                    if not skip:
-                        raise err from None
-                    skipped.append(err)
-                    continue
-                if role_set is not None:
-                    convs = [c for c in convs if c.meta.get("role") in role_set]
-                out.extend(convs)
-        except DataError as e:  # a broken JSON array cannot be resumed: skip the rest of this file
-            if not skip or e in skipped:
-                raise
-            skipped.append(e)
+        else:
+            convs = _read_record_file(f, fixed, encoding, skipped if skip else None, opts)
+        out.extend(c for c in convs if role_set is None or c.meta.get("role") in role_set)
     if skip and skipped:
         if errors is not None:
             errors.extend(skipped)
@@ -176,6 +138,51 @@ def load(path: str | os.PathLike | list, fmt: str | None = None, *, on_error: st
             report_skipped(skipped, str(path) if not isinstance(path, list) else ", ".join(map(str, path)))
     if limit is not None:
         out = out[: int(limit)]
+    return out
+
+
+def _read_record_file(f: Path, fixed: str | None, encoding: str, skipped: list[DataError] | None,
+                      opts: dict[str, Any]) -> list[Conversation]:
+    """The Conversations of one JSON-records file, its format fixed or detected from its first record.
+
+    skipped: None to raise at the first bad record, or the list bad records are appended to (then skipped).
+    """
+    skip = skipped is not None
+    records = read_records(f, encoding, errors=skipped)
+    try:
+        first = next(records)
+    except StopIteration:  # every line was unparseable (already recorded in skip mode)
+        return []
+    except DataError as e:
+        if skip:
+            skipped.append(e)
+            return []
+        raise
+    name = fixed or detect_format(first[1], first[0])
+    form = FORMATS[name]
+    if form.converter is None:  # pragma: no cover - every format reads
+        raise ConfigError(f"format {name!r} cannot be read")
+    convert = form.converter(f, **opts)
+    out: list[Conversation] = []
+    try:
+        for where, rec in itertools.chain([first], records):
+            try:
+                out.extend(convert(rec))
+            except DataError as e:
+                err = DataError(e.detail, where)
+                if not skip:
+                    raise err from None
+                skipped.append(err)
+            except (KeyError, TypeError, AttributeError, ValueError) as e:
+                err = DataError(f"cannot read this record as {name} ({type(e).__name__}: {e}) "
+                                f"(expected {form.record})", where)
+                if not skip:
+                    raise err from None
+                skipped.append(err)
+    except DataError as e:  # a broken JSON array cannot be resumed: skip the rest of this file
+        if not skip or e in skipped:
+            raise
+        skipped.append(e)
     return out
 
 
