@@ -60,6 +60,8 @@ class Walk:
     delims: list[str]  # delims[k] follows clauses[k]
     i: int  # the index of the clause before the one being read
     clause: str = ""
+    subject: str = ""  # the clause without its openers (却说, 只见, 乃 ...)
+    head: str = ""  # the subject without a demonstrative (那老者 -> 老者)
     before: str = ""  # the delimiters right before the clause being read
     sentence_ends: int = 0
     single: str | None = None  # a one-character name found in this sentence
@@ -83,6 +85,8 @@ class Walk:
             if self.sentence_ends > 2:
                 return False  # the subject of a sentence three back is too far
         self.clause = self.clauses[self.i]
+        self.subject = strip_leaders(self.clause)
+        self.head = demonstrative(self.subject)
         self.before = self.delims[self.i - 1] if self.i > 0 else ""
         self.i -= 1
         return True
@@ -163,7 +167,7 @@ def who_is_named(names: BookNames, walk: Walk) -> str | None:
 def several_listed(names: BookNames, walk: Walk) -> str | None:
     """宋宪、魏续至，告布曰 -> '': several named people arrive and speak (but 唤聚诸佛，阿罗、揭谛 lists
     the ones ordered about)."""
-    listed = strip_leaders(walk.clause) if "、" in walk.clause else ""
+    listed = walk.subject if "、" in walk.clause else ""
     if not listed:
         return None
     ordered = walk.i >= 0 and any(c in LEADS or c in ADDRESSEE_MARKS for c in walk.clauses[walk.i][-4:])
@@ -193,7 +197,7 @@ def _arriving(names: BookNames, head: str) -> re.Match[str] | None:
 
 def counted_group(names: BookNames, walk: Walk) -> str | None:
     """三个老魔，笑呵呵问道 -> 老魔 / 六个小妖…高叫道 -> 小妖: a counted group the name list knows speaks."""
-    head = demonstrative(strip_leaders(walk.clause))
+    head = walk.head
     arriving = _arriving(names, head)
     if arriving and arriving.start() == 0 and arriving.group()[0] != "一":
         counted = head[COUNT.match(head).end() :]
@@ -203,12 +207,12 @@ def counted_group(names: BookNames, walk: Walk) -> str | None:
 
 def someone_unnamed(names: BookNames, walk: Walk) -> str | None:
     """当先一员少年将军 / 一个军士 / 那二人举枪… / 一彪军到 -> '': someone the text has not named."""
-    subject = strip_leaders(walk.clause)
+    subject = walk.subject
     if (
         LOOK_BACK_NEWCOMER.match(subject)
         or ONE_OF_KIND.match(subject)
         or any(subject.startswith(a) for a in ANONYMOUS_GROUPS)
-        or _arriving(names, demonstrative(subject))
+        or _arriving(names, walk.head)
     ):
         return walk.unnamed
     return None
@@ -242,12 +246,12 @@ def one_came_out(names: BookNames, walk: Walk) -> str | None:
 def relative_named(names: BookNames, walk: Walk) -> str | None:
     """其姊辛宪英见之 -> 辛宪英 / 长子毋丘甸 -> 毋丘甸: a relative named right after the kin word."""
     clause = walk.clause
-    return names.kin_name(strip_leaders(clause) if clause[:1] not in "其长次幼" else clause) or None
+    return names.kin_name(walk.subject if clause[:1] not in "其长次幼" else clause) or None
 
 
 def placed_group(names: BookNames, walk: Walk) -> str | None:
     """帐下众将听知，一齐怨恨，…，大呼曰 / 外面文武众官皆入，拜伏于地曰 -> 众将 / 众官: a group after a place."""
-    group = PLACED_GROUP.match(strip_leaders(walk.clause))
+    group = PLACED_GROUP.match(walk.subject)
     return group.group(1) if group and group.group(1) in names.names else None
 
 
@@ -290,7 +294,7 @@ def pointed_group(names: BookNames, walk: Walk) -> str | None:
 def role_name_closing(names: BookNames, walk: Walk) -> str | None:
     """那南方三噹火德星君，整衣出门迎进道 -> 星君: a short clause closing with a listed rank or kind."""
     clause = walk.clause
-    head = demonstrative(strip_leaders(clause))[:-2]
+    head = walk.head[:-2]
     if (
         walk.single is None
         and clause[-2:] in names.names
