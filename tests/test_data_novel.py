@@ -388,3 +388,17 @@ def test_novel_format_errors_and_convert_cli(tmp_path, monkeypatch, capsys):
     assert main(["data", "convert", "--from", "novel", str(book), str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["meta"].get("speaker") for r in rows] == ["玄德", "张飞", "关羽"]
+
+
+def test_the_package_keeps_every_public_name_and_lists_its_sources():
+    """Every name `tunesmith.data.novel` had as one module is still importable from it, and
+    `source_files` lists every module of the miner (what a cache of its results is keyed by)."""
+    from tunesmith.data import novel as miner
+
+    for name in ("DEFAULT_CONTEXT_CHARS", "FORMATS", "SENTENCE_END", "CLOSERS", "COLONS", "CLAUSE_DELIMS",
+                 "Paragraph", "split_paragraphs", "quote_spans", "SpeakerFinder", "extract_dialogue",
+                 "records_to_conversations", "write_jsonl_atomic", "write_dialogue", "extract_dialogue_file"):
+        assert hasattr(miner, name), name
+    files = miner.source_files()
+    assert files == sorted(Path(miner.__file__).parent.glob("*.py"))
+    assert {"__init__.py", "lexicon.py", "look_back.py", "elided.py"} <= {f.name for f in files}
