@@ -175,13 +175,13 @@ def test_concurrent_requests_are_batched_and_correct(engine, monkeypatch):
     questions = [f"问题{i}" for i in range(6)]
     want = [engine.chat([Message("user", q)], adapter="libai", options=GREEDY) for q in questions]
     sizes: list[int] = []
-    real = engine._run_batch
+    real = engine.scheduler.run_batch
 
     def spy(reqs):
         sizes.append(len(reqs))
         return real(reqs)
 
-    monkeypatch.setattr(engine, "_run_batch", spy)
+    monkeypatch.setattr(engine.scheduler, "run_batch", spy)
     got: dict[int, str] = {}
     start = threading.Barrier(len(questions))
 
@@ -320,11 +320,11 @@ def test_models_outside_transformers_attention_interface_stay_padded(engine, mon
 
 def test_continuous_batching_splits_prompts_longer_than_one_forward(engine, monkeypatch):
     """A prompt longer than the tokens one forward may take is prefilled in pieces, with the same answer."""
-    import tunesmith.infer.engine as engine_module
+    import tunesmith.infer.runners as runners_module
 
     convs = [(None, [Message("user", "曹洪曰：目今失了彝陵，势已危急，请丞相早发救兵")]),
              (None, [Message("user", "hi")])]
     padded = engine.generate(convs, adapter="libai", options=GREEDY, batching="padded")
-    monkeypatch.setattr(engine_module, "CB_MAX_BATCH_TOKENS", 16)
+    monkeypatch.setattr(runners_module, "CB_MAX_BATCH_TOKENS", 16)
     assert len(engine.prompt_ids(convs[0][1], adapter="libai")) > 16
     assert engine.generate(convs, adapter="libai", options=GREEDY, batching="continuous") == padded

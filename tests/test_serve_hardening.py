@@ -18,7 +18,7 @@ import pytest
 from tests.support import RunningServer, free_port, wait_until_healthy
 from tunesmith.conversation import Message
 from tunesmith.errors import DataError
-from tunesmith.infer import engine as engine_module
+from tunesmith.infer import runners as runners_module
 from tunesmith.infer.engine import PromptTooLongError
 from tunesmith.infer.history import fit_prompt
 from tunesmith.infer.options import GenerationOptions
@@ -262,13 +262,13 @@ def test_a_20_mb_body_is_refused_in_under_a_second(server):
 @pytest.fixture()
 def slow_generation(engine_with_adapter, monkeypatch):
     """Each generated token takes 50 ms; yields the PendingRequests the server enqueues."""
-    original = engine_module._CancellableStops.__call__
+    original = runners_module.CancellableStops.__call__
 
     def slow(self, *args, **kwargs):
         time.sleep(0.05)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(engine_module._CancellableStops, "__call__", slow)
+    monkeypatch.setattr(runners_module.CancellableStops, "__call__", slow)
     requests = []
     enqueue = engine_with_adapter.enqueue
 
@@ -311,13 +311,13 @@ def test_a_client_that_disconnects_cancels_a_streamed_request(server, slow_gener
 def test_engine_close_with_cancel_ends_running_and_queued_requests(tiny_qwen2, monkeypatch):
     from tunesmith.infer.engine import Engine
 
-    original = engine_module._CancellableStops.__call__
+    original = runners_module.CancellableStops.__call__
 
     def slow(self, *args, **kwargs):
         time.sleep(0.05)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(engine_module._CancellableStops, "__call__", slow)
+    monkeypatch.setattr(runners_module.CancellableStops, "__call__", slow)
     engine = Engine.load(str(tiny_qwen2), device="cpu", max_batch_size=1)
     opts = GenerationOptions(max_new_tokens=400, do_sample=True, temperature=1.0)
     prompt = engine.prompt_ids([Message("user", "hi")])

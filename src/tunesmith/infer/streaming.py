@@ -180,4 +180,4 @@ class BatchStreamer:
                 self.finished[r] = True
 
     def end(self) -> None:
-        pass  # the engine flushes each row with its final text (see Engine._run_batch)
+        pass  # the runner flushes each row with its final text (see runners.run_padded)

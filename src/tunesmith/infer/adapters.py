@@ -1,0 +1,116 @@
+"""The named LoRA adapters that share one base model: load them, switch between them, merge one.
+
+    model, templates = load_adapters(model, adapter_folders({"libai": "runs/libai/adapter"}), base_template)
+    adapters = AdapterSet(model, base_template, templates)
+    adapters.names                              # ["base", "libai"]
+    with adapters.lock, adapters.activate("libai"):
+        model.generate(...)                     # answers as "libai"; "base" runs with the adapters disabled
+    adapters.merge("libai")                     # fp32 only: folded into the weights until another is asked for
+
+Every adapter's prompt is built with the template saved next to it by training (template.json); one
+without a template.json, and "base", use the base template.  `lock` guards the weights and the active
+adapter: whoever generates, switches or merges holds it, so an adapter never changes under a running batch.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import nullcontext
+from pathlib import Path
+
+from tunesmith.adapter_spec import BASE, check_adapter_name
+from tunesmith.errors import ModelError
+from tunesmith.template import ChatTemplate, load_template
+
+
+class UnknownAdapterError(ModelError):
+    """A request named an adapter that is not loaded."""
+
+
+def adapter_folders(adapters: dict[str, str] | None) -> dict[str, Path]:
+    """{name: folder} checked: valid names, each folder a LoRA adapter (it holds adapter_config.json)."""
+    out: dict[str, Path] = {}
+    for name, path in (adapters or {}).items():
+        check_adapter_name(name, "adapter")
+        p = Path(path).expanduser()
+        if not (p / "adapter_config.json").is_file():
+            raise ModelError(f"{p}: not a LoRA adapter folder (expected adapter_config.json, for adapter {name!r})")
+        out[name] = p
+    return out
+
+
+def load_adapters(model, folders: dict[str, Path],
+                  base_template: ChatTemplate) -> tuple[object, dict[str, ChatTemplate]]:
+    """Attach each adapter folder by name; returns the model (a PeftModel once one is attached) and the
+    adapters' templates (their own template.json, else the base template)."""
+    from tunesmith.model import load_adapter
+
+    templates: dict[str, ChatTemplate] = {}
+    for name, path in folders.items():
+        model = load_adapter(model, path, name=name)
+        templates[name] = load_template(path) or base_template
+    return model, templates
+
+
+class AdapterSet:
+    """Which adapters are loaded, their templates, and which one is active or merged into the weights."""
+
+    def __init__(self, model, base_template: ChatTemplate, templates: dict[str, ChatTemplate]):
+        self.model = model
+        self.templates = {BASE: base_template, **templates}
+        self.names: list[str] = [BASE, *templates]
+        self.lock = threading.RLock()  # the weights and the active adapter serve one generate at a time
+        self.merged: str | None = None  # the adapter folded into the base weights, if any
+
+    def check(self, adapter: str) -> None:
+        if adapter not in self.templates:
+            raise UnknownAdapterError(f"unknown adapter {adapter!r} (loaded: {', '.join(self.names)})")
+
+    def template_for(self, adapter: str) -> ChatTemplate:
+        self.check(adapter)
+        return self.templates[adapter]
+
+    def can_merge(self) -> bool:
+        """Merging is offered for fp32, unquantized models: there, unmerging restores the base weights to
+        rounding, so switching back and forth cannot drift (half precision or 4/8-bit would)."""
+        import torch
+        from peft import PeftModel
+
+        if not isinstance(self.model, PeftModel) or getattr(self.model.config, "quantization_config", None):
+            return False
+        return all(p.dtype == torch.float32 for p in self.model.parameters())
+
+    def merge(self, adapter: str) -> bool:
+        """Fold `adapter` into the base weights until another adapter or "base" is asked for.
+        Returns False (and changes nothing) where merging is not offered (see `can_merge`)."""
+        self.check(adapter)
+        if adapter == BASE or not self.can_merge():
+            return False
+        with self.lock:
+            if self.merged != adapter:
+                self.unmerge()
+                self.model.set_adapter(adapter)
+                self.model.merge_adapter()
+                self.merged = adapter
+        return True
+
+    def unmerge(self) -> None:
+        """Restore the base weights (a no-op when nothing is merged)."""
+        with self.lock:
+            if self.merged is not None:
+                self.model.unmerge_adapter()  # unmerges whatever layers hold merged weights
+                self.merged = None
+
+    def activate(self, adapter: str):
+        """A context in which the model answers as `adapter` (hold `lock` around it)."""
+        from peft import PeftModel
+
+        if not isinstance(self.model, PeftModel):
+            return nullcontext()
+        if adapter == self.merged:
+            return nullcontext()  # already active and folded in (set_adapter would unmerge it)
+        self.unmerge()  # merged weights answer only for the merged adapter
+        if adapter == BASE:
+            return self.model.disable_adapter()
+        self.model.set_adapter(adapter)
+        return nullcontext()

@@ -1,0 +1,203 @@
+"""The OpenAI chat-completions request and error shapes, and their conversion to the engine's types.
+
+    req = ChatCompletionRequest(model="libai", messages=[{"role": "user", "content": "你好"}], temperature=0.8)
+    system, messages = to_conversation(req.messages)     # (None, [Message("user", "你好")])
+    options = to_options(req, GenerationOptions())       # do_sample=True: a temperature above 0 samples
+    status, body = error_for(PromptTooLongError("..."))  # 400, {"error": {..., "code": "context_length_exceeded"}}
+
+A client mistake found here is an APIError (a 4xx with an OpenAI-style body naming the field); text fields
+refuse lone UTF-16 surrogates so that the error names the field instead of failing inside the tokenizer.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+from tunesmith.conversation import Message
+from tunesmith.errors import ConfigError, DataError, TunesmithError
+from tunesmith.infer.adapters import UnknownAdapterError
+from tunesmith.infer.history import PromptTooLongError
+from tunesmith.infer.options import GenerationOptions
+
+# Engine option names -> the request field a client sets
+_PARAM_NAMES = {"max_new_tokens": "max_tokens"}
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+
+
+def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The body of every 4xx answer (OpenAI's error format)."""
+
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict:
+    """OpenAPI declarations of the error answers a route can give (clients and fuzzers read them)."""
+    what = {400: "Invalid request (a parameter out of range, messages out of order, a prompt longer than the "
+                 "context)", 401: "Missing or wrong API key", 404: "Unknown model (or path)",
+            413: "Request body over the server's --max-request-bytes",
+            503: "The server is shutting down (retry)",
+            422: "A body of the wrong shape (a field of the wrong type, a missing field, text that is not valid "
+                 "Unicode)"}
+    return {s: {"model": ErrorResponse, "description": what[s]} for s in statuses}
+
+
+# -- request schema ---------------------------------------------------------------------------------
+def _valid_unicode(text: str) -> str:
+    # JSON can carry a lone UTF-16 surrogate ("x\ud800y"); it is no character, and the tokenizer fails on it
+    # deep inside the template (once a 500).  Every text field is checked here, so the error names the field.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise PydanticCustomError(
+            "unicode_surrogate", "expected valid Unicode text (found a lone UTF-16 surrogate {code} at character "
+            "{at})", {"code": f"\\u{ord(text[e.start]):04x}", "at": e.start}) from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Text = "text"
+    text: Text = ""
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Text
+    content: Text | list[TextPart] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    # Other OpenAI fields (user, presence_penalty, ...) are accepted and ignored.
+    model_config = ConfigDict(extra="allow")
+    model: Text
+    messages: list[ChatMessage]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = 1
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: Text | list[Text] | None = None
+    seed: int | None = None
+    # extensions
+    top_k: int | None = None
+    num_beams: int | None = None
+    repetition_penalty: float | None = None
+    do_sample: bool | None = None
+    max_history_turns: int | None = Field(default=None, ge=0)
+
+
+# -- conversion -------------------------------------------------------------------------------------
+def _text(content: str | list[TextPart] | None, index: int) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content:
+        if part.type != "text":
+            raise APIError(400, f"messages[{index}]: only text content is supported (got a {part.type!r} part)",
+                           param=f"messages[{index}].content")
+        parts.append(part.text)
+    return "".join(parts)
+
+
+def to_conversation(messages: list[ChatMessage]) -> tuple[str | None, list[Message]]:
+    """OpenAI messages -> (system, alternating user/assistant messages ending with the user's)."""
+    if not messages:
+        raise APIError(400, "messages must not be empty (expected at least one user message)", param="messages")
+    system_parts: list[str] = []
+    convo: list[Message] = []
+    for i, m in enumerate(messages):
+        text = _text(m.content, i)
+        if m.role in ("system", "developer"):
+            if convo:
+                raise APIError(400, f"messages[{i}]: a system message must come before the user/assistant turns",
+                               param=f"messages[{i}].role")
+            system_parts.append(text)
+            continue
+        if m.role not in ("user", "assistant"):
+            raise APIError(400, f"messages[{i}]: role {m.role!r} is not supported (expected system, user or assistant)",
+                           param=f"messages[{i}].role")
+        expected = "user" if len(convo) % 2 == 0 else "assistant"
+        if m.role != expected:
+            raise APIError(400, f"messages[{i}]: expected role {expected!r} (user and assistant alternate, user first)",
+                           param=f"messages[{i}].role")
+        convo.append(Message(m.role, text))
+    if not convo:
+        raise APIError(400, "messages has no user message", param="messages")
+    if convo[-1].role != "user":
+        raise APIError(400, "the last message must be from the user", param="messages")
+    return ("\n".join(system_parts) if system_parts else None), convo
+
+
+def to_options(req: ChatCompletionRequest, defaults: GenerationOptions) -> GenerationOptions:
+    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    values: dict[str, Any] = {
+        "max_new_tokens": defaults.max_new_tokens if max_tokens is None else max_tokens,
+        "temperature": defaults.temperature if req.temperature is None else req.temperature,
+        "top_p": defaults.top_p if req.top_p is None else req.top_p,
+        "top_k": defaults.top_k if req.top_k is None else req.top_k,
+        "repetition_penalty": defaults.repetition_penalty if req.repetition_penalty is None else req.repetition_penalty,
+        "num_beams": defaults.num_beams if req.num_beams is None else req.num_beams,
+        "seed": req.seed,
+        "stop": [req.stop] if isinstance(req.stop, str) else list(req.stop or []),
+        "n": req.n,
+    }
+    if req.do_sample is not None:
+        values["do_sample"] = req.do_sample
+    elif req.temperature is not None:
+        values["do_sample"] = req.temperature > 0
+    else:
+        values["do_sample"] = defaults.do_sample
+    try:
+        return GenerationOptions(**values).validate()
+    except ConfigError as e:
+        field, _, rest = str(e).partition(":")
+        param = _PARAM_NAMES.get(field, field)
+        raise APIError(400, f"{param}:{rest}" if rest else str(e), param=param) from None
+
+
+def unknown_model(name: str) -> APIError:
+    return APIError(404, f"model {name!r} does not exist; GET /v1/models lists the loaded ones",
+                    param="model", code="model_not_found")
+
+
+def error_for(exc: TunesmithError) -> tuple[int, dict]:
+    """The status and body that answer an engine error."""
+    if isinstance(exc, UnknownAdapterError):
+        return 404, error_body(str(exc), "invalid_request_error", "model", "model_not_found")
+    if isinstance(exc, PromptTooLongError):
+        return 400, error_body(str(exc), "invalid_request_error", "messages", "context_length_exceeded")
+    if isinstance(exc, DataError):
+        return 400, error_body(str(exc), "invalid_request_error", "messages")
+    return 400, error_body(str(exc), "invalid_request_error")
