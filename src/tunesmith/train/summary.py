@@ -14,10 +14,14 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunesmith.fsio import atomic_write
 from tunesmith.train.progress import dev_losses, train_losses, window_mean
+
+if TYPE_CHECKING:
+    from tunesmith.train.config import TrainConfig
+    from tunesmith.train.run import RunSetup, Trained
 
 
 @dataclass
@@ -42,8 +46,8 @@ def finished_run(out: Path, step: int) -> TrainResult | None:
     return TrainResult(output_dir=out, adapter_dir=adapter_dir, summary_path=summary_path, summary=summary)
 
 
-def build_summary(cfg, *, setup, trained, adapter_dir: Path, adapter_check: dict[str, Any], threads: int | None,
-                  peak_memory_mb: float | None) -> dict[str, Any]:
+def build_summary(cfg: TrainConfig, *, setup: RunSetup, trained: Trained, adapter_dir: Path,
+                  adapter_check: dict[str, Any], threads: int | None, peak_memory_mb: float | None) -> dict[str, Any]:
     """The summary.json mapping of a run. `cfg`: the TrainConfig; `setup`: the recipe's RunSetup (runtime,
     model, data); `trained`: its Trained (the Trainer after training, tokens, seconds)."""
     state = trained.trainer.state
