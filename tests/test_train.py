@@ -375,7 +375,7 @@ DAMAGE = [
 def test_a_checkpoint_counts_only_when_every_file_is_there_and_parses(stopped, tmp_path, name, damage):
     import shutil
 
-    from tunesmith.train.run import checkpoint_problem, pick_checkpoint
+    from tunesmith.train.checkpoints import checkpoint_problem, pick_checkpoint
 
     ckpts = tmp_path / "checkpoints"
     for n in ("checkpoint-3", "checkpoint-6"):
@@ -411,7 +411,7 @@ def test_resume_falls_back_to_the_newest_complete_checkpoint(stopped, tiny_qwen2
     assert [after[s] for s in (4, 5, 6)] == pytest.approx([before[s] for s in (4, 5, 6)], rel=1e-5)
     # the damaged folder is kept aside, and the Trainer wrote step 6 afresh
     assert (out / "checkpoints/incomplete-checkpoint-6" / name).is_file()
-    from tunesmith.train.run import checkpoint_problem
+    from tunesmith.train.checkpoints import checkpoint_problem
 
     assert checkpoint_problem(out / "checkpoints/checkpoint-6") is None
 
@@ -555,16 +555,16 @@ def test_threads_follow_the_cores_busy_now_not_the_load_average(monkeypatch):
     """Right after setup the 1-minute load average still counts our own work; the sample of 'now' does not."""
     import psutil
 
-    from tunesmith.train import run
+    from tunesmith.train import runtime
 
-    monkeypatch.setattr(run.os, "getloadavg", lambda: (8.0, 8.0, 8.0))
-    monkeypatch.setattr(run.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (8.0, 8.0, 8.0))
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 4)
     monkeypatch.setattr(psutil, "cpu_count", lambda *a, **k: 4)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None, **k: 2.0)  # an idle machine
-    assert run.resolve_threads(None, "cpu") == 4
+    assert runtime.resolve_threads(None, "cpu") == 4
     monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None, **k: 50.0)  # two of four cores busy
-    assert run.resolve_threads(None, "cpu") == 2
+    assert runtime.resolve_threads(None, "cpu") == 2
     monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None, **k: 100.0)
-    assert run.resolve_threads(None, "cpu") == 1
-    assert run.resolve_threads(3, "cpu") == 3 and run.resolve_threads(None, "cuda") is None
+    assert runtime.resolve_threads(None, "cpu") == 1
+    assert runtime.resolve_threads(3, "cpu") == 3 and runtime.resolve_threads(None, "cuda") is None

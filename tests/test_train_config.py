@@ -1,12 +1,15 @@
 """Training recipes: YAML + key=value overrides, typed by the config dataclass; user errors exit 2 cleanly."""
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tunesmith.cli import main
 from tunesmith.errors import ConfigError
-from tunesmith.train.config import all_keys, load_config
+from tunesmith.train.config import all_keys, key_help, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 MINIMAL = "data:\n  train: data/train.jsonl\n"
@@ -99,10 +102,37 @@ def test_missing_training_data_is_a_config_error(tmp_path):
         load_config(_recipe(tmp_path, "lr: 1e-4\n"))
 
 
-def test_every_key_is_documented():
+def _documented_keys() -> list[str]:
+    """The first column of the key table under "## Keys" in docs/training.md."""
     doc = (REPO / "docs" / "training.md").read_text(encoding="utf-8")
-    missing = [k for k in all_keys() if f"`{k}`" not in doc]
+    section = doc.split("\n## Keys\n", 1)[1].split("\n## ", 1)[0]
+    return [m.group(1) for m in re.finditer(r"^\| `([\w.]+)` \|", section, flags=re.M)]
+
+
+def test_the_docs_key_table_holds_every_key_once_and_no_stale_one():
+    documented = _documented_keys()
+    assert len(documented) == len(set(documented)), "keys listed twice in docs/training.md"
+    missing = sorted(set(all_keys()) - set(documented))
+    stale = sorted(set(documented) - set(all_keys()))
     assert not missing, f"keys not described in docs/training.md: {missing}"
+    assert not stale, f"docs/training.md describes keys the config does not have: {stale}"
+
+
+def test_every_config_field_has_help_and_train_help_lists_every_key(capsys):
+    rows = key_help()
+    assert [k for k, _, _ in rows] == sorted(all_keys(), key=lambda k: ("." in k, all_keys().index(k)))
+    assert all(h.strip() for _, _, h in rows)
+    assert main(["train", "--help"]) == 0
+    shown = capsys.readouterr().out
+    for key, default, _ in rows:
+        assert re.search(rf"^\W*{re.escape(key)}\s+{re.escape(default)}\s", shown, flags=re.M), key
+
+
+def test_train_help_does_not_import_the_training_stack():
+    code = ("import sys; from tunesmith.train.commands import train; "
+            "print(','.join(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
 
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "configs").glob("*.yaml")))

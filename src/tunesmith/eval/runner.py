@@ -10,6 +10,13 @@ given to all models alike, and the base is prompted with the chat template saved
 adapter (template.json), so the only difference between the columns of the report is the adapter.
 `base_template` overrides the base's template (a name such as chatml, or a folder with template.json).
 
+The phases, each one function (`run_eval` calls them in this order):
+    check_config, load_inputs   test sets, generation settings, --raw-refs / --score-file tables, the probe
+    load_engine                 the base with every adapter side by side
+    answer_models               per model: its template and signature, resumable answering (_generate_all)
+    add_score_files             existing answer files as more columns
+    build_result, write_report  scores, side-by-side answers, metric notes -> report.md/html, metrics.json
+
 Resuming: answers are appended to OUT/predictions.jsonl after every batch; running the same command
 again skips every (model, prompt) already answered with the same settings.
 """
@@ -28,8 +35,13 @@ from typing import Any
 
 from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError
+from tunesmith.eval.ie import CLS_RULES, IE_RULES
 from tunesmith.eval.predictions import PredictionStore, signature
-from tunesmith.eval.testset import CUS, PROBE, RAW, SPE, EvalItem, lookup, prompt_id, read_answer_file
+from tunesmith.eval.probe import CHECKER_DESCRIPTION, load_probe
+from tunesmith.eval.report import write_report
+from tunesmith.eval.rouge import CHARS_DESCRIPTION, WORDS_DESCRIPTION
+from tunesmith.eval.scoring import per_item_scores, score_model
+from tunesmith.eval.testset import CUS, PROBE, RAW, SPE, EvalItem, build_sets, lookup, prompt_id, read_answer_file
 from tunesmith.infer.options import BATCHING_MODES
 
 BASE = "base"
@@ -92,8 +104,6 @@ def _device_text(engine: Any) -> str:
 
 def probe_items(path: str | Path | None, items: Sequence[EvalItem]) -> tuple[list[EvalItem], str | None]:
     """Probe questions asked in character: with the system text of the most frequent role in the test data."""
-    from tunesmith.eval.probe import load_probe
-
     systems = Counter(i.system for i in items if i.set != PROBE)
     persona = systems.most_common(1)[0][0] if systems else None
     out = []
@@ -197,15 +207,56 @@ def _parse_template_arg(engine, name: str):
     return template_from_arg(name, engine.tokenizer)
 
 
+# -- the state the phases pass on -----------------------------------------------------------------------
+@dataclass
+class EvalInputs:
+    """The test sets and the settings every model is asked with."""
+
+    task: str
+    items: list[EvalItem]  # test items, then probe items when use_probe
+    options: Any  # GenerationOptions of the test answers
+    probe_options: Any  # GenerationOptions of the probe answers
+    raw_table: dict | None  # --raw-refs answers by question
+    score_tables: dict[str, list[tuple[dict, dict]]]  # --score-file NAME -> its answer tables
+    run_models: list[str]  # base and/or adapters that answer
+    use_probe: bool
+    persona: str | None  # the system text the probe questions are asked with
+
+
+@dataclass
+class Answers:
+    """Every column of the report: its answers by item id and what the report says about it."""
+
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    preds: dict[str, dict[str, str]] = field(default_factory=dict)
+    fairness: str = "no generated answers (only existing answer files were scored)"
+
+
+# -- the run ------------------------------------------------------------------------------------------
 def run_eval(cfg: EvalConfig, engine: Any = None) -> dict[str, Any]:
     """Generate (resumably), score and write the report; returns the result dict (also in metrics.json)."""
-    from tunesmith.eval.report import write_report
-    from tunesmith.eval.rouge import CHARS_DESCRIPTION, WORDS_DESCRIPTION
-    from tunesmith.eval.scoring import per_item_scores, score_model
-    from tunesmith.eval.testset import build_sets
-
     t_start = time.time()
     started = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    check_config(cfg)
+    inputs = load_inputs(cfg)
+    out = prepare_output(cfg)
+    store = PredictionStore(out / "predictions.jsonl", overwrite=cfg.overwrite)
+    answers = Answers()
+    if inputs.run_models:
+        engine = load_engine(cfg, engine)
+        answer_models(cfg, engine, inputs, store, answers)
+    elif not inputs.score_tables:
+        raise ConfigError("nothing to evaluate: --no-base without --adapter or --score-file")
+    add_score_files(cfg, inputs, answers)
+    result = build_result(cfg, inputs, answers, engine, started)
+    result["seconds"] = time.time() - t_start
+    paths = write_report(out, result)
+    result["files"] = {k: str(v) for k, v in paths.items()}
+    return result
+
+
+def check_config(cfg: EvalConfig) -> None:
+    """ConfigError for settings no phase can run with."""
     if cfg.batching not in BATCHING_MODES:
         raise ConfigError(f"--batching: expected one of {', '.join(BATCHING_MODES)} (got {cfg.batching!r})")
     if cfg.batch_size < 1:
@@ -217,6 +268,11 @@ def run_eval(cfg: EvalConfig, engine: Any = None) -> dict[str, Any]:
     for name in cfg.adapters:
         if name == BASE:
             raise ConfigError("--adapter name 'base' is reserved for the model without adapters")
+
+
+# -- inputs: test sets, probe, answer files -------------------------------------------------------------
+def load_inputs(cfg: EvalConfig) -> EvalInputs:
+    """Read the test sets, the generation settings, --raw-refs and --score-file tables, and the probe."""
     task, items = build_sets(cfg.data, cfg.data2, cfg.task, cfg.fmt, cfg.roles or None, cfg.limit)
     options, probe_options = _options(cfg, task)
     raw_table = read_answer_file(cfg.raw_refs, "--raw-refs")[0] if cfg.raw_refs else None
@@ -232,149 +288,191 @@ def run_eval(cfg: EvalConfig, engine: Any = None) -> dict[str, Any]:
     if use_probe:
         pitems, persona = probe_items(cfg.probe_file, items)
         items = items + pitems
+    return EvalInputs(task=task, items=items, options=options, probe_options=probe_options, raw_table=raw_table,
+                      score_tables=score_tables, run_models=run_models, use_probe=use_probe, persona=persona)
+
+
+def prepare_output(cfg: EvalConfig) -> Path:
+    """The report folder, created."""
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"-o {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    store = PredictionStore(out / "predictions.jsonl", overwrite=cfg.overwrite)
+    return out
 
-    models: dict[str, dict[str, Any]] = {}
-    preds: dict[str, dict[str, str]] = {}
-    fairness = "no generated answers (only existing answer files were scored)"
-    if run_models:
-        if cfg.threads:
-            import torch
 
-            torch.set_num_threads(cfg.threads)
-        if engine is None:
-            from tunesmith.infer.engine import Engine
+# -- engine and answers -----------------------------------------------------------------------------------
+def load_engine(cfg: EvalConfig, engine=None):
+    """torch's CPU threads set as asked, and the engine: `engine` when given, else the base model loaded with
+    every adapter side by side."""
+    if cfg.threads:
+        import torch
 
-            _log(f"loading {cfg.model}" + (f" with adapters {', '.join(cfg.adapters)}" if cfg.adapters else ""))
-            engine = Engine.load(cfg.model, adapters=dict(cfg.adapters), dtype=cfg.dtype, device=cfg.device,
-                                 max_batch_size=cfg.batch_size)
-        if "max_new_tokens" not in cfg.generation:
-            fitted, longest = fit_limit_to_references(options, items, getattr(engine, "tokenizer", None))
-            if fitted.max_new_tokens != options.max_new_tokens:
-                _log(f"max_new_tokens {options.max_new_tokens} -> {fitted.max_new_tokens}: the longest reference "
-                     f"answer is {longest} tokens, and a cut JSON answer cannot parse (set --max-new-tokens to "
-                     "override)")
-                options = fitted
-        first_adapter = next(iter(cfg.adapters), None)
-        if cfg.base_template:
-            base_tpl = _parse_template_arg(engine, cfg.base_template)
-            fairness = (f"the base is prompted with the template given by --base-template ({base_tpl.name}); "
-                        "all models get the same system/persona text from the test data")
-        elif first_adapter:
-            base_tpl = engine.template_for(first_adapter)
-            fairness = (f"the base is prompted with the chat template saved with adapter '{first_adapter}' "
-                        f"({base_tpl.name}) and the same system/persona text from the test data, so it sees exactly "
-                        "the prompts the adapter sees (override with --base-template)")
-        else:
-            base_tpl = engine.template_for(BASE)
-            fairness = f"the base uses the template {base_tpl.name}; system/persona text comes from the test data"
-        tpl_names = {n: engine.template_for(n).to_dict() for n in cfg.adapters}
-        if len({json.dumps(t, sort_keys=True) for t in tpl_names.values()}) > 1:
-            fairness += ("; note: the adapters were trained with different templates, and the base uses the first "
-                         "adapter's")
-        for name in run_models:
-            adapter = BASE if name == BASE else name
-            tpl = base_tpl if name == BASE else engine.template_for(name)
-            path = None if name == BASE else str(Path(cfg.adapters[name]).resolve())
-            sig = signature({"model": str(cfg.model), "adapter": path, "template": tpl.to_dict(),
-                             "options": asdict(options), "probe_options": asdict(probe_options), "dtype": cfg.dtype})
-            store.check_signature(name, sig)
-            # an adapter folded into the weights decodes at the base's speed (fp32 only; see Engine.merge)
-            merged = adapter != BASE and engine.merge(adapter)
-            try:
-                stats = _generate_all(engine, store, name, adapter, tpl, sig, items, options, probe_options,
-                                      cfg.batch_size, cfg.batching)
-            except KeyboardInterrupt:
-                _log(f"interrupted: {len(store.rows)} answers are saved in {store.path}; "
-                     "run the same command again to continue from there")
-                raise
-            preds[name] = store.done(name, sig)
-            models[name] = {"kind": "base" if name == BASE else "adapter", "path": path or str(cfg.model),
+        torch.set_num_threads(cfg.threads)
+    if engine is not None:
+        return engine
+    from tunesmith.infer.engine import Engine
+
+    _log(f"loading {cfg.model}" + (f" with adapters {', '.join(cfg.adapters)}" if cfg.adapters else ""))
+    return Engine.load(cfg.model, adapters=dict(cfg.adapters), dtype=cfg.dtype, device=cfg.device,
+                       max_batch_size=cfg.batch_size)
+
+
+def answer_models(cfg: EvalConfig, engine, inputs: EvalInputs, store: PredictionStore, answers: Answers) -> None:
+    """Every model answers every item not yet in predictions.jsonl; fills `answers` (and may raise
+    inputs.options' max_new_tokens so that the longest format reference fits)."""
+    if "max_new_tokens" not in cfg.generation:
+        options = inputs.options
+        fitted, longest = fit_limit_to_references(options, inputs.items, getattr(engine, "tokenizer", None))
+        if fitted.max_new_tokens != options.max_new_tokens:
+            _log(f"max_new_tokens {options.max_new_tokens} -> {fitted.max_new_tokens}: the longest reference "
+                 f"answer is {longest} tokens, and a cut JSON answer cannot parse (set --max-new-tokens to "
+                 "override)")
+            inputs.options = fitted
+    base_tpl, answers.fairness = base_template(cfg, engine)
+    for name in inputs.run_models:
+        answer_one_model(cfg, engine, inputs, store, answers, name, base_tpl)
+
+
+def base_template(cfg: EvalConfig, engine):
+    """The template the base is prompted with, and the report's sentence on why that is fair."""
+    first_adapter = next(iter(cfg.adapters), None)
+    if cfg.base_template:
+        base_tpl = _parse_template_arg(engine, cfg.base_template)
+        fairness = (f"the base is prompted with the template given by --base-template ({base_tpl.name}); "
+                    "all models get the same system/persona text from the test data")
+    elif first_adapter:
+        base_tpl = engine.template_for(first_adapter)
+        fairness = (f"the base is prompted with the chat template saved with adapter '{first_adapter}' "
+                    f"({base_tpl.name}) and the same system/persona text from the test data, so it sees exactly "
+                    "the prompts the adapter sees (override with --base-template)")
+    else:
+        base_tpl = engine.template_for(BASE)
+        fairness = f"the base uses the template {base_tpl.name}; system/persona text comes from the test data"
+    tpl_names = {n: engine.template_for(n).to_dict() for n in cfg.adapters}
+    if len({json.dumps(t, sort_keys=True) for t in tpl_names.values()}) > 1:
+        fairness += ("; note: the adapters were trained with different templates, and the base uses the first "
+                     "adapter's")
+    return base_tpl, fairness
+
+
+def answer_one_model(cfg: EvalConfig, engine, inputs: EvalInputs, store: PredictionStore, answers: Answers,
+                     name: str, base_tpl) -> None:
+    """One model (the base or an adapter) answers the items it has not answered with these settings yet."""
+    options, probe_options = inputs.options, inputs.probe_options
+    adapter = BASE if name == BASE else name
+    tpl = base_tpl if name == BASE else engine.template_for(name)
+    path = None if name == BASE else str(Path(cfg.adapters[name]).resolve())
+    sig = signature({"model": str(cfg.model), "adapter": path, "template": tpl.to_dict(),
+                     "options": asdict(options), "probe_options": asdict(probe_options), "dtype": cfg.dtype})
+    store.check_signature(name, sig)
+    # an adapter folded into the weights decodes at the base's speed (fp32 only; see Engine.merge)
+    merged = adapter != BASE and engine.merge(adapter)
+    try:
+        stats = _generate_all(engine, store, name, adapter, tpl, sig, inputs.items, options, probe_options,
+                              cfg.batch_size, cfg.batching)
+    except KeyboardInterrupt:
+        _log(f"interrupted: {len(store.rows)} answers are saved in {store.path}; "
+             "run the same command again to continue from there")
+        raise
+    answers.preds[name] = store.done(name, sig)
+    answers.models[name] = {"kind": "base" if name == BASE else "adapter", "path": path or str(cfg.model),
                             "template": tpl.name, "merged": merged,
                             "batching": engine.resolve_batching(cfg.batching, options), **stats,
                             "tokens_per_s": stats["generated_tokens"] / stats["seconds"] if stats["seconds"] else 0.0}
-    elif not score_tables:
-        raise ConfigError("nothing to evaluate: --no-base without --adapter or --score-file")
-    for name, tables in score_tables.items():
-        answers: dict[str, str] = {}
+
+
+def add_score_files(cfg: EvalConfig, inputs: EvalInputs, answers: Answers) -> None:
+    """Each --score-file NAME becomes one more column: its answers matched to the test items by id, or by
+    (role, question)."""
+    for name, tables in inputs.score_tables.items():
+        found_answers: dict[str, str] = {}
         for by_question, by_id in tables:
-            for i in items:
-                if i.id in answers or i.kind == "probe":
+            for i in inputs.items:
+                if i.id in found_answers or i.kind == "probe":
                     continue
                 if i.id in by_id:
-                    answers[i.id] = by_id[i.id]
+                    found_answers[i.id] = by_id[i.id]
                     continue
                 found = lookup(by_question, i)
                 if found:
-                    answers[i.id] = found[0]
-        if not answers:
+                    found_answers[i.id] = found[0]
+        if not found_answers:
             raise ConfigError(f"--score-file {name}: no answer matches a test record "
                               "(matched by id, or by (role, question))")
-        preds[name] = answers
-        models[name] = {"kind": "score-file", "paths": [str(p) for n, p in cfg.score_files if n == name],
-                        "matched": len(answers)}
+        answers.preds[name] = found_answers
+        answers.models[name] = {"kind": "score-file", "paths": [str(p) for n, p in cfg.score_files if n == name],
+                                "matched": len(found_answers)}
 
-    set_order = [s for s in (CUS, SPE) if any(i.set == s for i in items)]
-    if raw_table is not None and CUS in set_order:
-        set_order.append(RAW)
-    set_order += [s for s in dict.fromkeys(i.set for i in items) if s not in (CUS, SPE, PROBE)]
-    if use_probe:
-        set_order.append(PROBE)
-    metrics = {name: score_model(items, p, raw_table) for name, p in preds.items()}
-    model_order = list(preds)
 
+# -- scoring and the report -------------------------------------------------------------------------------
+def set_order_of(inputs: EvalInputs) -> list[str]:
+    """The report's sets: CUS, SPE (and RAW beside CUS with --raw-refs), any others, the probe last."""
+    items = inputs.items
+    order = [s for s in (CUS, SPE) if any(i.set == s for i in items)]
+    if inputs.raw_table is not None and CUS in order:
+        order.append(RAW)
+    order += [s for s in dict.fromkeys(i.set for i in items) if s not in (CUS, SPE, PROBE)]
+    if inputs.use_probe:
+        order.append(PROBE)
+    return order
+
+
+def side_by_side(items: Sequence[EvalItem], preds: dict[str, dict[str, str]], set_order: list[str],
+                 show: int) -> list[dict[str, Any]]:
+    """The first `show` items of each set with every model's answer, its scores and the reference."""
     side: list[dict[str, Any]] = []
     for s in [x for x in set_order if x != RAW]:
-        for i in [x for x in items if x.set == s][: cfg.show]:
+        for i in [x for x in items if x.set == s][:show]:
             reference = " / ".join(i.references) if i.kind == "probe" else i.references[0]
             if len(i.references) > 1 and i.kind != "probe":
                 reference += f"  (+{len(i.references) - 1} more references)"
             side.append({"set": s, "question": i.meta.get("question") or i.question,
                          "answers": {m: (p[i.id], per_item_scores(i, p[i.id])) for m, p in preds.items() if i.id in p},
                          "reference": reference})
+    return side
 
+
+def metric_notes(inputs: EvalInputs) -> list[str]:
+    """How each metric in the report is computed, for the task and item kinds present."""
+    items = inputs.items
     notes = []
     if any(i.kind == "rouge" for i in items):
         notes += ["ROUGE-L F (beta 1) of the answer against each reference; the best reference counts; "
                   "the set score is the mean over answers; an empty answer scores 0",
                   "tokenization " + CHARS_DESCRIPTION, "tokenization " + WORDS_DESCRIPTION]
-    if task == "rolebench":
+    if inputs.task == "rolebench":
         notes.append("CUS = the role's general test (speaking style), SPE = role_specific test (role knowledge), "
                      "RAW = the CUS answers against plain-answer references (--raw-refs)"
-                     + ("" if raw_table is not None else "; RAW not computed (no --raw-refs given)"))
+                     + ("" if inputs.raw_table is not None else "; RAW not computed (no --raw-refs given)"))
     if any(i.kind == "ie" for i in items):
-        from tunesmith.eval.ie import IE_RULES
-
         notes.append("IE: " + IE_RULES)
     if any(i.kind == "cls" for i in items):
-        from tunesmith.eval.ie import CLS_RULES
-
         notes.append("classification: " + CLS_RULES)
-    if use_probe:
-        from tunesmith.eval.probe import CHECKER_DESCRIPTION
-
+    if inputs.use_probe:
         notes.append(f"probe: {sum(i.set == PROBE for i in items)} plain questions asked with the persona system "
-                     f"prompt {persona!r}; " + CHECKER_DESCRIPTION)
+                     f"prompt {inputs.persona!r}; " + CHECKER_DESCRIPTION)
+    return notes
 
+
+def build_result(cfg: EvalConfig, inputs: EvalInputs, answers: Answers, engine, started: str) -> dict[str, Any]:
+    """Score every column and assemble the result (what metrics.json holds and the report shows)."""
+    items, preds = inputs.items, answers.preds
+    set_order = set_order_of(inputs)
+    metrics = {name: score_model(items, p, inputs.raw_table) for name, p in preds.items()}
     set_sizes = {s: sum(1 for i in items if i.set == s) for s in set_order if s != RAW}
     if RAW in set_order:
         set_sizes[RAW] = next(iter(metrics.values()), {}).get(RAW, {}).get("n_total", 0)
-    result = {
-        "task": task, "command": cfg.command, "started": started, "seconds": 0.0,
-        "device": _device_text(engine) if run_models else "none (no model was run)",
-        "model": str(cfg.model), "models": models, "model_order": model_order, "set_order": set_order,
-        "set_sizes": set_sizes, "metrics": metrics, "fairness": fairness,
-        "generation": asdict(options), "probe_generation": asdict(probe_options) if use_probe else None,
-        "limit": cfg.limit, "batch_size": cfg.batch_size, "persona": persona, "metric_notes": notes,
-        "show": cfg.show, "side_by_side": side,
+    return {
+        "task": inputs.task, "command": cfg.command, "started": started, "seconds": 0.0,
+        "device": _device_text(engine) if inputs.run_models else "none (no model was run)",
+        "model": str(cfg.model), "models": answers.models, "model_order": list(preds), "set_order": set_order,
+        "set_sizes": set_sizes, "metrics": metrics, "fairness": answers.fairness,
+        "generation": asdict(inputs.options),
+        "probe_generation": asdict(inputs.probe_options) if inputs.use_probe else None,
+        "limit": cfg.limit, "batch_size": cfg.batch_size, "persona": inputs.persona,
+        "metric_notes": metric_notes(inputs), "show": cfg.show,
+        "side_by_side": side_by_side(items, preds, set_order, cfg.show),
         "data": [str(p) for p in cfg.data], "data2": [str(p) for p in cfg.data2],
         "raw_refs": str(cfg.raw_refs) if cfg.raw_refs else None,
     }
-    result["seconds"] = time.time() - t_start
-    paths = write_report(out, result)
-    result["files"] = {k: str(v) for k, v in paths.items()}
-    return result

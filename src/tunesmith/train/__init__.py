@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from tunesmith.train.config import TrainConfig, load_config
 
 if TYPE_CHECKING:
-    from tunesmith.train.run import TrainResult
+    from tunesmith.train.summary import TrainResult
 
 
 def train_from_config(config_or_path: Any, overrides=(), **kwargs: Any) -> TrainResult:

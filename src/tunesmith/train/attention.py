@@ -15,6 +15,8 @@ before training starts (models with their own attention code may ignore position
 
 from __future__ import annotations
 
+from tunesmith.errors import ConfigError
+
 PACKED_ATTENTION = "tunesmith_packed"
 
 
@@ -95,3 +97,18 @@ def check_packing(model, vocab_size: int, device, varlen_kwargs: bool = True) ->
     ref = torch.cat(alone, dim=1)
     scale = ref.abs().max().clamp_min(1.0)
     return float(((packed - ref).abs().max() / scale).item())
+
+
+def choose_packing(model, model_label: str) -> str:
+    """Prove that `model` keeps packed conversations apart and say how: "varlen (IMPL)" when the attention
+    takes the varlen keyword arguments, else "block-diagonal mask from position ids". ConfigError when
+    neither keeps them apart (the model's own attention code ignores both): `model_label` names it."""
+    vocab = model.config.get_text_config().vocab_size
+    attn = use_packed_attention(model)
+    if check_packing(model, vocab, model.device, varlen_kwargs=True) <= PACKING_TOLERANCE:
+        return f"varlen ({attn})"
+    diff = check_packing(model, vocab, model.device, varlen_kwargs=False)
+    if diff > PACKING_TOLERANCE:
+        raise ConfigError(f"data.packing=true, but this model ({model_label}) lets packed conversations "
+                          f"attend to each other (logit difference {diff:.3g}); set data.packing=false")
+    return "block-diagonal mask from position ids"

@@ -7,16 +7,20 @@
     torchrun --nproc_per_node 2 -m tunesmith.cli train configs/ie_cls.yaml
     tunesmith export runs/ie_cls/adapter -o models/ie-cls-merged --merge
 
-Only the standard library and typer are imported here; the training stack loads when a command runs.
+Only the standard library, typer and the config dataclasses are imported here; the training stack loads when a
+command runs.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from tunesmith.train.config import dump_config, keys_help_text, load_config
 
 
 def train(
@@ -36,18 +40,13 @@ def train(
 ) -> None:
     """Fine-tune a model with LoRA as a YAML recipe says; keys can be overridden as key=value.
 
-    Keys (see docs/training.md): model, template, system, output_dir, batch_size, grad_accum, lr, loss_weighting,
-    scheduler, warmup, epochs, max_steps, logging_steps, eval_steps, save_steps, keep_best, dtype,
-    device, quantization, gradient_checkpointing, seed, resume; data.train, data.dev, data.dev_ratio,
-    data.max_source_len, data.max_target_len, data.packing, data.train_on_prompt, data.last_turn_only;
-    lora.rank, lora.alpha, lora.dropout, lora.target_modules.
+    Keys (key, default, what it does; docs/training.md says more):
     """
     import os
 
     # Before torch loads: OpenMP threads that spin while waiting make CPU training many times slower as
     # soon as another process is busy on the machine; passive waiting costs little when it is idle.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from tunesmith.train.config import dump_config, load_config
 
     extra = list(overrides or [])
     # `tunesmith train model=X data.train=Y` has no recipe: its first word is a setting, not a file name.
@@ -65,6 +64,10 @@ def train(
     from tunesmith.train.run import train_from_config
 
     train_from_config(cfg)
+
+
+# The key listing comes from the config fields' help metadata, so that it can never miss a key.
+train.__doc__ = inspect.cleandoc(train.__doc__) + "\n\n" + keys_help_text()
 
 
 def export(

@@ -47,70 +47,100 @@ KNOWN_ALIASES = {
 }
 
 
+def _help(text: str) -> dict[str, str]:
+    """A field's metadata: its `help` is what `tunesmith train --help` lists for the key."""
+    return {"help": text}
+
+
 @dataclass
 class LoraConfigSection:
-    rank: int = 8  # r: adapter capacity; memory and time grow linearly with it
-    alpha: float = 16.0  # scale = alpha / rank
-    dropout: float = 0.05
-    # "all-linear" = every linear layer of the decoder except the output head (QLoRA-paper style);
-    # or explicit module names such as [q_proj, v_proj] (ChatGLM: [query_key_value]).
-    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    rank: int = field(default=8, metadata=_help("r: adapter capacity; memory and time grow linearly with it"))
+    alpha: float = field(default=16.0, metadata=_help("scale = alpha / rank"))
+    dropout: float = field(default=0.05, metadata=_help("dropout on the LoRA input"))
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata=_help(
+        "all-linear (every linear layer of the decoder except the output head, QLoRA-paper style) or module "
+        "names such as q_proj,v_proj (ChatGLM: query_key_value)"))
 
 
 @dataclass
 class DataConfigSection:
-    # Dataset spec(s) for tunesmith.data.resolve_dataset: a path, {path, format, ...options}, {name, data_dir},
-    # or a list of them.  Relative paths are relative to the folder the command runs in.
-    train: Any = None
-    dev: Any = None
-    dev_ratio: float = 0.0  # carve a question-grouped dev set out of train when no dev is given
-    max_dev_samples: int = 200  # dev loss on at most this many conversations (eval time stays bounded)
-    max_source_len: int = 512  # tokens before the final answer (system + history + question); middle is cut
-    max_target_len: int = 256  # tokens of the final answer (+ its end token); the tail is cut
-    train_on_prompt: bool = False
-    last_turn_only: bool = False
-    packing: bool = True  # flatten each batch into one row: no padding, no cross-sample attention
-    group_by_length: bool = True  # unpacked path only: batches of similar lengths (less padding)
-    max_samples: int | None = None  # use only the first N training conversations (after shuffling)
+    # Dataset specs for tunesmith.data.resolve_dataset; relative paths are relative to the folder the command
+    # runs in.
+    train: Any = field(default=None, metadata=_help(
+        "training data: a path, {path, format, ...options}, {name, data_dir} of a registered dataset, or a list "
+        "of them (required; test splits are refused)"))
+    dev: Any = field(default=None, metadata=_help("dev data for the dev loss, given like data.train"))
+    dev_ratio: float = field(default=0.0, metadata=_help(
+        "without data.dev: carve this fraction of the training questions out as the dev set"))
+    max_dev_samples: int = field(default=200, metadata=_help(
+        "dev loss on at most this many conversations (a fixed subset: eval time stays bounded)"))
+    max_source_len: int = field(default=512, metadata=_help(
+        "tokens before the final answer (system + history + question); a longer prompt loses its middle"))
+    max_target_len: int = field(default=256, metadata=_help(
+        "tokens of the final answer with its end token; a longer answer loses its tail"))
+    train_on_prompt: bool = field(default=False, metadata=_help("also learn the prompt tokens"))
+    last_turn_only: bool = field(default=False, metadata=_help(
+        "in multi-turn conversations learn only the last answer"))
+    packing: bool = field(default=True, metadata=_help(
+        "lay each batch end to end in one row: no padding, no attention across conversations"))
+    group_by_length: bool = field(default=True, metadata=_help(
+        "without packing: batches of similar lengths (less padding)"))
+    max_samples: int | None = field(default=None, metadata=_help(
+        "train on only the first N conversations (after the seeded shuffle)"))
 
 
 @dataclass
 class TrainConfig:
-    model: str = "default"  # a model folder, a hub id, or "default" (SmolLM2-135M-Instruct, bundled)
-    template: str = "auto"  # auto | tokenizer | chatml | plain | instruction
-    system: str | None = None  # system prompt for conversations that have none (saved with the template)
-    output_dir: str = "runs/tunesmith"
+    model: str = field(default="default", metadata=_help(
+        "a model folder, a hub id, or default (SmolLM2-135M-Instruct, bundled)"))
+    template: str = field(default="auto", metadata=_help(
+        "auto | tokenizer | chatml | plain | instruction; saved as template.json next to the adapter"))
+    system: str | None = field(default=None, metadata=_help(
+        "system prompt for conversations that have none (saved with the template)"))
+    output_dir: str = field(default="runs/tunesmith", metadata=_help(
+        "where the adapter, checkpoints, loss.png and summary.json go"))
     data: DataConfigSection = field(default_factory=DataConfigSection)
     lora: LoraConfigSection = field(default_factory=LoraConfigSection)
-    batch_size: int = 8  # conversations per device per micro-step
-    grad_accum: int = 1  # micro-steps per optimizer step
-    lr: float = 2e-4
+    batch_size: int = field(default=8, metadata=_help("conversations per device per micro-step"))
+    grad_accum: int = field(default=1, metadata=_help(
+        "micro-steps per optimizer step: a bigger effective batch without more memory"))
+    lr: float = field(default=2e-4, metadata=_help("peak learning rate"))
     # token: every answer token counts the same (long answers dominate); sample: every conversation counts
     # the same (each one's mean token loss), so 5-token labels are not drowned by 100-token extractions
-    loss_weighting: str = "token"
-    scheduler: str = "cosine"  # cosine | linear | constant
-    warmup: float = 0.03  # < 1: fraction of all steps; >= 1: number of steps
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    epochs: float = 1.0
-    max_steps: int | None = None  # when set, wins over epochs
-    logging_steps: int = 10  # progress line every N steps; the printed loss is the mean of those N steps
-    eval_steps: int = 50  # dev loss (+ a sample generation) every N steps
-    save_steps: int | None = None  # checkpoint every N steps (default: eval_steps)
-    save_total_limit: int = 2  # checkpoints kept on disk (the best one is always kept)
-    keep_best: bool = True  # the saved adapter is the checkpoint with the lowest dev loss
-    sample_tokens: int = 48  # greedy tokens generated for the first dev prompt at each eval (0: off)
-    dtype: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16/fp16 on GPU; on CPU bf16 where it measures faster)
-    device: str = "auto"  # auto | cpu | cuda | mps
-    threads: int | None = None  # CPU threads (default: the idle cores; busy cores make extra threads wait)
-    quantization: str = "none"  # none | 8bit | 4bit (QLoRA; CUDA + bitsandbytes)
-    gradient_checkpointing: bool = False
-    seed: int = 42
-    resume: bool = False  # continue from the last checkpoint in output_dir (fails if there is none)
-    overwrite: bool = False  # start over in an output_dir that already holds checkpoints
-    trust_remote_code: bool = False  # models with their own code (ChatGLM3)
-    eval_batch_size: int | None = None  # default: batch_size
-    plot: bool = True  # write loss.png
+    loss_weighting: str = field(default="token", metadata=_help(
+        "token: every answer token counts the same; sample: every conversation counts the same"))
+    scheduler: str = field(default="cosine", metadata=_help("cosine | linear | constant decay after warmup"))
+    warmup: float = field(default=0.03, metadata=_help("below 1: fraction of all steps; 1 or more: number of steps"))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay on the LoRA weights"))
+    max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping"))
+    epochs: float = field(default=1.0, metadata=_help("passes over the training data (fractions allowed)"))
+    max_steps: int | None = field(default=None, metadata=_help("optimizer steps; when set, wins over epochs"))
+    logging_steps: int = field(default=10, metadata=_help(
+        "a progress line every N steps; the loss shown is the mean of those N steps"))
+    eval_steps: int = field(default=50, metadata=_help("dev loss and a sample answer every N steps (and at step 0)"))
+    save_steps: int | None = field(default=None, metadata=_help(
+        "a checkpoint every N steps (default: eval_steps; with keep_best a multiple of it)"))
+    save_total_limit: int = field(default=2, metadata=_help("checkpoints kept on disk (the best one is always kept)"))
+    keep_best: bool = field(default=True, metadata=_help(
+        "with dev data: the saved adapter is the checkpoint with the lowest dev loss"))
+    sample_tokens: int = field(default=48, metadata=_help(
+        "greedy tokens generated for the first dev prompt at each eval (0: off)"))
+    dtype: str = field(default="auto", metadata=_help(
+        "auto | fp32 | bf16 | fp16 (auto: bf16/fp16 on GPU; on CPU bf16 where it measures faster)"))
+    device: str = field(default="auto", metadata=_help("auto | cpu | cuda | mps"))
+    threads: int | None = field(default=None, metadata=_help(
+        "CPU threads (default: the idle cores; busy cores make extra threads wait)"))
+    quantization: str = field(default="none", metadata=_help("none | 8bit | 4bit (QLoRA; CUDA + bitsandbytes)"))
+    gradient_checkpointing: bool = field(default=False, metadata=_help(
+        "recompute activations in the backward pass: less memory, slower"))
+    seed: int = field(default=42, metadata=_help("data order, LoRA initialisation, dropout"))
+    resume: bool = field(default=False, metadata=_help(
+        "continue from the last checkpoint in output_dir (fails if there is none)"))
+    overwrite: bool = field(default=False, metadata=_help("start over in an output_dir that already holds checkpoints"))
+    trust_remote_code: bool = field(default=False, metadata=_help("models that ship their own code (ChatGLM3)"))
+    eval_batch_size: int | None = field(default=None, metadata=_help(
+        "conversations per dev batch (default: batch_size)"))
+    plot: bool = field(default=True, metadata=_help("write loss.png"))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -212,6 +242,37 @@ def all_keys() -> list[str]:
         else:
             keys.extend(f"{name}.{k}" for k in _field_types(sec))
     return keys
+
+
+def key_help() -> list[tuple[str, str, str]]:
+    """(dotted key, default as YAML would write it, help) for every key, from the fields' metadata."""
+    top = [(k, _default_text(f), f.metadata["help"]) for k, f in _fields(TrainConfig).items() if k not in _sections()]
+    sections = [(f"{name}.{k}", _default_text(f), f.metadata["help"])
+                for name, sec in _sections().items() for k, f in _fields(sec).items()]
+    return top + sections
+
+
+def keys_help_text(indent: str = "    ") -> str:
+    """The key listing `tunesmith train --help` shows: one `key  default  help` line per key."""
+    rows = key_help()
+    width = max(len(k) for k, _, _ in rows)
+    dwidth = max(len(d) for _, d, _ in rows)
+    return "\n".join(f"{indent}{k:<{width}}  {d:<{dwidth}}  {h}" for k, d, h in rows)
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _default_text(fld: dataclasses.Field) -> str:
+    value = fld.default_factory() if fld.default is dataclasses.MISSING else fld.default
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def _unknown_key_message(key: str) -> str:

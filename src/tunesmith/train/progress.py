@@ -100,7 +100,7 @@ class ProgressCallback(TrainerCallback):
         self.plot = plot
         self.title = title
         self.stream = stream or sys.stdout
-        self.trainer = None  # set after the Trainer exists (token counts)
+        self.trainer = None  # bind_trainer: token counts come from the Trainer
         self.start_time = 0.0
         self.start_step = 0
         self.start_tokens = 0
@@ -112,7 +112,12 @@ class ProgressCallback(TrainerCallback):
         if state.is_world_process_zero:
             print(text, file=self.stream, flush=True)
 
-    def _global_tokens(self) -> int:
+    def bind_trainer(self, trainer) -> None:
+        """Called by the recipe once the Trainer exists, like any callback with this method."""
+        self.trainer = trainer
+
+    def tokens_seen(self) -> int:
+        """Input tokens (no padding) trained on so far by this run, summed over all processes."""
         local = getattr(self.trainer, "tokens_seen", 0) if self.trainer is not None else 0
         try:
             import torch
@@ -139,7 +144,7 @@ class ProgressCallback(TrainerCallback):
         logs = logs or {}
         if "loss" not in logs:
             return
-        self.tokens_total = self._global_tokens()
+        self.tokens_total = self.tokens_seen()
         step = state.global_step
         if step % self.logging_steps and step != state.max_steps:
             return

@@ -1,0 +1,86 @@
+"""The data phase of a run: dataset specs -> shuffled, cut conversations -> token ids with answer-only labels.
+
+    from tunesmith.train.training_data import load_conversations, load_training_data
+    train, dev = load_conversations(cfg)                       # Conversations (dev: given, or carved from train)
+    data = load_training_data(cfg, tokenizer, template)        # + encoded samples and their statistics
+
+The order is seeded (`seed`), the dev subset fixed (`data.max_dev_samples`, the same at every eval and across
+resumes). When every training conversation has the same system prompt, it becomes the template's default,
+so chat/serve without --system prompt the model exactly as it was trained.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from tunesmith.data import resolve_dataset, split_conversations
+from tunesmith.errors import DataError
+from tunesmith.train.dataset import EncodeStats, encode_all
+from tunesmith.train.runtime import log
+
+
+@dataclass
+class TrainingData:
+    train_convs: list
+    dev_convs: list
+    train_samples: list[dict[str, Any]]
+    dev_samples: list[dict[str, Any]]
+    train_stats: EncodeStats
+    dev_stats: EncodeStats | None
+
+    @property
+    def sample_prompt(self):
+        """(system, messages) of the first dev conversation when it ends in a question, else None: what the
+        progress display answers at every eval."""
+        if not self.dev_convs:
+            return None
+        first = self.dev_convs[0]
+        ok = first.prompt_messages and first.prompt_messages[-1].role == "user"
+        return (first.system, first.prompt_messages) if ok else None
+
+
+def load_conversations(cfg):
+    """(train, dev) Conversations for `cfg` (a TrainConfig): train shuffled with `seed` and cut to
+    data.max_samples; dev from data.dev, else data.dev_ratio of the training questions."""
+    train = resolve_dataset(cfg.data.train, purpose="train")
+    if not train:
+        raise DataError("no training conversations (the dataset is empty)", str(cfg.data.train))
+    dev = resolve_dataset(cfg.data.dev) if cfg.data.dev is not None else []
+    if not dev and cfg.data.dev_ratio > 0:
+        train, dev = split_conversations(train, cfg.data.dev_ratio, seed=cfg.seed)
+    rng = random.Random(cfg.seed)
+    train = list(train)
+    rng.shuffle(train)
+    if cfg.data.max_samples is not None:
+        train = train[: cfg.data.max_samples]
+    if dev and cfg.data.max_dev_samples and len(dev) > cfg.data.max_dev_samples:
+        # a fixed, spread-out subset: the same dev set at every eval and across resumes
+        pick = sorted(random.Random(0).sample(range(len(dev)), cfg.data.max_dev_samples))
+        dev = [dev[i] for i in pick]
+    return train, dev
+
+
+def load_training_data(cfg, tokenizer, template, stream=None) -> TrainingData:
+    """Load and encode train and dev data with `template` (whose default system prompt it may set); prints
+    the data line. DataError when no training conversation has an answer token left to learn."""
+    train_convs, dev_convs = load_conversations(cfg)
+    enc = dict(max_source_len=cfg.data.max_source_len, max_target_len=cfg.data.max_target_len,
+               train_on_prompt=cfg.data.train_on_prompt, last_turn_only=cfg.data.last_turn_only)
+    systems = {c.system for c in train_convs}
+    if cfg.system is None and len(systems) == 1 and None not in systems:
+        # A persona shared by every conversation: saved as the template's default (see the module docstring).
+        template.default_system = systems.pop()
+    train_samples, train_stats = encode_all(train_convs, tokenizer, template, **enc)
+    dev_samples, dev_stats = encode_all(dev_convs, tokenizer, template, **enc) if dev_convs else ([], None)
+    if not train_samples:
+        raise DataError(f"none of the {len(train_convs)} training conversations has an answer token to learn "
+                        "after the cutoffs (check data.max_target_len and that conversations end with an answer)",
+                        str(cfg.data.train))
+    log(f"data: {train_stats.samples} training samples ({train_stats.tokens:,} tokens, {train_stats.loss_tokens:,} "
+        f"answer tokens), {len(dev_samples)} dev samples; prompts at the {cfg.data.max_source_len}-token cutoff: "
+        f"{train_stats.source_cut}, answers at the {cfg.data.max_target_len}-token cutoff: {train_stats.target_cut}"
+        + (f", dropped with nothing to learn: {train_stats.dropped_no_loss}" if train_stats.dropped_no_loss else ""),
+        stream)
+    return TrainingData(train_convs, dev_convs, train_samples, dev_samples, train_stats, dev_stats)
