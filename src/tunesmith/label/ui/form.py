@@ -9,9 +9,8 @@ and the store fields a save sends all come from EDITOR_FIELDS.
 
 Adding a field to the editor is one FormField entry: the page lays the fields out in this order, every
 handler that fills the form returns one value per field, and a save reads the new field by its name.
-The sample id and revision are fields too (a save needs them), but not store fields; the history is shown
-only.
-A field with `kind` set belongs to that kind of sample only ("single": instruction / input / output;
+The sample id and revision are fields too (a save needs them) but not store fields; the history is only
+shown.  A field with `kind` set belongs to that kind of sample only ("single": instruction / input / output;
 "chat": the turns table); a save of the other kind sends it empty.
 """
 
