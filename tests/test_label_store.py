@@ -355,3 +355,26 @@ def test_store_path_forms(tmp_path):
     (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
     with pytest.raises(TunesmithError, match="not a labeling database"):
         LabelStore(tmp_path / "junk.sqlite")
+
+
+def test_format_lists_come_from_the_data_layer_and_every_export_format_writes_a_sample(store, tmp_path):
+    from tunesmith.data import load
+    from tunesmith.data.formats import readable_formats, writable_formats
+    from tunesmith.label.io import EXPORT_FORMATS, IMPORT_FORMATS, NOT_EXPORTED
+
+    assert IMPORT_FORMATS == ("auto", *readable_formats())
+    assert set(EXPORT_FORMATS) | set(NOT_EXPORTED) == set(writable_formats()) and EXPORT_FORMATS[0] == "conversation"
+    store.add_sample(instruction="翻译", input="hello", output="你好", tags="mt")
+    for fmt in EXPORT_FORMATS:
+        back = load(store.export(tmp_path / f"single-{fmt}.jsonl", fmt).path, fmt)
+        assert [(m.role, m.content) for m in back[0].messages] == [("user", "翻译\nhello"), ("assistant", "你好")], fmt
+    store.add_sample(messages=[["user", "你是谁？"], ["assistant", "吾乃李太白。"], ["user", "何处人？"],
+                               ["assistant", "蜀中人。"]], system="你是李白", role="李白")
+    for fmt in EXPORT_FORMATS:
+        if fmt == "context-target":  # one prompt and one answer: the chat is refused by name, nothing written
+            with pytest.raises(DataError, match="sample #2"):
+                store.export(tmp_path / f"chat-{fmt}.jsonl", fmt)
+            assert not (tmp_path / f"chat-{fmt}.jsonl").exists()
+            continue
+        back = load(store.export(tmp_path / f"chat-{fmt}.jsonl", fmt).path, fmt)
+        assert len(back[1].messages) == 4 and back[1].system == "你是李白" and back[1].answer == "蜀中人。", fmt

@@ -16,6 +16,7 @@ gr = pytest.importorskip("gradio")
 
 from tunesmith.label.store import LabelStore  # noqa: E402
 from tunesmith.label.ui import LabelApp, build_label_ui  # noqa: E402
+from tunesmith.label.ui.form import EDITOR_FIELDS, SENT_FIELDS  # noqa: E402
 
 IE_JSON = ('```json\n[{"predicate": "主演", "object_type": "人物", "subject_type": "影视作品", "object": "周星驰", '
            '"subject": "喜剧之王"}]\n```')
@@ -184,44 +185,48 @@ def test_generate_shows_parsed_json_or_the_parse_error(tmp_path):
 FILTERS = ("", "all", "", "")
 
 
-def save(app, user="ann", sid=0, rev=0, kind="single", system="", role="", instruction="", input="", output="",
-         messages=None, status="accepted", tags="", note=""):
-    return app.save_sample(user, sid, rev, kind, system, role, instruction, input, output, messages, status, tags,
-                           note, *FILTERS)
+N_FORM = len(EDITOR_FIELDS)  # the editor's values come first in a handler's result, then the status line
+AT = {f.name: i for i, f in enumerate(EDITOR_FIELDS)}
+
+
+def save(app, user="ann", sid=0, rev=0, **typed):
+    """Save as the page does: the form's values by field name, in the order the field list gives them."""
+    typed = {"id": sid, "revision": rev, "kind": "single", "status": "accepted", **typed}
+    return app.save_sample(user, *[typed.get(name) for name in SENT_FIELDS], *FILTERS)
 
 
 def test_write_edit_and_conflict_in_the_editor(app):
     out = save(app, instruction="翻译成英文", input="你好", output="Hello", tags="mt")
-    form, msg, (table, _info, count) = out[:13], out[13], out[14:]
+    form, msg, (table, _info, count) = out[:N_FORM], out[N_FORM], out[N_FORM + 1:]
     assert "new sample #1" in msg and form[0] == 1 and form[1] == 1
     assert rows(table)[0][:5] == [1, "accepted", "single", "", "mt"] and "**1 samples**" in count
     # two tabs open revision 1; the first save wins, the second is refused and keeps its text
     out = save(app, user="bob", sid=1, rev=1, instruction="翻译成英文", input="你好", output="Hi")
-    assert "revision 2" in out[13]
+    assert "revision 2" in out[N_FORM]
     out = save(app, user="carol", sid=1, rev=1, instruction="翻译成英文", input="你好", output="Hey")
-    assert "changed by bob" in out[13] and "Nothing was saved" in out[13]
-    assert all(isinstance(v, dict) for v in out[:13])  # gr.update(): the form keeps what carol typed
+    assert "changed by bob" in out[N_FORM] and "Nothing was saved" in out[N_FORM]
+    assert all(isinstance(v, dict) for v in out[:N_FORM])  # gr.update(): the form keeps what carol typed
     assert app.store.get_sample(1).output == "Hi"
     # history: who, when, what
     hist = app.history_text(1)
     assert "bob" in hist and "output: Hello → Hi" in hist
     # open by id and by clicking a row
     opened = app.open_sample(1)
-    assert opened[:2] == (1, 2) and opened[7] == "Hi" and "revision 2" in opened[-1]
+    assert opened[:2] == (1, 2) and opened[AT["output"]] == "Hi" and "revision 2" in opened[-1]
     clicked = app.open_selected(gr.SelectData(None, {"index": [0, 3], "value": "", "row_value": [1, "accepted"]}))
     assert clicked[0] == 1
     assert "no sample #9" in app.open_sample(9)[-1]
 
 
 def test_editor_bad_input_saves_nothing(app):
-    assert "instruction: empty" in save(app, output="a")[13]
-    assert "output: empty" in save(app, instruction="q")[13]
-    assert "turn 2" in save(app, kind="chat", messages=[["user", "hi"], ["user", "again"]])[13]
+    assert "instruction: empty" in save(app, output="a")[N_FORM]
+    assert "output: empty" in save(app, instruction="q")[N_FORM]
+    assert "turn 2" in save(app, kind="chat", messages=[["user", "hi"], ["user", "again"]])[N_FORM]
     assert app.store.count() == 0
     save(app, instruction="q", output='["a"]')
-    assert "already exists as #1" in save(app, instruction="q", output='["a"]')[13]
+    assert "already exists as #1" in save(app, instruction="q", output='["a"]')[N_FORM]
     app.store.update_settings(output_json=True)
-    assert "must be JSON" in save(app, instruction="q2", output="plain words")[13]
+    assert "must be JSON" in save(app, instruction="q2", output="plain words")[N_FORM]
     assert app.store.count() == 1
 
 
@@ -230,10 +235,10 @@ def test_editor_chat_sample_from_the_table(app):
 
     turns = pd.DataFrame([["user", "你是谁？"], ["assistant", "吾乃李太白。"], ["", ""]], columns=["role", "content"])
     out = save(app, kind="chat", system="你是李白", role="李白", messages=turns, tags="persona")
-    assert "new sample #1" in out[13]
+    assert "new sample #1" in out[N_FORM]
     s = app.store.get_sample(1)
     assert [(m.role, m.content) for m in s.messages] == [("user", "你是谁？"), ("assistant", "吾乃李太白。")]
-    assert out[8].values.tolist() == [["user", "你是谁？"], ["assistant", "吾乃李太白。"]]
+    assert out[AT["messages"]].values.tolist() == [["user", "你是谁？"], ["assistant", "吾乃李太白。"]]
     # filters: text, status, tag, role
     save(app, instruction="杜甫是谁", output="诗圣", role="杜甫", status="draft")
     assert [r[0] for r in rows(app.table("李太白"))] == [1]
@@ -243,8 +248,33 @@ def test_editor_chat_sample_from_the_table(app):
     assert app.filter_info("", "all", "", "") == "2 match(es)"
     # delete needs the current revision
     out = app.delete_sample("ann", 1, 1, *FILTERS)
-    assert "deleted sample #1" in out[13] and app.store.count() == 1
-    assert "open a saved sample" in app.delete_sample("ann", 0, 0, *FILTERS)[13]
+    assert "deleted sample #1" in out[N_FORM] and app.store.count() == 1
+    assert "open a saved sample" in app.delete_sample("ann", 0, 0, *FILTERS)[N_FORM]
+
+
+def test_editor_form_comes_from_one_field_list(tmp_path):
+    """The editor's widgets, the values its handlers take and return, and what a sample shows: EDITOR_FIELDS."""
+    blocks = build_label_ui(tmp_path / "proj")
+    fns = {fn.fn.__name__: fn for fn in blocks.fns.values()}
+    for name in ("new_sample", "open_sample", "open_selected", "save_sample", "delete_sample"):
+        assert [c.elem_id for c in fns[name].outputs[:N_FORM]] == [f.elem_id for f in EDITOR_FIELDS], name
+    assert [c.elem_id for c in fns["save_sample"].inputs] == \
+        ["label-user", *[EDITOR_FIELDS[AT[n]].elem_id for n in SENT_FIELDS], "f-text", "f-status", "f-tag", "f-role"]
+    app = blocks.label_app
+    s = app.store.add_sample(instruction="翻译", input="hello", output="你好", tags="mt, 英语", note="n", user="ann")
+    shown = dict(zip(AT, app.open_sample(s.id)))
+    assert (shown["id"], shown["revision"], shown["kind"], shown["instruction"], shown["tags"], shown["note"]) == \
+        (s.id, 1, "single", "翻译", "mt, 英语", "n")
+    assert "| ann | create |" in shown["history"]
+    blank = dict(zip(AT, app.new_sample()))
+    assert (blank["id"], blank["kind"], blank["status"], blank["output"]) == (0, "single", "accepted", "")
+    # through Gradio, the save still gets the request: the name from the X-Tunesmith-User header
+    initial = {c["id"]: c.get("props", {}).get("value") for c in blocks.get_config_file()["components"]}
+    inputs = [initial.get(c._id) for c in fns["save_sample"].inputs]
+    inputs[1 + SENT_FIELDS.index("instruction")], inputs[1 + SENT_FIELDS.index("output")] = "q", "a"
+    out = asyncio.run(blocks.process_api(fns["save_sample"], inputs, state=None,
+                                         request=gr.Request(headers={"x-tunesmith-user": "dave"})))
+    assert "new sample #2" in out["data"][N_FORM] and app.store.get_sample(2).created_by == "dave"
 
 
 def test_user_name_comes_from_the_field_or_the_request(app):

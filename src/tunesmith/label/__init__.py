@@ -8,6 +8,8 @@
     store.add_sample(instruction="...", input="...", output="...", user="ann")
     store.export("ie-project/train.jsonl", "context-target")
 
-Modules: store (SQLite store), answers (JSON in answers), ui (the Gradio page), server (FastAPI app),
-commands (the CLI command).  See docs/labeling.md.
+Modules: store (LabelStore, the front of the SQLite store), whose concerns are db (connections, schema),
+settings (project settings, prompt formats), samples (the Sample type, validation, revisions, search),
+review (model answers and their judgements) and io (import / export); answers (JSON in answers),
+ui (the Gradio page), server (FastAPI app), commands (the CLI command).  See docs/labeling.md.
 """
