@@ -115,7 +115,7 @@ def run_reference(args, work: Path, i: int) -> dict:
     from tunesmith.template import resolve_template
     from tunesmith.train.config import build_config
     from tunesmith.train.dataset import ListDataset, encode_all
-    from tunesmith.train.run import load_conversations
+    from tunesmith.train.training_data import load_conversations
 
     cfg = build_config(recipe(args, work / f"ref{i}"))
     path = resolve_model_path("default")

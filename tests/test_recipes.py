@@ -9,7 +9,7 @@ import pytest
 
 from tunesmith.cli import main
 from tunesmith.train.config import load_config
-from tunesmith.train.run import load_conversations
+from tunesmith.train.training_data import load_conversations
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "configs").glob("*.yaml"))

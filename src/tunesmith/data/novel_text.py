@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from tunesmith.conversation import Conversation
@@ -39,18 +38,11 @@ OPTIONS = {
 }
 
 
-def miner_sources(miner: ModuleType) -> list[Path]:
-    """Every source file of the dialogue miner: all `*.py` of its package (sorted by name), or its one file."""
-    if hasattr(miner, "__path__"):
-        roots = [Path(p) for p in miner.__path__]
-        return sorted((f for root in roots for f in root.rglob("*.py")), key=lambda f: f.as_posix())
-    return [Path(miner.__file__)]
-
-
-def miner_fingerprint(miner: ModuleType) -> str:
-    """A hash of the miner's source: any changed module gives a new one, so no stale result is reused."""
+def miner_fingerprint(files: list[Path]) -> str:
+    """A hash of the miner's source files (names and bytes): any changed module gives a new one, so no stale
+    result is reused."""
     key = hashlib.sha256()
-    for f in miner_sources(miner):
+    for f in files:
         key.update(f.name.encode())
         key.update(f.read_bytes())
     return key.hexdigest()
@@ -63,7 +55,7 @@ def _cache_file(path: Path, data: bytes, options: dict[str, Any]) -> Path:
     key = hashlib.sha256()
     key.update(data)
     key.update(json.dumps(options, sort_keys=True, ensure_ascii=False).encode())
-    key.update(miner_fingerprint(novel).encode())
+    key.update(miner_fingerprint(novel.source_files()).encode())
     return cache_dir() / "dialogue" / f"{path.stem}-{key.hexdigest()[:16]}.jsonl"
 
 

@@ -44,36 +44,17 @@ from tunesmith.template import resolve_template
 from tunesmith.train.adapter import save_adapter, verify_adapter
 from tunesmith.train.arguments import training_arguments
 from tunesmith.train.attention import choose_packing
-from tunesmith.train.checkpoints import (  # noqa: F401  (checkpoint names are imported from here too)
-    CHECKPOINT_RE,
-    INCOMPLETE_PREFIX,
-    checkpoint_problem,
-    checkpoints_in,
-    last_checkpoint,
-    pick_checkpoint,
-    resume_point,
-)
+from tunesmith.train.checkpoints import resume_point
 from tunesmith.train.config import TrainConfig, dump_config, load_config
 from tunesmith.train.dataset import ListDataset, PackedCollator, PaddedCollator
 from tunesmith.train.lora import attach_lora
 from tunesmith.train.progress import ProgressCallback
-from tunesmith.train.runtime import (  # noqa: F401  (runtime names are imported from here too)
-    Runtime,
-    busy_cores,
-    cpu_bf16_speedup,
-    log,
-    peak_memory_mb,
-    release_process_group,
-    resolve_threads,
-    resolve_train_dtype,
-    setup_runtime,
-)
+from tunesmith.train.runtime import Runtime, log, peak_memory_mb, release_process_group, setup_runtime
 from tunesmith.train.summary import TrainResult, build_summary, finished_run, saved_line, write_summary
 from tunesmith.train.trainer import TunesmithTrainer, head_loss_supported, output_head
-from tunesmith.train.training_data import TrainingData, load_conversations, load_training_data  # noqa: F401
+from tunesmith.train.training_data import TrainingData, load_training_data
 
-__all__ = ["TrainResult", "checkpoint_problem", "last_checkpoint", "load_conversations", "pick_checkpoint",
-           "train_from_config"]
+__all__ = ["TrainResult", "train_from_config"]
 
 
 # -- the state the phases pass on -----------------------------------------------------------------------
