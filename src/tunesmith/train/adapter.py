@@ -49,7 +49,8 @@ def save_adapter(model, tokenizer, template, out_dir: str | os.PathLike, *, conf
 
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        # Only the trained adapter: a preference run also holds its frozen reference copy ("ref").
+        model.save_pretrained(str(tmp), safe_serialization=True, selected_adapters=[active_adapter(model)])
         if base_model:
             import json
 
@@ -64,8 +65,15 @@ def save_adapter(model, tokenizer, template, out_dir: str | os.PathLike, *, conf
     return out
 
 
+def active_adapter(model) -> str:
+    """The name of the adapter a PEFT model trains and runs (usually "default")."""
+    return model.active_adapter if isinstance(model.active_adapter, str) else model.active_adapters[0]
+
+
 def lora_parameter_count(model) -> int:
-    return sum(1 for n, _ in model.named_parameters() if "lora_A" in n or "lora_B" in n)
+    """LoRA tensors of the active adapter (a reference copy beside it is not saved, so not counted)."""
+    name = f".{active_adapter(model)}."
+    return sum(1 for n, _ in model.named_parameters() if ("lora_A" in n or "lora_B" in n) and name in n)
 
 
 def verify_adapter(model, adapter_dir: str | os.PathLike, *, trained: bool, probe_ids, atol: float) -> dict[str, float]:
@@ -83,7 +91,7 @@ def verify_adapter(model, adapter_dir: str | os.PathLike, *, trained: bool, prob
     if trained and stats["lora_B_norm"] == 0.0:
         raise ModelError(f"{adapter_dir}: every lora_B matrix is zero: the adapter equals the base model "
                          "(was the learning rate 0, or were no steps taken?)")
-    active = model.active_adapter if isinstance(model.active_adapter, str) else model.active_adapters[0]
+    active = active_adapter(model)
     check = "_tunesmith_saved_copy"
     with eval_mode(model):  # entered first, left last: the train/eval mode comes back after set_adapter below
         try:

@@ -30,6 +30,10 @@ LOSS_WEIGHTINGS = ("token", "sample")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 QUANTIZATIONS = ("none", "8bit", "4bit")
 TEMPLATES = ("auto", "tokenizer", "chatml", "plain", "instruction")
+METHODS = ("sft", "dpo", "orpo", "kto")
+# TRL's DPO losses offered by name: sigmoid is DPO itself, ipo the IPO paper's squared loss, hinge SLiC,
+# robust the noise-tolerant rDPO, sigmoid_norm DPO on length-normalised log-probs.
+DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "sigmoid_norm")
 
 # Names people bring from other tools: suggested when they are used, never silently accepted.
 KNOWN_ALIASES = {
@@ -44,6 +48,9 @@ KNOWN_ALIASES = {
     "fp16": "dtype", "load_in_4bit": "quantization", "load_in_8bit": "quantization",
     "resume_from_checkpoint": "resume", "packing": "data.packing", "max_source_length": "data.max_source_len",
     "max_target_length": "data.max_target_len", "output": "output_dir", "out": "output_dir",
+    "stage": "method", "rlhf_type": "method", "pref_beta": "preference.beta", "pref_loss": "preference.loss_type",
+    "beta": "preference.beta", "loss_type": "preference.loss_type", "adapter_name_or_path": "init_adapter",
+    "pref_ftx": "preference.sft_weight", "rpo_alpha": "preference.sft_weight",
 }
 
 
@@ -90,6 +97,21 @@ class DataConfigSection:
 
 
 @dataclass
+class PreferenceConfigSection:
+    beta: float = field(default=0.1, metadata=_help(
+        "dpo/kto: how close the tuned model stays to the reference (higher: closer); orpo: weight of the "
+        "odds-ratio term next to the chosen answers' loss"))
+    loss_type: str = field(default="sigmoid", metadata=_help(
+        "dpo loss: sigmoid (DPO) | ipo | hinge | robust | sigmoid_norm (length-normalised)"))
+    sft_weight: float = field(default=0.0, metadata=_help(
+        "dpo: also learn the chosen answers (their token loss) with this weight; keeps the voice (RPO)"))
+    precompute_ref: bool = field(default=False, metadata=_help(
+        "dpo/kto: score every answer with the reference once before training instead of at every step"))
+    desirable_weight: float = field(default=1.0, metadata=_help("kto: weight of the answers labelled good"))
+    undesirable_weight: float = field(default=1.0, metadata=_help("kto: weight of the answers labelled bad"))
+
+
+@dataclass
 class TrainConfig:
     model: str = field(default="default", metadata=_help(
         "a model folder, a hub id, or default (SmolLM2-135M-Instruct, bundled)"))
@@ -99,8 +121,13 @@ class TrainConfig:
         "system prompt for conversations that have none (saved with the template)"))
     output_dir: str = field(default="runs/tunesmith", metadata=_help(
         "where the adapter, checkpoints, loss.png and summary.json go"))
+    method: str = field(default="sft", metadata=_help(
+        "sft (answers) | dpo | orpo (pairs: chosen vs rejected) | kto (answers judged good or bad)"))
+    init_adapter: str | None = field(default=None, metadata=_help(
+        "start from this trained adapter (e.g. runs/libai/adapter) instead of a fresh LoRA; its template is used"))
     data: DataConfigSection = field(default_factory=DataConfigSection)
     lora: LoraConfigSection = field(default_factory=LoraConfigSection)
+    preference: PreferenceConfigSection = field(default_factory=PreferenceConfigSection)
     batch_size: int = field(default=8, metadata=_help("conversations per device per micro-step"))
     grad_accum: int = field(default=1, metadata=_help(
         "micro-steps per optimizer step: a bigger effective batch without more memory"))
@@ -224,7 +251,7 @@ def _parse_scalar_text(text: str) -> Any:
 
 # -- field tables -----------------------------------------------------------------------------------
 def _sections() -> dict[str, type]:
-    return {"data": DataConfigSection, "lora": LoraConfigSection}
+    return {"data": DataConfigSection, "lora": LoraConfigSection, "preference": PreferenceConfigSection}
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -406,6 +433,13 @@ def validate(cfg: TrainConfig, where: dict[str, str] | None = None) -> None:
     _choice(cfg.device, DEVICES, "device", where)
     _choice(cfg.quantization, QUANTIZATIONS, "quantization", where)
     _choice(cfg.template, TEMPLATES, "template", where)
+    _choice(cfg.method, METHODS, "method", where)
+    _choice(cfg.preference.loss_type, DPO_LOSSES, "preference.loss_type", where)
+    if not cfg.preference.beta > 0:
+        fail("preference.beta", f"must be > 0 (got {cfg.preference.beta})")
+    for key in ("sft_weight", "desirable_weight", "undesirable_weight"):
+        if getattr(cfg.preference, key) < 0:
+            fail(f"preference.{key}", f"must be >= 0 (got {getattr(cfg.preference, key)})")
     for key in ("batch_size", "grad_accum", "logging_steps", "eval_steps", "save_total_limit"):
         if getattr(cfg, key) < 1:
             fail(key, f"must be at least 1 (got {getattr(cfg, key)})")

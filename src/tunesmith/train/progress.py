@@ -4,6 +4,13 @@
     dev loss 1.7310 (ppl 5.65) at step 40 | best 1.7310 at step 40
     sample> 吾乃李白，今日与君共饮……
 
+A preference run (dpo, orpo, kto) shows its rewards too: the train line their mean over the same window, the
+dev line the dev set's reward accuracy (share of pairs whose chosen answer out-scores the rejected one) and
+margin (chosen minus rejected reward), and loss.png gets a second panel with them.
+
+    step 40/200 (20.0%) | ... | loss 0.412 (last 10) | reward acc 0.81 | margin 1.35 | ... | ETA 0:04:40
+    dev loss 0.4021 | reward accuracy 0.844 | margin 1.520 (chosen -0.41, rejected -1.93) at step 40 | best ...
+
 The loss shown is the mean of the last `logging_steps` optimizer steps (each one a token-weighted mean
 over its answer tokens), never a running mean since step 0.  The Trainer is told to log every step,
 so `state.log_history` (kept in checkpoints, hence across resumes) holds the whole curve that
@@ -43,6 +50,45 @@ def dev_losses(log_history: list[dict]) -> list[tuple[int, float]]:
     return sorted(seen.items())
 
 
+# TRL's reward metrics (DPO/ORPO: accuracies and margins; KTO: chosen/rejected rewards and the KL estimate).
+REWARD_METRICS = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "kl")
+SHORT_NAMES = {"rewards/accuracies": "reward acc", "rewards/margins": "margin", "rewards/chosen": "chosen",
+               "rewards/rejected": "rejected", "kl": "kl"}
+
+
+def metric_series(log_history: list[dict], name: str) -> list[tuple[int, float]]:
+    """(step, value) of one logged metric, e.g. "rewards/margins" (train) or "eval_rewards/margins" (dev)."""
+    seen: dict[int, float] = {}
+    for e in log_history:
+        if name in e and "step" in e and isinstance(e[name], (int, float)):
+            seen[int(e["step"])] = float(e[name])
+    return sorted(seen.items())
+
+
+def reward_metrics_logged(log_history: list[dict]) -> list[str]:
+    """Which of REWARD_METRICS this run logged (none for SFT)."""
+    return [m for m in REWARD_METRICS if any(m in e or f"eval_{m}" in e for e in log_history)]
+
+
+def dev_reward_text(metrics: dict[str, float]) -> str:
+    """'reward accuracy 0.844 | margin 1.520 (chosen -0.41, rejected -1.93)' from eval metrics ('' for SFT)."""
+    get = {m: metrics.get(f"eval_{m}") for m in REWARD_METRICS}
+    parts = []
+    if get["rewards/accuracies"] is not None:
+        parts.append(f"reward accuracy {get['rewards/accuracies']:.3f}")
+    if get["rewards/margins"] is not None:
+        parts.append(f"margin {get['rewards/margins']:.3f}")
+    if get["rewards/chosen"] is not None and get["rewards/rejected"] is not None:
+        both = f"chosen {get['rewards/chosen']:.2f}, rejected {get['rewards/rejected']:.2f}"
+        if parts:
+            parts[-1] += f" ({both})"
+        else:
+            parts.append(f"rewards {both}")
+    if get["kl"] is not None:
+        parts.append(f"kl {get['kl']:.3f}")
+    return " | ".join(parts)
+
+
 def window_mean(values: list[float], n: int) -> float:
     tail = values[-n:]
     return sum(tail) / len(tail) if tail else float("nan")
@@ -59,7 +105,12 @@ def plot_losses(log_history: list[dict], path: Path, window: int, title: str = "
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    rewards = reward_metrics_logged(log_history)
+    if rewards:
+        fig, (ax, ax_r) = plt.subplots(1, 2, figsize=(13, 4.5), dpi=100)
+        plot_rewards(ax_r, log_history, rewards, window)
+    else:
+        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     if train:
         steps = [s for s, _ in train]
         losses = [v for _, v in train]
@@ -71,7 +122,7 @@ def plot_losses(log_history: list[dict], path: Path, window: int, title: str = "
         best = min(dev, key=lambda x: x[1])
         ax.annotate(f"best {best[1]:.3f}", best, textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (answer tokens)")
+    ax.set_ylabel("preference loss" if rewards else "loss (answer tokens)")
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -84,6 +135,26 @@ def plot_losses(log_history: list[dict], path: Path, window: int, title: str = "
     finally:
         plt.close(fig)
     return path
+
+
+def plot_rewards(ax, log_history: list[dict], names: list[str], window: int) -> None:
+    """The reward panel of a preference run: each reward metric, train (windowed mean) and dev (points)."""
+    colors = dict(zip(REWARD_METRICS, ("tab:green", "tab:purple", "tab:blue", "tab:red", "tab:gray"), strict=True))
+    for name in names:
+        train = metric_series(log_history, name)
+        if train:
+            values = [v for _, v in train]
+            ax.plot([s for s, _ in train], [window_mean(values[: i + 1], window) for i in range(len(values))],
+                    color=colors[name], linewidth=1.5, label=f"train {SHORT_NAMES[name]}")
+        dev = metric_series(log_history, f"eval_{name}")
+        if dev:
+            ax.plot([s for s, _ in dev], [v for _, v in dev], "o--", color=colors[name], linewidth=1,
+                    label=f"dev {SHORT_NAMES[name]}")
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("reward (accuracy: share of pairs)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 class ProgressCallback(TrainerCallback):
@@ -159,6 +230,7 @@ class ProgressCallback(TrainerCallback):
             f"step {step}/{state.max_steps} ({pct:.1f}%)",
             f"epoch {state.epoch:.2f}" if state.epoch is not None else "",
             f"loss {window_mean(losses, self.logging_steps):.4f} (last {min(self.logging_steps, len(losses))})",
+            *self.train_reward_parts(state.log_history, logs),
             f"lr {lr:.2e}" if isinstance(lr, (int, float)) else "",
             f"{tok_s:,.0f} tok/s",
             format_duration(elapsed),
@@ -166,14 +238,25 @@ class ProgressCallback(TrainerCallback):
         ]
         self._print(state, " | ".join(p for p in parts if p))
 
+    def train_reward_parts(self, log_history: list[dict], logs: dict) -> list[str]:
+        """'reward acc 0.81', 'margin 1.35' (means over the logging window) when the run logs rewards."""
+        parts = []
+        for name in ("rewards/accuracies", "rewards/margins", "kl"):
+            if name in logs:
+                values = [v for _, v in metric_series(log_history, name)]
+                parts.append(f"{SHORT_NAMES[name]} {window_mean(values, self.logging_steps):.2f}")
+        return parts
+
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         metrics = metrics or {}
         if "eval_loss" not in metrics:
             return
         dev = dev_losses(state.log_history)
         best = min(dev, key=lambda x: x[1]) if dev else (state.global_step, metrics["eval_loss"])
-        self._print(state, f"dev loss {metrics['eval_loss']:.4f} (ppl {metrics.get('eval_ppl', float('nan')):.2f}) "
-                           f"at step {state.global_step} | best {best[1]:.4f} at step {best[0]}")
+        rewards = dev_reward_text(metrics)
+        head = f"dev loss {metrics['eval_loss']:.4f}" + (
+            f" | {rewards}" if rewards else f" (ppl {metrics.get('eval_ppl', float('nan')):.2f})")
+        self._print(state, f"{head} at step {state.global_step} | best {best[1]:.4f} at step {best[0]}")
         if state.is_world_process_zero:
             model = kwargs.get("model")
             if self.sample_tokens > 0 and self.sample_prompt is not None and model is not None:

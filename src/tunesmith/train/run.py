@@ -47,7 +47,9 @@ from tunesmith.train.attention import choose_packing
 from tunesmith.train.checkpoints import resume_point
 from tunesmith.train.config import TrainConfig, dump_config, load_config
 from tunesmith.train.dataset import ListDataset, PackedCollator, PaddedCollator
-from tunesmith.train.lora import attach_lora
+from tunesmith.train.lora import start_adapter
+from tunesmith.train.preference_data import first_sequence
+from tunesmith.train.preference_trainers import preference_trainer
 from tunesmith.train.progress import ProgressCallback
 from tunesmith.train.runtime import Runtime, log, peak_memory_mb, release_process_group, setup_runtime
 from tunesmith.train.summary import TrainResult, build_summary, finished_run, saved_line, write_summary
@@ -142,30 +144,46 @@ def setup_run(cfg: TrainConfig, resume_from: Path | None, stream=None) -> RunSet
     model_path = resolve_model_path(cfg.model)
     model, tokenizer = load_model(model_path, dtype=runtime.dtype, device=runtime.device,
                                   quantization=cfg.quantization, trust_remote_code=cfg.trust_remote_code)
-    template = resolve_template(cfg.template, tokenizer, default_system=cfg.system)
+    template = run_template(cfg, tokenizer)
     data = load_training_data(cfg, tokenizer, template, stream)
     tuned = tune_model(cfg, runtime, model, tokenizer, template, model_path, stream)
     return RunSetup(cfg=cfg, out=Path(cfg.output_dir), resume_from=resume_from, runtime=runtime, model=tuned,
                     data=data)
 
 
+def run_template(cfg: TrainConfig, tokenizer):
+    """The chat template: the starting adapter's own (template: auto with init_adapter: the prompts a preference
+    run learns after are the ones its SFT adapter was trained on and is served with), else cfg.template."""
+    from tunesmith.template import load_template
+
+    saved = load_template(cfg.init_adapter) if cfg.init_adapter and cfg.template == "auto" else None
+    if saved is None:
+        return resolve_template(cfg.template, tokenizer, default_system=cfg.system)
+    if cfg.system is not None:
+        saved.default_system = cfg.system
+    return saved
+
+
 def tune_model(cfg: TrainConfig, runtime: Runtime, model, tokenizer, template, model_path: str,
                stream=None) -> TunedModel:
     """Prove packing works on this model (data.packing), attach LoRA, probe the answer-only loss head;
     prints the model line."""
-    packing = choose_packing(model, model_path) if cfg.data.packing else "off"
-    model = attach_lora(model, cfg)
-    head = output_head(model) if head_loss_supported(model, model.device) else None
+    sft = cfg.method == "sft"
+    packing = choose_packing(model, model_path) if cfg.data.packing and sft else "off"
+    model = start_adapter(model, cfg)
+    head = output_head(model) if sft and head_loss_supported(model, model.device) else None
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
     dtype, device, threads = runtime.dtype, runtime.device, runtime.threads
+    lora = f"adapter {cfg.init_adapter}" if cfg.init_adapter else \
+        f"LoRA rank {cfg.lora.rank} on {cfg.lora.target_modules}"
+    loss = (f"loss head {'answer positions only' if head is not None else 'full logits'}; "
+            f"loss weighted per {'conversation' if cfg.loss_weighting == 'sample' else 'token'}") if sft else \
+        f"method {cfg.method} (beta {cfg.preference.beta:g})"
     log(f"model: {model_path} ({dtype}, {device}{f' x{threads} threads' if device == 'cpu' else ''}"
         f"{', ' + cfg.quantization if cfg.quantization != 'none' else ''}); "
-        f"LoRA rank {cfg.lora.rank} on {cfg.lora.target_modules}: {n_train:,} trainable of {n_all:,} parameters; "
-        f"template {template.name}; packing {packing}; "
-        f"loss head {'answer positions only' if head is not None else 'full logits'}; "
-        f"loss weighted per {'conversation' if cfg.loss_weighting == 'sample' else 'token'}",
-        stream)
+        f"{lora}: {n_train:,} trainable of {n_all:,} parameters; template {template.name}; packing {packing}; "
+        f"{loss}", stream)
     return TunedModel(model=model, tokenizer=tokenizer, template=template, model_path=model_path, packing=packing,
                       head=head, trainable=n_train)
 
@@ -175,28 +193,33 @@ def build_trainer(setup: RunSetup, callbacks: list, stream=None) -> TunesmithTra
     """The Trainer for supervised fine-tuning: its arguments, the collator (packed or padded batches), the
     progress display and the caller's callbacks (each one with `bind_trainer(trainer)` is handed the Trainer).
 
-    This is the one place that knows the training method. Preference tuning (`method: dpo | orpo | kto`
-    through TRL's DPOTrainer and its kin) extends this function with a switch on the method: its collator,
-    its trainer class and that class's arguments; the phases before and after stay as they are.
+    This is the one place that knows the training method: `method: dpo | orpo | kto` gets TRL's trainer for it
+    (tunesmith.train.preference_trainers) on the same arguments and callbacks; the phases before and after
+    stay as they are.
     """
     cfg, rt, tuned, data = setup.cfg, setup.runtime, setup.model, setup.data
     has_dev = bool(data.dev_samples)
-    args = TrainingArguments(**training_arguments(
+    training_kwargs = training_arguments(
         cfg, checkpoints_dir=setup.out / "checkpoints", has_dev=has_dev, resuming=setup.resume_from is not None,
-        dtype=rt.dtype, device=rt.device, world=rt.world))
-    per_sample = cfg.loss_weighting == "sample"
-    collator = PackedCollator(varlen_kwargs=tuned.packing.startswith("varlen"), sample_weights=per_sample) \
-        if cfg.data.packing else PaddedCollator(tuned.tokenizer.pad_token_id, sample_weights=per_sample)
+        dtype=rt.dtype, device=rt.device, world=rt.world)
     progress = ProgressCallback(logging_steps=cfg.logging_steps, out_dir=setup.out, tokenizer=tuned.tokenizer,
                                 template=tuned.template, sample_prompt=data.sample_prompt,
                                 sample_tokens=cfg.sample_tokens, plot=cfg.plot,
                                 title=f"{Path(str(cfg.model)).name} LoRA r={cfg.lora.rank} lr={cfg.lr:g}",
                                 stream=stream)
-    trainer = TunesmithTrainer(
-        model=tuned.model, args=args, train_dataset=ListDataset(data.train_samples),
-        eval_dataset=ListDataset(data.dev_samples) if has_dev else None, data_collator=collator,
-        processing_class=tuned.tokenizer, callbacks=[progress, *callbacks], head=tuned.head,
-    )
+    if cfg.method == "sft":
+        per_sample = cfg.loss_weighting == "sample"
+        collator = PackedCollator(varlen_kwargs=tuned.packing.startswith("varlen"), sample_weights=per_sample) \
+            if cfg.data.packing else PaddedCollator(tuned.tokenizer.pad_token_id, sample_weights=per_sample)
+        trainer = TunesmithTrainer(
+            model=tuned.model, args=TrainingArguments(**training_kwargs), train_dataset=ListDataset(data.train_samples),
+            eval_dataset=ListDataset(data.dev_samples) if has_dev else None, data_collator=collator,
+            processing_class=tuned.tokenizer, callbacks=[progress, *callbacks], head=tuned.head,
+        )
+    else:
+        trainer = preference_trainer(cfg, model=tuned.model, tokenizer=tuned.tokenizer, training_kwargs=training_kwargs,
+                                     train_rows=data.train_samples, dev_rows=data.dev_samples,
+                                     callbacks=[progress, *callbacks])
     # The progress callback prints its own lines; the stock ones would print dicts and bars besides.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(PrintedProgressBar)
@@ -244,7 +267,8 @@ def save_and_verify(setup: RunSetup, trained: Trained, stream=None) -> TrainResu
     if trainer.is_world_process_zero():
         peft_model = trainer.model
         save_adapter(peft_model, tuned.tokenizer, tuned.template, adapter_dir, config_yaml=dump_config(cfg))
-        probe = torch.tensor([setup.data.train_samples[0]["input_ids"][:64]],
+        first = setup.data.train_samples[0]
+        probe = torch.tensor([(first["input_ids"] if "input_ids" in first else first_sequence(first))[:64]],
                              device=next(peft_model.parameters()).device)
         with trainer.accelerator.autocast():
             check = verify_adapter(peft_model, adapter_dir, trained=trainer.state.global_step > 0, probe_ids=probe,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunesmith.fsio import atomic_write
-from tunesmith.train.progress import dev_losses, train_losses, window_mean
+from tunesmith.train.progress import dev_losses, metric_series, reward_metrics_logged, train_losses, window_mean
 
 if TYPE_CHECKING:
     from tunesmith.train.config import TrainConfig
@@ -91,7 +91,34 @@ def build_summary(cfg: TrainConfig, *, setup: RunSetup, trained: Trained, adapte
         "adapter_check": adapter_check,
         "samples": trained.progress.samples,
         "train_runtime_reported": getattr(trained.output, "metrics", {}).get("train_runtime"),
+        "method": cfg.method,
+        "init_adapter": cfg.init_adapter,
+        "preference": preference_summary(cfg, state.log_history, best[0] if best else None),
     }
+
+
+def preference_summary(cfg: TrainConfig, log_history: list[dict], best_step: int | None) -> dict[str, Any] | None:
+    """A preference run's settings and its dev rewards: every eval, and the values at the start, at the best
+    checkpoint (the saved adapter with keep_best) and at the end. None for SFT."""
+    if cfg.method == "sft":
+        return None
+    p = cfg.preference
+    out: dict[str, Any] = {"beta": p.beta}
+    if cfg.method == "dpo":
+        out.update(loss_type=p.loss_type, sft_weight=p.sft_weight, precompute_ref=p.precompute_ref)
+    if cfg.method == "kto":
+        out.update(desirable_weight=p.desirable_weight, undesirable_weight=p.undesirable_weight)
+    out["reference"] = None if cfg.method == "orpo" else ("init_adapter (frozen copy)" if cfg.init_adapter
+                                                            else "base model")
+    for name in reward_metrics_logged(log_history):
+        key = "dev_" + name.replace("rewards/", "reward_")
+        dev = metric_series(log_history, f"eval_{name}")
+        if not dev:
+            continue
+        at = dict(dev)
+        out[key] = {"initial": dev[0][1], "best_checkpoint": at.get(best_step), "final": dev[-1][1],
+                    "per_eval": [{"step": s, "value": v} for s, v in dev]}
+    return out
 
 
 def write_summary(out: Path, summary: dict[str, Any], log_history: list[dict]) -> Path:

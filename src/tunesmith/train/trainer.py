@@ -88,7 +88,28 @@ def answer_loss_sum(model, inputs: dict[str, Any], head=None, head_autocast=None
     return (F.cross_entropy(logits.float(), shift[mask], reduction="none") * w).sum(), w.sum()
 
 
-class TunesmithTrainer(Trainer):
+class StopsWhenResumedFinished:
+    """A Trainer mixin: resumed from a checkpoint at (or past) its last step, train nothing.
+
+    The stock loop checks max_steps only after a step, so a run resumed from its last checkpoint would
+    train step max_steps + 1 (and save it). A fresh run starts at step 0 and never matches.
+    """
+
+    resumed_finished = False
+
+    def _init_training_state(self, max_steps, *args, **kwargs):
+        out = super()._init_training_state(max_steps, *args, **kwargs)
+        self.resumed_finished = self.state.global_step >= max_steps > 0
+        return out
+
+    def _run_epoch(self, *args, **kwargs):
+        if self.resumed_finished:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
+
+class TunesmithTrainer(StopsWhenResumedFinished, Trainer):
     """Trainer with answer-only, head-only-where-needed, token-weighted loss."""
 
     def __init__(self, *args, head=None, **kwargs):
@@ -101,21 +122,6 @@ class TunesmithTrainer(Trainer):
         self.loss_is_scaled_for_ga = True
         self._loss_shifts_labels = True
         self.tokens_seen = 0  # input tokens (no padding) on this process
-        self.resumed_finished = False  # resumed from a checkpoint taken at (or past) the last step
-
-    # -- resuming a finished run -----------------------------------------------------------------------
-    def _init_training_state(self, max_steps, *args, **kwargs):
-        out = super()._init_training_state(max_steps, *args, **kwargs)
-        # The stock loop checks max_steps only after a step, so a run resumed from its last checkpoint would
-        # train step max_steps + 1 (and save it). A fresh run starts at step 0 and never matches.
-        self.resumed_finished = self.state.global_step >= max_steps > 0
-        return out
-
-    def _run_epoch(self, *args, **kwargs):
-        if self.resumed_finished:
-            self.control.should_training_stop = True
-            return None
-        return super()._run_epoch(*args, **kwargs)
 
     # -- loss ----------------------------------------------------------------------------------------
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):

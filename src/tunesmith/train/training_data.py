@@ -62,6 +62,23 @@ def load_conversations(cfg):
     return train, dev
 
 
+def encoder_for(cfg, train_convs, dev_convs):
+    """The function that encodes this method's data (SFT rows, pairs or judged answers); a DataError when the
+    data is not what `cfg.method` trains on (a pair's chosen answer is also an SFT row)."""
+    from tunesmith.preference import check_method_data, kind_of_dataset
+    from tunesmith.train.preference_data import encode_judged, encode_pairs
+
+    for convs, spec in ((train_convs, cfg.data.train), (dev_convs, cfg.data.dev or cfg.data.train)):
+        check_method_data(cfg.method, kind_of_dataset(convs, str(spec)), str(spec))
+    if cfg.method in ("dpo", "orpo"):
+        return lambda convs, tok, tpl, **enc: encode_pairs(convs, tok, tpl, max_source_len=enc["max_source_len"],
+                                                           max_target_len=enc["max_target_len"])
+    if cfg.method == "kto":
+        return lambda convs, tok, tpl, **enc: encode_judged(convs, tok, tpl, max_source_len=enc["max_source_len"],
+                                                            max_target_len=enc["max_target_len"])
+    return encode_all
+
+
 def load_training_data(cfg, tokenizer, template, stream=None) -> TrainingData:
     """Load and encode train and dev data with `template` (whose default system prompt it may set); prints
     the data line. DataError when no training conversation has an answer token left to learn."""
@@ -72,14 +89,16 @@ def load_training_data(cfg, tokenizer, template, stream=None) -> TrainingData:
     if cfg.system is None and len(systems) == 1 and None not in systems:
         # A persona shared by every conversation: saved as the template's default (see the module docstring).
         template.default_system = systems.pop()
-    train_samples, train_stats = encode_all(train_convs, tokenizer, template, **enc)
-    dev_samples, dev_stats = encode_all(dev_convs, tokenizer, template, **enc) if dev_convs else ([], None)
+    encode = encoder_for(cfg, train_convs, dev_convs)
+    train_samples, train_stats = encode(train_convs, tokenizer, template, **enc)
+    dev_samples, dev_stats = encode(dev_convs, tokenizer, template, **enc) if dev_convs else ([], None)
     if not train_samples:
         raise DataError(f"none of the {len(train_convs)} training conversations has an answer token to learn "
                         "after the cutoffs (check data.max_target_len and that conversations end with an answer)",
                         str(cfg.data.train))
-    log(f"data: {train_stats.samples} training samples ({train_stats.tokens:,} tokens, {train_stats.loss_tokens:,} "
-        f"answer tokens), {len(dev_samples)} dev samples; prompts at the {cfg.data.max_source_len}-token cutoff: "
+    what = {"dpo": "pairs", "orpo": "pairs", "kto": "judged answers"}.get(cfg.method, "samples")
+    log(f"data: {train_stats.samples} training {what} ({train_stats.tokens:,} tokens, {train_stats.loss_tokens:,} "
+        f"answer tokens), {len(dev_samples)} dev {what}; prompts at the {cfg.data.max_source_len}-token cutoff: "
         f"{train_stats.source_cut}, answers at the {cfg.data.max_target_len}-token cutoff: {train_stats.target_cut}"
         + (f", dropped with nothing to learn: {train_stats.dropped_no_loss}" if train_stats.dropped_no_loss else ""),
         stream)

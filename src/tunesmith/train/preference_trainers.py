@@ -1,0 +1,179 @@
+"""The preference methods: TRL's DPO, ORPO and KTO trainers, fed the token ids our chat template made.
+
+    tunesmith train configs/rolebench_libai_dpo.yaml          # method: dpo, init_adapter: runs/libai/adapter
+    tunesmith train configs/tiny.yaml method=orpo data.train=pairs.jsonl
+
+    from tunesmith.train.preference_trainers import preference_trainer
+    trainer = preference_trainer(cfg, model=peft_model, tokenizer=tok, args_kwargs=..., train_rows=..., ...)
+
+The losses are TRL's, untouched. What this module changes is only how data reaches them: TRL would render
+and tokenize `prompt`/`chosen`/`rejected` text itself; here each trainer takes the rows of
+tunesmith.train.preference_data as they are, so the prompt a preference run learns after is, token for token,
+the prompt chat/serve/eval send (the same template saved with the adapter).
+
+The reference model (dpo, kto): TRL's own choice for a PEFT model, a frozen copy of the starting adapter held as
+a second adapter named "ref" on the same base weights. Started on an SFT adapter (`init_adapter`), the reference
+is that SFT adapter, so the preference loss measures how far the run moves away from it; from a fresh LoRA the
+copy is all zeros, i.e. exactly the base model. No second copy of the base model is loaded. With
+`preference.precompute_ref`, the reference scores every answer once before training instead of at every step.
+ORPO needs no reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunesmith.errors import ConfigError
+from tunesmith.train.trainer import StopsWhenResumedFinished
+
+# Metrics shown at each dev evaluation and drawn in loss.png, as TRL logs them (without the eval_ prefix).
+PAIR_METRICS = ("rewards/accuracies", "rewards/margins")
+KTO_METRICS = ("rewards/chosen", "rewards/rejected", "kl")
+
+
+def _as_dataset(rows: list[dict[str, Any]]):
+    from datasets import Dataset
+
+    return Dataset.from_list(rows)
+
+
+class _PreferenceTrainerMixin(StopsWhenResumedFinished):
+    """What every preference trainer adds to TRL's: `tokens_seen` for the progress display (the non-padding
+    tokens of every training batch) and the stop when resumed at the end."""
+
+    tokens_seen = 0
+
+    def count_tokens(self, model, inputs) -> None:
+        if not model.training:
+            return
+        keys = [k for k in inputs if k.endswith("attention_mask") and not k.startswith(("prompt_", "KL_"))]
+        self.tokens_seen += int(sum(inputs[k].sum().item() for k in keys))
+
+
+def dpo_trainer_class():
+    from trl import DPOTrainer
+
+    class TunesmithDPOTrainer(_PreferenceTrainerMixin, DPOTrainer):
+        """DPOTrainer on rows already encoded by our template ({prompt_ids, chosen_ids, rejected_ids})."""
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            return dataset
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            self.count_tokens(model, inputs)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    return TunesmithDPOTrainer
+
+
+def kto_trainer_class():
+    from trl import KTOTrainer
+
+    class TunesmithKTOTrainer(_PreferenceTrainerMixin, KTOTrainer):
+        """KTOTrainer on rows already encoded by our template ({prompt_ids, completion_ids, label})."""
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            if not self.calculate_KL:
+                return dataset
+            # TRL's KL estimate pairs each prompt with its batch neighbour's completion (the batch rotated by
+            # one), computed once here as TRL's own preparation does; the loss itself stays TRL's.
+            def add_kl_completions(batch):
+                batch["KL_completion_ids"] = [batch["completion_ids"][-1]] + batch["completion_ids"][:-1]
+                return batch
+
+            return dataset.map(add_kl_completions, batched=True, batch_size=args.per_device_train_batch_size)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            self.count_tokens(model, inputs)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    return TunesmithKTOTrainer
+
+
+def orpo_trainer_class():
+    import warnings
+
+    with warnings.catch_warnings():  # TRL marks its experimental trainers with a warning on import
+        warnings.simplefilter("ignore")
+        from trl.experimental.orpo import ORPOTrainer
+
+    class TunesmithORPOTrainer(_PreferenceTrainerMixin, ORPOTrainer):
+        """ORPOTrainer whose rows carry our template's ids: tokenize_row lays them out as ORPO's batches."""
+
+        def tokenize_row(self, feature, model=None) -> dict:
+            prompt = list(feature["prompt_ids"])
+            out: dict[str, list[int]] = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
+            for side in ("chosen", "rejected"):
+                answer = list(feature[f"{side}_ids"])
+                out[f"{side}_input_ids"] = prompt + answer
+                out[f"{side}_attention_mask"] = [1] * (len(prompt) + len(answer))
+                out[f"{side}_labels"] = [-100] * len(prompt) + answer
+            return out
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            self.count_tokens(model, inputs)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    return TunesmithORPOTrainer
+
+
+def method_arguments(cfg, has_dev: bool) -> dict[str, Any]:
+    """The method's own config keys (beyond TrainingArguments) for TRL's DPOConfig / KTOConfig / ORPOConfig."""
+    p = cfg.preference
+    common: dict[str, Any] = dict(beta=p.beta, max_length=None, disable_dropout=True,
+                                  gradient_checkpointing=cfg.gradient_checkpointing)
+    if cfg.method == "dpo":
+        losses, weights = [p.loss_type], [1.0]
+        if p.sft_weight > 0:  # TRL combines its losses by weight: DPO + w * the chosen answers' NLL
+            losses, weights = [p.loss_type, "sft"], [1.0, p.sft_weight]
+        return {**common, "loss_type": losses, "loss_weights": weights,
+                "precompute_ref_log_probs": p.precompute_ref}
+    if cfg.method == "kto":
+        if cfg.batch_size < 2:
+            raise ConfigError("method=kto: batch_size must be at least 2 (KTO estimates its KL term from the other "
+                              f"answers of a batch; got {cfg.batch_size})")
+        return {**common, "desirable_weight": p.desirable_weight, "undesirable_weight": p.undesirable_weight,
+                "precompute_ref_log_probs": p.precompute_ref, "train_sampling_strategy": "sequential"}
+    # ORPO: TRL's experimental trainer reads max_length as a number
+    return {**common, "max_length": cfg.data.max_source_len + cfg.data.max_target_len,
+            "max_completion_length": cfg.data.max_target_len}
+
+
+def config_class(method: str):
+    if method == "dpo":
+        from trl import DPOConfig
+
+        return DPOConfig
+    if method == "kto":
+        from trl import KTOConfig
+
+        return KTOConfig
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from trl.experimental.orpo import ORPOConfig
+    return ORPOConfig
+
+
+def trainer_class(method: str):
+    return {"dpo": dpo_trainer_class, "kto": kto_trainer_class, "orpo": orpo_trainer_class}[method]()
+
+
+def preference_trainer(cfg, *, model, tokenizer, training_kwargs: dict[str, Any], train_rows: list[dict],
+                       dev_rows: list[dict], callbacks: list):
+    """The TRL trainer for cfg.method on encoded rows; `training_kwargs` are the shared TrainingArguments."""
+    kwargs = dict(training_kwargs)
+    # The preference trainers compute their own losses from their own batch keys.
+    kwargs.pop("label_names", None)
+    if cfg.method == "kto" and kwargs.get("train_sampling_strategy") == "group_by_length":
+        kwargs.pop("train_sampling_strategy")
+    kwargs.update(method_arguments(cfg, has_dev=bool(dev_rows)))
+    args = config_class(cfg.method)(**kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    trainer = trainer_class(cfg.method)(
+        model=model, args=args, train_dataset=_as_dataset(train_rows),
+        eval_dataset=_as_dataset(dev_rows) if dev_rows else None, processing_class=tokenizer,
+        callbacks=callbacks)
+    return trainer
