@@ -69,7 +69,8 @@ def encoder_for(cfg, train_convs, dev_convs):
     from tunesmith.train.preference_data import encode_judged, encode_pairs
 
     for convs, spec in ((train_convs, cfg.data.train), (dev_convs, cfg.data.dev or cfg.data.train)):
-        check_method_data(cfg.method, kind_of_dataset(convs, str(spec)), str(spec))
+        if convs:
+            check_method_data(cfg.method, kind_of_dataset(convs, str(spec)), str(spec))
     if cfg.method in ("dpo", "orpo"):
         return lambda convs, tok, tpl, **enc: encode_pairs(convs, tok, tpl, max_source_len=enc["max_source_len"],
                                                            max_target_len=enc["max_target_len"])
