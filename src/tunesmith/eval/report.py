@@ -27,6 +27,7 @@ METRIC_LABELS = {
     "rouge_l_words": "ROUGE-L (jieba words)",
     "rouge_rouge_l_chars": "text ROUGE-L (chars)",
     "exact_match": "exact match",
+    "loop_rate": "looping answers",
     "parse_rate": "JSON parse rate",
     "ie_parse_rate": "IE JSON parse rate",
     "f1": "triple F1",

@@ -6,7 +6,8 @@
 
 Items whose kind is "rouge" get ROUGE-L F (best of references) in the chars and words views plus the
 exact-match rate; "ie" items get the JSON parse rate and triple P/R/F1; "cls" items accuracy and
-macro-F1; the probe its accuracy.  A set mixing kinds (task iecls) reports each kind under its own
+macro-F1; the probe its accuracy.  Every set also gets `loop_rate`, the share of answers that repeat an
+n-gram 3+ times (tunesmith.eval.repetition).  A set mixing kinds (task iecls) reports each kind under its own
 prefix: "ie_f1", "cls_accuracy", ...  Only items the model answered are scored, and `n` says how many.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 from tunesmith.eval.ie import classification_scores, parse_json_answer, task_of_target, triple_match, triple_scores
 from tunesmith.eval.probe import probe_correct, probe_scores
+from tunesmith.eval.repetition import loop_rate
 from tunesmith.eval.rouge import rouge_l_zh
 from tunesmith.eval.testset import CUS, PROBE, RAW, EvalItem, lookup
 
@@ -58,6 +60,7 @@ def score_items(items: Sequence[EvalItem], preds: dict[str, str]) -> dict[str, A
             out.update({k: v for k, v in block.items() if k != "n"})
         else:
             out.update({f"{kind}_{k}": v for k, v in block.items()})
+    out["loop_rate"] = loop_rate(preds[i.id] for i in answered)
     if {"ie", "cls"} <= set(kinds):  # the strict-format bar: every JSON answer parses
         out["parse_rate"] = sum(parse_json_answer(preds[i.id])[0] for i in answered if i.kind in ("ie", "cls")) / \
             sum(1 for i in answered if i.kind in ("ie", "cls"))
@@ -102,7 +105,7 @@ def headline_metrics(set_name: str, metrics: dict[str, Any]) -> list[str]:
     """Metric keys worth a column for a set, in display order."""
     keys = [k for k in ("rouge_l_chars", "rouge_l_words", "parse_rate", "ie_parse_rate", "f1", "ie_f1",
                         "typed_f1", "ie_typed_f1", "accuracy", "cls_accuracy", "macro_f1", "cls_macro_f1",
-                        "rouge_rouge_l_chars") if k in metrics]
+                        "rouge_rouge_l_chars", "loop_rate") if k in metrics]
     if set_name == PROBE:
         keys = ["accuracy"]
     return keys
