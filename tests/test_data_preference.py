@@ -175,6 +175,20 @@ def test_llama_factory_ranking_files_from_the_cli(lf_ranking, tmp_path):
     assert _read(out)[0]["meta"] == {"source": "sharegpt", "rejected": "不饮。"}
 
 
+def test_register_detects_llama_factory_ranking_files(lf_ranking, tmp_path, capsys):
+    d = tmp_path / "reg"
+    assert main(["data", "register", "zh", str(lf_ranking / "dpo_zh_demo.json"), "--data-dir", str(d)]) == 0
+    assert main(["data", "register", "en", str(lf_ranking / "dpo_en_demo.json"), "--data-dir", str(d)]) == 0
+    assert main(["data", "register", "trl", str(_jsonl(tmp_path / "trl.jsonl", STRINGS)), "--data-dir", str(d)]) == 0
+    info = json.loads((d / "dataset_info.json").read_text(encoding="utf-8"))
+    assert info["zh"]["formatting"] == "alpaca" and info["zh"]["ranking"] is True
+    assert info["en"]["formatting"] == "sharegpt" and info["en"]["ranking"] is True
+    assert info["trl"]["formatting"] == "trl" and "ranking" not in info["trl"]
+    assert [c.answer for c in load_dataset_by_name("zh", d)] == ["你好", "吾乃李白。"]
+    assert kind_of_dataset(load_dataset_by_name("en", d)) == PAIR
+    assert _shape(load_dataset_by_name("trl", d)[0]) == (None, [("user", "天空是什么颜色？")], "蓝色。", "绿色。")
+
+
 # -- stats and split ------------------------------------------------------------------------------------
 
 def test_stats_reports_kind_counts_and_equal_answers(tmp_path, capsys):

@@ -197,7 +197,10 @@ def register(
         "--data-dir", "-d", help="Folder holding dataset_info.json (created if missing).")] = Path("data"),
     formatting: Annotated[str | None, typer.Option(
         "--formatting", help="alpaca, sharegpt, openai, or one of ours (rolebench, context-target, novel-dialogue, "
-                             "conversation); default: detected.")] = None,
+                             "conversation, trl, kto); default: detected.")] = None,
+    ranking: Annotated[bool, typer.Option(
+        "--ranking", help="LLaMA-Factory preference data (\"ranking\": true): alpaca/sharegpt records with chosen "
+                          "and rejected answers (detected when --formatting is left out).")] = False,
     column: Annotated[list[str] | None, typer.Option(
         "--column", help="LLaMA-Factory column mapping KEY=FIELD, e.g. --column prompt=question. Repeatable.")] = None,
     tag: Annotated[list[str] | None, typer.Option(
@@ -208,7 +211,7 @@ def register(
     """Add a dataset to DATA_DIR/dataset_info.json (LLaMA-Factory's registry format) and check that it loads."""
     entry = register_dataset(name, file, data_dir, formatting=formatting, columns=_parse_kv(column, "--column") or None,
                              tags=_parse_kv(tag, "--tag") or None, options=_parse_kv(option, "--option") or None,
-                             force=force)
+                             ranking=ranking, force=force)
     print(f"registered {name!r} in {data_dir / DATA_CONFIG}: {json.dumps(entry, ensure_ascii=False)}")
 
 

@@ -157,12 +157,13 @@ def load_dataset_by_name(name: str, data_dir: str | os.PathLike = "data", *, on_
 
 def register_dataset(name: str, file_name: str | os.PathLike, data_dir: str | os.PathLike = "data", *,
                      formatting: str | None = None, columns: dict | None = None, tags: dict | None = None,
-                     options: dict | None = None, force: bool = False) -> dict:
+                     options: dict | None = None, ranking: bool = False, force: bool = False) -> dict:
     """Add (or with force=True replace) an entry in DATA_DIR/dataset_info.json and return it.
 
     file_name is stored relative to data_dir when the file lies inside it. formatting=None detects it
     from the file's first record (OpenAI messages are registered as sharegpt with role/content tags,
-    which LLaMA-Factory reads too).
+    which LLaMA-Factory reads too; an alpaca or sharegpt record with "chosen" and "rejected" as a
+    ranking entry). ranking=True marks LLaMA-Factory preference data ("ranking": true).
     """
     if not name or not isinstance(name, str):
         raise ConfigError("dataset name must be a non-empty string")
@@ -183,6 +184,11 @@ def register_dataset(name: str, file_name: str | os.PathLike, data_dir: str | os
         first_file = expand_paths(target)[0]
         where, rec = next(read_records(first_file))
         formatting = detect_format(rec, where)
+        if isinstance(rec, dict) and "chosen" in rec and "rejected" in rec:
+            # LLaMA-Factory's ranking records look like TRL's pairs plus their prompt columns.
+            lf = "alpaca" if "instruction" in rec else "sharegpt" if "conversations" in rec else None
+            if lf:
+                formatting, ranking = lf, True
     if formatting == "messages" and not tags:
         formatting = "sharegpt"
         columns = {"messages": "messages", **(columns or {})}
@@ -193,6 +199,8 @@ def register_dataset(name: str, file_name: str | os.PathLike, data_dir: str | os
         if formatting not in FORMATS:  # pragma: no cover
             raise ConfigError(f"unknown formatting {formatting!r}")
     entry["formatting"] = formatting
+    if ranking:
+        entry["ranking"] = True
     if columns:
         entry["columns"] = dict(columns)
     if tags:
