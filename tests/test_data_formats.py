@@ -213,6 +213,8 @@ def test_detect_format_every_shape():
         "sharegpt": {"conversations": []},
         "messages": {"messages": [{"role": "user", "content": "q"}]},
         "conversation": {"messages": [{"role": "user", "content": "q"}], "meta": {"source": "x"}},
+        "trl": {"prompt": "q", "chosen": "a", "rejected": "b"},
+        "kto": {"prompt": "q", "completion": "a", "label": True},
     }
     assert set(shapes) == {name for name, f in FORMATS.items() if f.read_file is None}  # every JSON-record format
     for name, rec in shapes.items():

@@ -6,6 +6,11 @@
 The user turn is `instruction + "\\n" + input` (either may be empty, as in LLaMA-Factory); `history` is a
 list of earlier `[user, assistant]` pairs. Column names can be remapped (`columns=`), which is how
 LLaMA-Factory `dataset_info.json` entries are read (see tunesmith.data.registry).
+
+With `ranking=true` (LLaMA-Factory's `"ranking": true`) a record is a preference pair: `chosen` and
+`rejected` (strings) instead of `output`, read as a pair (meta.rejected, see tunesmith.preference):
+
+    tunesmith data convert --from alpaca -O ranking=true dpo_zh_demo.json pairs.jsonl
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from tunesmith.conversation import Conversation, Message
 from tunesmith.data.fields import check_options, require_object, type_name
 from tunesmith.data.format import Format
 from tunesmith.errors import ConfigError, DataError
+from tunesmith.preference import make_pair
 
 NAME = "alpaca"
 EXPECTED = '{"instruction": str, "input"?: str, "output": str, "system"?: str, "history"?: [[str, str], ...]}'
@@ -26,7 +32,9 @@ DEFAULT_COLUMNS = {"prompt": "instruction", "query": "input", "response": "outpu
 OPTIONS = {
     "columns": "rename columns: {prompt, query, response, system, history} -> field name (null disables one)",
     "system": "system prompt for records without one (default: none)",
+    "ranking": "true: preference pairs, columns chosen/rejected (default: chosen, rejected) instead of response",
 }
+RANKING_COLUMNS = {"chosen": "chosen", "rejected": "rejected"}
 
 
 def detect(rec: dict) -> bool:
@@ -47,6 +55,17 @@ def _text(rec: dict, key: str | None, *, required: bool = False) -> str:
     return v
 
 
+def _answer(rec: dict, key: str, what: str) -> str:
+    """A required, non-empty answer field."""
+    if rec.get(key) is None:
+        have = ", ".join(sorted(rec)) or "none"
+        raise DataError(f'missing field "{key}" (expected {what} with "{key}"; record has: {have})')
+    text = _text(rec, key)
+    if not text.strip():
+        raise DataError(f'field "{key}" is empty (expected a non-empty answer)')
+    return text
+
+
 def converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
     check_options(NAME, opts, OPTIONS)
     cols = dict(DEFAULT_COLUMNS)
@@ -58,19 +77,30 @@ def converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
     if bad:
         raise ConfigError(f"alpaca columns {sorted(bad)} unknown (expected some of {sorted(DEFAULT_COLUMNS)})")
     cols.update({k: v for k, v in given.items() if k in DEFAULT_COLUMNS})
+    ranking = opts.get("ranking", False)
+    if not isinstance(ranking, bool):
+        raise ConfigError(f"alpaca option ranking must be true or false (got {ranking!r})")
+    answers = {k: given.get(k) or v for k, v in RANKING_COLUMNS.items()} if ranking else {}
+    if ranking:
+        cols["response"] = None
     default_system = opts.get("system") or None
-    expected = "{" + ", ".join(f'"{v}"' for v in cols.values() if v) + "}"
+    expected = "{" + ", ".join(f'"{v}"' for v in [*cols.values(), *answers.values()] if v) + "}"
 
     def convert(rec: Any) -> list[Conversation]:
         require_object(rec, f"an alpaca record {expected}")
         instruction = _text(rec, cols["prompt"])
         query = _text(rec, cols["query"])
-        response = _text(rec, cols["response"], required=True)
+        if ranking:
+            chosen, rejected = (_answer(rec, answers[k], "a ranking record") for k in ("chosen", "rejected"))
+        else:
+            if cols["response"] not in rec and "chosen" in rec and "rejected" in rec:
+                raise DataError(f'missing field "{cols["response"]}"; this record has "chosen" and "rejected" '
+                                '(expected ranking=true for preference pairs: -O ranking=true, or "ranking": true '
+                                'in dataset_info.json)')
+            response = _answer(rec, cols["response"], "an alpaca record")
         user = "\n".join(t for t in (instruction, query) if t)
         if not user.strip():
             raise DataError(f'fields "{cols["prompt"]}" and "{cols["query"]}" are both empty (expected an instruction)')
-        if not response.strip():
-            raise DataError(f'field "{cols["response"]}" is empty (expected a non-empty answer)')
         msgs: list[Message] = []
         hist = rec.get(cols["history"]) if cols["history"] else None
         if hist is not None:
@@ -83,8 +113,10 @@ def converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
                 msgs.append(Message("user", pair[0]))
                 msgs.append(Message("assistant", pair[1]))
         msgs.append(Message("user", user))
-        msgs.append(Message("assistant", response))
+        msgs.append(Message("assistant", chosen if ranking else response))
         system = _text(rec, cols["system"]) or default_system
+        if ranking:
+            return [make_pair(msgs[:-1], chosen, rejected, system=system or None, source=NAME)]
         return [Conversation(msgs, system or None, {"source": NAME})]
 
     return convert

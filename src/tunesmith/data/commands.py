@@ -17,13 +17,14 @@ from typing import Annotated, Any
 
 import typer
 
-from tunesmith.data.formats import FORMATS, load, save
+from tunesmith.data.formats import FORMATS, get_format, load, save, writable_formats
 from tunesmith.data.records import strict_loads
 from tunesmith.data.registry import DATA_CONFIG, register_dataset
 from tunesmith.data.rolebench import prepare
 from tunesmith.data.split import split_conversations
-from tunesmith.data.stats import dataset_stats, load_tokenizer, render_stats
+from tunesmith.data.stats import dataset_stats, equal_answers_warning, load_tokenizer, render_stats
 from tunesmith.errors import ConfigError, DataError
+from tunesmith.preference import JUDGED, PAIR, PLAIN, kind_of_dataset
 
 app = typer.Typer(no_args_is_help=True, help="Import, validate, inspect and split datasets.")
 
@@ -75,8 +76,9 @@ def convert(
     output: Annotated[Path, typer.Argument(help="Output file (.jsonl; a .json name writes a JSON array).")],
     from_: FromOpt = None,
     to: Annotated[str, typer.Option(
-        "--to", "-t", help="Output format: conversation (default), alpaca, sharegpt, messages, context-target, "
-                           "novel-dialogue.")] = "conversation",
+        "--to", "-t", help=f"Output format: {', '.join(writable_formats())} (default: conversation, which keeps "
+                           "meta: a pair's rejected answer, a judged answer's label; trl: pairs, kto: judged "
+                           "answers).")] = "conversation",
     profiles: Annotated[Path | None, typer.Option(
         "--profiles", help="rolebench: desc.json with role descriptions (default: found next to the data).")] = None,
     persona_template: Annotated[str | None, typer.Option(
@@ -97,6 +99,12 @@ def convert(
     convs = load(input, from_, on_error=on_error, encoding=encoding, roles=role, limit=limit, **opts)
     if not convs:
         raise DataError("no conversations to write (every record was skipped or filtered out)", input)
+    kind = kind_of_dataset(convs, input)
+    keeps = {PLAIN: None, PAIR: ("conversation", "trl"), JUDGED: ("conversation", "kto")}[kind]
+    if keeps and get_format(to).name not in keeps:
+        what = "rejected answers" if kind == PAIR else "labels"
+        print(f"warning: {to} has no place for the {what}: {output} gets the answers as plain rows "
+              f"(to keep them: --to {' or --to '.join(keeps)})", file=sys.stderr)
     save(convs, output, to)
     print(f"wrote {len(convs):,} conversations to {output} ({to})", file=sys.stderr)
 
@@ -134,12 +142,15 @@ def stats(
     on_error: OnErrorOpt = "fail",
     option: OptionOpt = None,
 ) -> None:
-    """Counts, roles, turns and p50/p90/p99/max lengths of prompts and answers (characters, and tokens
-    with --tokenizer)."""
+    """Kind (plain, pairs, judged), counts, roles, turns and p50/p90/p99/max lengths of prompts and answers
+    (characters, and tokens with --tokenizer); warns on pairs whose two answers are the same."""
 
     tok = load_tokenizer(tokenizer, trust_remote_code) if tokenizer else None
     convs = load(input, from_, on_error=on_error, roles=role, **_parse_kv(option, "--option"))
     s = dataset_stats(convs, tok)
+    warning = equal_answers_warning(s)
+    if warning:
+        print(warning, file=sys.stderr)
     if as_json:
         print(json.dumps(s, ensure_ascii=False, indent=2))
     else:
@@ -186,7 +197,10 @@ def register(
         "--data-dir", "-d", help="Folder holding dataset_info.json (created if missing).")] = Path("data"),
     formatting: Annotated[str | None, typer.Option(
         "--formatting", help="alpaca, sharegpt, openai, or one of ours (rolebench, context-target, novel-dialogue, "
-                             "conversation); default: detected.")] = None,
+                             "conversation, trl, kto); default: detected.")] = None,
+    ranking: Annotated[bool, typer.Option(
+        "--ranking", help="LLaMA-Factory preference data (\"ranking\": true): alpaca/sharegpt records with chosen "
+                          "and rejected answers (detected when --formatting is left out).")] = False,
     column: Annotated[list[str] | None, typer.Option(
         "--column", help="LLaMA-Factory column mapping KEY=FIELD, e.g. --column prompt=question. Repeatable.")] = None,
     tag: Annotated[list[str] | None, typer.Option(
@@ -197,7 +211,7 @@ def register(
     """Add a dataset to DATA_DIR/dataset_info.json (LLaMA-Factory's registry format) and check that it loads."""
     entry = register_dataset(name, file, data_dir, formatting=formatting, columns=_parse_kv(column, "--column") or None,
                              tags=_parse_kv(tag, "--tag") or None, options=_parse_kv(option, "--option") or None,
-                             force=force)
+                             ranking=ranking, force=force)
     print(f"registered {name!r} in {data_dir / DATA_CONFIG}: {json.dumps(entry, ensure_ascii=False)}")
 
 

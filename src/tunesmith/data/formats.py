@@ -27,16 +27,19 @@ from tunesmith.data import (
     alpaca,
     context_target,
     conversation_jsonl,
+    kto,
     messages,
     novel_dialogue,
     novel_text,
     rolebench_format,
     sharegpt,
+    trl,
 )
 from tunesmith.data.format import Format
 from tunesmith.data.records import expand_paths, read_records
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.fsio import atomic_write
+from tunesmith.preference import kind_of
 
 ON_ERROR = ("fail", "skip")
 # Shown when skipping bad records: enough to see the pattern without flooding the terminal.
@@ -44,7 +47,7 @@ SHOW_FIRST_ERRORS = 5
 
 # Every format, in the order `tunesmith data formats` lists them: each module exports its FORMAT.
 FORMAT_MODULES = (rolebench_format, novel_text, novel_dialogue, context_target, alpaca, sharegpt, messages,
-                  conversation_jsonl)
+                  conversation_jsonl, trl, kto)
 FORMATS: dict[str, Format] = {m.FORMAT.name: m.FORMAT for m in FORMAT_MODULES}
 ALIASES: dict[str, str] = {alias: f.name for f in FORMATS.values() for alias in f.aliases}
 # Shapes that contain other shapes are tried first: our own JSONL is a superset of OpenAI messages. A format
@@ -164,10 +167,13 @@ def _read_record_file(f: Path, fixed: str | None, encoding: str, skipped: list[D
         raise ConfigError(f"format {name!r} cannot be read")
     convert = form.converter(f, **opts)
     out: list[Conversation] = []
+    file_kind: str | None = None  # plain, pair or judged: the kind of this file's first good record
     try:
         for where, rec in itertools.chain([first], records):
             try:
-                out.extend(convert(rec))
+                convs = convert(rec)
+                file_kind = _same_kind(convs, file_kind)
+                out.extend(convs)
             except DataError as e:
                 err = DataError(e.detail, where)
                 if not skip:
@@ -184,6 +190,22 @@ def _read_record_file(f: Path, fixed: str | None, encoding: str, skipped: list[D
             raise
         skipped.append(e)
     return out
+
+
+def _same_kind(convs: list[Conversation], file_kind: str | None) -> str | None:
+    """The file's kind after these conversations; DataError when one is of another kind than those before it.
+
+    A file is all plain rows, all pairs or all judged answers: a mix is a mistake (a pair that lost its
+    rejected answer trains as SFT without a word), so it is refused at the record that breaks the pattern.
+    """
+    for c in convs:
+        k = kind_of(c)
+        if file_kind is None:
+            file_kind = k
+        elif k != file_kind:
+            raise DataError(f"this record is {k!r} but the ones before it in this file are {file_kind!r} (expected "
+                            "one kind per file: all plain, all pairs or all judged answers)")
+    return file_kind
 
 
 def to_records(convs: Iterable[Conversation], fmt: str = "conversation") -> list[dict]:

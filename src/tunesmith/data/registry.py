@@ -15,6 +15,9 @@ A `dataset_info.json` entry, as LLaMA-Factory reads it:
              "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human",
                       "assistant_tag": "gpt", "system_tag": "system"},
              "num_samples": 1000}
+A preference entry adds `"ranking": true`; its records carry `chosen` and `rejected` (alpaca: strings
+instead of `output`; sharegpt: one answer turn each after turns that end with the question), renamed under
+`columns` as LLaMA-Factory does, and load as pairs (tunesmith.preference).
 Defaults follow LLaMA-Factory exactly (so the same folder gives the same conversations): for alpaca the
 system and history columns are read only when `columns` maps them. Our own formats are accepted as
 `"formatting": "rolebench" | "context-target" | "novel-dialogue" | "conversation" | "messages"` with
@@ -41,6 +44,9 @@ LF_ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "out
 LF_SHAREGPT_COLUMNS = {"messages": "conversations", "system": None, "tools": None}
 LF_OPENAI_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
                   "system_tag": "system", "observation_tag": "tool", "function_tag": "function"}
+LF_RANKING_COLUMNS = ("chosen", "rejected")
+# Our formats whose records can be pairs: an entry marked "ranking" may name them.
+PAIR_FORMATS = ("trl", "conversation")
 LOAD_KEYS = ("on_error", "encoding", "roles", "limit")
 # Our formats' names as Python spells them (context_target), which an entry may use besides the real ones.
 _UNDERSCORE_NAMES = frozenset(n.replace("-", "_") for n in FORMATS if "-" in n)
@@ -83,8 +89,8 @@ def _entry(name: str, data_dir: Path) -> dict:
                             "(download the data and set \"file_name\")", where)
     if "file_name" not in entry:
         raise DataError('entry has no "file_name" (expected a file or folder relative to the data folder)', where)
-    if entry.get("ranking"):
-        raise DataError("preference (ranking) datasets are not supported (expected supervised chat data)", where)
+    if not isinstance(entry.get("ranking", False), bool):
+        raise DataError(f'"ranking" must be true or false (got {entry["ranking"]!r})', where)
     return entry
 
 
@@ -103,9 +109,13 @@ def entry_load_args(name: str, data_dir: str | os.PathLike) -> tuple[list[Path],
     if not isinstance(columns, dict) or not isinstance(tags, dict):
         raise DataError('"columns" and "tags" must be objects', where)
     opts: dict[str, Any] = dict(entry.get("options") or {})
+    ranking = entry.get("ranking", False)
+    # A ranking entry's answers: LLaMA-Factory's chosen/rejected columns (named so by default here).
+    answers = {k: columns.get(k) or k for k in LF_RANKING_COLUMNS} if ranking else {}
     if formatting == "alpaca":
         fmt = "alpaca"
-        opts["columns"] = {**LF_ALPACA_COLUMNS, **{k: v for k, v in columns.items() if k in LF_ALPACA_COLUMNS}}
+        opts["columns"] = {**LF_ALPACA_COLUMNS, **{k: v for k, v in columns.items() if k in LF_ALPACA_COLUMNS},
+                           **answers}
     elif formatting in ("sharegpt", "openai"):
         fmt = "sharegpt"
         base_tags = dict(LF_OPENAI_TAGS) if formatting == "openai" else {}
@@ -113,13 +123,19 @@ def entry_load_args(name: str, data_dir: str | os.PathLike) -> tuple[list[Path],
         if formatting == "openai":
             cols["messages"] = "messages"
         cols.update({k: v for k, v in columns.items() if k in LF_SHAREGPT_COLUMNS})
-        opts["columns"] = cols
+        opts["columns"] = {**cols, **answers}
         opts["tags"] = {**base_tags, **tags}
     elif formatting in FORMATS or formatting in _UNDERSCORE_NAMES:
         fmt = get_format(formatting).name
+        if ranking and fmt not in PAIR_FORMATS:
+            raise DataError(f'"ranking": true is read for alpaca, sharegpt and openai entries (and {fmt!r} holds no '
+                            f'pairs; expected formatting {" or ".join(PAIR_FORMATS)} for files of pairs)', where)
+        ranking = False  # our own formats know their kind from the records
     else:
         raise DataError(f'formatting {formatting!r} unknown (expected {", ".join(LF_FORMATTINGS)} or one of '
                         f'{", ".join(FORMATS)})', where)
+    if ranking:
+        opts["ranking"] = True
     num = entry.get("num_samples")
     if num is not None and (not isinstance(num, int) or num < 1):
         raise DataError(f"num_samples must be a positive integer (got {num!r})", where)
@@ -141,12 +157,13 @@ def load_dataset_by_name(name: str, data_dir: str | os.PathLike = "data", *, on_
 
 def register_dataset(name: str, file_name: str | os.PathLike, data_dir: str | os.PathLike = "data", *,
                      formatting: str | None = None, columns: dict | None = None, tags: dict | None = None,
-                     options: dict | None = None, force: bool = False) -> dict:
+                     options: dict | None = None, ranking: bool = False, force: bool = False) -> dict:
     """Add (or with force=True replace) an entry in DATA_DIR/dataset_info.json and return it.
 
     file_name is stored relative to data_dir when the file lies inside it. formatting=None detects it
     from the file's first record (OpenAI messages are registered as sharegpt with role/content tags,
-    which LLaMA-Factory reads too).
+    which LLaMA-Factory reads too; an alpaca or sharegpt record with "chosen" and "rejected" as a
+    ranking entry). ranking=True marks LLaMA-Factory preference data ("ranking": true).
     """
     if not name or not isinstance(name, str):
         raise ConfigError("dataset name must be a non-empty string")
@@ -167,6 +184,11 @@ def register_dataset(name: str, file_name: str | os.PathLike, data_dir: str | os
         first_file = expand_paths(target)[0]
         where, rec = next(read_records(first_file))
         formatting = detect_format(rec, where)
+        if isinstance(rec, dict) and "chosen" in rec and "rejected" in rec:
+            # LLaMA-Factory's ranking records look like TRL's pairs plus their prompt columns.
+            lf = "alpaca" if "instruction" in rec else "sharegpt" if "conversations" in rec else None
+            if lf:
+                formatting, ranking = lf, True
     if formatting == "messages" and not tags:
         formatting = "sharegpt"
         columns = {"messages": "messages", **(columns or {})}
@@ -177,6 +199,8 @@ def register_dataset(name: str, file_name: str | os.PathLike, data_dir: str | os
         if formatting not in FORMATS:  # pragma: no cover
             raise ConfigError(f"unknown formatting {formatting!r}")
     entry["formatting"] = formatting
+    if ranking:
+        entry["ranking"] = True
     if columns:
         entry["columns"] = dict(columns)
     if tags:

@@ -9,6 +9,11 @@
 "prompt" is everything the model reads before the final answer (system text + earlier messages),
 "answer" the final assistant message. Token counts are of the raw texts without a chat template, so
 they are a lower bound of the training length (the template adds a few tokens per turn).
+
+"kind" says what the data trains (tunesmith.preference): plain rows (SFT), pairs (DPO/ORPO: the answer is
+the chosen one, and "rejected" gives the rejected answers' lengths) or judged answers (KTO: "desirable"
+and "undesirable" count the labels). "equal_answers" counts pairs whose two answers are the same text:
+they teach nothing, and a DPO loss on them is a constant.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 from tunesmith import model
 from tunesmith.conversation import Conversation
+from tunesmith.preference import JUDGED, PAIR, kind_of_dataset, label, rejected
 
 PERCENTILES = (50, 90, 99)
 
@@ -73,10 +79,31 @@ def dataset_stats(convs: list[Conversation], tokenizer: Any = None) -> dict[str,
         "turns": {str(k): v for k, v in sorted(turns.items())},
         "chars": {"prompt": percentiles([len(p) for p in prompts]), "answer": percentiles([len(a) for a in answers])},
     }
+    kind = kind_of_dataset(convs)
+    stats["kind"] = kind
+    rejects = [rejected(c) for c in convs] if kind == PAIR else []
+    if kind == PAIR:
+        stats["pairs"] = len(convs)
+        stats["equal_answers"] = sum(1 for c, r in zip(convs, rejects) if c.answer.strip() == r.strip())
+        stats["chars"]["rejected"] = percentiles([len(r) for r in rejects])
+    elif kind == JUDGED:
+        stats["desirable"] = sum(1 for c in convs if label(c))
+        stats["undesirable"] = len(convs) - stats["desirable"]
     if tokenizer is not None:
         stats["tokens"] = {"prompt": percentiles(_token_lengths(tokenizer, prompts)),
                            "answer": percentiles(_token_lengths(tokenizer, answers))}
+        if rejects:
+            stats["tokens"]["rejected"] = percentiles(_token_lengths(tokenizer, rejects))
     return stats
+
+
+def equal_answers_warning(stats: dict[str, Any]) -> str | None:
+    """The warning for pairs whose chosen and rejected answers are the same text, or None."""
+    n = stats.get("equal_answers", 0)
+    if not n:
+        return None
+    return (f"warning: {n:,} of {stats['pairs']:,} pairs have the same chosen and rejected answer (expected two "
+            "different answers: such a pair teaches nothing)")
 
 
 def render_stats(stats: dict[str, Any], title: str) -> None:
@@ -90,6 +117,14 @@ def render_stats(stats: dict[str, Any], title: str) -> None:
     t.add_column("what")
     t.add_column("value", justify="right")
     t.add_row("conversations", f"{stats['conversations']:,}")
+    kind = stats.get("kind", "plain")
+    t.add_row("kind", {"plain": "plain (prompt and answer)", "pair": "pairs (chosen and rejected)",
+                       "judged": "judged answers (label true/false)"}[kind])
+    if kind == "pair":
+        t.add_row("pairs", f"{stats['pairs']:,}")
+        t.add_row("equal chosen and rejected", f"{stats['equal_answers']:,}")
+    elif kind == "judged":
+        t.add_row("desirable / undesirable", f"{stats['desirable']:,} / {stats['undesirable']:,}")
     for k in ("sources", "splits"):
         if stats[k]:
             t.add_row(k, ", ".join(f"{n} {c:,}" for n, c in stats[k].items()))
@@ -111,8 +146,8 @@ def render_stats(stats: dict[str, Any], title: str) -> None:
     for col in ("p50", "p90", "p99", "max", "mean"):
         lengths.add_column(col, justify="right")
     for unit in ("chars", "tokens"):
-        for part in ("prompt", "answer"):
-            if unit in stats:
+        for part in ("prompt", "answer", "rejected"):
+            if unit in stats and part in stats[unit]:
                 s = stats[unit][part]
                 lengths.add_row(f"{part} {unit}", *(f"{s[c]:,}" for c in ("p50", "p90", "p99", "max", "mean")))
     console.print(lengths)

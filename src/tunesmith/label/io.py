@@ -33,6 +33,8 @@ IMPORT_FORMATS = ("auto", *readable_formats())
 # stops at that sample); novel-dialogue's writer would drop a sample's system text and role without a word.
 NOT_EXPORTED = {
     "novel-dialogue": "its writer drops a sample's system text and role (it keeps one context and one utterance)",
+    "trl": "it writes pairs (a chosen and a rejected answer); a sample has one answer",
+    "kto": "it writes judged answers (an answer and a true/false label); a sample has no label",
 }
 EXPORT_FORMATS = tuple(f for f in writable_formats() if f not in NOT_EXPORTED)
 
