@@ -15,7 +15,6 @@ from tunesmith.label.store import LabelStore
 from tunesmith.preference import JUDGED, PAIR, kind_of_dataset, label, rejected
 
 
-
 def _args(model: Path, out: Path, train: Path, *extra: str) -> list[str]:
     """`tunesmith train` on a tiny model for two steps (as tests/test_train_preference.py runs it)."""
     return ["train", f"model={model}", f"output_dir={out}", f"data.train={train}", "dtype=fp32", "device=cpu",
@@ -115,7 +114,8 @@ def test_judged_answers_become_kto_records(store, labeled, tmp_path):
                         labeled["changed_mind"]: False}
     fixed = next(c for c in convs if c.meta["generation_id"] == labeled["fixed"])
     # the model's own answer is what was judged, not the correction accepted later
-    assert fixed.answer == "我是一个AI助手。" and fixed.system == "你是李白" and fixed.meta["note"] == "out of character"
+    assert fixed.answer == "我是一个AI助手。" and fixed.system == "你是李白"
+    assert fixed.meta["note"] == "out of character"
     assert fixed.messages[:-1] == [Message("user", "你是谁？")]
     with pytest.raises(TypeError):
         store.export_preference(tmp_path / "x.jsonl")  # the kind is required
