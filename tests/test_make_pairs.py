@@ -193,3 +193,11 @@ def test_errors_exit_2_with_a_clear_message_and_write_nothing(setup, tmp_path, c
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (change, err)
         assert not out.exists()
+
+
+def test_nothing_but_equal_answers_is_an_error_and_writes_nothing(setup, tmp_path, capsys):
+    data = _write(tmp_path / "same.jsonl", [setup["convs"][2]])  # its reference is the model's own answer
+    out = tmp_path / "out.jsonl"
+    assert main(_cli(setup, out)[:2] + [str(data)] + _cli(setup, out)[3:]) == 2
+    err = capsys.readouterr().err
+    assert "no pairs to write" in err and "1 equal" in err and not out.exists()
