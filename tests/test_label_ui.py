@@ -76,6 +76,9 @@ def test_every_event_handler_runs_through_gradio(tmp_path):
     assert {"generate", "judge", "accept_answer", "save_sample", "delete_sample", "open_sample", "open_selected",
             "refresh", "import_dataset", "export_dataset", "save_settings", "accept_review", "reject_review",
             "count_text"} <= names
+    # the export offers samples (sft), corrected answers (pairs) and judged answers (kto)
+    kinds = [c for c in blocks.blocks.values() if isinstance(c, gr.Radio) and c.elem_id == "ex-kind"]
+    assert [ch[1] for ch in kinds[0].choices] == ["sft", "pairs", "kto"] and kinds[0].value == "sft"
 
 
 def test_page_with_engine_lists_adapters(tmp_path, tiny_engine):
@@ -331,6 +334,11 @@ def test_import_curate_export_from_the_page(app, datasets_dir, tmp_path):
         assert "wrote 121" in msg and len(load(path, fmt)) == 121
     assert "nothing exported" in app.export_dataset("alpaca", [], "", "")[0]
     assert "no samples to export" in app.export_dataset("alpaca", ["draft"], "", "")[0]
+    # imported samples hold no model answers: nothing to prefer or judge, and nothing written
+    before = sorted((app.project_dir / "exports").glob("*.jsonl"))
+    assert "no pairs to export" in app.export_dataset("conversation", ["accepted"], "", "", "pairs")[0]
+    assert "no judged answers" in app.export_dataset("conversation", ["accepted"], "", "", "kto")[0]
+    assert sorted((app.project_dir / "exports").glob("*.jsonl")) == before
 
 
 def test_import_bad_file_shows_the_line(app, tmp_path):

@@ -42,7 +42,7 @@ def _register() -> None:
     from tunesmith.demo import demo
     from tunesmith.eval.commands import eval_command
     from tunesmith.infer.commands import chat
-    from tunesmith.label.commands import label
+    from tunesmith.label.commands import app as label_app
     from tunesmith.serve.commands import serve
     from tunesmith.tiny import tiny_model_command
     from tunesmith.train.commands import export, train
@@ -54,10 +54,10 @@ def _register() -> None:
     app.command("eval")(eval_command)
     app.command("chat")(chat)
     app.command("serve")(serve)
-    app.command("label")(label)
+    app.add_typer(label_app, name="label")
     app.command("tiny-model")(tiny_model_command)
     app.command("demo")(demo)
-    for typer_app in (app, data_app):
+    for typer_app in (app, data_app, label_app):
         for info in typer_app.registered_commands:
             if info.help is None and info.callback is not None and info.callback.__doc__:
                 info.help = reflow(info.callback.__doc__)

@@ -1,11 +1,12 @@
-"""`tunesmith data ...` commands: convert, check, stats, split, register, rolebench-prepare, formats.
+"""`tunesmith data ...` commands: convert, check, stats, split, register, rolebench-prepare, formats, make-pairs.
 
     tunesmith data convert --from rolebench datasets/rolebench-zh/general/train.jsonl out/general.jsonl
     tunesmith data stats datasets/chatglm-mixed-ie-cls/mixed_train_dataset.jsonl
     tunesmith data rolebench-prepare datasets/rolebench-zh --role 李白 -o data/libai
 
 Only the standard library, typer and the data modules (themselves standard library only) are imported here
-at top level; the work is in the sibling modules. The dialogue miner is imported by its command alone.
+at top level; the work is in the sibling modules. The dialogue miner and make-pairs (model loading)
+are imported by their commands alone.
 """
 
 from __future__ import annotations
@@ -286,3 +287,40 @@ def extract_dialogue(
     print(f"{output}: {s['written']:,} records ({s['written_with_speaker']:,} with a speaker, {unnamed:,} without) "
           f"from {s['chapters']} chapters of {novel} ({s['encoding']}); {s['unclosed']} unclosed quotes skipped",
           file=sys.stderr)
+
+
+@app.command("make-pairs")
+def make_pairs_command(
+    data: Annotated[str, typer.Argument(help="Role-play or task data (file, folder or quoted glob, any format "
+                                             "`tunesmith data` reads): each conversation ends with the reference "
+                                             "answer.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Pairs file to write (conversation JSONL); "
+                                                                 "a rerun continues it.")],
+    model: Annotated[str, typer.Option(
+        "--model", "-m", help="Base model (folder, hub id or 'default') whose answers become the rejected ones.")],
+    adapter: Annotated[str | None, typer.Option(
+        "--adapter", "-a", help="LoRA adapter folder on the base (its template.json builds the prompts).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Prompts answered per batch.")] = 16,
+    max_new_tokens: Annotated[int, typer.Option(
+        "--max-new-tokens", help="Longest generated answer, in tokens.")] = 256,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N conversations of the data.")] = None,
+    from_: FromOpt = None,
+    role: RoleOpt = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="Model weights dtype: auto, fp32, bf16, fp16.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
+    template: Annotated[str | None, typer.Option(
+        "--template", help="Chat template of the base model without --adapter (auto, tokenizer, chatml, plain, "
+                           "instruction).")] = None,
+) -> None:
+    """Preference pairs from data and a model: chosen = the reference answer, rejected = the model's greedy answer.
+
+    The model answers the prompt of every conversation (everything before its final answer) in batches; an answer
+    equal to the reference is skipped. Pairs are appended to OUT after every batch: run the same command again to
+    continue an interrupted run. Then train with `tunesmith train RECIPE.yaml method=dpo data.train=OUT`.
+    """
+    from tunesmith.data.make_pairs import MakePairsConfig, make_pairs
+
+    cfg = MakePairsConfig(data=data, out=output, model=model, adapter=adapter, batch_size=batch_size,
+                          max_new_tokens=max_new_tokens, limit=limit, fmt=from_, roles=role, dtype=dtype,
+                          device=device, template=template)
+    print(make_pairs(cfg).summary())

@@ -10,6 +10,7 @@
     store.accept_generation(gid, output="corrected answer", user="ann")
     store.import_file("datasets/chatglm-mixed-ie-cls/mixed_dev_dataset.jsonl")
     store.export("train.jsonl", "context-target")        # then: tunesmith train ... with that file
+    store.export_preference("pairs.jsonl", "pairs")      # corrected answers; "kto": answers judged right/wrong
 
 Guarantees, and how:
 - Every change is one transaction (BEGIN IMMEDIATE ... COMMIT) and is committed before the call returns,
@@ -32,9 +33,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tunesmith.conversation import Conversation
-from tunesmith.label import io, review, samples
+from tunesmith.label import io, preference, review, samples
 from tunesmith.label.db import ANONYMOUS, DB_NAME, SCHEMA_VERSION, Database, clean_user, now
 from tunesmith.label.io import EXPORT_FORMATS, IMPORT_FORMATS, ExportReport, ImportReport
+from tunesmith.label.preference import EXPORT_KINDS, PreferenceReport
 from tunesmith.label.review import VERDICTS, Generation, count_generations, list_generations
 from tunesmith.label.samples import (
     EDITABLE,
@@ -50,10 +52,10 @@ from tunesmith.label.samples import (
 from tunesmith.label.settings import PROMPT_FORMATS, ProjectSettings, compose_prompt, split_prompt
 
 __all__ = [
-    "ANONYMOUS", "DB_NAME", "EDITABLE", "EXPORT_FORMATS", "IMPORT_FORMATS", "KINDS", "PROMPT_FORMATS",
+    "ANONYMOUS", "DB_NAME", "EDITABLE", "EXPORT_FORMATS", "EXPORT_KINDS", "IMPORT_FORMATS", "KINDS", "PROMPT_FORMATS",
     "SCHEMA_VERSION", "STATUSES", "VERDICTS", "DuplicateSample", "EditConflict", "ExportReport", "Generation",
-    "ImportReport", "LabelError", "LabelStore", "ProjectSettings", "Revision", "Sample", "clean_user",
-    "compose_prompt", "now", "parse_tags", "split_prompt",
+    "ImportReport", "LabelError", "LabelStore", "PreferenceReport", "ProjectSettings", "Revision", "Sample",
+    "clean_user", "compose_prompt", "now", "parse_tags", "split_prompt",
 ]
 
 
@@ -194,3 +196,9 @@ class LabelStore:
         """Write the chosen samples with the data layer's writer for `fmt` (atomically); oldest first."""
         return io.export(self.db, path, fmt, statuses=statuses, tag=tag, role=role)
 
+
+    def export_preference(self, path: str | os.PathLike, kind: str, *, statuses: Sequence[str] = ("accepted",),
+                          tag: str | None = None, role: str | None = None) -> PreferenceReport:
+        """Write corrected model answers as pairs (kind "pairs") or judged answers for KTO ("kto"), as native
+        JSONL (atomically); LabelError when the project has none (see tunesmith.label.preference)."""
+        return preference.export(self.db, path, kind, statuses=statuses, tag=tag, role=role)

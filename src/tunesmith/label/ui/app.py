@@ -31,6 +31,7 @@ from tunesmith.infer.options import GenerationOptions
 from tunesmith.label.answers import parse_answer_json
 from tunesmith.label.db import ANONYMOUS
 from tunesmith.label.io import EXPORT_FORMATS
+from tunesmith.label.preference import EXPORT_KINDS, KTO, SFT
 from tunesmith.label.samples import EditConflict, Sample
 from tunesmith.label.settings import compose_prompt
 from tunesmith.label.store import LabelStore
@@ -369,23 +370,38 @@ class LabelApp:
             msg += f". First duplicate: {rep.duplicates[0]}"
         return ((ok(msg) if rep.added else fail(msg)), *self.refresh())
 
-    def export_dataset(self, fmt: str, statuses: Sequence[str] | None, tag: str, role: str):
-        """-> (status, file to download)"""
-        if fmt not in EXPORT_FORMATS:
+    def export_dataset(self, fmt: str, statuses: Sequence[str] | None, tag: str, role: str, kind: str = SFT):
+        """-> (status, file to download).  kind: sft (samples, in `fmt`), pairs or kto (conversation JSONL)."""
+        kind = kind or SFT
+        if kind not in EXPORT_KINDS:
+            return fail(f"kind: choose one of {', '.join(EXPORT_KINDS)}"), None
+        if kind == SFT and fmt not in EXPORT_FORMATS:
             return fail(f"format: choose one of {', '.join(EXPORT_FORMATS)}"), None
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = self.exports_dir / f"{self.project_dir.name}-{fmt}-{stamp}.jsonl"
+        name = fmt if kind == SFT else kind
+        out = self.exports_dir / f"{self.project_dir.name}-{name}-{stamp}.jsonl"
+        filters = dict(tag=tag or None, role=role or None)
         try:
-            rep = self.store.export(out, fmt, statuses=list(statuses or []), tag=tag or None, role=role or None)
+            if kind == SFT:
+                rep = self.store.export(out, fmt, statuses=list(statuses or []), **filters)
+            else:
+                rep = self.store.export_preference(out, kind, statuses=list(statuses or []), **filters)
         except TunesmithError as e:
             return fail(f"nothing exported: {e}"), None
         # Gradio serves downloads only from its own temp area (or allowed paths): hand it a copy.
         dl = Path(tempfile.gettempdir()) / "tunesmith-label-exports" / uuid.uuid4().hex / rep.path.name
         dl.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(rep.path, dl)
-        msg = (f"✅ wrote {rep.count} sample(s) to `{rep.path}` ({fmt}).\n\n"
-               f"Train on it: `tunesmith train RECIPE.yaml data.train={rep.path}` "
-               f"(or, in the recipe, `data: {{train: {{path: {rep.path}, format: {fmt}}}}}`).")
+        if kind == SFT:
+            msg = (f"✅ wrote {rep.count} sample(s) to `{rep.path}` ({fmt}).\n\n"
+                   f"Train on it: `tunesmith train RECIPE.yaml data.train={rep.path}` "
+                   f"(or, in the recipe, `data: {{train: {{path: {rep.path}, format: {fmt}}}}}`).")
+        else:
+            method = "kto" if kind == KTO else "dpo"
+            note = " (every judged model answer: the status filter applies to samples)" if kind == KTO else ""
+            msg = (f"✅ {rep.summary()}{note}.\n\n"
+                   f"Train on it: `tunesmith train RECIPE.yaml method={method} data.train={rep.path}`"
+                   + (" (or method=orpo)." if kind != KTO else "."))
         return msg, str(dl)
 
     # -- Settings -------------------------------------------------------------------------------------

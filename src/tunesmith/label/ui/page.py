@@ -19,6 +19,7 @@ from typing import Any
 import gradio as gr
 
 from tunesmith.label.io import EXPORT_FORMATS, IMPORT_FORMATS
+from tunesmith.label.preference import KIND_HELP
 from tunesmith.label.samples import STATUSES
 from tunesmith.label.settings import PROMPT_FORMAT_HELP, ProjectSettings
 from tunesmith.label.store import LabelStore
@@ -318,7 +319,10 @@ def _io_tab(page: _Page) -> None:
                 import_msg = gr.Markdown(elem_id="im-status")
             with gr.Column():
                 gr.Markdown("### Export for `tunesmith train`")
-                x_fmt = gr.Dropdown(list(EXPORT_FORMATS), value="conversation", label="Format", elem_id="ex-format")
+                x_kind = gr.Radio([(f"{k}: {how}", k) for k, how in KIND_HELP.items()], value="sft",
+                                  label="What to export", elem_id="ex-kind")
+                x_fmt = gr.Dropdown(list(EXPORT_FORMATS), value="conversation", elem_id="ex-format",
+                                    label="Format (sft; pairs and kto are always conversation JSONL)")
                 x_statuses = gr.CheckboxGroup(list(STATUSES), value=["accepted"], label="Samples with status",
                                               elem_id="ex-statuses")
                 with gr.Row():
@@ -328,7 +332,7 @@ def _io_tab(page: _Page) -> None:
                 export_msg = gr.Markdown(elem_id="ex-status")
                 download = gr.File(label="Download", interactive=False, elem_id="ex-file")
     do_import.click(app.import_dataset, [page.user, file, fmt, status, tags, on_error], [import_msg, *page.listing])
-    do_export.click(app.export_dataset, [x_fmt, x_statuses, x_tag, x_role], [export_msg, download])
+    do_export.click(app.export_dataset, [x_fmt, x_statuses, x_tag, x_role, x_kind], [export_msg, download])
 
 
 # -- Settings ----------------------------------------------------------------------------------------------
