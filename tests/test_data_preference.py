@@ -289,14 +289,18 @@ def _args(model: Path, out: Path, train: Path, *extra: str) -> list[str]:
             "warmup=0", *extra]
 
 
-def test_converted_trl_file_trains_with_dpo(tiny_qwen2, tmp_path):
+@pytest.mark.parametrize("converted", [True, False], ids=["converted", "trl-file-as-is"])
+def test_trl_pairs_train_with_dpo(tiny_qwen2, tmp_path, converted):
     records = [{"prompt": [{"role": "system", "content": "你是李白"}, _user(q)],
                 "chosen": [_bot("吾乃李白，" + q + "也。")], "rejected": [_bot("酒作诗，酒作诗，酒作诗")]}
                for q in ("天地", "山水", "风月", "诗剑", "你我", "人山")]
-    ours = tmp_path / "pairs.jsonl"
-    assert main(["data", "convert", str(_jsonl(tmp_path / "trl.jsonl", *records)), str(ours)]) == 0
+    train = _jsonl(tmp_path / "trl.jsonl", *records)
+    if converted:
+        ours = tmp_path / "pairs.jsonl"
+        assert main(["data", "convert", str(train), str(ours)]) == 0
+        train = ours
     out = tmp_path / "dpo"
-    assert main(_args(tiny_qwen2, out, ours, "method=dpo")) == 0
+    assert main(_args(tiny_qwen2, out, train, "method=dpo")) == 0
     s = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert s["method"] == "dpo" and s["steps"] == 2 and s["train_tokens"] > 0
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
