@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -79,3 +80,9 @@ def wait_until_healthy(url: str, proc, read_log, timeout_s: float = 120) -> None
             pass
         assert time.time() < deadline, "server did not start"
         time.sleep(0.3)
+
+
+def write_conversations(path: Path, convs) -> Path:
+    """Write tunesmith conversations as JSONL (one `to_dict()` per line) and return the path."""
+    path.write_text("".join(json.dumps(c.to_dict(), ensure_ascii=False) + "\n" for c in convs), encoding="utf-8")
+    return path

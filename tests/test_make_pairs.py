@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import write_conversations
 from tunesmith.adapter_spec import parse_adapter_specs
 from tunesmith.cli import main
 from tunesmith.conversation import Conversation, Message
@@ -32,10 +33,6 @@ def _convs() -> list[Conversation]:
     return out
 
 
-def _write(path: Path, convs: list[Conversation]) -> Path:
-    path.write_text("".join(json.dumps(c.to_dict(), ensure_ascii=False) + "\n" for c in convs), encoding="utf-8")
-    return path
-
 
 @pytest.fixture(scope="module")
 def setup(tiny_qwen2, libai_adapter, tmp_path_factory):
@@ -50,7 +47,7 @@ def setup(tiny_qwen2, libai_adapter, tmp_path_factory):
     own = engine.generate([(same.system, same.messages[:-1])], adapter=name, options=GREEDY, batch_size=1)[0]
     assert own.strip()
     same.messages[-1] = Message("assistant", own)
-    data = _write(tmp_path_factory.mktemp("mp-data") / "libai.jsonl", convs)
+    data = write_conversations(tmp_path_factory.mktemp("mp-data") / "libai.jsonl", convs)
     yield {"engine": engine, "name": name, "data": data, "convs": convs, "model": tiny_qwen2,
            "adapter": libai_adapter}
     engine.close()
@@ -94,7 +91,7 @@ def test_chosen_is_the_reference_and_rejected_the_engines_greedy_answer(setup, o
 
 
 def test_the_base_model_answers_without_adapter(setup, one_run, tmp_path):
-    data = _write(tmp_path / "few.jsonl", setup["convs"][:3])
+    data = write_conversations(tmp_path / "few.jsonl", setup["convs"][:3])
     out = tmp_path / "base.jsonl"
     assert main(["data", "make-pairs", str(data), "-o", str(out), "--model", str(setup["model"]), "--device", "cpu",
                  "--dtype", "fp32", "--max-new-tokens", str(TOKENS)]) == 0
@@ -138,6 +135,12 @@ def test_an_interrupted_run_keeps_every_finished_batch(setup, one_run, tmp_path)
         def template_for(self, adapter):
             return self.engine.template_for(adapter)
 
+        def merge(self, adapter):
+            return self.engine.merge(adapter)
+
+        def unmerge(self):
+            self.engine.unmerge()
+
         def generate(self, *args, **kwargs):
             self.calls += 1
             if self.calls == 3:
@@ -173,7 +176,7 @@ def test_errors_exit_2_with_a_clear_message_and_write_nothing(setup, tmp_path, c
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
                    '{"messages": 3}\n', encoding="utf-8")
-    open_end = _write(tmp_path / "open.jsonl", [Conversation([Message("user", "只有问题")])])
+    open_end = write_conversations(tmp_path / "open.jsonl", [Conversation([Message("user", "只有问题")])])
     cases = [
         (["--model", str(tmp_path / "no-model")], "no-model"),
         (["--adapter", str(tmp_path / "no-adapter")], "not a LoRA adapter folder"),
@@ -196,7 +199,7 @@ def test_errors_exit_2_with_a_clear_message_and_write_nothing(setup, tmp_path, c
 
 
 def test_nothing_but_equal_answers_is_an_error_and_writes_nothing(setup, tmp_path, capsys):
-    data = _write(tmp_path / "same.jsonl", [setup["convs"][2]])  # its reference is the model's own answer
+    data = write_conversations(tmp_path / "same.jsonl", [setup["convs"][2]])  # its reference is the model's own answer
     out = tmp_path / "out.jsonl"
     assert main(_cli(setup, out)[:2] + [str(data)] + _cli(setup, out)[3:]) == 2
     err = capsys.readouterr().err

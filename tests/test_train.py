@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
+from tests.support import write_conversations
 from tunesmith.conversation import Conversation, Message
 from tunesmith.errors import ConfigError
 from tunesmith.template import resolve_template
@@ -32,15 +33,11 @@ def _convs(n: int, seed: int = 0) -> list[Conversation]:
     return out
 
 
-def _write_jsonl(path: Path, convs: list[Conversation]) -> Path:
-    path.write_text("".join(json.dumps(c.to_dict(), ensure_ascii=False) + "\n" for c in convs), encoding="utf-8")
-    return path
-
 
 @pytest.fixture(scope="module")
 def toy_data(tmp_path_factory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("toy-data")
-    return _write_jsonl(d / "train.jsonl", _convs(48)), _write_jsonl(d / "dev.jsonl", _convs(8, seed=1))
+    return write_conversations(d / "train.jsonl", _convs(48)), write_conversations(d / "dev.jsonl", _convs(8, seed=1))
 
 
 def _cfg(model: Path, out: Path, train: Path, dev: Path | None = None, **over) -> dict:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, TrainerCallback
 
+from tests.support import write_conversations
 from tunesmith.cli import main
 from tunesmith.conversation import Conversation, Message
 from tunesmith.preference import make_judged, make_pair
@@ -44,17 +45,13 @@ def _judged(n: int, seed: int = 0) -> list[Conversation]:
     return out
 
 
-def _write(path: Path, convs: list[Conversation]) -> Path:
-    path.write_text("".join(json.dumps(c.to_dict(), ensure_ascii=False) + "\n" for c in convs), encoding="utf-8")
-    return path
-
 
 @pytest.fixture(scope="module")
 def pref_data(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("pref-data")
     plain = [Conversation.single_turn("山水", "吾乃李白，水山也。", system="你是李白") for _ in range(8)]
-    return {"pairs": _write(d / "pairs.jsonl", _pairs(24)), "dev": _write(d / "dev.jsonl", _pairs(8, seed=1)),
-            "judged": _write(d / "judged.jsonl", _judged(24)), "plain": _write(d / "plain.jsonl", plain)}
+    files = {"pairs": _pairs(24), "dev": _pairs(8, seed=1), "judged": _judged(24), "plain": plain}
+    return {name: write_conversations(d / f"{name}.jsonl", convs) for name, convs in files.items()}
 
 
 def _args(model: Path, out: Path, train: Path, *extra: str) -> list[str]:

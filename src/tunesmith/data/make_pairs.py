@@ -227,7 +227,13 @@ def make_pairs(cfg: MakePairsConfig, engine: Any = None) -> MakePairsReport:
     if report.resumed:
         _note(f"{report.resumed} pair(s) already in {out}: not generated again")
     out.parent.mkdir(parents=True, exist_ok=True)
-    _generate(engine, adapter, cfg, list(todo.values()), answered, done, made_by, report)
+    if adapter != "base":
+        # folded into the weights, the adapter decodes at the base's speed (fp32 only; see Engine.merge)
+        engine.merge(adapter)
+    try:
+        _generate(engine, adapter, cfg, list(todo.values()), answered, done, made_by, report)
+    finally:
+        engine.unmerge()
     _finish(out, items, done, earlier, report)
     return report
 
