@@ -303,6 +303,54 @@ def stop_token_ids(tokenizer, tpl: ChatTemplate, model_generation_config=None) -
     return sorted(set(ids))
 
 
+# -- the same template as Jinja, for servers that take a chat template (vLLM) --------------------------
+def _jinja_literal(text: str) -> str:
+    # a JSON string is a valid Jinja string literal (the same escapes), also for non-ASCII text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _jinja_part(fmt: str, eos: str, content: str = "m['content']") -> str:
+    """A part of a named template ("...{content}...{system}...{eos}") as one Jinja output expression;
+    `content` is the Jinja expression {content} stands for."""
+    pieces: list[str] = []
+    rest = fmt.replace("{eos}", "\0eos\0").replace("{content}", "\0content\0").replace("{system}", "\0system\0")
+    for i, piece in enumerate(rest.split("\0")):
+        if i % 2:
+            pieces.append({"eos": _jinja_literal(eos), "content": content, "system": "(ns.system or '')"}[piece])
+        elif piece:
+            pieces.append(_jinja_literal(piece))
+    return "{{- " + (" + ".join(pieces) or "''") + " -}}" if pieces else ""
+
+
+def to_jinja(tpl: ChatTemplate, tokenizer) -> str:
+    """The template as a Jinja chat template over OpenAI-style messages (an optional leading system message):
+    rendered with add_generation_prompt, it gives the text `render_text` gives for the same conversation,
+    the saved default system text included, so a server that renders prompts itself sends what tunesmith
+    sends."""
+    default = "none" if tpl.default_system is None else _jinja_literal(tpl.default_system)
+    head = ("{%- if messages and messages[0]['role'] == 'system' -%}"
+            "{%- set ns = namespace(system=messages[0]['content'], messages=messages[1:]) -%}"
+            f"{{%- else -%}}{{%- set ns = namespace(system={default}, messages=messages) -%}}{{%- endif -%}}")
+    if tpl.name == "tokenizer":
+        if not tpl.jinja:
+            raise ConfigError("template=tokenizer without its Jinja source (template.json has no 'jinja')")
+        # the tokenizer's own template, given the system message tunesmith would add
+        return head + ("{%- if ns.system -%}{%- set messages = [{'role': 'system', 'content': ns.system}] + "
+                       "ns.messages -%}{%- else -%}{%- set messages = ns.messages -%}{%- endif -%}") + tpl.jinja
+    spec = _NAMED[tpl.name]
+    eos = _eos_text(tokenizer)
+    system = ""
+    if spec["system"]:
+        system = f"{{%- if ns.system -%}}{_jinja_part(spec['system'], eos, content='ns.system')}{{%- endif -%}}"
+    user = _jinja_part(spec["user"], eos)
+    prefix = _jinja_part(spec["assistant_prefix"], eos)
+    if prefix:
+        user += f"{{%- if not loop.last or add_generation_prompt -%}}{prefix}{{%- endif -%}}"
+    answer = _jinja_part("{content}" + spec["answer_end"] + spec["after"], eos)
+    return (head + system + "{%- for m in ns.messages -%}{%- if m['role'] == 'user' -%}" + user
+            + "{%- else -%}" + answer + "{%- endif -%}{%- endfor -%}")
+
+
 # -- persistence next to an adapter -----------------------------------------------------------------
 def save_template(tpl: ChatTemplate, folder: str | os.PathLike) -> Path:
     return atomic_write(Path(folder) / TEMPLATE_FILE, json.dumps(tpl.to_dict(), ensure_ascii=False, indent=2))

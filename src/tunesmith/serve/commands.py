@@ -61,6 +61,14 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level: critical, error, warning, info, debug.")] = "info",
     max_request_bytes: Annotated[int, typer.Option(
         help="Largest request body accepted by the API; a larger one gets 413 before it is read.")] = 4 * 1024 * 1024,
+    backend: Annotated[str, typer.Option(
+        help="tunesmith (this process) or vllm (vLLM's OpenAI server for the same model names and prompts; "
+             "needs vLLM installed, usually on a CUDA machine).")] = "tunesmith",
+    print_vllm_command: Annotated[bool, typer.Option(
+        help="Print the vLLM launch command for these options and exit (vLLM need not be installed here); "
+             "writes chat_template.jinja next to the first adapter.")] = False,
+    vllm_args: Annotated[str, typer.Option(
+        help="More vLLM arguments, appended as given (e.g. '--tensor-parallel-size 2 --max-model-len 4096').")] = "",
 ) -> None:
     """Serve /v1/chat/completions (OpenAI-compatible, streaming), /v1/models, /health and a web chat at /ui.
 
@@ -82,6 +90,12 @@ def serve(
         if not ui:
             raise ConfigError("--label-project needs the web UI (drop --no-ui)")
 
+    if backend not in ("tunesmith", "vllm"):
+        raise ConfigError(f"--backend: expected tunesmith or vllm (got {backend!r})")
+    if backend == "vllm" or print_vllm_command:
+        _vllm(model, adapter, template, host, port, api_key, dtype, quantization, trust_remote_code, max_new_tokens,
+              vllm_args, run=not print_vllm_command)
+        return
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads: expected an integer >= 1 (got {threads})")
     if max_request_bytes < 1:
@@ -112,3 +126,35 @@ def serve(
         uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
     finally:
         engine.close(timeout=GRACEFUL_SHUTDOWN_S, cancel=True)
+
+
+def _vllm(model: str, adapter: list[str] | None, template: str | None, host: str, port: int, api_key: str | None,
+          dtype: str, quantization: str, trust_remote_code: bool, max_new_tokens: int, vllm_args: str,
+          run: bool) -> None:
+    """Print vLLM's launch command for the serve options, or replace this process with it."""
+    import os
+    import shlex
+    import shutil
+
+    from tunesmith.errors import ConfigError
+    from tunesmith.serve.vllm import VllmLaunch, build_vllm_command, shown_command
+
+    try:
+        extra = shlex.split(vllm_args)
+    except ValueError as e:
+        raise ConfigError(f"--vllm-args: {e}") from None
+    launch = VllmLaunch(model=model, adapters=parse_adapter_specs(adapter), template=template, host=host, port=port,
+                        dtype=dtype, quantization=quantization, trust_remote_code=trust_remote_code,
+                        max_new_tokens=max_new_tokens, extra_args=extra)
+    cmd = build_vllm_command(launch)
+    if not run:
+        typer.echo(shown_command(cmd, api_key))
+        return
+    exe = shutil.which("vllm")
+    if exe is None:
+        raise ConfigError("--backend vllm: vLLM is not installed here (pip install vllm, on a CUDA machine); "
+                          "--print-vllm-command prints the command to run there")
+    if api_key:
+        os.environ["VLLM_API_KEY"] = api_key
+    typer.echo(shown_command(cmd, api_key), err=True)
+    os.execv(exe, [exe, *cmd[1:]])
