@@ -19,51 +19,6 @@ from pathlib import Path
 from tunesmith.errors import ConfigError, ModelError
 from tunesmith.fsio import atomic_dir
 
-# Jinja equivalents of the named templates in tunesmith.template, so that `apply_chat_template` on an
-# exported tokenizer renders the same text as training did.
-_NAMED_JINJA = {
-    "chatml": (
-        "{% if messages[0]['role'] != 'system' and default_system %}"
-        "{{ '<|im_start|>system\\n' + default_system + '<|im_end|>\\n' }}{% endif %}"
-        "{% for message in messages %}"
-        "{% if message['role'] == 'assistant' %}{{ '<|im_start|>assistant\\n' + message['content'] + '<|im_end|>\\n' }}"
-        "{% else %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endif %}"
-        "{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-    ),
-    "plain": (
-        "{% set sys = messages[0]['content'] if messages[0]['role'] == 'system' else default_system %}"
-        "{% if sys %}{{ sys + '\\n' }}{% endif %}"
-        "{% for message in messages %}"
-        "{% if message['role'] == 'user' %}{{ message['content'] }}"
-        "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% endif %}"
-        "{% endfor %}"
-    ),
-    "instruction": (
-        "{% set sys = messages[0]['content'] if messages[0]['role'] == 'system' else default_system %}"
-        "{% for message in messages %}"
-        "{% if message['role'] == 'user' %}"
-        "{{ 'Instruction: ' + (sys or '') + '\\nInput: ' + message['content'] + '\\nAnswer: ' }}"
-        "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token + '\\n' }}{% endif %}"
-        "{% endfor %}"
-    ),
-}
-
-
-def chat_template_jinja(tpl) -> str:
-    """A Jinja chat template that renders like `tpl` (the template's default system prompt built in)."""
-    if tpl.name == "tokenizer":
-        jinja = tpl.jinja or ""
-        if tpl.default_system:
-            # Prepend the default system message when a conversation brings none.
-            sys_json = json.dumps(tpl.default_system, ensure_ascii=False)
-            jinja = ("{% if messages[0]['role'] != 'system' %}{% set messages = [{'role': 'system', 'content': "
-                     + sys_json + "}] + messages %}{% endif %}" + jinja)
-        return jinja
-    body = _NAMED_JINJA[tpl.name]
-    default = json.dumps(tpl.default_system or "", ensure_ascii=False)
-    return "{% set default_system = " + default + " %}" + body
-
 
 def export_model(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *, merge: bool = True,
                  base: str | None = None, dtype: str = "auto", device: str = "cpu",
@@ -72,7 +27,7 @@ def export_model(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
     import torch
 
     from tunesmith.model import load_adapter, load_model, load_tokenizer
-    from tunesmith.template import load_template, resolve_template, save_template
+    from tunesmith.template import load_template, resolve_template, save_template, to_jinja
 
     adapter = Path(adapter_dir)
     cfg_path = adapter / "adapter_config.json"
@@ -99,7 +54,7 @@ def export_model(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
     else:
         tokenizer = load_tokenizer(base_path, trust_remote_code=trust_remote_code)
     tpl = load_template(adapter) or resolve_template("auto", tokenizer)
-    tokenizer.chat_template = chat_template_jinja(tpl)
+    tokenizer.chat_template = to_jinja(tpl, tokenizer)  # renders what training saw, persona included
 
     def fill(tmp: Path) -> None:
         if merge:

@@ -326,7 +326,7 @@ def to_jinja(tpl: ChatTemplate, tokenizer) -> str:
     """The template as a Jinja chat template over OpenAI-style messages (an optional leading system message):
     rendered with add_generation_prompt, it gives the text `render_text` gives for the same conversation,
     the saved default system text included, so a server that renders prompts itself sends what tunesmith
-    sends."""
+    sends. An exported model's tokenizer carries it, and vLLM gets it as --chat-template."""
     default = "none" if tpl.default_system is None else _jinja_literal(tpl.default_system)
     head = ("{%- if messages and messages[0]['role'] == 'system' -%}"
             "{%- set ns = namespace(system=messages[0]['content'], messages=messages[1:]) -%}"
