@@ -76,3 +76,17 @@ def generation_arguments(description: str, prompts: int):
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--append", action="store_true", help="append a section to BENCHMARKS.md")
     return ap
+
+
+def prepare_training_bench(threads: int) -> None:
+    """Torch on `threads` threads, transformers quiet (errors only, no progress bars), and the default model
+    converted before any timing starts."""
+    import torch
+    import transformers.utils.logging as tlog
+
+    from tunesmith.model import default_model_dir
+
+    torch.set_num_threads(threads)
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    default_model_dir()

@@ -33,7 +33,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _env import DATASETS, append_section, cpu_name
+from _env import DATASETS, append_section, cpu_name, prepare_training_bench
 
 LORA = {"rank": 16, "alpha": 32, "dropout": 0.0, "target_modules": ["all-linear"]}
 
@@ -146,15 +146,9 @@ def main() -> int:
     import peft
     import torch
     import transformers
-    import transformers.utils.logging as tlog
     import trl
 
-    torch.set_num_threads(args.threads)
-    tlog.set_verbosity_error()
-    tlog.disable_progress_bar()
-    from tunesmith.model import default_model_dir
-
-    default_model_dir()
+    prepare_training_bench(args.threads)
     pairs = make_pairs(args.steps * args.batch_size)
     names = ("TRL DPOTrainer, defaults", "tunesmith method=dpo", "tunesmith method=dpo, precompute_ref")
     results: dict[str, list[dict]] = {n: [] for n in names}

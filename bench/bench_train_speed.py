@@ -33,7 +33,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _env import append_section, cpu_name
+from _env import append_section, cpu_name, prepare_training_bench
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "datasets" / "rolebench-zh" / "general" / "train.jsonl"
@@ -170,14 +170,7 @@ def main() -> int:
     import torch
     import transformers
 
-    torch.set_num_threads(args.threads)
-    import transformers.utils.logging as tlog
-
-    tlog.set_verbosity_error()
-    tlog.disable_progress_bar()
-    from tunesmith.model import default_model_dir
-
-    default_model_dir()
+    prepare_training_bench(args.threads)
     peak = matmul_peak_gflops(args.dtype)
     peak_bf16 = peak if args.dtype == "bf16" else matmul_peak_gflops("bf16")
     n_params = None
@@ -191,6 +184,8 @@ def main() -> int:
                 print(f"repeat {i + 1}/{args.repeats} {name:9s}: {r['tok_s']:8.1f} tok/s  loss {r['loss']:.4f}  "
                       f"({r['tokens']:,} tokens)", flush=True)
         from transformers import AutoConfig, AutoModelForCausalLM
+
+        from tunesmith.model import default_model_dir
 
         cfg = AutoConfig.from_pretrained(default_model_dir())
         with torch.device("meta"):
