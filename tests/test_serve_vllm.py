@@ -98,11 +98,20 @@ def test_a_template_stop_token_the_model_does_not_list_is_added(tiny_qwen2, tmp_
     tok.eos_token = "<|endoftext|>"
     gen = json.loads((model / "generation_config.json").read_text())
     (model / "generation_config.json").write_text(json.dumps({**gen, "eos_token_id": eos}))
-    cmd = build_vllm_command(VllmLaunch(model=str(model), template="chatml"), tokenizer=tok)
+    jinja = tmp_path / "chatml.jinja"
+    launch = VllmLaunch(model=str(model), template="chatml", chat_template_file=str(jinja))
+    cmd = build_vllm_command(launch, tokenizer=tok)
     assert json.loads(_flag(cmd, "--override-generation-config"))["eos_token_id"] == sorted({eos, im_end})
+    assert _flag(cmd, "--chat-template") == str(jinja.resolve()) and jinja.is_file()
     # where the model already stops there, nothing is overridden
-    cmd = build_vllm_command(VllmLaunch(model=str(tiny_qwen2), template="chatml"))
+    cmd = build_vllm_command(VllmLaunch(model=str(tiny_qwen2), template="chatml", chat_template_file=str(jinja)))
     assert "eos_token_id" not in json.loads(_flag(cmd, "--override-generation-config"))
+
+
+def test_the_base_alone_with_its_own_template_needs_no_file(tiny_qwen2, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cmd = build_vllm_command(VllmLaunch(model=str(tiny_qwen2)))
+    assert "--chat-template" not in cmd and "--enable-lora" not in cmd and not list(tmp_path.iterdir())
 
 
 def test_print_vllm_command_from_the_cli(tiny_qwen2, two_adapters, capsys):

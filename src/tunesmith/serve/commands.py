@@ -67,6 +67,9 @@ def serve(
     print_vllm_command: Annotated[bool, typer.Option(
         help="Print the vLLM launch command for these options and exit (vLLM need not be installed here); "
              "writes chat_template.jinja next to the first adapter.")] = False,
+    vllm_chat_template: Annotated[str | None, typer.Option(
+        help="Where to write the chat template file vLLM reads (default: chat_template.jinja next to the first "
+             "adapter; in the current folder without adapters).")] = None,
     vllm_args: Annotated[str, typer.Option(
         help="More vLLM arguments, appended as given (e.g. '--tensor-parallel-size 2 --max-model-len 4096').")] = "",
 ) -> None:
@@ -94,7 +97,7 @@ def serve(
         raise ConfigError(f"--backend: expected tunesmith or vllm (got {backend!r})")
     if backend == "vllm" or print_vllm_command:
         _vllm(model, adapter, template, host, port, api_key, dtype, quantization, trust_remote_code, max_new_tokens,
-              vllm_args, run=not print_vllm_command)
+              vllm_chat_template, vllm_args, run=not print_vllm_command)
         return
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads: expected an integer >= 1 (got {threads})")
@@ -129,8 +132,8 @@ def serve(
 
 
 def _vllm(model: str, adapter: list[str] | None, template: str | None, host: str, port: int, api_key: str | None,
-          dtype: str, quantization: str, trust_remote_code: bool, max_new_tokens: int, vllm_args: str,
-          run: bool) -> None:
+          dtype: str, quantization: str, trust_remote_code: bool, max_new_tokens: int, chat_template_file: str | None,
+          vllm_args: str, run: bool) -> None:
     """Print vLLM's launch command for the serve options, or replace this process with it."""
     import os
     import shlex
@@ -145,7 +148,7 @@ def _vllm(model: str, adapter: list[str] | None, template: str | None, host: str
         raise ConfigError(f"--vllm-args: {e}") from None
     launch = VllmLaunch(model=model, adapters=parse_adapter_specs(adapter), template=template, host=host, port=port,
                         dtype=dtype, quantization=quantization, trust_remote_code=trust_remote_code,
-                        max_new_tokens=max_new_tokens, extra_args=extra)
+                        max_new_tokens=max_new_tokens, chat_template_file=chat_template_file, extra_args=extra)
     cmd = build_vllm_command(launch)
     if not run:
         typer.echo(shown_command(cmd, api_key))

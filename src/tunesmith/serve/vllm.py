@@ -39,6 +39,8 @@ class VllmLaunch:
     quantization: str = "none"
     trust_remote_code: bool = False
     max_new_tokens: int = 256
+    # where the chat template file goes (None: next to the first adapter; the current folder without adapters)
+    chat_template_file: str | None = None
     extra_args: list[str] = field(default_factory=list)  # appended as given (e.g. --tensor-parallel-size 2)
 
 
@@ -126,7 +128,8 @@ def build_vllm_command(launch: VllmLaunch, tokenizer=None) -> list[str]:
            "--host", launch.host, "--port", str(launch.port), "--dtype", _DTYPES[launch.dtype]]
     # the base alone with its tokenizer's template: vLLM renders that one itself, no file is needed
     if folders or tpl.name != "tokenizer" or tpl.default_system is not None:
-        out = next(iter(folders.values()), Path.cwd()) / CHAT_TEMPLATE_FILE
+        out = (Path(launch.chat_template_file).expanduser().resolve() if launch.chat_template_file
+               else next(iter(folders.values()), Path.cwd()) / CHAT_TEMPLATE_FILE)
         atomic_write(out, to_jinja(tpl, tokenizer))
         cmd += ["--chat-template", str(out)]
     if folders:
