@@ -22,8 +22,9 @@ from tunesmith.fsio import atomic_dir
 
 def export_model(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *, merge: bool = True,
                  base: str | None = None, dtype: str = "auto", device: str = "cpu",
-                 trust_remote_code: bool = False, overwrite: bool = False) -> Path:
-    """Write a merged model folder (merge=True) or a self-contained copy of the adapter (merge=False)."""
+                 trust_remote_code: bool = False, overwrite: bool = False, gguf: str | None = None) -> Path:
+    """Write a merged model folder (merge=True) or a self-contained copy of the adapter (merge=False);
+    gguf="f16" | "q8_0" | "f32": the merged model as model.gguf with an Ollama Modelfile instead."""
     import torch
 
     from tunesmith.model import load_adapter, load_model, load_tokenizer
@@ -41,6 +42,12 @@ def export_model(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
     base_path = base or adapter_cfg.get("base_model_name_or_path")
     if not base_path:
         raise ModelError(f"{cfg_path}: no base_model_name_or_path; pass --base PATH")
+    from tunesmith.export_gguf import GGUF_TYPES
+
+    if gguf is not None and gguf not in GGUF_TYPES:
+        raise ConfigError(f"--gguf: expected one of {', '.join(GGUF_TYPES)} (got {gguf!r})")
+    if gguf is not None and (not merge or dtype != "auto"):
+        raise ConfigError("--gguf writes the merged model in its own types: drop --no-merge and --dtype")
     out = Path(out_dir)
     if out.resolve() == adapter.resolve():
         raise ConfigError("the output folder must differ from the adapter folder")
@@ -62,6 +69,9 @@ def export_model(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
             model, _ = load_model(base_path, dtype=load_dtype, device=device, trust_remote_code=trust_remote_code)
             model = load_adapter(model, adapter)
             merged = model.merge_and_unload()
+            if gguf is not None:
+                _write_gguf_folder(merged, tokenizer, tpl, tmp, gguf, name=adapter.parent.name or adapter.name)
+                return
             if dtype == "auto":
                 # keep the base's own storage dtype (the merge itself ran in fp32)
                 saved = getattr(merged.config, "dtype", None) or getattr(merged.config, "torch_dtype", None)
@@ -81,3 +91,14 @@ def export_model(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
     with atomic_dir(out) as tmp:  # a crash mid-merge leaves the old folder (or none), never half a model
         fill(tmp)
     return out
+
+
+def _write_gguf_folder(model, tokenizer, tpl, folder: Path, gguf_type: str, name: str) -> None:
+    """model.gguf, its Modelfile and template.json (for tunesmith) in `folder`."""
+    from tunesmith.export_gguf import GGUF_FILE, MODELFILE, modelfile_text, write_gguf
+    from tunesmith.template import save_template, stop_token_ids
+
+    write_gguf(model, tokenizer, tokenizer.chat_template, folder / GGUF_FILE, gguf_type, name=name)
+    stops = [tokenizer.convert_ids_to_tokens(i) for i in stop_token_ids(tokenizer, tpl, model.generation_config)]
+    (folder / MODELFILE).write_text(modelfile_text(tpl, tokenizer, stops), encoding="utf-8")
+    save_template(tpl, folder)

@@ -85,6 +85,9 @@ def export(
     device: Annotated[str, typer.Option(help="Device for the merge: cpu or cuda.")] = "cpu",
     trust_remote_code: Annotated[bool, typer.Option(help="Allow models with their own code (ChatGLM3).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it already exists.")] = False,
+    gguf: Annotated[str | None, typer.Option(
+        help="Write the merged model as OUT/model.gguf (f16, q8_0 or f32; llama and qwen2 models) with an Ollama "
+             "Modelfile, instead of a transformers folder.")] = None,
 ) -> None:
     """Write a standalone model folder: base + LoRA merged, tokenizer, chat template and template.json."""
     from tunesmith.errors import ConfigError
@@ -94,5 +97,6 @@ def export(
     from tunesmith.export import export_model
 
     path = export_model(adapter, out, merge=merge, base=base, dtype=dtype, device=device,
-                        trust_remote_code=trust_remote_code, overwrite=overwrite)
-    typer.echo(f"wrote {'merged model' if merge else 'adapter'} to {path}")
+                        trust_remote_code=trust_remote_code, overwrite=overwrite, gguf=gguf)
+    what = f"merged model as GGUF ({gguf}) with an Ollama Modelfile" if gguf else "merged model" if merge else "adapter"
+    typer.echo(f"wrote {what} to {path}")
