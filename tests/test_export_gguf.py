@@ -70,3 +70,29 @@ def test_an_unsupported_architecture_is_refused(tiny_model_factory, make_adapter
     out = tmp_path / "gguf"
     assert main(["export", str(adapter), "-o", str(out), "--gguf", "f16"]) == 2
     assert "not supported yet" in capsys.readouterr().err and not out.exists()
+
+
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+LLAMA3_SPLIT = QWEN2_SPLIT.replace(r"|\p{N}|", r"|\p{N}{1,3}|")
+
+
+def _split_then_bytes(regex: str) -> dict:
+    return {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]}
+
+
+@pytest.mark.parametrize("pre, name", [
+    ({"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}, "gpt-2"),  # the tiny models, SmolLM here
+    ({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True},
+                                            {"type": "ByteLevel", "use_regex": True}]}, "smollm"),
+    (_split_then_bytes(QWEN2_SPLIT), "qwen2"),
+    (_split_then_bytes(LLAMA3_SPLIT), "llama-bpe"),
+    ({"type": "Metaspace"}, "default"),
+    (None, "default"),
+])
+def test_the_pre_tokenizer_is_named_as_llama_cpp_names_it(pre, name):
+    from tunesmith.export_gguf import pre_tokenizer_name
+
+    assert pre_tokenizer_name(pre) == name

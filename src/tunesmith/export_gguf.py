@@ -57,10 +57,31 @@ def _add_hparams(writer, config, arch) -> None:
     writer.add_vocab_size(config.vocab_size)
 
 
+def pre_tokenizer_name(pre: dict | None) -> str:
+    """llama.cpp's name (tokenizer.ggml.pre) for the pre-tokenizer in a tokenizer.json, so llama.cpp splits text
+    before BPE as the tokenizer training used does; "default" where none is recognized."""
+    if not pre:
+        return "default"
+    steps = pre.get("pretokenizers") if pre.get("type") == "Sequence" else [pre]
+    kinds = [s.get("type") for s in steps]
+    if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
+        return "gpt-2"
+    if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits"):
+        return "smollm"
+    if kinds[:1] == ["Split"] and "ByteLevel" in kinds:
+        regex = (steps[0].get("pattern") or {}).get("Regex", "")
+        if "\\p{N}{1,3}" in regex:
+            return "llama-bpe"
+        if "[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|" in regex:
+            return "qwen2"
+    return "default"
+
+
 def _add_tokenizer(writer, tokenizer, vocab_size: int, chat_template: str) -> None:
     import gguf
 
-    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    model = spec["model"]
     if model.get("type") != "BPE":
         raise ConfigError(f"--gguf: the tokenizer is {model.get('type')}, only byte-level BPE tokenizers are written")
     by_id = {i: t for t, i in tokenizer.get_vocab().items()}
@@ -76,7 +97,7 @@ def _add_tokenizer(writer, tokenizer, vocab_size: int, chat_template: str) -> No
             types.append(gguf.TokenType.CONTROL if tok in special else gguf.TokenType.NORMAL)
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
+    writer.add_tokenizer_pre(pre_tokenizer_name(spec.get("pre_tokenizer")))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
