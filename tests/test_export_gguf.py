@@ -50,7 +50,9 @@ def test_the_modelfile_carries_template_persona_and_stops(tiny_qwen2, make_adapt
     assert main(["export", str(adapter), "-o", str(out), "--gguf", "f16"]) == 0
     text = (out / "Modelfile").read_text(encoding="utf-8")
     assert text.startswith("FROM ./model.gguf\n")
-    assert 'TEMPLATE """{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>' in text
+    assert ('TEMPLATE """{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}{{ range .Messages }}'
+            '{{ if eq .Role "user" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n{{ else if eq .Role "assistant" }}'
+            '<|im_start|>assistant\n{{ .Content }}<|im_end|>\n{{ end }}{{ end }}<|im_start|>assistant\n"""') in text
     assert 'SYSTEM """你是李白"""' in text and 'PARAMETER stop "<|im_end|>"' in text
 
 

@@ -164,21 +164,6 @@ def write_gguf(model, tokenizer, chat_template: str, path: str | Path, gguf_type
     return path
 
 
-# Ollama TEMPLATEs (Go templates) of the named templates; {eos} is the tokenizer's EOS text. Each renders
-# what tunesmith.template renders for the same system text and messages.
-_OLLAMA_TEMPLATES = {
-    "chatml": ('{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
-               '{{- range .Messages }}{{- if eq .Role "user" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n'
-               '{{ else if eq .Role "assistant" }}<|im_start|>assistant\n{{ .Content }}<|im_end|>\n{{ end }}'
-               '{{- end }}<|im_start|>assistant\n'),
-    "plain": ('{{- if .System }}{{ .System }}\n{{ end }}'
-              '{{- range .Messages }}{{- if eq .Role "user" }}{{ .Content }}'
-              '{{- else if eq .Role "assistant" }}{{ .Content }}{eos}{{ end }}{{- end }}'),
-    "instruction": ('{{- range .Messages }}{{- if eq .Role "user" }}Instruction: {{ $.System }}\nInput: {{ .Content }}'
-                    '\nAnswer: {{ else if eq .Role "assistant" }}{{ .Content }}{eos}\n{{ end }}{{- end }}'),
-}
-
-
 def _quoted(text: str) -> str:
     if '"""' in text:
         raise ConfigError('--gguf: the system text contains """, which a Modelfile cannot quote')
@@ -187,26 +172,15 @@ def _quoted(text: str) -> str:
 
 def modelfile_text(tpl, tokenizer, stop_texts: list[str], gguf_name: str = GGUF_FILE) -> str:
     """An Ollama Modelfile for the GGUF file: TEMPLATE, SYSTEM (the persona) and PARAMETER stop."""
-    from tunesmith.conversation import Message
-    from tunesmith.template import ChatTemplate, render_text
+    from tunesmith.template import to_ollama_template
 
-    name = tpl.name
-    if name == "tokenizer":
-        # the tokenizer's own Jinja is written as Go only where it renders like chatml; else Ollama reads
-        # tokenizer.chat_template from the GGUF file
-        probe = [Message("user", "u1"), Message("assistant", "a1"), Message("user", "u2")]
-        # with a persona (SYSTEM below) a conversation without system text does not reach the template
-        systems = ("sys",) if tpl.default_system else ("sys", None)
-        same = all(render_text(tokenizer, tpl, s, probe, True) == render_text(tokenizer, ChatTemplate("chatml"), s,
-                                                                               probe, True) for s in systems)
-        name = "chatml" if same else None
+    template = to_ollama_template(tpl, tokenizer)
     lines = [f"FROM ./{gguf_name}"]
-    if name is None:
+    if template is None:
         lines.append("# TEMPLATE: not written, the tokenizer's own chat template has no Go equivalent here; "
                      "Ollama takes it from the GGUF file's tokenizer.chat_template")
     else:
-        eos = tokenizer.eos_token or ""
-        lines.append("TEMPLATE " + _quoted(_OLLAMA_TEMPLATES[name].replace("{eos}", eos)))
+        lines.append("TEMPLATE " + _quoted(template))
     if tpl.default_system:
         lines.append("SYSTEM " + _quoted(tpl.default_system))
     lines += [f"PARAMETER stop {json.dumps(s, ensure_ascii=False)}" for s in stop_texts]

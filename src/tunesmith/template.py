@@ -351,6 +351,37 @@ def to_jinja(tpl: ChatTemplate, tokenizer) -> str:
             + "{%- else -%}" + answer + "{%- endif -%}{%- endfor -%}")
 
 
+def _go_part(fmt: str, eos: str, content: str) -> str:
+    """A part of a named template as Go template text ({content} -> `content`, {system} -> the system text)."""
+    return fmt.replace("{eos}", eos).replace("{content}", content).replace("{system}", "{{ $.System }}")
+
+
+def to_ollama_template(tpl: ChatTemplate, tokenizer) -> str | None:
+    """The template as an Ollama TEMPLATE (a Go template over .System and .Messages) rendering what
+    `render_text` renders; None for a tokenizer's own template that is not chatml under another name (Go
+    cannot run its Jinja: Ollama then reads the GGUF file's tokenizer.chat_template)."""
+    name = tpl.name
+    if name == "tokenizer":
+        probe = [Message("user", "u1"), Message("assistant", "a1"), Message("user", "u2")]
+        # with a persona (the Modelfile's SYSTEM) every conversation reaches the template with system text
+        systems = ("sys",) if tpl.default_system else ("sys", None)
+        chatml = ChatTemplate("chatml")
+        if any(render_text(tokenizer, tpl, s, probe, True) != render_text(tokenizer, chatml, s, probe, True)
+               for s in systems):
+            return None
+        name = "chatml"
+    spec = _NAMED[name]
+    eos = _eos_text(tokenizer)
+    system = ""
+    if spec["system"]:
+        system = "{{ if .System }}" + _go_part(spec["system"], eos, "{{ .System }}") + "{{ end }}"
+    user = _go_part(spec["user"], eos, "{{ .Content }}")
+    prefix = _go_part(spec["assistant_prefix"], eos, "")
+    answer = prefix + _go_part("{content}" + spec["answer_end"] + spec["after"], eos, "{{ .Content }}")
+    return (system + '{{ range .Messages }}{{ if eq .Role "user" }}' + user + '{{ else if eq .Role "assistant" }}'
+            + answer + "{{ end }}{{ end }}" + prefix)
+
+
 # -- persistence next to an adapter -----------------------------------------------------------------
 def save_template(tpl: ChatTemplate, folder: str | os.PathLike) -> Path:
     return atomic_write(Path(folder) / TEMPLATE_FILE, json.dumps(tpl.to_dict(), ensure_ascii=False, indent=2))

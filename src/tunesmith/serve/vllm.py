@@ -17,10 +17,10 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunesmith.adapter_spec import BASE
 from tunesmith.errors import ConfigError, ModelError
 
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
-BASE_NAME = "base"
 # LoRA ranks vLLM's --max-lora-rank accepts; an adapter's rank is rounded up to the next one
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 _DTYPES = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -46,8 +46,6 @@ class VllmLaunch:
 
 def _adapter_rank(folder: Path) -> int:
     path = folder / "adapter_config.json"
-    if not path.is_file():
-        raise ModelError(f"{folder}: not a LoRA adapter folder (expected adapter_config.json)")
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -109,10 +107,10 @@ def build_vllm_command(launch: VllmLaunch, tokenizer=None) -> list[str]:
     if launch.quantization not in ("none", "4bit"):
         raise ConfigError(f"--quantization {launch.quantization}: vLLM quantizes bitsandbytes weights on load "
                           "in 4 bits only (use 4bit or none)")
+    from tunesmith.infer.adapters import adapter_folders
+
     model_path = resolve_model_path(launch.model)
-    folders = {name: Path(path).expanduser().resolve() for name, path in launch.adapters.items()}
-    if BASE_NAME in folders:
-        raise ConfigError(f"--adapter: the name {BASE_NAME!r} is the model without adapters; rename the adapter")
+    folders = {name: path.resolve() for name, path in adapter_folders(launch.adapters).items()}
     ranks = [_adapter_rank(f) for f in folders.values()]
     if tokenizer is None:
         from transformers import AutoTokenizer
@@ -124,7 +122,7 @@ def build_vllm_command(launch: VllmLaunch, tokenizer=None) -> list[str]:
                              "the chat template and stop tokens: a model folder, or a hub id in the local "
                              "Hugging Face cache") from None
     tpl = _templates(launch, tokenizer)
-    cmd = ["vllm", "serve", model_path, "--served-model-name", BASE_NAME,
+    cmd = ["vllm", "serve", model_path, "--served-model-name", BASE,
            "--host", launch.host, "--port", str(launch.port), "--dtype", _DTYPES[launch.dtype]]
     # the base alone with its tokenizer's template: vLLM renders that one itself, no file is needed
     if folders or tpl.name != "tokenizer" or tpl.default_system is not None:
