@@ -52,21 +52,31 @@ class Conversation:
             return self.messages[-1].content
         return None
 
+    @property
+    def opens_with_assistant(self) -> bool:
+        """Whether the first message is the assistant's: a character's greeting, before any user message."""
+        return bool(self.messages) and self.messages[0].role == "assistant"
+
     def validate(self, where: str | None = None) -> None:
-        """Raise DataError unless roles alternate user/assistant starting with user and texts are strings."""
+        """Raise DataError unless roles alternate user/assistant and texts are strings.
+
+        The first message is the user's, or one assistant message (a character's greeting) that the user
+        answers: assistant, user, assistant, ...
+        """
         from tunesmith.errors import DataError
 
         if not self.messages:
             raise DataError("conversation has no messages (expected at least one user message)", where)
+        offset = 1 if self.messages[0].role == "assistant" else 0
         for i, m in enumerate(self.messages):
             if m.role not in ROLES:
                 raise DataError(f"message {i}: role {m.role!r} is not one of {ROLES}", where)
             if not isinstance(m.content, str):
                 raise DataError(f"message {i}: content must be a string (got {type(m.content).__name__})", where)
-            expected = ROLES[i % 2]
+            expected = ROLES[(i + offset) % 2]
             if m.role != expected:
-                raise DataError(f"message {i}: expected role {expected!r} "
-                                f"(user and assistant must alternate, user first), got {m.role!r}", where)
+                raise DataError(f"message {i}: expected role {expected!r} (user and assistant must alternate, "
+                                f"user first or after one opening assistant greeting), got {m.role!r}", where)
         if self.system is not None and not isinstance(self.system, str):
             raise DataError(f"system must be a string (got {type(self.system).__name__})", where)
 

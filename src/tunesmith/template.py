@@ -13,6 +13,11 @@ construction, the tokens it sees before it generates one: a prompt that ends in 
 and "Answer:" at inference cannot happen.  The template used is saved next to every adapter
 (`template.json`) and reused by chat, serve and eval.
 
+A conversation may open with one assistant message (a character's greeting, see Conversation.validate):
+it is rendered as the first answer, after the template's *opening* (chatml: the assistant header;
+plain: nothing; instruction: the instruction with an empty input), and learned like any answer.
+`encode_prompt` with no messages gives the prompt a greeting is generated from.
+
 Templates:
 - ``tokenizer``: the tokenizer's own Jinja chat template (its text is saved, so a later tokenizer
   change cannot alter it).  Segments come from rendering growing prefixes of the conversation.
@@ -67,14 +72,18 @@ _NAMED: dict[str, dict[str, str]] = {
         "assistant_prefix": "<|im_start|>assistant\n",
         "answer_end": "<|im_end|>",
         "after": "\n",
+        # before an assistant message that opens the conversation (a greeting): no user part precedes it
+        "opening": "<|im_start|>assistant\n",
     },
-    "plain": {"system": "{content}\n", "user": "{content}", "assistant_prefix": "", "answer_end": "{eos}", "after": ""},
+    "plain": {"system": "{content}\n", "user": "{content}", "assistant_prefix": "", "answer_end": "{eos}", "after": "",
+              "opening": ""},
     "instruction": {
         "system": "",  # folded into the user part below
         "user": "Instruction: {system}\nInput: {content}\nAnswer: ",
         "assistant_prefix": "",
         "answer_end": "{eos}",
         "after": "\n",
+        "opening": "Instruction: {system}\nInput: \nAnswer: ",  # the user part with an empty input
     },
 }
 TEMPLATE_NAMES = ("tokenizer", *_NAMED)
@@ -124,7 +133,11 @@ def _named_segments(tpl: ChatTemplate, tokenizer, system: str | None, messages: 
     eos = _eos_text(tokenizer)
     if system and spec["system"]:
         yield PROMPT, spec["system"].format(content=system), -1
+    if not messages and add_generation_prompt and spec["opening"]:  # the prompt a greeting is generated from
+        yield PROMPT, spec["opening"].format(system=system or ""), -1
     for i, m in enumerate(messages):
+        if m.role == "assistant" and i == 0 and spec["opening"]:
+            yield PROMPT, spec["opening"].format(system=system or ""), i
         if m.role == "user":
             text = spec["user"].format(content=m.content, system=system or "")
             nxt_is_answer = i + 1 < len(messages) or add_generation_prompt
@@ -138,8 +151,17 @@ def _named_segments(tpl: ChatTemplate, tokenizer, system: str | None, messages: 
 
 
 def _render_jinja(tpl: ChatTemplate, tokenizer, msgs: list[dict], add_generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(msgs, chat_template=tpl.jinja, tokenize=False,
-                                         add_generation_prompt=add_generation_prompt)
+    turns = [m for m in msgs if m["role"] != "system"]
+    try:
+        return tokenizer.apply_chat_template(msgs, chat_template=tpl.jinja, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
+    except Exception as e:  # jinja2's TemplateError (raise_exception in the template) or what the template trips on
+        if turns and turns[0]["role"] == "user":
+            raise
+        raise ConfigError(
+            "the tokenizer's chat template refuses a conversation that opens with the assistant (a character's "
+            f"greeting): {type(e).__name__}: {e}; use template=chatml (or plain), or leave the greetings out "
+            "(card option greetings=false)") from None
 
 
 def _special_texts(tokenizer) -> list[str]:
@@ -148,13 +170,44 @@ def _special_texts(tokenizer) -> list[str]:
     return sorted((t for t in toks if t), key=len, reverse=True)
 
 
+# A reply text no template header contains: found in the rendered text, it marks where a greeting starts.
+_PROBE = "<<tunesmith: the greeting>>"
+
+
+def _opening_prompt(tpl: ChatTemplate, tokenizer, msgs: list[dict], greeting: str) -> str:
+    """The text before an opening assistant message (a greeting) that the template renders as its generation
+    prompt for the system text alone; "" when it renders none or one that the greeting's text does not start with."""
+    if not msgs:  # no system text: nothing to render a generation prompt for (transformers refuses)
+        return ""
+    try:
+        gen = _render_jinja(tpl, tokenizer, msgs, add_generation_prompt=True)
+    except ConfigError:  # a template that cannot render the system text alone: the greeting's own delta then
+        return ""
+    with_greeting = _render_jinja(tpl, tokenizer, [*msgs, {"role": "assistant", "content": greeting}], False)
+    return gen if with_greeting.startswith(gen) and greeting in with_greeting[len(gen):] else ""
+
+
 def _jinja_segments(tpl: ChatTemplate, tokenizer, system: str | None, messages: Sequence[Message],
                     add_generation_prompt: bool) -> Iterator[tuple[str, str, int]]:
     msgs: list[dict] = [{"role": "system", "content": system}] if system else []
     specials = _special_texts(tokenizer)
     eos = _eos_text(tokenizer)
     prev = ""
+    if not messages and add_generation_prompt:
+        # the prompt a greeting is generated from: what training puts before a greeting's text
+        for kind, text, idx in _jinja_segments(tpl, tokenizer, system, [Message("assistant", _PROBE)], False):
+            if kind != PROMPT:
+                return
+            yield kind, text, idx
+        return
     for i, m in enumerate(messages):
+        if i == 0 and m.role == "assistant":
+            # A greeting: its header is the generation prompt of the conversation so far (the system text),
+            # a piece of its own, as encode_prompt with no messages gives it
+            opening = _opening_prompt(tpl, tokenizer, msgs, m.content)
+            if opening:
+                yield PROMPT, opening, -1
+                prev = opening
         msgs.append({"role": m.role, "content": m.content})
         last = i == len(messages) - 1
         if m.role == "user":
@@ -218,9 +271,10 @@ def _ids(tokenizer, text: str) -> list[int]:
 
 # -- encoding -----------------------------------------------------------------------------------------
 def encode_prompt(tokenizer, tpl: ChatTemplate, system: str | None, messages: Sequence[Message]) -> list[int]:
-    """Token ids a model generates the next assistant reply from. `messages` must end with a user turn."""
-    if not messages or messages[-1].role != "user":
-        raise ConfigError("a prompt must end with a user message")
+    """Token ids a model generates the next assistant reply from. `messages` must end with a user turn; no
+    messages at all is the prompt a conversation's opening assistant message (a greeting) is generated from."""
+    if messages and messages[-1].role != "user":
+        raise ConfigError("a prompt must end with a user message (or hold no message: a greeting's prompt)")
     ids: list[int] = []
     for _, text, _ in render_segments(tokenizer, tpl, system, messages, add_generation_prompt=True):
         ids.extend(_ids(tokenizer, text))
@@ -347,6 +401,10 @@ def to_jinja(tpl: ChatTemplate, tokenizer) -> str:
     if prefix:
         user += f"{{%- if not loop.last or add_generation_prompt -%}}{prefix}{{%- endif -%}}"
     answer = _jinja_part("{content}" + spec["answer_end"] + spec["after"], eos)
+    opening = _jinja_part(spec["opening"], eos)
+    if opening:  # before an assistant message that opens the conversation; alone: a greeting's prompt
+        answer = f"{{%- if loop.first -%}}{opening}{{%- endif -%}}" + answer
+        system += f"{{%- if not ns.messages and add_generation_prompt -%}}{opening}{{%- endif -%}}"
     return (head + system + "{%- for m in ns.messages -%}{%- if m['role'] == 'user' -%}" + user
             + "{%- else -%}" + answer + "{%- endif -%}{%- endfor -%}")
 
@@ -356,18 +414,29 @@ def _go_part(fmt: str, eos: str, content: str) -> str:
     return fmt.replace("{eos}", eos).replace("{content}", content).replace("{system}", "{{ $.System }}")
 
 
+def _renders_alike(tokenizer, tpl: ChatTemplate, other: ChatTemplate, system: str | None,
+                   messages: list[Message]) -> bool:
+    """Both templates render this prompt the same; a conversation `tpl` refuses (a tokenizer template that
+    refuses a greeting first) cannot differ, since tunesmith never sends it."""
+    try:
+        mine = render_text(tokenizer, tpl, system, messages, True)
+    except ConfigError:
+        return messages[0].role == "assistant"
+    return mine == render_text(tokenizer, other, system, messages, True)
+
+
 def to_ollama_template(tpl: ChatTemplate, tokenizer) -> str | None:
     """The template as an Ollama TEMPLATE (a Go template over .System and .Messages) rendering what
     `render_text` renders; None for a tokenizer's own template that is not chatml under another name (Go
     cannot run its Jinja: Ollama then reads the GGUF file's tokenizer.chat_template)."""
     name = tpl.name
     if name == "tokenizer":
-        probe = [Message("user", "u1"), Message("assistant", "a1"), Message("user", "u2")]
+        probes = [[Message("user", "u1"), Message("assistant", "a1"), Message("user", "u2")],
+                  [Message("assistant", "a0"), Message("user", "u1")]]  # a greeting first
         # with a persona (the Modelfile's SYSTEM) every conversation reaches the template with system text
         systems = ("sys",) if tpl.default_system else ("sys", None)
         chatml = ChatTemplate("chatml")
-        if any(render_text(tokenizer, tpl, s, probe, True) != render_text(tokenizer, chatml, s, probe, True)
-               for s in systems):
+        if any(not _renders_alike(tokenizer, tpl, chatml, s, probe) for s in systems for probe in probes):
             return None
         name = "chatml"
     spec = _NAMED[name]
@@ -377,9 +446,15 @@ def to_ollama_template(tpl: ChatTemplate, tokenizer) -> str | None:
         system = "{{ if .System }}" + _go_part(spec["system"], eos, "{{ .System }}") + "{{ end }}"
     user = _go_part(spec["user"], eos, "{{ .Content }}")
     prefix = _go_part(spec["assistant_prefix"], eos, "")
-    answer = prefix + _go_part("{content}" + spec["answer_end"] + spec["after"], eos, "{{ .Content }}")
-    return (system + '{{ range .Messages }}{{ if eq .Role "user" }}' + user + '{{ else if eq .Role "assistant" }}'
-            + answer + "{{ end }}{{ end }}" + prefix)
+    opening = _go_part(spec["opening"], eos, "")
+    loop, prefix_of, last = "{{ range .Messages }}", prefix, prefix
+    if opening != prefix:  # an assistant message that opens the conversation (a greeting) has its own header
+        loop = "{{ range $i, $m := .Messages }}"
+        prefix_of = "{{ if eq $i 0 }}" + opening + "{{ else }}" + prefix + "{{ end }}"
+        last = "{{ if .Messages }}" + prefix + "{{ else }}" + opening + "{{ end }}"
+    answer = prefix_of + _go_part("{content}" + spec["answer_end"] + spec["after"], eos, "{{ .Content }}")
+    return (system + loop + '{{ if eq .Role "user" }}' + user + '{{ else if eq .Role "assistant" }}' + answer
+            + "{{ end }}{{ end }}" + last)
 
 
 # -- persistence next to an adapter -----------------------------------------------------------------

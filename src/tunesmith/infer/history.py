@@ -42,14 +42,16 @@ class PromptTooLongError(ConfigError):
 
 
 def check_messages(messages: Sequence[Message], where: str = "messages") -> None:
-    """User first, then alternating, ending with the user message to answer; contents are valid Unicode strings."""
+    """User first (or after one opening assistant greeting), then alternating, ending with the user message to
+    answer; contents are valid Unicode strings."""
     if not messages:
         raise DataError("no messages (expected at least one user message)", where)
+    offset = 1 if messages[0].role == "assistant" else 0  # a character's greeting opens the chat
     for i, m in enumerate(messages):
-        expected = "user" if i % 2 == 0 else "assistant"
+        expected = "user" if (i + offset) % 2 == 0 else "assistant"
         if m.role != expected:
-            raise DataError(f"message {i} has role {m.role!r}, expected {expected!r} "
-                            "(user and assistant alternate, user first, the last one is the user's)", where)
+            raise DataError(f"message {i} has role {m.role!r}, expected {expected!r} (user and assistant alternate, "
+                            "user first or after one greeting, the last one is the user's)", where)
         if not isinstance(m.content, str):
             raise DataError(f"message {i}: content must be a string", where)
         check_text(m.content, f"message {i}", where)
@@ -75,7 +77,7 @@ def trim_turns(messages: Sequence[Message], max_history_turns: int | None) -> li
         raise ConfigError(f"max_history_turns: expected an integer >= 0 (got {max_history_turns})")
     history, question = list(messages[:-1]), messages[-1]
     keep = 2 * max_history_turns
-    return (history[len(history) - keep:] if keep else []) + [question]
+    return (history[max(0, len(history) - keep):] if keep else []) + [question]
 
 
 def bytes_per_token(tokenizer) -> int | None:
@@ -155,10 +157,11 @@ def fit_prompt(tokenizer, template: ChatTemplate, system: str | None, messages: 
             "(model context minus max_new_tokens); shorten the message or lower max_new_tokens")
 
     def last(turns: int) -> list[Message]:
-        return history[len(history) - 2 * turns:] + question if turns else question
+        return history[max(0, len(history) - 2 * turns):] + question if turns else question
 
-    # Turns kept: `fits` fits, `fails` (if any) does not.  Grow 1, 2, 4, ... then bisect.
-    fits, fails, total = 0, None, len(history) // 2
+    # Turns kept: `fits` fits, `fails` (if any) does not.  Grow 1, 2, 4, ... then bisect.  An opening greeting
+    # (odd history) counts as the oldest turn.
+    fits, fails, total = 0, None, (len(history) + 1) // 2
     step = 1
     while fits < total:
         n = min(step, total)
