@@ -35,6 +35,8 @@ def test_each_format_module_exports_one_format(module):
     # Either JSON records (a converter, found by detect) or a whole file read at once (a novel's text).
     assert (f.converter is None) == (f.read_file is not None)
     assert (f.detect is None) == (f.read_file is not None)
+    # A whole-file format may claim files given without --from (a .txt novel, a .png card); records never do.
+    assert f.claims is None or f.read_file is not None
 
 
 def test_the_table_is_derived_from_the_modules():
@@ -112,3 +114,17 @@ def test_novel_cache_key_uses_the_miner_fingerprint(tmp_path, monkeypatch):
     fewer = novel.source_files()[:-1]
     monkeypatch.setattr(novel, "source_files", lambda: fewer)  # a miner without one of its modules
     assert novel_text._cache_file(Path("书.txt"), b"text", {}) != key
+
+
+def test_whole_file_formats_claim_their_files_without_from(tmp_path):
+    from tunesmith.data.formats import claimed_by
+
+    (tmp_path / "book.txt").write_text("text", encoding="utf-8")
+    (tmp_path / "card.json").write_text('{"spec": "chara_card_v2", "data": {"name": "A"}}', encoding="utf-8")
+    (tmp_path / "rows.json").write_text('{"name": "A", "first_mes": "hi"}\n{"name": "B", "first_mes": "yo"}\n',
+                                        encoding="utf-8")  # JSONL named .json: records, not one card
+    (tmp_path / "array.json").write_text('[{"instruction": "q", "output": "a"}]', encoding="utf-8")
+    got = {n: claimed_by(tmp_path / n) for n in ("book.txt", "card.json", "rows.json", "array.json", "x.png",
+                                                 "y.jsonl")}
+    assert got == {"book.txt": "novel", "card.json": "card", "rows.json": None, "array.json": None, "x.png": "card",
+                   "y.jsonl": None}

@@ -8,13 +8,13 @@
 Layers, each importing only those below it (no module imports one above it, not even inside a function):
 
     fields, records, encoding, format   typed fields, strict JSON reading, text decoding, the Format contract
-    alpaca, sharegpt, messages, trl, ... one module per format, each exporting one FORMAT
+    alpaca, sharegpt, messages, trl, card, ... one module per format, each exporting one FORMAT
     formats                             the table FORMATS built from those modules; load / save
     registry, split, stats              dataset_info.json by name, train/dev splits, what is in a dataset
     rolebench                           rolebench-prepare (reads, splits, writes and registers files)
     commands                            `tunesmith data ...`
 
-Adding a format (character cards, ...): write one module that exports
+Adding a format: write one module that exports
 `FORMAT = Format(name, record, converter, export, detect, options)` (see tunesmith.data.format and
 alpaca.py for a small complete one), add the module to `FORMAT_MODULES` in tunesmith.data.formats, and
 write one test that loads a sample and, when the format is writable, writes it back. Everything else

@@ -31,7 +31,7 @@ app = typer.Typer(no_args_is_help=True, help="Import, validate, inspect and spli
 
 FromOpt = Annotated[str | None, typer.Option(
     "--from", "-f", help=f"Input format ({', '.join(FORMATS)}); default: detected from the first record "
-                         "(a .txt file: novel).")]
+                         "(a .txt file: novel; a .png or one-card .json: card).")]
 OnErrorOpt = Annotated[str, typer.Option(
     "--on-error", help="fail: stop at the first bad record; skip: drop bad records and report them on stderr.")]
 EncodingOpt = Annotated[str, typer.Option(

@@ -11,15 +11,16 @@
         options=OPTIONS,          # {option: what it does}, shown by `tunesmith data formats`
     )
 
-A format that is not JSON records (a novel's plain text) gives `read_file` instead of `converter` and no
-`detect`. `tunesmith.data.formats` builds its table from these objects; see that module for how a new
-format is added.
+A format that is not JSON records (a novel's plain text, a character card) gives `read_file` instead of
+`converter` and no `detect`; its `claims(path)` says which files it reads when no format is named.
+`tunesmith.data.formats` builds its table from these objects; see that module for how a new format is added.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tunesmith.conversation import Conversation
@@ -44,6 +45,9 @@ class Format:
     read_file: Callable[..., list[Conversation]] | None = field(
         default=None, metadata={"help": "read_file(path, encoding=, **options) for a format that is not JSON "
                                         "records (a novel's text): it reads the whole file itself"})
+    claims: Callable[[Path], bool] | None = field(
+        default=None, metadata={"help": "for a whole-file format: is this file (given without --from) one of "
+                                        "ours? e.g. a .txt name for a novel, a .png or one-card .json for a card"})
     aliases: tuple[str, ...] = field(
         default=(), metadata={"help": "other names accepted for this format (e.g. openai for messages)"})
 

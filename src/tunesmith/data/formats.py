@@ -25,6 +25,7 @@ from typing import Any
 from tunesmith.conversation import Conversation
 from tunesmith.data import (
     alpaca,
+    card,
     context_target,
     conversation_jsonl,
     kto,
@@ -47,7 +48,7 @@ SHOW_FIRST_ERRORS = 5
 
 # Every format, in the order `tunesmith data formats` lists them: each module exports its FORMAT.
 FORMAT_MODULES = (rolebench_format, novel_text, novel_dialogue, context_target, alpaca, sharegpt, messages,
-                  conversation_jsonl, trl, kto)
+                  conversation_jsonl, trl, kto, card)
 FORMATS: dict[str, Format] = {m.FORMAT.name: m.FORMAT for m in FORMAT_MODULES}
 ALIASES: dict[str, str] = {alias: f.name for f in FORMATS.values() for alias in f.aliases}
 # Shapes that contain other shapes are tried first: our own JSONL is a superset of OpenAI messages. A format
@@ -67,6 +68,11 @@ def writable_formats() -> list[str]:
     """Formats Conversations can be written as, our own `conversation` JSONL first."""
     names = [n for n, f in FORMATS.items() if f.export is not None]
     return sorted(names, key=lambda n: n != "conversation")
+
+
+def claimed_by(path: Path) -> str | None:
+    """The whole-file format (novel, card) that reads `path` when no format is named, or None: JSON records."""
+    return next((n for n, f in FORMATS.items() if f.claims is not None and f.claims(path)), None)
 
 
 def get_format(name: str) -> Format:
@@ -127,8 +133,8 @@ def load(path: str | os.PathLike | list, fmt: str | None = None, *, on_error: st
     out: list[Conversation] = []
     skipped: list[DataError] = []
     for f in files:
-        # A .txt file is never JSON records: without a format it is read as a novel.
-        whole = fixed or ("novel" if f.suffix.lower() == ".txt" else None)
+        # Without a format, a file a whole-file format claims is read by it (a .txt: a novel; a .png: a card).
+        whole = fixed or claimed_by(f)
         if whole and FORMATS[whole].read_file is not None:
             convs = FORMATS[whole].read_file(f, encoding=encoding, **opts)
         else:

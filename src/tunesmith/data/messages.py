@@ -71,10 +71,11 @@ def make_converter(source: str | None, require_answer: bool,
                 continue
             if role not in ("user", "assistant"):
                 raise DataError(f"messages[{i}].role is {role!r} (expected 'system', 'user' or 'assistant')")
-            want = "user" if len(msgs) % 2 == 0 else "assistant"
+            # user first, or one opening assistant message (a character's greeting); then they alternate
+            want = role if not msgs else ("user" if msgs[-1].role == "assistant" else "assistant")
             if role != want:
                 raise DataError(f"messages[{i}]: expected role {want!r} (user and assistant must alternate, "
-                                f"user first), got {role!r}")
+                                f"user first or after one opening greeting), got {role!r}")
             if role == "assistant" and not content.strip():
                 raise DataError(f"messages[{i}]: empty assistant answer (expected a non-empty text)")
             loss = m.get("loss", True)

@@ -107,4 +107,9 @@ def read_novel(path: str | os.PathLike, *, encoding: str = "auto", **opts: Any) 
     return convs
 
 
-FORMAT = Format(NAME, EXPECTED, options=OPTIONS, read_file=read_novel, aliases=("novel-text", "txt"))
+def claims(path: Path) -> bool:
+    """Without --from, a .txt file is read as a novel (it is never JSON records)."""
+    return path.suffix.lower() == ".txt"
+
+
+FORMAT = Format(NAME, EXPECTED, options=OPTIONS, read_file=read_novel, claims=claims, aliases=("novel-text", "txt"))
