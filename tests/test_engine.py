@@ -177,9 +177,14 @@ def test_concurrent_requests_are_batched_and_correct(engine, monkeypatch):
     sizes: list[int] = []
     real = engine.scheduler.run_batch
 
-    def spy(reqs):
+    def spy(reqs, take_more=None):
         sizes.append(len(reqs))
-        return real(reqs)
+
+        def more(fits, room):  # requests that join a running continuous session count as sharing it
+            joined = take_more(fits, room)
+            sizes[-1] += len(joined)
+            return joined
+        return real(reqs, more if take_more else None)
 
     monkeypatch.setattr(engine.scheduler, "run_batch", spy)
     got: dict[int, str] = {}

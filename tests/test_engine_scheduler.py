@@ -22,7 +22,7 @@ def _request(adapter: str = "base", **options) -> PendingRequest:
 
 
 def _fake_runner(log: list):
-    def run(batch):
+    def run(batch, take_more=None):
         log.append(("batch", [r.adapter for r in batch]))
         return [[Completion(r.adapter, 3, 1, "stop")] for r in batch]
     return run

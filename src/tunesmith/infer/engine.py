@@ -27,11 +27,16 @@ adapter or for "base" unmerges it first, so answers never depend on what was mer
 while it answers.
 
 Requests from several threads (the API server, the web UI) go to one worker thread.  It waits a few
-milliseconds for more requests to arrive, then runs all waiting requests with the same adapter and
-compatible sampling settings as one left-padded `generate` batch, streaming each row's text to its own
-request.  So throughput grows with the number of concurrent clients.  Per-row stop strings and
-max_new_tokens are honoured inside the batch (rows finish one by one).  A request with a `seed` runs in a
-batch of its own so that its result does not depend on what else was running.
+milliseconds for more requests to arrive, then serves all waiting requests with the same adapter and
+compatible sampling settings together, streaming each row's text to its own request.  With
+`batching="auto"` (the default) or "continuous" they run as a continuous batching session
+(infer/continuous.py): requests that arrive while it runs join at the next step, and a finished or
+cancelled reply's slot goes to the next one at once.  Seeded, beam-search, n > 1 and repetition-penalty
+requests, every request under `batching="padded"`, and "auto" with max_batch_size 1, run as one
+left-padded `generate` batch instead (rows end one by one, but the batch lasts as long as its longest
+reply).  So throughput grows with the number of concurrent clients.  Per-row stop strings and
+max_new_tokens are honoured either way.  A request with a `seed` runs in a batch of its own so that its
+result does not depend on what else was running.
 
 `generate(...)` (used by eval) returns one string per conversation, or, when options.n > 1, a list of
 n strings per conversation; its batches wait their turn on the same worker.  With `batching="continuous"`
@@ -53,6 +58,7 @@ from tunesmith.adapter_spec import ADAPTER_NAME_RE, BASE, check_adapter_name  # 
 from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError
 from tunesmith.infer.adapters import AdapterSet, UnknownAdapterError, adapter_folders, load_adapters
+from tunesmith.infer.continuous import run_session, session_blocker
 from tunesmith.infer.history import PromptTooLongError, check_messages, fit_prompt  # noqa: F401 (re-export)
 from tunesmith.infer.options import BATCHING_MODES, GenerationOptions
 from tunesmith.infer.request import Completion, PendingRequest, template_key
@@ -66,14 +72,18 @@ __all__ = ["BASE", "Completion", "Engine", "GenerationOptions", "PendingRequest"
 
 class Engine:
     def __init__(self, model, tokenizer, base_template: ChatTemplate, adapter_templates: dict[str, ChatTemplate],
-                 *, model_name: str = "model", max_batch_size: int = 16, batch_wait_s: float = 0.02):
+                 *, model_name: str = "model", max_batch_size: int = 16, batch_wait_s: float = 0.02,
+                 batching: str = "auto"):
+        if batching not in BATCHING_MODES:
+            raise ConfigError(f"batching: expected one of {', '.join(BATCHING_MODES)} (got {batching!r})")
+        self.batching = batching  # how queued requests run: see _run_batch
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.base_template = base_template
         self.adapters = AdapterSet(model, base_template, adapter_templates)
         self.adapter_names: list[str] = self.adapters.names
-        self.scheduler = Scheduler(self._run_padded, max_batch_size=max_batch_size, batch_wait_s=batch_wait_s)
+        self.scheduler = Scheduler(self._run_batch, max_batch_size=max_batch_size, batch_wait_s=batch_wait_s)
         self._stop_cache: dict[str, list[int]] = {}
         self.context_length = self._context_length()
 
@@ -89,7 +99,8 @@ class Engine:
     @classmethod
     def load(cls, model: str = "default", adapters: dict[str, str] | None = None, *, dtype: str = "auto",
              device: str = "auto", quantization: str = "none", template: str | None = None,
-             trust_remote_code: bool = False, max_batch_size: int = 16, batch_wait_s: float = 0.02) -> Engine:
+             trust_remote_code: bool = False, max_batch_size: int = 16, batch_wait_s: float = 0.02,
+             batching: str = "auto") -> Engine:
         """Load the base once and attach each adapter by name.
 
         `template`: a template name (auto, tokenizer, chatml, plain, instruction) or a folder / file holding
@@ -104,7 +115,7 @@ class Engine:
         m, templates = load_adapters(m, folders, base_tpl)
         m.eval()
         return cls(m, tok, base_tpl, templates, model_name=str(model), max_batch_size=max_batch_size,
-                   batch_wait_s=batch_wait_s)
+                   batch_wait_s=batch_wait_s, batching=batching)
 
     def _context_length(self) -> int:
         cfg = getattr(self.model, "config", None)
@@ -192,6 +203,23 @@ class Engine:
         self.scheduler.close(timeout, cancel=cancel)
 
     # -- what the worker runs -----------------------------------------------------------------------
+    def _run_batch(self, requests: list[PendingRequest], take_more=None) -> list[list[Completion]] | None:
+        """Requests sharing a batch key, as their adapter (on the worker thread): a continuous session where
+        the engine's batching and the options allow it (it settles the futures itself), else one padded batch."""
+        if take_more is not None and self._serve_continuous(requests[0]):
+            first = requests[0]
+            stop_ids = self.stop_ids(first.template)
+            with self.adapters.lock, self.adapters.activate(first.adapter):
+                run_session(self.model, self.tokenizer, requests, take_more, stop_ids, self._pad_id(stop_ids),
+                            self.max_batch_size)
+            return None
+        return self._run_padded(requests)
+
+    def _serve_continuous(self, request: PendingRequest) -> bool:
+        if self.batching == "padded" or (self.batching == "auto" and self.max_batch_size == 1):
+            return False
+        return session_blocker(self.model, request.options) is None
+
     def _run_padded(self, requests: list[PendingRequest]) -> list[list[Completion]]:
         """One padded batch of requests sharing a batch key, as their adapter (on the worker thread)."""
         import torch

@@ -170,22 +170,29 @@ def _collect(tokenizer, requests: list[PendingRequest], generated: list[list[int
             q, choice, finished_at = row_req[k], row_choice[k], criteria.finished_at[k]
         req = requests[q]
         comp = finish_row(tokenizer, ids, finished_at, stop_ids, req.options, len(req.prompt_ids))
-        if req.on_text is not None:
-            dec = decoders[k] if decoders else None
-            sent = dec.text[:dec.emitted] if dec is not None else ""
-            if comp.text.startswith(sent) and len(comp.text) > len(sent):
-                try:
-                    req.on_text(choice, comp.text[len(sent):])
-                except Exception:  # the reader went away; the others still get their results
-                    pass
+        send_unsent(req, choice, comp, decoders[k] if decoders else None)
         results[q].append(comp)
     return results
 
 
+def send_unsent(req: PendingRequest, choice: int, comp: Completion, decoder: IncrementalDecoder | None) -> None:
+    """Stream the end of a finished reply the reader has not seen yet (what the decoder held back, e.g. the
+    start of a possible stop string that was none)."""
+    if req.on_text is None:
+        return
+    sent = decoder.text[:decoder.emitted] if decoder is not None else ""
+    if comp.text.startswith(sent) and len(comp.text) > len(sent):
+        try:
+            req.on_text(choice, comp.text[len(sent):])
+        except Exception:  # the reader went away; the others still get their results
+            pass
+
+
 # -- continuous batching ----------------------------------------------------------------------------
-def continuous_blocker(model, opts: GenerationOptions) -> str | None:
-    """Why these options (or this model) cannot run under continuous batching (None: they can)."""
-    if opts.sampling:
+def continuous_blocker(model, opts: GenerationOptions, sampling_ok: bool = False) -> str | None:
+    """Why these options (or this model) cannot run under continuous batching (None: they can).
+    `sampling_ok`: served requests may sample (eval's `generate` decodes greedily here)."""
+    if opts.sampling and not sampling_ok:
         return "it decodes greedily only (sampled replies would depend on which requests shared a step)"
     if opts.num_beams > 1 or opts.n > 1:
         return "it gives one greedy reply per prompt (no beam search, n = 1)"

@@ -14,9 +14,11 @@ waiting request of the same batch key as one padded batch through `run_batch(req
 it is.  A request with a `seed` has a batch key of its own, so its result does not depend on what else
 was running.
 
-This is where a new policy goes: `_take` chooses what runs next and `_execute` runs it.  Refilling a
-finished reply's slot with the next request at once (continuous batching for served requests) replaces
-the padded batch in `_execute` with a loop that asks `_take` for more between steps.
+This is where a policy goes: `_take` chooses what runs next and `_execute` runs it.  `run_batch` gets,
+besides the requests `_take` chose, a `take_more(fits, room)` it may call while it runs: a continuous
+batching session (infer/continuous.py) calls it between decoding steps to admit requests of the same
+batch key that arrived since, oldest first.  It hands over nothing once something of another key (or a
+job) is the oldest waiting item, so the session drains and that item runs next: no key waits for ever.
 """
 
 from __future__ import annotations
@@ -58,9 +60,11 @@ class Job:
 
 
 class Scheduler:
-    def __init__(self, run_batch: Callable[[list[PendingRequest]], list[list[Completion]]], *,
+    def __init__(self, run_batch: Callable[..., list[list[Completion]] | None], *,
                  max_batch_size: int = 16, batch_wait_s: float = 0.02):
-        self.run_batch = run_batch  # a padded batch of requests with one batch key -> their Completions
+        # run_batch(requests, take_more): requests with one batch key -> their Completions, or None when it
+        # settled every request's future itself (a continuous session, which also settles what take_more gave)
+        self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_s
         self._cv = threading.Condition()
@@ -151,7 +155,7 @@ class Scheduler:
                 if isinstance(self._pending[0], PendingRequest):
                     self._wait_for_company()
                 work = self._take()
-                self._running = work
+                self._running = list(work)
             try:
                 self._execute(work)
             finally:
@@ -219,11 +223,33 @@ class Scheduler:
             finally:
                 job.finished.set()
             return
+        key = work[0].batch_key()
         try:
-            results = self.run_batch(work)
+            results = self.run_batch(work, lambda fits, room: self.take_more(key, fits, room))
         except BaseException as e:
-            for r in work:
+            with self._cv:
+                running = list(self._running)
+            for r in running:
                 settle(r.future, exception=e)
             return
-        for r, res in zip(work, results):
-            settle(r.future, result=res)
+        if results is not None:
+            for r, res in zip(work, results):
+                settle(r.future, result=res)
+
+    def take_more(self, key: tuple, fits: Callable[[PendingRequest], bool], room: int) -> list[PendingRequest]:
+        """Waiting requests of batch key `key` that may join the running session (oldest first, at most `room`,
+        each one `fits`): none once the oldest waiting item is of another key or a job (see the docstring)."""
+        taken: list[PendingRequest] = []
+        with self._cv:
+            while self._pending and len(taken) < room and not self._closed:
+                head = self._pending[0]
+                if isinstance(head, Job) or head.batch_key() != key:
+                    break
+                if head.cancelled:
+                    self._pending.pop(0).future.cancel()
+                    continue
+                if not fits(head):
+                    break
+                taken.append(self._pending.pop(0))
+            self._running.extend(taken)
+        return taken

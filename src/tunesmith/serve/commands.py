@@ -48,6 +48,10 @@ def serve(
         help="A labeling project folder (created if missing): serve the labeling page for it at /label, with this "
              "server's model and adapters in its Try-it tab.")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Most sequences generated together in one batch.")] = 16,
+    batching: Annotated[str, typer.Option(
+        help="auto or continuous (a finished reply's slot goes to the next request at once; greedy and unseeded "
+             "sampling requests; others, and --max-batch-size 1 under auto, run as padded batches), or padded "
+             "(requests that arrive together run as one batch until its longest reply ends).")] = "auto",
     batch_wait_ms: Annotated[float, typer.Option(
         help="How long the engine waits for more requests to share a batch (from the last arrival; at most 5x "
              "this).")] = 20.0,
@@ -76,12 +80,16 @@ def serve(
     """Serve /v1/chat/completions (OpenAI-compatible, streaming), /v1/models, /health and a web chat at /ui.
 
     Every adapter is a model name in the API ("base" is the model without adapters). Concurrent requests
-    are batched, so many clients at once get much more total throughput than one.
+    are batched continuously (a request joins the running batch at the next step), so many clients at once
+    get much more total throughput than one.
     """
     from tunesmith.errors import ConfigError
+    from tunesmith.infer.options import BATCHING_MODES
 
     if not 1 <= max_batch_size <= 1024:
         raise ConfigError(f"--max-batch-size: expected 1..1024 (got {max_batch_size})")
+    if batching not in BATCHING_MODES:
+        raise ConfigError(f"--batching: expected one of {', '.join(BATCHING_MODES)} (got {batching!r})")
     if not 0 <= batch_wait_ms <= 1000:
         raise ConfigError(f"--batch-wait-ms: expected 0..1000 (got {batch_wait_ms})")
     if label_project is not None:
@@ -118,7 +126,7 @@ def serve(
     defaults = GenerationOptions(max_new_tokens=max_new_tokens).validate()
     engine = Engine.load(model, adapters, dtype=dtype, device=device, quantization=quantization, template=template,
                          trust_remote_code=trust_remote_code, max_batch_size=max_batch_size,
-                         batch_wait_s=batch_wait_ms / 1000)
+                         batch_wait_s=batch_wait_ms / 1000, batching=batching)
     app = create_app(engine, api_key=api_key or None, ui=ui, label_project=label_project, default_options=defaults,
                      default_max_history_turns=None if max_history_turns < 0 else max_history_turns,
                      max_request_bytes=max_request_bytes)
