@@ -4,7 +4,8 @@
     python -c "from transformers import AutoModelForCausalLM as M; M.from_pretrained('models/libai-merged')"
 
 The folder holds the merged weights (safetensors), the tokenizer with a chat template that renders
-exactly what training saw, and template.json (for tunesmith chat/serve/eval).  Any transformers,
+exactly what training saw, template.json (for tunesmith chat/serve/eval) and, for an adapter trained as a
+character, its character.json.  Any transformers,
 vLLM or llama.cpp-conversion user can load it without peft.  Its logits equal base + adapter
 (up to float rounding; the merge runs in fp32 unless asked otherwise).
 """
@@ -71,6 +72,7 @@ def export_model(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
             merged = model.merge_and_unload()
             if gguf is not None:
                 _write_gguf_folder(merged, tokenizer, tpl, tmp, gguf, name=adapter.parent.name or adapter.name)
+                copy_extras(adapter, tmp, ("character.json",))
                 return
             if dtype == "auto":
                 # keep the base's own storage dtype (the merge itself ran in fp32)
@@ -84,13 +86,19 @@ def export_model(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
                     shutil.copy2(f, tmp / f.name)
         tokenizer.save_pretrained(str(tmp))
         save_template(tpl, tmp)
-        for extra in ("train_config.yaml",):
-            if (adapter / extra).is_file():
-                shutil.copy2(adapter / extra, tmp / extra)
+        copy_extras(adapter, tmp)
 
     with atomic_dir(out) as tmp:  # a crash mid-merge leaves the old folder (or none), never half a model
         fill(tmp)
     return out
+
+
+def copy_extras(adapter: Path, folder: Path, names: tuple[str, ...] = ("train_config.yaml", "character.json")) -> None:
+    """The adapter's files an exported folder carries along: the recipe, and the character (character.json, for
+    chat and serve) when the adapter was trained as one."""
+    for name in names:
+        if (adapter / name).is_file():
+            shutil.copy2(adapter / name, folder / name)
 
 
 def _write_gguf_folder(model, tokenizer, tpl, folder: Path, gguf_type: str, name: str) -> None:

@@ -4,10 +4,10 @@
     save_adapter(peft_model, tokenizer, template, "runs/libai/adapter", config_yaml=text)
 
 The folder is an ordinary PEFT adapter (adapter_model.safetensors + adapter_config.json with the base
-model's path), plus template.json, the tokenizer and train_config.yaml.  It is written to a temporary
-sibling and renamed into place.  Then it is checked: the file holds every LoRA tensor of the model, the
-lora_B matrices are not all zero after training (an untrained or emptied adapter is exactly the base
-model), and the saved adapter, loaded back beside the trained one, gives the same logits.
+model's path), plus template.json, the tokenizer, train_config.yaml and, for a character, character.json.
+It is written to a temporary sibling and renamed into place.  Then it is checked: the file holds every LoRA
+tensor of the model, the lora_B matrices are not all zero after training (an untrained or emptied adapter is
+exactly the base model), and the saved adapter, loaded back beside the trained one, gives the same logits.
 """
 
 from __future__ import annotations
@@ -43,8 +43,10 @@ def adapter_tensor_stats(adapter_dir: str | os.PathLike) -> dict[str, float]:
 
 
 def save_adapter(model, tokenizer, template, out_dir: str | os.PathLike, *, config_yaml: str | None = None,
-                 base_model: str | None = None) -> Path:
-    """Write the adapter folder (PEFT files, template.json, tokenizer, train_config.yaml)."""
+                 base_model: str | None = None, character=None) -> Path:
+    """Write the adapter folder (PEFT files, template.json, tokenizer, train_config.yaml; character.json when a
+    tunesmith.character.Character is given)."""
+    from tunesmith.character import save_character
     from tunesmith.template import save_template
 
     out = Path(out_dir)
@@ -62,6 +64,8 @@ def save_adapter(model, tokenizer, template, out_dir: str | os.PathLike, *, conf
         tokenizer.save_pretrained(str(tmp))
         if config_yaml is not None:
             (tmp / "train_config.yaml").write_text(config_yaml, encoding="utf-8")
+        if character is not None:
+            save_character(character, tmp)
     return out
 
 

@@ -48,7 +48,8 @@ KNOWN_ALIASES = {
     "fp16": "dtype", "load_in_4bit": "quantization", "load_in_8bit": "quantization",
     "resume_from_checkpoint": "resume", "packing": "data.packing", "max_source_length": "data.max_source_len",
     "max_target_length": "data.max_target_len", "output": "output_dir", "out": "output_dir",
-    "stage": "method", "rlhf_type": "method", "pref_beta": "preference.beta", "pref_loss": "preference.loss_type",
+    "stage": "method", "rlhf_type": "method", "card": "character", "character_card": "character",
+    "pref_beta": "preference.beta", "pref_loss": "preference.loss_type",
     "beta": "preference.beta", "loss_type": "preference.loss_type", "adapter_name_or_path": "init_adapter",
     "pref_ftx": "preference.sft_weight", "rpo_alpha": "preference.sft_weight",
 }
@@ -119,6 +120,10 @@ class TrainConfig:
         "auto | tokenizer | chatml | plain | instruction; saved as template.json next to the adapter"))
     system: str | None = field(default=None, metadata=_help(
         "system prompt for conversations that have none (saved with the template)"))
+    character: str | None = field(default=None, metadata=_help(
+        "a character card (JSON or PNG) or a character.json: saved as character.json next to the adapter, and its "
+        "persona is the system text of conversations without one (unless system is set); without it, a card the "
+        "training data came from (or init_adapter's character) is saved"))
     output_dir: str = field(default="runs/tunesmith", metadata=_help(
         "where the adapter, checkpoints, loss.png and summary.json go"))
     method: str = field(default="sft", metadata=_help(

@@ -16,7 +16,8 @@ The phases, each one function (`train_from_config` calls them in this order):
 
 Output folder (output_dir):
     adapter/          PEFT adapter + template.json + tokenizer + train_config.yaml (the best checkpoint by
-                      dev loss when keep_best and a dev set are on, else the last)
+                      dev loss when keep_best and a dev set are on, else the last); character.json when the run
+                      trains a character (the `character:` card, or the card the data came from)
     checkpoints/      Trainer checkpoints (optimizer, scheduler, RNG states: what `resume=true` continues from);
                       one a kill left half-written is renamed incomplete-checkpoint-N and never resumed from
     loss.png          train (per step and windowed) and dev loss curves
@@ -54,7 +55,7 @@ from tunesmith.train.progress import ProgressCallback
 from tunesmith.train.runtime import Runtime, log, peak_memory_mb, release_process_group, setup_runtime
 from tunesmith.train.summary import TrainResult, build_summary, finished_run, saved_line, write_summary
 from tunesmith.train.trainer import TunesmithTrainer, head_loss_supported, output_head
-from tunesmith.train.training_data import TrainingData, load_training_data
+from tunesmith.train.training_data import TrainingData, explicit_character, load_training_data, run_character
 
 __all__ = ["TrainResult", "train_from_config"]
 
@@ -83,6 +84,7 @@ class RunSetup:
     runtime: Runtime
     model: TunedModel
     data: TrainingData
+    character: Any = None  # tunesmith.character.Character saved as character.json next to the adapter, or None
 
 
 @dataclass
@@ -141,14 +143,21 @@ def as_config(config_or_path: TrainConfig | str | os.PathLike | dict | None, ove
 def setup_run(cfg: TrainConfig, resume_from: Path | None, stream=None) -> RunSetup:
     """Resolve where the run computes, load the base model, its template and the data, attach LoRA."""
     runtime = setup_runtime(cfg)
+    named = explicit_character(cfg)  # before the model: a bad card fails in a second
     model_path = resolve_model_path(cfg.model)
     model, tokenizer = load_model(model_path, dtype=runtime.dtype, device=runtime.device,
                                   quantization=cfg.quantization, trust_remote_code=cfg.trust_remote_code)
     template = run_template(cfg, tokenizer)
+    if named is not None and cfg.system is None and template.default_system is None:
+        template.default_system = named.persona  # conversations without a system text train as the character
     data = load_training_data(cfg, tokenizer, template, stream)
+    character = run_character(cfg, data.train_convs, named, stream)
+    if character is not None:
+        log(f"character: {character.name} ({len(character.greetings)} greeting(s)), saved as character.json with "
+            "the adapter", stream)
     tuned = tune_model(cfg, runtime, model, tokenizer, template, model_path, stream)
     return RunSetup(cfg=cfg, out=Path(cfg.output_dir), resume_from=resume_from, runtime=runtime, model=tuned,
-                    data=data)
+                    data=data, character=character)
 
 
 def run_template(cfg: TrainConfig, tokenizer):
@@ -266,7 +275,8 @@ def save_and_verify(setup: RunSetup, trained: Trained, stream=None) -> TrainResu
     summary: dict[str, Any] = {}
     if trainer.is_world_process_zero():
         peft_model = trainer.model
-        save_adapter(peft_model, tuned.tokenizer, tuned.template, adapter_dir, config_yaml=dump_config(cfg))
+        save_adapter(peft_model, tuned.tokenizer, tuned.template, adapter_dir, config_yaml=dump_config(cfg),
+                     character=setup.character)
         first = setup.data.train_samples[0]
         probe = torch.tensor([(first["input_ids"] if "input_ids" in first else first_sequence(first))[:64]],
                              device=next(peft_model.parameters()).device)

@@ -1,8 +1,9 @@
 """The data phase of a run: dataset specs -> shuffled, cut conversations -> token ids with answer-only labels.
 
-    from tunesmith.train.training_data import load_conversations, load_training_data
+    from tunesmith.train.training_data import load_conversations, load_training_data, run_character
     train, dev = load_conversations(cfg)                       # Conversations (dev: given, or carved from train)
     data = load_training_data(cfg, tokenizer, template)        # + encoded samples and their statistics
+    char = run_character(cfg, data.train_convs)                # saved as character.json next to the adapter
 
 The order is seeded (`seed`), the dev subset fixed (`data.max_dev_samples`, the same at every eval and across
 resumes). When every training conversation has the same system prompt, it becomes the template's default,
@@ -11,12 +12,14 @@ so chat/serve without --system prompt the model exactly as it was trained.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tunesmith.data import resolve_dataset, split_conversations
-from tunesmith.errors import DataError
+from tunesmith.errors import ConfigError, DataError
 from tunesmith.train.dataset import EncodeStats, encode_all
 from tunesmith.train.runtime import log
 
@@ -39,6 +42,45 @@ class TrainingData:
         first = self.dev_convs[0]
         ok = first.prompt_messages and first.prompt_messages[-1].role == "user"
         return (first.system, first.prompt_messages) if ok else None
+
+
+def explicit_character(cfg):
+    """The Character the recipe's `character:` names (a card file, JSON or PNG; a character.json; a folder holding
+    one, such as a trained adapter), or None without the key. Read before the model loads: a bad card fails fast."""
+    if not cfg.character:
+        return None
+    from tunesmith.character import CHARACTER_FILE, load_character
+    from tunesmith.data.card import read_character
+
+    path = Path(cfg.character).expanduser()
+    if path.is_dir() or path.name == CHARACTER_FILE:
+        folder = path if path.is_dir() else path.parent
+        char = load_character(folder)
+        if char is None:
+            raise ConfigError(f"character: {folder} holds no {CHARACTER_FILE} (expected a character card, JSON or "
+                              f"PNG, a {CHARACTER_FILE} or a folder with one)")
+        return char
+    return read_character(path)
+
+
+def run_character(cfg, train_convs, explicit=None, stream=None):
+    """The character saved next to the adapter: the one `character:` names, else the card every card conversation
+    of the training data came from (meta.card), else init_adapter's character.json, else None."""
+    from tunesmith.character import Character, load_character
+
+    if explicit is not None:
+        return explicit
+    cards: dict[str, dict] = {}
+    for c in train_convs:
+        if c.meta.get("source") == "card" and isinstance(c.meta.get("card"), dict):
+            cards.setdefault(json.dumps(c.meta["card"], sort_keys=True, ensure_ascii=False), c.meta["card"])
+    if len(cards) == 1:
+        return Character.from_dict(next(iter(cards.values())), "the training data's meta.card")
+    if len(cards) > 1:
+        names = sorted({str(card.get("name")) for card in cards.values()})
+        log(f"note: the training data comes from {len(cards)} character cards ({', '.join(names)}): no "
+            "character.json is saved with the adapter (name one with character: PATH)", stream)
+    return load_character(cfg.init_adapter) if cfg.init_adapter else None
 
 
 def load_conversations(cfg):
