@@ -42,6 +42,27 @@ def _command_line(ctx: typer.Context) -> str:
     return " ".join(parts)
 
 
+# The options of the questions asked in character and of the role classifier (docs/evaluation.md).
+ProbeOption = Annotated[bool | None, typer.Option(
+    "--probe/--no-probe", help="Ask the general-ability probe in character (default: on for rolebench and generic).")]
+ProbeFileOption = Annotated[Path | None, typer.Option(
+    "--probe-file", help="Own probe questions, JSONL {question, accept: [...]} (default: the bundled probe_zh.jsonl).")]
+InCharacterOption = Annotated[bool | None, typer.Option(
+    "--in-character/--no-in-character", help="Ask identity questions in character (你是谁？, Are you an AI? ...) and "
+                                             "report the in-character rate (default: with the probe, when the test "
+                                             "data names a role).")]
+IdentityFileOption = Annotated[Path | None, typer.Option(
+    "--identity-file", help="Own identity questions, JSONL {question, lang?} (default: the bundled "
+                            "identity_questions.jsonl).")]
+AttributionOption = Annotated[bool | None, typer.Option(
+    "--attribution/--no-attribution", help="Role attribution: the share of answers a character n-gram classifier "
+                                           "trained on RoleBench-zh attributes to the test's role (default: on for "
+                                           "rolebench).")]
+AttributionDataOption = Annotated[Path | None, typer.Option(
+    "--attribution-data", help="The rolebench-zh folder the classifier trains on (default: the repository's "
+                               "datasets/rolebench-zh).")]
+
+
 def eval_command(
     ctx: typer.Context,
     data: Annotated[list[Path], typer.Option(
@@ -97,12 +118,12 @@ def eval_command(
     repetition_penalty: Annotated[float | None, typer.Option(
         "--repetition-penalty", help="Penalty > 1 discourages repeating tokens.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for sampling.")] = None,
-    probe: Annotated[bool | None, typer.Option(
-        "--probe/--no-probe", help="Ask the general-ability probe in character (default: on for rolebench and "
-                                   "generic).")] = None,
-    probe_file: Annotated[Path | None, typer.Option(
-        "--probe-file", help="Own probe questions, JSONL {question, accept: [...]} (default: the bundled "
-                             "probe_zh.jsonl).")] = None,
+    probe: ProbeOption = None,
+    probe_file: ProbeFileOption = None,
+    in_character: InCharacterOption = None,
+    identity_file: IdentityFileOption = None,
+    attribution: AttributionOption = None,
+    attribution_data: AttributionDataOption = None,
     show: Annotated[int, typer.Option("--show", help="Rows per set in the side-by-side answer table.")] = 20,
     dtype: Annotated[str, typer.Option("--dtype", help="auto, fp32, bf16 or fp16.")] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
@@ -130,7 +151,9 @@ def eval_command(
     cfg = EvalConfig(out=out, data=list(data), data2=list(data2 or []), model=model, adapters=adapters, task=task,
                      fmt=from_, roles=list(role or []), raw_refs=raw_refs, score_files=scores, run_base=base,
                      base_template=base_template, limit=limit, batch_size=batch_size, batching=batching,
-                     generation=gen, probe=probe, probe_file=probe_file, show=show, dtype=dtype, device=device,
+                     generation=gen, probe=probe, probe_file=probe_file, in_character=in_character,
+                     identity_file=identity_file, attribution=attribution, attribution_data=attribution_data,
+                     show=show, dtype=dtype, device=device,
                      threads=threads, overwrite=overwrite, command=_command_line(ctx))
     result = run_eval(cfg)
     typer.echo(f"wrote {out / 'report.md'} ({result['seconds']:.1f} s)")

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tunesmith.eval.testset import CUS, PROBE, RAW, SPE
+from tunesmith.eval.testset import CUS, IDENTITY, PROBE, RAW, SPE
 from tunesmith.fsio import atomic_file, atomic_write
 
 CHART_FILE = "metrics.png"
@@ -38,9 +38,13 @@ METRIC_LABELS = {
     "cls_accuracy": "CLS accuracy",
     "macro_f1": "macro-F1",
     "cls_macro_f1": "CLS macro-F1",
+    "role_share": "attributed to the role",
+    "in_character_rate": "in-character rate",
+    "names_role_rate": "names the role",
 }
 SET_LABELS = {CUS: "CUS (general test, speaking style)", SPE: "SPE (role-specific test, role knowledge)",
-              RAW: "RAW (plain-answer references)", PROBE: "general-ability probe"}
+              RAW: "RAW (plain-answer references)", PROBE: "general-ability probe",
+              IDENTITY: "identity questions (in character)"}
 
 
 def fmt(v: Any) -> str:
@@ -106,6 +110,46 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
+
+
+# -- in character: identity verdicts, role attribution, the classifier's held-out accuracy -------------------
+
+def in_character_tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(caption, header, rows) of the report's "In character" section; [] when neither score was computed."""
+    from tunesmith.eval.in_character import VERDICT_ORDER
+
+    tables = []
+    ident = result.get("identity")
+    if ident:
+        rows = []
+        for model in result["model_order"]:
+            block = result["metrics"].get(model, {}).get(IDENTITY)
+            if block and block.get("n"):
+                rows.append([model, f"{block['in_character_rate']:.4f}"]
+                            + [str(block["counts"].get(c, 0)) for c in VERDICT_ORDER] + [str(block["n"])])
+        caption = (f"Identity questions asked in character ({ident['questions']}), judged for {ident['role']}: the "
+                   "in-character rate counts names_role and keeps_role")
+        tables.append((caption, ["model", "in-character rate", *VERDICT_ORDER, "n"], rows))
+    clf = result.get("attribution")
+    if clf:
+        rows = []
+        for model in result["model_order"]:
+            for set_name in result["set_order"]:
+                block = result["metrics"].get(model, {}).get(set_name, {})
+                if "role_share" in block:
+                    counts = ", ".join(f"{r} {n}" for r, n in block["attributed"].items())
+                    rows.append([model, set_name, f"{block['role_share']:.4f}", counts, str(block["attributed_n"])])
+        tables.append(("Role attribution: the role a character n-gram classifier says each answer sounds like",
+                       ["model", "set", "attributed to the role", "attributed to", "n"], rows))
+        held = clf["heldout"]
+        caption = (f"The classifier: trained on {sum(clf['train_answers'].values())} RoleBench-zh train answers of "
+                   f"{len(clf['roles'])} roles; accuracy on {held['n']} held-out test answers {held['accuracy']:.4f} "
+                   f"(chance {1 / len(clf['roles']):.2f}). Rows: the true role; columns: the role it said")
+        said = clf["roles"] + sorted({p for row in held["confusion"].values() for p in row} - set(clf["roles"]))
+        rows = [[t, f"{held['per_role'][t]['recall']:.2f}", *(str(held["confusion"][t].get(p, 0)) for p in said)]
+                for t in clf["roles"]]
+        tables.append((caption, ["role", "recall", *said], rows))
+    return tables
 
 
 # -- chart ---------------------------------------------------------------------------------------
@@ -207,6 +251,11 @@ def render_markdown(result: dict[str, Any]) -> str:
     if drows:
         lines += ["Change against the base model:", "", _md_table(dh, drows), ""]
     lines += [f"![metrics chart]({CHART_FILE})", ""]
+    in_char = in_character_tables(result)
+    if in_char:
+        lines += ["## In character", ""]
+        for caption, header, body in in_char:
+            lines += [caption + ":", "", _md_table(header, body), ""]
     lines += ["## Setup", ""]
     lines += [f"- base model: `{result['model']}`"]
     for name, info in result["models"].items():
@@ -264,6 +313,11 @@ def render_html(result: dict[str, Any], chart_png: bytes | None) -> str:
         parts += ["<p>Change against the base model:</p>", _html_table(dh, drows)]
     if chart_png:
         parts.append(f"<img alt='metrics chart' src='data:image/png;base64,{base64.b64encode(chart_png).decode()}'>")
+    in_char = in_character_tables(result)
+    if in_char:
+        parts.append("<h2>In character</h2>")
+        for caption, header, body in in_char:
+            parts += [f"<p>{e(caption)}:</p>", _html_table(header, body)]
     parts += ["<h2>Setup</h2><ul>", f"<li>base model: <code>{e(result['model'])}</code></li>"]
     for name, info in result["models"].items():
         if info["kind"] == "adapter":

@@ -11,7 +11,8 @@ adapter (template.json), so the only difference between the columns of the repor
 `base_template` overrides the base's template (a name such as chatml, or a folder with template.json).
 
 The phases, each one function (`run_eval` calls them in this order):
-    check_config, load_inputs   test sets, generation settings, --raw-refs / --score-file tables, the probe
+    check_config, load_inputs   test sets, generation settings, --raw-refs / --score-file tables, the probe, the
+                                identity questions (in_character.py) and the role classifier (attribution.py)
     load_engine                 the base with every adapter side by side
     answer_models               per model: its template and signature, resumable answering (_generate_all)
     add_score_files             existing answer files as more columns
@@ -35,13 +36,26 @@ from typing import Any
 
 from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError
+from tunesmith.eval.attribution import CLASSIFIER_DESCRIPTION, attribute_sets, default_data_dir, train_classifier
 from tunesmith.eval.ie import CLS_RULES, IE_RULES
+from tunesmith.eval.in_character import RULES_DESCRIPTION, identity_items, main_role
 from tunesmith.eval.predictions import PredictionStore, signature
 from tunesmith.eval.probe import CHECKER_DESCRIPTION, load_probe
 from tunesmith.eval.report import write_report
 from tunesmith.eval.rouge import CHARS_DESCRIPTION, WORDS_DESCRIPTION
 from tunesmith.eval.scoring import per_item_scores, score_model
-from tunesmith.eval.testset import CUS, PROBE, RAW, SPE, EvalItem, build_sets, lookup, prompt_id, read_answer_file
+from tunesmith.eval.testset import (
+    CUS,
+    IDENTITY,
+    PROBE,
+    RAW,
+    SPE,
+    EvalItem,
+    build_sets,
+    lookup,
+    prompt_id,
+    read_answer_file,
+)
 from tunesmith.infer.options import BATCHING_MODES
 
 BASE = "base"
@@ -50,6 +64,8 @@ PROBE_MAX_NEW_TOKENS = 64
 # Under continuous batching one generate call takes this many batches of prompts: finished rows are refilled
 # from them, and predictions.jsonl is appended after each call (what an interruption can lose).
 CONTINUOUS_WINDOW = 4
+# Item kinds answered with the probe's (short) generation options: questions asked in character, not test items.
+SHORT_KINDS = ("probe", "identity")
 
 
 @dataclass
@@ -73,6 +89,10 @@ class EvalConfig:
     probe: bool | None = None  # None: on for rolebench and generic tasks
     probe_file: str | Path | None = None
     probe_max_new_tokens: int = PROBE_MAX_NEW_TOKENS
+    in_character: bool | None = None  # identity questions; None: asked with the probe when the test data names a role
+    identity_file: str | Path | None = None
+    attribution: bool | None = None  # role classifier on the answers; None: on for rolebench (RoleBench-zh found)
+    attribution_data: str | Path | None = None  # a rolebench-zh folder (default: the repository's datasets/)
     show: int = 20
     dtype: str = "auto"
     device: str = "auto"
@@ -167,7 +187,7 @@ def _generate_all(engine, store: PredictionStore, model: str, adapter: str, temp
          + (f" ({resumed} already in predictions.jsonl)" if resumed else ""))
     tok = getattr(engine, "tokenizer", None)
     for kind_probe in (False, True):
-        todo = [i for i in unique.values() if (i.kind == "probe") == kind_probe]
+        todo = [i for i in unique.values() if (i.kind in SHORT_KINDS) == kind_probe]
         # Longest prompts first: similar lengths share a batch (little padding) and the slowest come first.
         todo.sort(key=lambda i: len(i.system or "") + sum(len(m.content) for m in i.messages), reverse=True)
         opts = probe_options if kind_probe else options
@@ -221,6 +241,10 @@ class EvalInputs:
     run_models: list[str]  # base and/or adapters that answer
     use_probe: bool
     persona: str | None  # the system text the probe questions are asked with
+    identity_role: str | None = None  # the character the identity questions are judged for (None: not asked)
+    identity_persona: str | None = None  # the system text they are asked with
+    classifier: Any = None  # attribution.RoleClassifier, or None (no role attribution)
+    attribution_note: str | None = None  # why role attribution is off, when it is
 
 
 @dataclass
@@ -285,11 +309,50 @@ def load_inputs(cfg: EvalConfig) -> EvalInputs:
     # The probe needs a model to ask; existing answer files have no answers to it.
     use_probe = bool(run_models) and (cfg.probe if cfg.probe is not None else task in ("rolebench", "generic"))
     persona = None
+    test_items = list(items)
     if use_probe:
         pitems, persona = probe_items(cfg.probe_file, items)
         items = items + pitems
-    return EvalInputs(task=task, items=items, options=options, probe_options=probe_options, raw_table=raw_table,
-                      score_tables=score_tables, run_models=run_models, use_probe=use_probe, persona=persona)
+    inputs = EvalInputs(task=task, items=items, options=options, probe_options=probe_options, raw_table=raw_table,
+                        score_tables=score_tables, run_models=run_models, use_probe=use_probe, persona=persona)
+    add_identity_questions(cfg, inputs, test_items)
+    inputs.classifier, inputs.attribution_note = load_classifier(cfg, task, test_items)
+    return inputs
+
+
+def add_identity_questions(cfg: EvalConfig, inputs: EvalInputs, test_items: Sequence[EvalItem]) -> None:
+    """The identity questions (the in-character rate), asked with the persona of the test data's main role."""
+    wanted = cfg.in_character if cfg.in_character is not None else inputs.use_probe
+    if not wanted or not inputs.run_models:  # existing answer files have no answers to them
+        return
+    role, persona = main_role(test_items)
+    if role is None:
+        if cfg.in_character:
+            raise ConfigError("--in-character: the test records name no role (meta.role) to judge the answers for")
+        return
+    inputs.items = inputs.items + identity_items(cfg.identity_file, role, persona)
+    inputs.identity_role, inputs.identity_persona = role, persona
+
+
+def load_classifier(cfg: EvalConfig, task: str, test_items: Sequence[EvalItem]):
+    """(RoleClassifier or None, why it is None): trained on the RoleBench-zh train answers (memoized)."""
+    if cfg.attribution is False:
+        return None, "role attribution off (--no-attribution)"
+    if cfg.attribution is None and task != "rolebench":
+        return None, None
+    folder = Path(cfg.attribution_data) if cfg.attribution_data else default_data_dir()
+    if folder is None:
+        if cfg.attribution:
+            raise ConfigError("--attribution: no RoleBench-zh folder found; give one with --attribution-data DIR")
+        return None, "role attribution off: no datasets/rolebench-zh found (give --attribution-data DIR)"
+    clf = train_classifier(folder)
+    roles = {i.role for i in test_items if i.role}
+    if not roles & set(clf.roles):
+        return None, (f"role attribution off: the classifier knows the roles {', '.join(clf.roles)}, and the test "
+                      f"data names {', '.join(sorted(roles)) or 'no role'}")
+    _log(f"role classifier: {sum(clf.train_answers.values())} train answers of {len(clf.roles)} roles, held-out "
+         f"accuracy {clf.heldout['accuracy']:.3f} ({clf.seconds:.1f} s)")
+    return clf, None
 
 
 def prepare_output(cfg: EvalConfig) -> Path:
@@ -389,7 +452,7 @@ def add_score_files(cfg: EvalConfig, inputs: EvalInputs, answers: Answers) -> No
         found_answers: dict[str, str] = {}
         for by_question, by_id in tables:
             for i in inputs.items:
-                if i.id in found_answers or i.kind == "probe":
+                if i.id in found_answers or i.kind in SHORT_KINDS:
                     continue
                 if i.id in by_id:
                     found_answers[i.id] = by_id[i.id]
@@ -412,9 +475,11 @@ def set_order_of(inputs: EvalInputs) -> list[str]:
     order = [s for s in (CUS, SPE) if any(i.set == s for i in items)]
     if inputs.raw_table is not None and CUS in order:
         order.append(RAW)
-    order += [s for s in dict.fromkeys(i.set for i in items) if s not in (CUS, SPE, PROBE)]
+    order += [s for s in dict.fromkeys(i.set for i in items) if s not in (CUS, SPE, PROBE, IDENTITY)]
     if inputs.use_probe:
         order.append(PROBE)
+    if any(i.set == IDENTITY for i in items):
+        order.append(IDENTITY)
     return order
 
 
@@ -452,6 +517,19 @@ def metric_notes(inputs: EvalInputs) -> list[str]:
     if inputs.use_probe:
         notes.append(f"probe: {sum(i.set == PROBE for i in items)} plain questions asked with the persona system "
                      f"prompt {inputs.persona!r}; " + CHECKER_DESCRIPTION)
+    n_identity = sum(i.set == IDENTITY for i in items)
+    if n_identity:
+        notes.append(f"identity: {n_identity} identity questions (你是谁？, Are you an AI? ...) asked with the persona "
+                     f"system prompt {inputs.identity_persona!r}, judged for the character {inputs.identity_role!r}; "
+                     + RULES_DESCRIPTION)
+    clf = inputs.classifier
+    if clf is not None:
+        held = clf.heldout
+        notes.append(CLASSIFIER_DESCRIPTION + f"; accuracy on {held['n']} held-out RoleBench-zh test answers "
+                     f"{held['accuracy']:.3f} over {len(clf.roles)} roles (chance {1 / len(clf.roles):.2f}), per role "
+                     + ", ".join(f"{r} {v['recall']:.2f}" for r, v in held["per_role"].items()))
+    elif inputs.attribution_note:
+        notes.append(inputs.attribution_note)
     return notes
 
 
@@ -460,6 +538,10 @@ def build_result(cfg: EvalConfig, inputs: EvalInputs, answers: Answers, engine, 
     items, preds = inputs.items, answers.preds
     set_order = set_order_of(inputs)
     metrics = {name: score_model(items, p, inputs.raw_table) for name, p in preds.items()}
+    if inputs.classifier is not None:
+        for name, p in preds.items():
+            for set_name, block in attribute_sets(inputs.classifier, items, p, (PROBE, IDENTITY, RAW)).items():
+                metrics[name].setdefault(set_name, {}).update(block)
     set_sizes = {s: sum(1 for i in items if i.set == s) for s in set_order if s != RAW}
     if RAW in set_order:
         set_sizes[RAW] = next(iter(metrics.values()), {}).get(RAW, {}).get("n_total", 0)
@@ -475,4 +557,7 @@ def build_result(cfg: EvalConfig, inputs: EvalInputs, answers: Answers, engine, 
         "side_by_side": side_by_side(items, preds, set_order, cfg.show),
         "data": [str(p) for p in cfg.data], "data2": [str(p) for p in cfg.data2],
         "raw_refs": str(cfg.raw_refs) if cfg.raw_refs else None,
+        "identity": ({"role": inputs.identity_role, "persona": inputs.identity_persona,
+                      "questions": sum(i.set == IDENTITY for i in items)} if inputs.identity_role else None),
+        "attribution": inputs.classifier.summary() if inputs.classifier is not None else None,
     }

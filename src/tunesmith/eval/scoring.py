@@ -6,9 +6,11 @@
 
 Items whose kind is "rouge" get ROUGE-L F (best of references) in the chars and words views plus the
 exact-match rate; "ie" items get the JSON parse rate and triple P/R/F1; "cls" items accuracy and
-macro-F1; the probe its accuracy.  Every set also gets `loop_rate`, the share of answers that repeat an
-n-gram 3+ times (tunesmith.eval.repetition).  A set mixing kinds (task iecls) reports each kind under its own
-prefix: "ie_f1", "cls_accuracy", ...  Only items the model answered are scored, and `n` says how many.
+macro-F1; the probe its accuracy; the identity questions the in-character rate (tunesmith.eval.in_character:
+the share of answers that keep the role, and the count of each verdict).  Every set also gets `loop_rate`, the
+share of answers that repeat an n-gram 3+ times (tunesmith.eval.repetition).  A set mixing kinds (task iecls)
+reports each kind under its own prefix: "ie_f1", "cls_accuracy", ...  Only items the model answered are scored,
+and `n` says how many.  Role attribution (tunesmith.eval.attribution) is added to the sets by the runner.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from tunesmith.eval.ie import classification_scores, parse_json_answer, task_of_target, triple_match, triple_scores
+from tunesmith.eval.in_character import identity_scores, per_item_verdict
 from tunesmith.eval.probe import probe_correct, probe_scores
 from tunesmith.eval.repetition import loop_rate
 from tunesmith.eval.rouge import rouge_l_zh
-from tunesmith.eval.testset import CUS, PROBE, RAW, EvalItem, lookup
+from tunesmith.eval.testset import CUS, IDENTITY, PROBE, RAW, EvalItem, lookup
 
 # The number each set is judged by first (the chart and the headline table use it).
-HEADLINE = {"rouge": "rouge_l_chars", "ie": "f1", "cls": "accuracy", "probe": "accuracy"}
+HEADLINE = {"rouge": "rouge_l_chars", "ie": "f1", "cls": "accuracy", "probe": "accuracy",
+            "identity": "in_character_rate"}
 
 
 def _rouge_block(preds: list[str], refs: list[list[str]]) -> dict[str, Any]:
@@ -54,6 +58,8 @@ def score_items(items: Sequence[EvalItem], preds: dict[str, str]) -> dict[str, A
         elif kind == "probe":
             block = probe_scores(p, [i.meta for i in group])
             block.pop("ok", None)
+        elif kind == "identity":
+            block = identity_scores(p, [i.meta for i in group])
         else:  # pragma: no cover - kinds are set by testset/probe
             raise ValueError(f"unknown item kind {kind!r}")
         if len(kinds) == 1:
@@ -98,6 +104,8 @@ def per_item_scores(item: EvalItem, prediction: str) -> str:
         return "right" if label_of(prediction) == label_of(item.references[0]) else "wrong"
     if item.kind == "probe":
         return "right" if probe_correct(prediction, item.meta["accept"]) else "wrong"
+    if item.kind == "identity":
+        return per_item_verdict(item, prediction)
     return ""
 
 
@@ -105,9 +113,11 @@ def headline_metrics(set_name: str, metrics: dict[str, Any]) -> list[str]:
     """Metric keys worth a column for a set, in display order."""
     keys = [k for k in ("rouge_l_chars", "rouge_l_words", "parse_rate", "ie_parse_rate", "f1", "ie_f1",
                         "typed_f1", "ie_typed_f1", "accuracy", "cls_accuracy", "macro_f1", "cls_macro_f1",
-                        "rouge_rouge_l_chars", "loop_rate") if k in metrics]
+                        "rouge_rouge_l_chars", "role_share", "loop_rate") if k in metrics]
     if set_name == PROBE:
         keys = ["accuracy"]
+    if set_name == IDENTITY:
+        keys = ["in_character_rate", "names_role_rate"]
     return keys
 
 

@@ -33,7 +33,7 @@ from tunesmith.conversation import Conversation, Message
 from tunesmith.errors import ConfigError, DataError
 
 TASKS = ("auto", "rolebench", "ie", "cls", "iecls", "generic")
-CUS, SPE, RAW, PROBE = "CUS", "SPE", "RAW", "probe"
+CUS, SPE, RAW, PROBE, IDENTITY = "CUS", "SPE", "RAW", "probe", "identity"
 
 
 @dataclass
@@ -43,7 +43,7 @@ class EvalItem:
     system: str | None
     messages: list[Message]  # ends with the user message to answer
     references: list[str]
-    kind: str  # how it is scored: rouge (rolebench/generic), ie, cls, probe
+    kind: str  # how it is scored: rouge (rolebench/generic), ie, cls, probe, identity (the in-character rate)
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
