@@ -213,3 +213,24 @@ def test_the_seraphina_card_we_did_not_write_imports_from_png_and_json():
     assert char.spec == "chara_card_v2" and char.card["creator"] == "OtisAlejandro"
     assert len(char.lorebook) == 4 and all(e["keys"] for e in char.lorebook)  # keyword entries, none constant
     assert Message("assistant", char.greetings[0]) == greeting.messages[0]
+
+
+@pytest.mark.parametrize("fmt", ["conversation", "messages", "sharegpt"])
+def test_greetings_round_trip_through_the_chat_formats(card_files, tmp_path, fmt):
+    from tunesmith.data import save
+
+    convs = load(card_files["json"], "card")
+    out = save(convs, tmp_path / f"lin-{fmt}.jsonl", fmt)
+    back = load(out, fmt)
+    assert [(c.system, c.messages) for c in back] == [(c.system, c.messages) for c in convs]
+    assert back[0].opens_with_assistant and back[3].opens_with_assistant
+
+
+def test_formats_without_a_place_for_a_greeting_refuse_it(card_files, tmp_path, capsys):
+    for fmt in ("alpaca", "context-target"):
+        out = tmp_path / f"lin.{fmt}.jsonl"
+        assert main(["data", "convert", str(card_files["json"]), str(out), "--to", fmt]) == 2
+        err = capsys.readouterr().err
+        assert "conversation 1 (card Lin)" in err and "Traceback" not in err and not out.exists()
+    assert "opens with the assistant" in (main(["data", "convert", str(card_files["json"]), str(tmp_path / "a.json"),
+                                                "--to", "alpaca"]) and capsys.readouterr().err)

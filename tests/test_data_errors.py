@@ -139,8 +139,8 @@ def test_rolebench_wrong_fields(tmp_path, rolebench_dir, record, message):
     ("alpaca", {"instruction": "i", "output": "o", "history": [["only one"]]},
      'field "history"[0] must be a [user, assistant] pair'),
     ("alpaca", {"instruction": "", "input": "", "output": "o"}, "both empty (expected an instruction)"),
-    ("sharegpt", {"conversations": [{"from": "gpt", "value": "a"}]},
-     "out of order (expected turns to alternate human, gpt"),
+    ("sharegpt", {"conversations": [{"from": "gpt", "value": "a"}, {"from": "gpt", "value": "b"}]},
+     "out of order (expected turns to alternate human, gpt"),  # one opening gpt turn (a greeting) is fine
     ("sharegpt", {"conversations": [{"from": "human", "value": "q"}]},
      "expected the conversation to end with a 'gpt' answer"),
     ("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{}"}]},

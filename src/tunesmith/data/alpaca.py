@@ -126,6 +126,9 @@ def export(conv: Conversation) -> dict:
     if conv.answer is None:
         raise DataError("alpaca needs an answer but this conversation ends with a user message "
                         "(expected a final assistant message)")
+    if conv.opens_with_assistant:
+        raise DataError("alpaca holds (user, assistant) pairs, but this conversation opens with the assistant (a "
+                        "character's greeting) (expected user first; use --to conversation, messages or sharegpt)")
     msgs = conv.messages
     d: dict[str, Any] = {"instruction": msgs[-2].content, "input": "", "output": msgs[-1].content}
     if conv.system:

@@ -103,9 +103,11 @@ def converter(path: Path, **opts: Any) -> Callable[[Any], list[Conversation]]:
             else:
                 raise DataError(f'{cols["messages"]}[{i}].{role_key} is {role!r} (expected {tags["user_tag"]!r}, '
                                 f'{tags["assistant_tag"]!r} or {tags["system_tag"]!r})')
-            if (len(msgs) % 2 == 0) != (want == "user"):
+            # human first, or one opening gpt turn (a character's greeting); then they alternate
+            if msgs and msgs[-1].role == want:
                 raise DataError(f'{cols["messages"]}[{i}]: {role!r} out of order (expected turns to alternate '
-                                f'{tags["user_tag"]}, {tags["assistant_tag"]}, ... starting with {tags["user_tag"]})')
+                                f'{tags["user_tag"]}, {tags["assistant_tag"]}, ... starting with {tags["user_tag"]} '
+                                f'or one opening {tags["assistant_tag"]} greeting)')
             if want == "assistant" and not content.strip():
                 raise DataError(f'{cols["messages"]}[{i}]: empty answer '
                                 f'(expected a non-empty {tags["assistant_tag"]} turn)')
