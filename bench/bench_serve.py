@@ -1,12 +1,14 @@
 """Serving throughput: aggregate tokens/s and time to first token for 1, 4 and 16 concurrent streaming clients.
 
-    /work/venv/bin/python bench/bench_serve.py --repeats 3            # appends a section to BENCHMARKS.md
-    /work/venv/bin/python bench/bench_serve.py --repeats 1 --no-write --clients 1 4
+    .venv/bin/python bench/bench_serve.py --repeats 3            # appends a section to BENCHMARKS.md
+    .venv/bin/python bench/bench_serve.py --repeats 1 --no-write --clients 1 4
 
-Two servers are started with `tunesmith serve` (the default model, no web UI), each in its own process:
-  - batched:   the engine's request batching (--max-batch-size 16), as shipped;
-  - reference: the same server with --max-batch-size 1, i.e. requests answered one at a time in arrival order
-               (what a plain "call model.generate per request" server does).
+Servers are started with `tunesmith serve` (the default model, no web UI), each in its own process:
+  - continuous: continuous batching (--batching auto, --max-batch-size 16), as shipped: a request joins the
+                running batch at the next step, a finished reply's slot is refilled at once;
+  - padded:     --batching padded: requests that arrive together run as one padded `generate` batch;
+  - reference:  --max-batch-size 1, i.e. requests answered one at a time in arrival order (what a plain
+                "call model.generate per request" server does); --no-reference leaves it out (it is slow).
 Every client is a thread with the official `openai` client streaming chat completions; each sends
 --requests-per-client requests one after another.  Tokens are the server's usage.completion_tokens.
 Contenders and client counts are interleaved within each repeat so that load from other processes on a
@@ -46,12 +48,13 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, name: str, max_batch_size: int, model: str, threads: int | None):
+    def __init__(self, name: str, max_batch_size: int, batching: str, model: str, threads: int | None, dtype: str):
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.cmd = [sys.executable, "-m", "tunesmith.cli", "serve", "--model", model, "--no-ui",
-                    "--port", str(self.port), "--max-batch-size", str(max_batch_size), "--log-level", "warning"]
+        self.cmd = [sys.executable, "-m", "tunesmith.cli", "serve", "--model", model, "--no-ui", "--dtype", dtype,
+                    "--port", str(self.port), "--max-batch-size", str(max_batch_size), "--batching", batching,
+                    "--log-level", "warning"]
         if threads:
             self.cmd += ["--threads", str(threads)]
         self.proc: subprocess.Popen | None = None
@@ -138,7 +141,9 @@ def main() -> None:
                     help="torch CPU threads per server (0: torch's choice). 1 because two busy servers, the clients "
                          "and other jobs share the CPU: more threads than free cores make OpenMP threads wait on "
                          "each other (measured here: 1.8 s per forward with 2 threads vs 0.13 s with 1)")
-    ap.add_argument("--no-reference", action="store_true", help="only the batched server")
+    ap.add_argument("--dtype", default="auto", help="the servers' --dtype (auto is fp32 on a CPU)")
+    ap.add_argument("--no-reference", action="store_true", help="leave out the one-at-a-time server")
+    ap.add_argument("--no-padded", action="store_true", help="leave out the padded-batches server")
     ap.add_argument("--no-write", action="store_true", help="print the table, do not append to BENCHMARKS.md")
     args = ap.parse_args()
 
@@ -147,9 +152,11 @@ def main() -> None:
     import transformers
 
     load_before = os.getloadavg()
-    contenders = [("batched", 16)] + ([] if args.no_reference else [("reference (one at a time)", 1)])
+    contenders = ([("continuous", 16, "auto")] + ([] if args.no_padded else [("padded", 16, "padded")])
+                  + ([] if args.no_reference else [("reference (one at a time)", 1, "auto")]))
     results: dict[tuple[str, int], list[dict]] = {}
-    servers = [Server(name, mbs, args.model, args.threads or None) for name, mbs in contenders]
+    servers = [Server(name, mbs, batching, args.model, args.threads or None, args.dtype)
+               for name, mbs, batching in contenders]
     for s in servers:
         s.__enter__()
     try:
@@ -170,7 +177,7 @@ def main() -> None:
     base_tps = statistics.median(r["tps"] for r in results[(contenders[0][0], args.clients[0])])
     rows = []
     for clients in args.clients:
-        for name, _ in contenders:
+        for name, *_ in contenders:
             rs = results[(name, clients)]
             tps = [r["tps"] for r in rs]
             tt = [r["ttft"] * 1000 for r in rs]
@@ -178,10 +185,17 @@ def main() -> None:
                         f"{statistics.median(tps) / base_tps:.2f}x | {statistics.median(tt):.0f} | "
                         f"{min(tt):.0f}–{max(tt):.0f} |")
     table = "\n".join([
-        "| server | clients | aggregate tokens/s (median) | min–max | vs batched, 1 client | TTFT ms (median) "
-        "| TTFT min–max |",
+        f"| server | clients | aggregate tokens/s (median) | min–max | vs {contenders[0][0]}, {args.clients[0]} "
+        "client | TTFT ms (median) | TTFT min–max |",
         "|---|---|---|---|---|---|---|", *rows])
-    cmd = "/work/venv/bin/python bench/bench_serve.py " + " ".join(sys.argv[1:])
+    lo, hi = min(args.clients), max(args.clients)
+    ratios = []
+    for name, *_ in contenders:  # each server's own many-vs-one ratio, per repeat (one run, side by side)
+        per = [b["tps"] / a["tps"] for a, b in zip(results[(name, lo)], results[(name, hi)])]
+        ratios.append(f"{name}: {hi} clients vs {lo}, per repeat "
+                      + " / ".join(f"{r:.1f}x" for r in per) + f" (median {statistics.median(per):.1f}x)")
+    ratio_lines = "\n".join(f"- {r}" for r in ratios)
+    cmd = ".venv/bin/python bench/bench_serve.py " + " ".join(sys.argv[1:])
     section = f"""
 ## Serving: aggregate tokens/s and time to first token, 1 / 4 / 16 concurrent streaming clients
 
@@ -190,15 +204,18 @@ def main() -> None:
 {load_before[2]:.2f}
 - versions: Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, \
 openai {openai.__version__}
-- model: {args.model} (the default is SmolLM2-135M-Instruct, fp32 on CPU); \
+- model: {args.model} (the default is SmolLM2-135M-Instruct), --dtype {args.dtype} (auto is fp32 on a CPU); \
 torch threads per server: {args.threads or "torch's choice"}
 - command: `{cmd.strip()}`
 - job: each client streams {args.requests_per_client} chat completions (max_tokens {args.max_tokens}, greedy) \
 one after another with the openai client;
-  tokens = usage.completion_tokens; {args.repeats} repeats, contenders interleaved. "reference" is the same server with
-  `--max-batch-size 1` (one request at a time, no batching).
+  tokens = usage.completion_tokens; {args.repeats} repeats, contenders interleaved. "continuous" is the server as
+  shipped (--batching auto), "padded" the same with --batching padded, "reference" with --max-batch-size 1 (one
+  request at a time, no batching).
 
 {table}
+
+{ratio_lines}
 """
     print(section)
     if not args.no_write:

@@ -31,21 +31,19 @@ def engines(tiny_qwen2, adapters):
 
 def _sessions(engine: Engine, monkeypatch) -> list[list[int]]:
     """Record, per continuous session, the ids of the requests it served (its first ones and those it took in)."""
-    import tunesmith.infer.engine as engine_module
-
     seen: list[list[int]] = []
-    real = engine_module.run_session
+    real = engine.batcher.run
 
-    def spy(model, tokenizer, first, take_more, *args):
+    def spy(first, take_more, *args):
         seen.append([r.id for r in first])
 
         def more(fits, room):
             joined = take_more(fits, room)
             seen[-1].extend(r.id for r in joined)
             return joined
-        return real(model, tokenizer, first, more, *args)
+        return real(first, more, *args)
 
-    monkeypatch.setattr(engine_module, "run_session", spy)
+    monkeypatch.setattr(engine.batcher, "run", spy)
     return seen
 
 
@@ -154,7 +152,26 @@ def test_padded_mode_and_one_row_auto_never_start_a_session(tiny_qwen2, adapters
     padded.chat([Message("user", QUESTIONS[0])], options=GenerationOptions(max_new_tokens=3))
     one = Engine.load(str(tiny_qwen2), device="cpu", max_batch_size=1)
     try:
+        sessions += _sessions(one, monkeypatch)
         one.chat([Message("user", QUESTIONS[0])], options=GenerationOptions(max_new_tokens=3))
     finally:
         one.close()
     assert sessions == []
+
+
+def test_the_manager_lives_between_sessions_and_is_released_before_padded_work(engines):
+    eng = engines["continuous"]
+    ask = [Message("user", QUESTIONS[1])]
+    greedy = GenerationOptions(max_new_tokens=5)
+    inner = eng.model.get_base_model()
+    eng.generate([(None, ask)], options=greedy, batching="padded")
+    own_attn = inner.config._attn_implementation
+    first = eng.chat(ask, options=greedy)
+    manager = eng.batcher.manager
+    assert manager is not None and manager.is_running()
+    assert eng.chat(ask, options=greedy) == first and eng.batcher.manager is manager  # reused, not restarted
+    # eval's padded batches run the model directly: the manager is stopped first (an eager model's attention,
+    # switched to paged|eager for it, restored)
+    assert eng.generate([(None, ask)], options=greedy, batching="padded") == [first]
+    assert eng.batcher.manager is None and inner.config._attn_implementation == own_attn
+    assert eng.chat(ask, options=greedy) == first  # and a new one starts for the next served request

@@ -1,7 +1,9 @@
 """Continuous batching for served requests: a finished reply's slot goes to the next request at once.
 
+    batcher = ContinuousBatcher(model, tokenizer, max_rows=16)
     with adapters.lock, adapters.activate(first[0].adapter):
-        run_session(model, tokenizer, first, take_more, stop_ids, pad_id, max_rows=16)
+        batcher.run(first, take_more, stop_ids, pad_id)      # settles every request's future
+    batcher.release()        # before anything else uses the model (padded batches, eval's jobs, closing)
 
 A session serves requests that share a batch key (adapter, template, sampling settings) through
 transformers' ContinuousBatchingManager: the worker thread hands it the first requests, then, while
@@ -19,9 +21,14 @@ Greedy and unseeded sampling requests use this path (see `session_blocker`): und
 draws from its own distribution whatever else shares the step.  A seeded request, beam search, n > 1
 or a repetition penalty (the manager drops that processor) runs as a padded batch instead.
 
-The paged KV cache is sized per session: `max_rows` rows of the longest first request (at least
-SESSION_ROW_TOKENS tokens each).  A request is admitted only while its pages fit beside the rows in
-flight, so the manager never runs out of cache; one that would not fit waits for the next session.
+The manager outlives a session: starting one (allocating its paged KV cache, starting its thread) and
+stopping it (joining the thread, collecting garbage) cost about a second on a CPU, which a client asking
+one question after another would otherwise pay on every request.  It is released, and the model's
+attention implementation restored, before the model is used any other way (`release`).  Its cache holds
+`max_rows` rows of the longest first request (at least SESSION_ROW_TOKENS tokens each); a session that
+needs longer rows, or other sampling settings, starts a new manager.  A request is admitted only while
+its pages fit beside the rows in flight, so the manager never runs out of cache; one that would not fit
+waits for the next session.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from dataclasses import dataclass, field
 
 from tunesmith.errors import ModelError
 from tunesmith.infer.options import GenerationOptions
-from tunesmith.infer.request import Completion, PendingRequest, settle
+from tunesmith.infer.request import PendingRequest, settle
 from tunesmith.infer.runners import CB_MAX_BATCH_TOKENS, CB_PAGE_SIZE, continuous_blocker, finish_row, send_unsent
 from tunesmith.infer.streaming import IncrementalDecoder
 
@@ -65,41 +72,83 @@ class _Row:
     done: bool = False
 
 
-class Session:
-    """One continuous-batching session on the worker thread (see the module docstring)."""
+class ContinuousBatcher:
+    """The continuous-batching manager an engine keeps between sessions (see the module docstring)."""
 
-    def __init__(self, model, tokenizer, first: list[PendingRequest], stop_ids: Sequence[int], pad_id: int,
-                 max_rows: int):
+    def __init__(self, model, tokenizer, max_rows: int):
         self.model = model
+        self.tokenizer = tokenizer
+        self.max_rows = max_rows
+        self.manager = None
+        self._settings: tuple | None = None  # (sampling settings, pad id) the manager was started with
+        self.total_pages = 0
+
+    def run(self, first: list[PendingRequest], take_more, stop_ids: Sequence[int], pad_id: int) -> None:
+        """Serve `first` and every request `take_more(fits, room)` hands over, until none is in flight.
+        Each request's future is settled here."""
+        self._ensure(first, stop_ids, pad_id)
+        session = Session(self.manager, self.tokenizer, stop_ids, self.total_pages, self.max_rows)
+        try:
+            for request in first:
+                session.add(request)
+            session.run(take_more)
+        finally:
+            session.abort()
+            if not self.manager.is_running():
+                self.release()
+
+    def _ensure(self, first: list[PendingRequest], stop_ids: Sequence[int], pad_id: int) -> None:
+        opts = first[0].options
+        settings = ((opts.temperature, opts.top_p, opts.top_k) if opts.sampling else None, pad_id)
+        per_row = max(SESSION_ROW_TOKENS, max(len(r.prompt_ids) + r.options.max_new_tokens for r in first))
+        pages_needed = self.max_rows * math.ceil(per_row / CB_PAGE_SIZE)
+        if self.manager is not None and self._settings == settings and self.total_pages >= pages_needed:
+            return
+        self.release()
+        self.manager = _start_manager(self.model, opts, stop_ids, pad_id, pages_needed, self.max_rows)
+        self._settings, self.total_pages = settings, pages_needed
+
+    def release(self) -> None:
+        """Stop the manager (its thread, its cache) and give the model its own attention back."""
+        if self.manager is not None:
+            manager, self.manager, self._settings = self.manager, None, None
+            manager.stop(block=True, hard_stop=True)
+
+
+def _start_manager(model, opts: GenerationOptions, stop_ids: Sequence[int], pad_id: int, total_pages: int,
+                   max_rows: int):
+    from transformers import ContinuousBatchingConfig, GenerationConfig
+
+    cb = ContinuousBatchingConfig(
+        page_size=CB_PAGE_SIZE,
+        num_blocks=total_pages + 1,
+        max_requests_per_batch=max_rows,
+        max_batch_tokens=CB_MAX_BATCH_TOKENS,
+        allow_block_sharing=False,
+        auto_switch_to_flash=False,  # keep the attention the model was loaded with
+    )
+    gen = dict(max_new_tokens=opts.max_new_tokens, eos_token_id=list(stop_ids), pad_token_id=pad_id)
+    if opts.sampling:
+        gen.update(do_sample=True, temperature=opts.temperature, top_p=opts.top_p, top_k=opts.top_k)
+    else:
+        gen.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    manager = model.init_continuous_batching(generation_config=GenerationConfig(**gen),
+                                             continuous_batching_config=cb)
+    manager.start()
+    return manager
+
+
+class Session:
+    """One continuous-batching session on the worker thread: the rows in flight and their streams."""
+
+    def __init__(self, manager, tokenizer, stop_ids: Sequence[int], total_pages: int, max_rows: int):
+        self.manager = manager
         self.tokenizer = tokenizer
         self.stop_ids = list(stop_ids)
         self.stops = set(self.stop_ids)
         self.max_rows = max_rows
-        per_row = max(SESSION_ROW_TOKENS, max(len(r.prompt_ids) + r.options.max_new_tokens for r in first))
-        self.total_pages = max_rows * math.ceil(per_row / CB_PAGE_SIZE)
+        self.total_pages = total_pages
         self.rows: dict[str, _Row] = {}
-        self.manager = self._start_manager(first[0].options, pad_id)
-
-    def _start_manager(self, opts: GenerationOptions, pad_id: int):
-        from transformers import ContinuousBatchingConfig, GenerationConfig
-
-        cb = ContinuousBatchingConfig(
-            page_size=CB_PAGE_SIZE,
-            num_blocks=self.total_pages + 1,
-            max_requests_per_batch=self.max_rows,
-            max_batch_tokens=CB_MAX_BATCH_TOKENS,
-            allow_block_sharing=False,
-            auto_switch_to_flash=False,  # keep the attention the model was loaded with
-        )
-        gen = dict(max_new_tokens=opts.max_new_tokens, eos_token_id=self.stop_ids, pad_token_id=pad_id)
-        if opts.sampling:
-            gen.update(do_sample=True, temperature=opts.temperature, top_p=opts.top_p, top_k=opts.top_k)
-        else:
-            gen.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        manager = self.model.init_continuous_batching(generation_config=GenerationConfig(**gen),
-                                                      continuous_batching_config=cb)
-        manager.start()
-        return manager
 
     # -- admission ----------------------------------------------------------------------------------
     def room(self) -> int:
@@ -194,23 +243,10 @@ class Session:
         for key in list(self.rows):
             self._end(key, error=ModelError(f"continuous batching failed: {why}"))
 
-    def close(self) -> None:
+    def abort(self) -> None:
+        """End the rows still in flight (after an error): each request gets an error, never silence."""
         for key in list(self.rows):
             self._end(key, error=ModelError("the continuous batching session ended before this request"))
-        self.manager.stop(block=True, hard_stop=True)
 
 
-def run_session(model, tokenizer, first: list[PendingRequest], take_more, stop_ids: Sequence[int], pad_id: int,
-                max_rows: int) -> None:
-    """Serve `first` and every request `take_more(fits, room)` hands over, until none is in flight.
-    Each request's future is settled here (the caller gets nothing back)."""
-    session = Session(model, tokenizer, first, stop_ids, pad_id, max_rows)
-    try:
-        for request in first:
-            session.add(request)
-        session.run(take_more)
-    finally:
-        session.close()
-
-
-__all__ = ["Completion", "SESSION_ROW_TOKENS", "run_session", "session_blocker"]
+__all__ = ["SESSION_ROW_TOKENS", "ContinuousBatcher", "session_blocker"]

@@ -58,7 +58,7 @@ from tunesmith.adapter_spec import ADAPTER_NAME_RE, BASE, check_adapter_name  # 
 from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError
 from tunesmith.infer.adapters import AdapterSet, UnknownAdapterError, adapter_folders, load_adapters
-from tunesmith.infer.continuous import run_session, session_blocker
+from tunesmith.infer.continuous import ContinuousBatcher, session_blocker
 from tunesmith.infer.history import PromptTooLongError, check_messages, fit_prompt  # noqa: F401 (re-export)
 from tunesmith.infer.options import BATCHING_MODES, GenerationOptions
 from tunesmith.infer.request import Completion, PendingRequest, template_key
@@ -83,6 +83,7 @@ class Engine:
         self.base_template = base_template
         self.adapters = AdapterSet(model, base_template, adapter_templates)
         self.adapter_names: list[str] = self.adapters.names
+        self.batcher = ContinuousBatcher(model, tokenizer, max_rows=max_batch_size)  # served requests' sessions
         self.scheduler = Scheduler(self._run_batch, max_batch_size=max_batch_size, batch_wait_s=batch_wait_s)
         self._stop_cache: dict[str, list[int]] = {}
         self.context_length = self._context_length()
@@ -201,6 +202,7 @@ class Engine:
         """Stop taking requests, let the worker finish what it runs (or, with cancel, end it at the next
         token: a server stopping must not wait for long replies), and wait for it."""
         self.scheduler.close(timeout, cancel=cancel)
+        self.batcher.release()
 
     # -- what the worker runs -----------------------------------------------------------------------
     def _run_batch(self, requests: list[PendingRequest], take_more=None) -> list[list[Completion]] | None:
@@ -210,8 +212,7 @@ class Engine:
             first = requests[0]
             stop_ids = self.stop_ids(first.template)
             with self.adapters.lock, self.adapters.activate(first.adapter):
-                run_session(self.model, self.tokenizer, requests, take_more, stop_ids, self._pad_id(stop_ids),
-                            self.max_batch_size)
+                self.batcher.run(requests, take_more, stop_ids, self._pad_id(stop_ids))
             return None
         return self._run_padded(requests)
 
@@ -224,6 +225,7 @@ class Engine:
         """One padded batch of requests sharing a batch key, as their adapter (on the worker thread)."""
         import torch
 
+        self.batcher.release()
         first = requests[0]
         stop_ids = self.stop_ids(first.template)
         with self.adapters.lock, torch.inference_mode(), self.adapters.activate(first.adapter):
@@ -232,6 +234,7 @@ class Engine:
     def _run_continuous(self, prompts: list[list[int]], adapter: str, tpl: ChatTemplate, opts: GenerationOptions,
                         max_rows: int, progress: bool = False) -> list[Completion]:
         """Greedy replies for `prompts` through transformers' continuous batching (on the worker thread)."""
+        self.batcher.release()
         stop_ids = self.stop_ids(tpl)
         with self.adapters.lock, self.adapters.activate(adapter):
             return run_continuous(self.model, self.tokenizer, prompts, opts, stop_ids, self._pad_id(stop_ids),

@@ -83,34 +83,11 @@ def serve(
     are batched continuously (a request joins the running batch at the next step), so many clients at once
     get much more total throughput than one.
     """
-    from tunesmith.errors import ConfigError
-    from tunesmith.infer.options import BATCHING_MODES
-
-    if not 1 <= max_batch_size <= 1024:
-        raise ConfigError(f"--max-batch-size: expected 1..1024 (got {max_batch_size})")
-    if batching not in BATCHING_MODES:
-        raise ConfigError(f"--batching: expected one of {', '.join(BATCHING_MODES)} (got {batching!r})")
-    if not 0 <= batch_wait_ms <= 1000:
-        raise ConfigError(f"--batch-wait-ms: expected 0..1000 (got {batch_wait_ms})")
-    if label_project is not None:
-        from pathlib import Path
-
-        if Path(label_project).exists() and not Path(label_project).is_dir():
-            raise ConfigError(f"--label-project {label_project}: not a folder (expected a labeling project folder; "
-                              "it is created when missing)")
-        if not ui:
-            raise ConfigError("--label-project needs the web UI (drop --no-ui)")
-
-    if backend not in ("tunesmith", "vllm"):
-        raise ConfigError(f"--backend: expected tunesmith or vllm (got {backend!r})")
+    _check_options(max_batch_size, batching, batch_wait_ms, label_project, ui, backend, threads, max_request_bytes)
     if backend == "vllm" or print_vllm_command:
         _vllm(model, adapter, template, host, port, api_key, dtype, quantization, trust_remote_code, max_new_tokens,
               vllm_chat_template, vllm_args, run=not print_vllm_command)
         return
-    if threads is not None and threads < 1:
-        raise ConfigError(f"--threads: expected an integer >= 1 (got {threads})")
-    if max_request_bytes < 1:
-        raise ConfigError(f"--max-request-bytes: expected an integer >= 1 (got {max_request_bytes})")
     import uvicorn
 
     if threads is not None:
@@ -137,6 +114,34 @@ def serve(
         uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
     finally:
         engine.close(timeout=GRACEFUL_SHUTDOWN_S, cancel=True)
+
+
+def _check_options(max_batch_size: int, batching: str, batch_wait_ms: float, label_project: str | None, ui: bool,
+                   backend: str, threads: int | None, max_request_bytes: int) -> None:
+    """Refuse option values serve cannot use, naming the option (before anything is loaded)."""
+    from tunesmith.errors import ConfigError
+    from tunesmith.infer.options import BATCHING_MODES
+
+    if not 1 <= max_batch_size <= 1024:
+        raise ConfigError(f"--max-batch-size: expected 1..1024 (got {max_batch_size})")
+    if batching not in BATCHING_MODES:
+        raise ConfigError(f"--batching: expected one of {', '.join(BATCHING_MODES)} (got {batching!r})")
+    if not 0 <= batch_wait_ms <= 1000:
+        raise ConfigError(f"--batch-wait-ms: expected 0..1000 (got {batch_wait_ms})")
+    if label_project is not None:
+        from pathlib import Path
+
+        if Path(label_project).exists() and not Path(label_project).is_dir():
+            raise ConfigError(f"--label-project {label_project}: not a folder (expected a labeling project folder; "
+                              "it is created when missing)")
+        if not ui:
+            raise ConfigError("--label-project needs the web UI (drop --no-ui)")
+    if backend not in ("tunesmith", "vllm"):
+        raise ConfigError(f"--backend: expected tunesmith or vllm (got {backend!r})")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads: expected an integer >= 1 (got {threads})")
+    if max_request_bytes < 1:
+        raise ConfigError(f"--max-request-bytes: expected an integer >= 1 (got {max_request_bytes})")
 
 
 def _vllm(model: str, adapter: list[str] | None, template: str | None, host: str, port: int, api_key: str | None,
