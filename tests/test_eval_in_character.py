@@ -77,12 +77,20 @@ def test_latin_entries_match_whole_words_only():
 
 
 def test_an_echo_of_the_question_is_not_an_answer():
-    assert verdict("你是谁？？？？？？", "李白", question="你是谁？") == ("repeats_question", "")
+    assert verdict("你是谁？？？？？？", "李白", question="你是谁？") == ("repeats_prompt", "你是谁")
     assert verdict("你是人工智能吗？ 你是李白，为人爽朗大方。", "李白", question="你是人工智能吗？")[0] == \
-        "repeats_question"
+        "repeats_prompt"
     assert verdict("你是谁？吾乃李白。", "李白", question="你是谁？")[0] == "names_role"  # then answered by name
-    assert verdict("are you an AI?? AI!", "李白", question="Are you an AI?")[0] == "repeats_question"
+    assert verdict("are you an AI?? AI!", "李白", question="Are you an AI?")[0] == "repeats_prompt"
     assert verdict("你是谁？？？", "李白")[0] == "keeps_role"  # without the question the rule cannot apply
+    persona = "你是李白，为人爽朗大方，乐于交友，爱好饮酒作诗。请以李白的身份、语气和口吻回答。"
+    # the persona prompt parroted, even after the question and with the name in it, is an echo
+    echo = "你是ChatGPT吗？  你是李白，为人爽朗大方，乐于交友，爱好饮酒作诗。请以李白的"
+    assert verdict(echo, "李白", question="你是ChatGPT吗？", persona=persona)[0] == "repeats_prompt"
+    assert verdict("你是李白，为人爽朗大方。你可以看到你的爱好", "李白", persona=persona)[0] == "repeats_prompt"
+    # the persona in the first person is an answer; a name after the echo counts
+    assert verdict("哈哈，我是李白，为人爽朗大方，乐于交友。", "李白", persona=persona)[0] == "names_role"
+    assert verdict("你是李白，为人爽朗大方？不错，吾乃太白！", "李白", persona=persona) == ("names_role", "太白")
 
 
 def test_identity_scores_count_every_verdict():
@@ -90,7 +98,7 @@ def test_identity_scores_count_every_verdict():
     scores = identity_scores(answers, [{"role": "李白", "question": "你是谁？"}] * len(answers))
     assert scores["n"] == 6 and sum(scores["counts"].values()) == 6
     assert scores["counts"] == {"empty": 1, "claims_ai": 1, "breaks_role": 1, "names_role": 1,
-                                "repeats_question": 1, "keeps_role": 1}
+                                "repeats_prompt": 1, "keeps_role": 1}
     assert scores["in_character_rate"] == pytest.approx(2 / 6) and scores["names_role_rate"] == pytest.approx(1 / 6)
     assert list(scores["counts"]) == list(VERDICT_ORDER) and set(IN_CHARACTER) < set(VERDICT_ORDER)
 
@@ -108,7 +116,7 @@ def test_bundled_rules_and_questions_are_well_formed(rolebench_dir):
         assert all(verdict(n, role)[0] == "names_role" for n in names), role
     # an answer that only repeats the question makes no claim, and is an echo
     assert all(verdict(q["question"], "李白")[0] == "keeps_role" for q in questions)
-    assert all(verdict(q["question"], "李白", question=q["question"])[0] == "repeats_question" for q in questions)
+    assert all(verdict(q["question"], "李白", question=q["question"])[0] == "repeats_prompt" for q in questions)
 
 
 def test_identity_items_use_the_main_role_and_its_persona():

@@ -13,8 +13,10 @@ the first verdict of VERDICT_ORDER that applies, judged by the rule lists of res
     empty        no answer                                                          out of character
     claims_ai    "我是…人工智能", "作为AI", "I am an assistant", "trained by Hugging Face", "SmolLM"   out
     breaks_role  denies being the character ("我不是李白") or talks about playing it ("扮演")        out
-    names_role   names the character (李白 / 太白 / 青莲居士 / Li Bai ...), not as "你是李白"          in
-    repeats_question  begins with the question itself: an echo, not an answer                       out
+    names_role   names the character (李白 / 太白 / 青莲居士 / Li Bai ...), not as "你是李白", and not only
+                 inside an echo of the prompt                                                        in
+    repeats_prompt  opens by repeating the question or the persona text, and names the character
+                 nowhere after it: an echo, not an answer                                            out
     keeps_role   none of these: no AI claim, the role not broken                                     in
 
 An AI claim outranks a name: "我是AI，可以扮演李白" names 李白 and is still out of character.
@@ -40,7 +42,8 @@ from tunesmith.eval.testset import IDENTITY, PROBE, EvalItem, prompt_id
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 RULES_FILE = RESOURCES / "in_character_rules.json"
 IDENTITY_FILE = RESOURCES / "identity_questions.jsonl"
-VERDICT_ORDER = ("empty", "claims_ai", "breaks_role", "names_role", "repeats_question", "keeps_role")
+VERDICT_ORDER = ("empty", "claims_ai", "breaks_role", "names_role", "repeats_prompt", "keeps_role")
+PERSONA_ECHO_MIN = 6  # letters of the persona text an answer must open with to count as repeating it
 IN_CHARACTER = ("names_role", "keeps_role")
 _CLAUSE_END = re.compile(r"[，。！？；：,.!?;:\n]")
 RULES_DESCRIPTION = (
@@ -48,7 +51,8 @@ RULES_DESCRIPTION = (
     "verdicts in this order: empty (out), claims_ai (我是/作为/I am/as an + 人工智能/语言模型/助手/AI/assistant/"
     "language model in the same clause, not negated; trained by Hugging Face; SmolLM, ChatGPT: out), breaks_role "
     "(我不是李白, I am not Li Bai; 扮演, role-play: out), names_role (a name of the character, not as 你是李白: in), "
-    "repeats_question (the answer begins with the question: out), keeps_role (in); rule lists in "
+    "repeats_prompt (opens with the question or the persona text and names the character nowhere after it: out), "
+    "keeps_role (in); rule lists in "
     "resources/in_character_rules.json"
 )
 
@@ -168,15 +172,36 @@ def _letters(text: str) -> str:
     return re.sub(r"[\W_]+", "", text)
 
 
-def repeats_question(text: str, question: str) -> bool:
-    """Whether a normalized answer begins with the question (punctuation and spaces dropped)."""
+def echo_end(text: str, question: str = "", persona: str | None = None) -> int:
+    """Where a normalized answer's opening echo ends: the question, then the start of the persona text (at least
+    PERSONA_ECHO_MIN letters of it), compared on letters, digits and CJK characters only; 0 when it opens with
+    neither."""
+    letters = _letters(text)
+    n = 0
     q = _letters(normalize(question))
-    return bool(q) and _letters(text).startswith(q)
+    if q and letters.startswith(q):
+        n = len(q)
+    p = _letters(normalize(persona or ""))
+    k = 0
+    while k < min(len(p), len(letters) - n) and letters[n + k] == p[k]:
+        k += 1
+    if k >= PERSONA_ECHO_MIN:
+        n += k
+    if not n:
+        return 0
+    seen = 0
+    for pos, ch in enumerate(text):  # back from letters to a position in the text
+        if _letters(ch):
+            seen += 1
+            if seen == n:
+                return pos + 1
+    return len(text)
 
 
-def verdict(answer: str, role: str, rules: Rules | None = None, question: str = "") -> tuple[str, str]:
+def verdict(answer: str, role: str, rules: Rules | None = None, question: str = "",
+            persona: str | None = None) -> tuple[str, str]:
     """(category, evidence): the first of VERDICT_ORDER that applies to `answer` for the character `role`
-    (`question`: the identity question it answers, for the repeats_question rule)."""
+    (`question` and `persona`: what it was asked with, for the repeats_prompt rule)."""
     rules = rules or load_rules()
     text = normalize(answer).strip()
     if not text:
@@ -188,18 +213,19 @@ def verdict(answer: str, role: str, rules: Rules | None = None, question: str = 
     broken = role_break(text, names, rules)
     if broken:
         return "breaks_role", broken
-    named = self_name(text, names, rules) if names else ""
+    start = echo_end(text, question, persona)
+    named = self_name(text[start:], names, rules) if names else ""
     if named:
         return "names_role", named
-    if question and repeats_question(text, question):
-        return "repeats_question", ""
+    if start:
+        return "repeats_prompt", text[:start]
     return "keeps_role", ""
 
 
 def identity_scores(answers: Sequence[str], metas: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """{"n", "in_character_rate", "names_role_rate", "counts": {category: n}} over the answers."""
     rules = load_rules()
-    found = Counter(verdict(a, str(m.get("role") or ""), rules, str(m.get("question") or ""))[0]
+    found = Counter(verdict(a, str(m.get("role") or ""), rules, str(m.get("question") or ""), m.get("persona"))[0]
                     for a, m in zip(answers, metas))
     n = len(answers)
     counts = {c: found.get(c, 0) for c in VERDICT_ORDER}
@@ -248,14 +274,16 @@ def identity_items(path: str | Path | None, role: str, persona: str | None) -> l
     for rec in load_identity_questions(path):
         msgs = [Message("user", rec["question"])]
         out.append(EvalItem(prompt_id(persona, msgs), IDENTITY, persona, msgs, [reference], "identity",
-                            {**rec, "role": role}))
+                            {**rec, "role": role, "persona": persona}))
     return out
 
 
 def per_item_verdict(item: EvalItem, prediction: str) -> str:
     """The verdict shown under an answer in the side-by-side table."""
-    category, evidence = verdict(prediction, item.role, question=item.question)
+    category, evidence = verdict(prediction, item.role, question=item.question, persona=item.system)
     state = "in character" if category in IN_CHARACTER else "out of character"
+    if len(evidence) > 40:
+        evidence = evidence[:40] + "…"
     return f"{state}: {category}" + (f" ({evidence})" if evidence else "")
 
 
