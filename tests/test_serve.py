@@ -132,7 +132,7 @@ def _error(server, body: dict, status: int) -> dict:
     ({"model": "nope", "messages": HELLO}, 404, "model"),
     ({"model": "../../etc/passwd", "messages": HELLO}, 404, "model"),
     ({"model": "base", "messages": []}, 400, "messages"),
-    ({"model": "base", "messages": [{"role": "assistant", "content": "hi"}]}, 400, "messages[0].role"),
+    ({"model": "base", "messages": [{"role": "assistant", "content": "hi"}]}, 400, "messages"),  # greeting only
     ({"model": "base", "messages": [*HELLO, {"role": "assistant", "content": "x"}]}, 400, "messages"),
     ({"model": "base", "messages": [*HELLO, {"role": "system", "content": "x"}, *HELLO]}, 400, "messages[1].role"),
     ({"model": "base", "messages": [{"role": "tool", "content": "x"}]}, 400, "messages[0].role"),
@@ -227,3 +227,12 @@ def test_serve_command_runs_a_server(tiny_qwen2, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "tunesmith.cli", "serve", "--model", str(tiny_qwen2),
                           "--max-batch-size", "0"], capture_output=True, text=True, timeout=60, env=env)
     assert bad.returncode == 2 and "--max-batch-size" in bad.stderr
+
+
+def test_a_character_greeting_may_open_the_conversation(client, server):
+    greeted = [{"role": "assistant", "content": "吾乃李白，来饮一杯？"}, {"role": "user", "content": "好啊"}]
+    reply = client.chat.completions.create(model="libai", messages=greeted, max_tokens=4)
+    assert reply.choices[0].message.role == "assistant" and reply.usage.completion_tokens >= 1
+    two = [{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}, *HELLO]
+    err = _error(server, {"model": "libai", "messages": two}, 400)
+    assert err["param"] == "messages[1].role" and "greeting" in err["message"]

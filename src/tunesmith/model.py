@@ -148,6 +148,27 @@ def quantization_config(quantization: str, compute_dtype, device: str):
     )
 
 
+INFERENCE_QUANTIZATIONS = (*QUANTIZATIONS, "int8")  # int8: torchao weight-only, applied after loading (inference)
+
+
+def quantize_int8_weights(model) -> None:
+    """int8 weight-only quantization (torchao's Int8WeightOnlyConfig) of every base nn.Linear, LoRA matrices
+    excluded: each decoded token then reads a quarter of the fp32 weight bytes.  For inference only (chat,
+    serve, eval); merging adapters into int8 weights is refused (AdapterSet.can_merge)."""
+    import torch
+
+    try:
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    except ImportError as e:
+        raise ModelError("quantization=int8 needs torchao: pip install torchao") from e
+
+    def is_base_linear(module, fqn: str) -> bool:
+        return isinstance(module, torch.nn.Linear) and "lora_" not in fqn
+
+    quantize_(model, Int8WeightOnlyConfig(), filter_fn=is_base_linear)
+    model.tunesmith_quantization = "int8"
+
+
 def load_tokenizer(model: str | os.PathLike | None, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 

@@ -21,6 +21,7 @@ from typing import Annotated
 import typer
 
 from tunesmith.adapter_spec import parse_adapter_specs, parse_name_path
+from tunesmith.infer.commands import QuantOpt
 
 
 def _command_line(ctx: typer.Context) -> str:
@@ -126,6 +127,7 @@ def eval_command(
     attribution_data: AttributionDataOption = None,
     show: Annotated[int, typer.Option("--show", help="Rows per set in the side-by-side answer table.")] = 20,
     dtype: Annotated[str, typer.Option("--dtype", help="auto, fp32, bf16 or fp16.")] = "auto",
+    quantization: QuantOpt = "none",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
     threads: Annotated[int | None, typer.Option(
         "--threads", help="CPU threads for torch (default: torch's choice). On a CPU shared with other jobs, 1 is "
@@ -153,7 +155,7 @@ def eval_command(
                      base_template=base_template, limit=limit, batch_size=batch_size, batching=batching,
                      generation=gen, probe=probe, probe_file=probe_file, in_character=in_character,
                      identity_file=identity_file, attribution=attribution, attribution_data=attribution_data,
-                     show=show, dtype=dtype, device=device,
+                     show=show, dtype=dtype, quantization=quantization, device=device,
                      threads=threads, overwrite=overwrite, command=_command_line(ctx))
     result = run_eval(cfg)
     typer.echo(f"wrote {out / 'report.md'} ({result['seconds']:.1f} s)")

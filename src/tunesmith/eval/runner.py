@@ -95,6 +95,7 @@ class EvalConfig:
     attribution_data: str | Path | None = None  # a rolebench-zh folder (default: the repository's datasets/)
     show: int = 20
     dtype: str = "auto"
+    quantization: str = "none"  # none, or int8 (torchao weight-only), 8bit / 4bit (bitsandbytes, CUDA)
     device: str = "auto"
     threads: int | None = None  # torch CPU threads (None: torch's default)
     overwrite: bool = False
@@ -378,7 +379,7 @@ def load_engine(cfg: EvalConfig, engine=None):
 
     _log(f"loading {cfg.model}" + (f" with adapters {', '.join(cfg.adapters)}" if cfg.adapters else ""))
     return Engine.load(cfg.model, adapters=dict(cfg.adapters), dtype=cfg.dtype, device=cfg.device,
-                       max_batch_size=cfg.batch_size)
+                       quantization=cfg.quantization, max_batch_size=cfg.batch_size)
 
 
 def answer_models(cfg: EvalConfig, engine, inputs: EvalInputs, store: PredictionStore, answers: Answers) -> None:
@@ -427,7 +428,8 @@ def answer_one_model(cfg: EvalConfig, engine, inputs: EvalInputs, store: Predict
     tpl = base_tpl if name == BASE else engine.template_for(name)
     path = None if name == BASE else str(Path(cfg.adapters[name]).resolve())
     sig = signature({"model": str(cfg.model), "adapter": path, "template": tpl.to_dict(),
-                     "options": asdict(options), "probe_options": asdict(probe_options), "dtype": cfg.dtype})
+                     "options": asdict(options), "probe_options": asdict(probe_options), "dtype": cfg.dtype,
+                     **({"quantization": cfg.quantization} if cfg.quantization != "none" else {})})
     store.check_signature(name, sig)
     # an adapter folded into the weights decodes at the base's speed (fp32 only; see Engine.merge)
     merged = adapter != BASE and engine.merge(adapter)

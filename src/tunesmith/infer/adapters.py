@@ -78,6 +78,8 @@ class AdapterSet:
 
         if not isinstance(self.model, PeftModel) or getattr(self.model.config, "quantization_config", None):
             return False
+        if getattr(self.model, "tunesmith_quantization", None):  # int8 weights (torchao): not exact to merge into
+            return False
         return all(p.dtype == torch.float32 for p in self.model.parameters())
 
     def merge(self, adapter: str) -> bool:

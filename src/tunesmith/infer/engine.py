@@ -108,14 +108,19 @@ class Engine:
         `template`: a template name (auto, tokenizer, chatml, plain, instruction) or a folder / file holding
         a template.json; it is used for "base" and for adapters that have no template.json of their own.
         """
-        from tunesmith.model import load_model
+        from tunesmith.model import INFERENCE_QUANTIZATIONS, load_model, quantize_int8_weights
 
+        if quantization not in INFERENCE_QUANTIZATIONS:
+            raise ConfigError(f"quantization: expected one of {', '.join(INFERENCE_QUANTIZATIONS)} "
+                              f"(got {quantization!r})")
         folders = adapter_folders(adapters)
         _prefer_gqa_sdpa(device)
-        m, tok = load_model(model, dtype=dtype, device=device, quantization=quantization,
-                            trust_remote_code=trust_remote_code)
+        m, tok = load_model(model, dtype=dtype, device=device, quantization="none" if quantization == "int8"
+                            else quantization, trust_remote_code=trust_remote_code)
         base_tpl = template_from_arg(template, tok)
         m, templates = load_adapters(m, folders, base_tpl)
+        if quantization == "int8":  # after the adapters: their LoRA matrices stay in the model's dtype
+            quantize_int8_weights(m)
         m.eval()
         return cls(m, tok, base_tpl, templates, model_name=str(model), max_batch_size=max_batch_size,
                    batch_wait_s=batch_wait_s, batching=batching)

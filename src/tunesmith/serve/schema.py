@@ -148,10 +148,14 @@ def to_conversation(messages: list[ChatMessage]) -> tuple[str | None, list[Messa
         if m.role not in ("user", "assistant"):
             raise APIError(400, f"messages[{i}]: role {m.role!r} is not supported (expected system, user or assistant)",
                            param=f"messages[{i}].role")
-        expected = "user" if len(convo) % 2 == 0 else "assistant"
+        # one opening assistant message is a character's greeting; after it, user and assistant alternate
+        offset = 1 if convo and convo[0].role == "assistant" else 0
+        expected = "user" if (len(convo) - offset) % 2 == 0 else "assistant"
+        if not convo and m.role == "assistant":
+            expected = "assistant"
         if m.role != expected:
-            raise APIError(400, f"messages[{i}]: expected role {expected!r} (user and assistant alternate, user first)",
-                           param=f"messages[{i}].role")
+            raise APIError(400, f"messages[{i}]: expected role {expected!r} (user and assistant alternate; only a "
+                                "greeting may come before the first user message)", param=f"messages[{i}].role")
         convo.append(Message(m.role, text))
     if not convo:
         raise APIError(400, "messages has no user message", param="messages")
