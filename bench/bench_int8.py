@@ -1,10 +1,11 @@
-"""Benchmark: one stream decoded with int8 weight-only weights (torchao) vs fp32, and how far their answers agree.
+"""Benchmark: one stream decoded with int8 weights vs fp32, and how far their answers agree.
 
     .venv/bin/python bench/bench_int8.py                      # default model, 16 prompts, 3 repeats
     .venv/bin/python bench/bench_int8.py --repeats 3 --append # also append a section to BENCHMARKS.md
 
 Two engines on the default model: fp32 (what `--dtype auto` gives on a CPU) and the same with
-`quantization="int8"` (every linear layer's weights int8 with a per-channel scale, activations fp32).
+`quantization="int8"` (on a CPU: torch's dynamic int8 linear layers, int8 weights, activations quantized
+per call).
 Each answers 李白's RoleBench general-test questions with the persona, greedy, one request at a time
 through `Engine.complete` (a single stream: what one chat user gets).  Each repeat runs both, in an
 alternating order; tokens/s = completion tokens / wall time of the whole pass.
@@ -47,10 +48,14 @@ def weight_bytes_per_token(model) -> int:
     """Bytes a decoded token reads: every linear layer's weights (int8 data + scales when quantized), the norms;
     the embedding table only for one row (it is not counted), unless it is also the output layer."""
     import torch
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 
     total = 0
     for module in model.modules():
-        if isinstance(module, torch.nn.Linear):
+        if isinstance(module, DynamicInt8Linear):  # torch's dynamic int8: int8 data, one scale per tensor
+            total += module.weight().numel() + module.bias().numel() * 4 if module.bias() is not None \
+                else module.weight().numel()
+        elif isinstance(module, torch.nn.Linear):
             w = module.weight
             if hasattr(w, "qdata"):  # torchao Int8Tensor: int8 data and one scale per output channel
                 total += w.qdata.numel() * w.qdata.element_size() + w.scale.numel() * w.scale.element_size()
@@ -113,7 +118,7 @@ def main() -> None:
         rows.append(f"| {mode} | {weights[mode] / 1e6:.0f} | {med:.1f} | {min(tps[mode]):.1f}–{max(tps[mode]):.1f} "
                     f"| {statistics.median(tps[mode]) / statistics.median(tps['fp32']):.2f}x | {floor:.1f} "
                     f"| {med / floor:.0%} |")
-    lines = generation_header("Decoding: int8 weight-only (torchao) vs fp32, one stream (default model, cpu)",
+    lines = generation_header("Decoding: int8 weights (torch dynamic int8) vs fp32, one stream (default model, cpu)",
                               load_avg, ".venv/bin/python bench/bench_int8.py " + " ".join(sys.argv[1:]))
     lines += [f"- job: {len(prompts)} 李白 general-test questions with the persona, greedy, max_new_tokens "
               f"{args.max_new_tokens}, one request at a time through Engine.complete; {args.repeats} repeats, "

@@ -152,20 +152,28 @@ INFERENCE_QUANTIZATIONS = (*QUANTIZATIONS, "int8")  # int8: torchao weight-only,
 
 
 def quantize_int8_weights(model) -> None:
-    """int8 weight-only quantization (torchao's Int8WeightOnlyConfig) of every base nn.Linear, LoRA matrices
-    excluded: each decoded token then reads a quarter of the fp32 weight bytes.  For inference only (chat,
-    serve, eval); merging adapters into int8 weights is refused (AdapterSet.can_merge)."""
+    """int8 weights for every base nn.Linear, LoRA matrices excluded: each decoded token then reads a quarter
+    of the fp32 weight bytes.  On a CPU through torch's own dynamic quantization (fbgemm/onednn int8 kernels;
+    activations are quantized per batch), elsewhere through torchao's Int8WeightOnlyConfig.  For inference only
+    (chat, serve, eval); merging adapters into int8 weights is refused (AdapterSet.can_merge).
+
+    Why not torchao on a CPU: its int8 weight-only tensor turns the weight back into fp32 on every call there
+    (measured 2x slower than fp32 decoding, BENCHMARKS.md)."""
     import torch
 
-    try:
-        from torchao.quantization import Int8WeightOnlyConfig, quantize_
-    except ImportError as e:
-        raise ModelError("quantization=int8 needs torchao: pip install torchao") from e
-
-    def is_base_linear(module, fqn: str) -> bool:
-        return isinstance(module, torch.nn.Linear) and "lora_" not in fqn
-
-    quantize_(model, Int8WeightOnlyConfig(), filter_fn=is_base_linear)
+    names = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lora_" not in n}
+    device = next(model.parameters()).device
+    if device.type == "cpu":
+        if next(model.parameters()).dtype != torch.float32:
+            raise ConfigError("quantization=int8 on a CPU needs fp32 activations: use dtype fp32 (or auto)")
+        torch.ao.quantization.quantize_dynamic(model, {n: torch.ao.quantization.default_dynamic_qconfig
+                                                       for n in names}, inplace=True)
+    else:
+        try:
+            from torchao.quantization import Int8WeightOnlyConfig, quantize_
+        except ImportError as e:
+            raise ModelError("quantization=int8 needs torchao: pip install torchao") from e
+        quantize_(model, Int8WeightOnlyConfig(), filter_fn=lambda module, fqn: fqn in names)
     model.tunesmith_quantization = "int8"
 
 
