@@ -81,6 +81,17 @@ def default_data_dir() -> Path | None:
     return None
 
 
+
+def _read_files(folder: Path, files, max_per_role) -> tuple[list[str], list[str]]:
+    """The answers and their roles of several RoleBench-zh files, in order."""
+    texts: list[str] = []
+    roles: list[str] = []
+    for f in files:
+        t, r = read_answers(folder / f, max_per_role)
+        texts += t
+        roles += r
+    return texts, roles
+
 def read_answers(path: Path, max_per_role: int | None = None) -> tuple[list[str], list[str]]:
     """(answers, roles) of a RoleBench file {role, question, generated: [...]}: every answer, in file order."""
     texts: list[str] = []
@@ -144,24 +155,14 @@ def train_classifier(data_dir: str | Path, max_per_role: int | None = None) -> R
         raise ConfigError("role attribution needs scikit-learn (pip install scikit-learn), or --no-attribution") \
             from None
     t0 = time.perf_counter()
-    texts: list[str] = []
-    roles: list[str] = []
-    for f in TRAIN_FILES:
-        t, r = read_answers(folder / f, max_per_role)
-        texts += t
-        roles += r
+    texts, roles = _read_files(folder, TRAIN_FILES, max_per_role)
     if len(set(roles)) < 2:
         raise DataError("the classifier needs train answers of at least two roles", str(folder))
     pipeline = make_pipeline(TfidfVectorizer(analyzer="char", ngram_range=NGRAMS, sublinear_tf=True, min_df=2),
                              LinearSVC(C=0.5, random_state=0))
     pipeline.fit(texts, roles)
     clf = RoleClassifier(pipeline, sorted(set(roles)), str(data_dir), dict(sorted(Counter(roles).items())))
-    held_texts: list[str] = []
-    held_roles: list[str] = []
-    for f in HELDOUT_FILES:
-        t, r = read_answers(folder / f, max_per_role)
-        held_texts += t
-        held_roles += r
+    held_texts, held_roles = _read_files(folder, HELDOUT_FILES, max_per_role)
     clf.heldout = heldout_report(clf, held_texts, held_roles)
     clf.seconds = time.perf_counter() - t0
     _MEMO[key] = clf
