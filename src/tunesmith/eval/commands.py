@@ -155,13 +155,11 @@ def eval_command(
                      base_template=base_template, limit=limit, batch_size=batch_size, batching=batching,
                      generation=gen, probe=probe, probe_file=probe_file, in_character=in_character,
                      identity_file=identity_file, attribution=attribution, attribution_data=attribution_data,
-                     show=show, dtype=dtype, quantization=quantization, device=device,
-                     threads=threads, overwrite=overwrite, command=_command_line(ctx))
+                     show=show, dtype=dtype, quantization=quantization, device=device, threads=threads,
+                     overwrite=overwrite, command=_command_line(ctx))
     result = run_eval(cfg)
     typer.echo(f"wrote {out / 'report.md'} ({result['seconds']:.1f} s)")
     from tunesmith.eval.report import metric_rows
 
     header, rows = metric_rows(result)
-    typer.echo(" | ".join(header))
-    for r in rows:
-        typer.echo(" | ".join(r))
+    typer.echo("\n".join(" | ".join(r) for r in [header, *rows]))
