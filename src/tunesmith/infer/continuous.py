@@ -69,7 +69,6 @@ class _Row:
     request: PendingRequest
     decoder: IncrementalDecoder
     ids: list[int] = field(default_factory=list)
-    done: bool = False
 
 
 class ContinuousBatcher:
