@@ -1,7 +1,7 @@
 """The named LoRA adapters that share one base model: load them, switch between them, merge one.
 
     model, templates = load_adapters(model, adapter_folders({"libai": "runs/libai/adapter"}), base_template)
-    adapters = AdapterSet(model, base_template, templates)
+    adapters = AdapterSet(model, base_template, templates, load_characters(folders))
     adapters.names                              # ["base", "libai"]
     with adapters.lock, adapters.activate("libai"):
         model.generate(...)                     # answers as "libai"; "base" runs with the adapters disabled
@@ -10,6 +10,7 @@
 Every adapter's prompt is built with the template saved next to it by training (template.json); one
 without a template.json, and "base", use the base template.  `lock` guards the weights and the active
 adapter: whoever generates, switches or merges holds it, so an adapter never changes under a running batch.
+An adapter trained as a character carries its character.json (name, persona, greetings): `character_for`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from tunesmith.adapter_spec import BASE, check_adapter_name
+from tunesmith.character import Character, load_character
 from tunesmith.errors import ModelError
 from tunesmith.template import ChatTemplate, load_template
 
@@ -52,12 +54,20 @@ def load_adapters(model, folders: dict[str, Path],
     return model, templates
 
 
+def load_characters(folders: dict[str, Path]) -> dict[str, Character]:
+    """{name: Character} for the adapter folders that hold a character.json."""
+    found = {name: load_character(path) for name, path in folders.items()}
+    return {name: char for name, char in found.items() if char is not None}
+
+
 class AdapterSet:
     """Which adapters are loaded, their templates, and which one is active or merged into the weights."""
 
-    def __init__(self, model, base_template: ChatTemplate, templates: dict[str, ChatTemplate]):
+    def __init__(self, model, base_template: ChatTemplate, templates: dict[str, ChatTemplate],
+                 characters: dict[str, Character] | None = None):
         self.model = model
         self.templates = {BASE: base_template, **templates}
+        self.characters = dict(characters or {})
         self.names: list[str] = [BASE, *templates]
         self.lock = threading.RLock()  # the weights and the active adapter serve one generate at a time
         self.merged: str | None = None  # the adapter folded into the base weights, if any
@@ -69,6 +79,11 @@ class AdapterSet:
     def template_for(self, adapter: str) -> ChatTemplate:
         self.check(adapter)
         return self.templates[adapter]
+
+    def character_for(self, adapter: str) -> Character | None:
+        """The character `adapter` was trained as (its character.json), or None."""
+        self.check(adapter)
+        return self.characters.get(adapter)
 
     def can_merge(self) -> bool:
         """Merging is offered for fp32, unquantized models: there, unmerging restores the base weights to

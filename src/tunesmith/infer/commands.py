@@ -69,8 +69,8 @@ def chat(
 ) -> None:
     """Chat in the terminal with a base model or any of its LoRA adapters; replies stream as they are generated.
 
-    Inside the chat: /clear, /retry, /system TEXT, /adapter NAME, /set key=value (e.g. /set do_sample=true
-    temperature=0.9), /history, /exit.
+    Inside the chat: /clear, /retry, /system TEXT, /adapter NAME, /greeting N, /set key=value (e.g. /set
+    do_sample=true temperature=0.9), /history, /exit. An adapter trained as a character opens with its greeting.
     """
     from tunesmith.infer.engine import Engine
     from tunesmith.infer.options import GenerationOptions

@@ -58,7 +58,7 @@ from typing import Any
 from tunesmith.adapter_spec import ADAPTER_NAME_RE, BASE, check_adapter_name  # noqa: F401 (re-export)
 from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError
-from tunesmith.infer.adapters import AdapterSet, UnknownAdapterError, adapter_folders, load_adapters
+from tunesmith.infer.adapters import AdapterSet, UnknownAdapterError, adapter_folders, load_adapters, load_characters
 from tunesmith.infer.continuous import ContinuousBatcher, session_blocker
 from tunesmith.infer.history import PromptTooLongError, check_messages, fit_prompt  # noqa: F401 (re-export)
 from tunesmith.infer.options import BATCHING_MODES, GenerationOptions
@@ -74,7 +74,7 @@ __all__ = ["BASE", "Completion", "Engine", "GenerationOptions", "PendingRequest"
 class Engine:
     def __init__(self, model, tokenizer, base_template: ChatTemplate, adapter_templates: dict[str, ChatTemplate],
                  *, model_name: str = "model", max_batch_size: int = 16, batch_wait_s: float = 0.02,
-                 batching: str = "auto"):
+                 batching: str = "auto", characters: dict | None = None):
         if batching not in BATCHING_MODES:
             raise ConfigError(f"batching: expected one of {', '.join(BATCHING_MODES)} (got {batching!r})")
         self.batching = batching  # how queued requests run: see _run_batch
@@ -82,7 +82,7 @@ class Engine:
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.base_template = base_template
-        self.adapters = AdapterSet(model, base_template, adapter_templates)
+        self.adapters = AdapterSet(model, base_template, adapter_templates, characters)
         self.adapter_names: list[str] = self.adapters.names
         self.batcher = ContinuousBatcher(model, tokenizer, max_rows=max_batch_size)  # served requests' sessions
         self.scheduler = Scheduler(self._run_batch, max_batch_size=max_batch_size, batch_wait_s=batch_wait_s)
@@ -123,7 +123,7 @@ class Engine:
             quantize_int8_weights(m)
         m.eval()
         return cls(m, tok, base_tpl, templates, model_name=str(model), max_batch_size=max_batch_size,
-                   batch_wait_s=batch_wait_s, batching=batching)
+                   batch_wait_s=batch_wait_s, batching=batching, characters=load_characters(folders))
 
     def _context_length(self) -> int:
         cfg = getattr(self.model, "config", None)
@@ -141,6 +141,10 @@ class Engine:
     # -- adapters -----------------------------------------------------------------------------------
     def template_for(self, adapter: str) -> ChatTemplate:
         return self.adapters.template_for(adapter)
+
+    def character_for(self, adapter: str):
+        """The tunesmith.character.Character `adapter` was trained as (its character.json), or None."""
+        return self.adapters.character_for(adapter)
 
     def can_merge(self) -> bool:
         """See AdapterSet.can_merge: fp32, unquantized models only."""

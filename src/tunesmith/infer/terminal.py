@@ -4,7 +4,8 @@
 
 Commands inside the chat (type /help):
 
-    /clear              forget the conversation (the system prompt stays)
+    /clear              forget the conversation (the system prompt stays; a character greets again)
+    /greeting [N]       start over with the character's greeting N (/greeting alone lists them)
     /retry              answer the last question again (useful with sampling)
     /system TEXT        set the system prompt (/system alone removes it)
     /adapter NAME       talk to another loaded adapter, or "base" (/adapter alone lists them)
@@ -12,6 +13,9 @@ Commands inside the chat (type /help):
                         (also max_history_turns=N; /set alone shows the current values)
     /history            show the conversation so far
     /exit               leave (Ctrl-D works too)
+
+An adapter trained as a character (character.json next to it) opens the conversation: its greeting is printed
+first and is the first assistant message the model sees, as in training.
 
 `run_chat` takes its input and output streams as arguments so tests can drive it.
 """
@@ -73,7 +77,19 @@ def run_chat(engine, state: ChatState, stdin: TextIO, stdout: TextIO, *, prompt:
         say()
         state.messages.append(Message("assistant", "".join(pieces)))
 
+    def greet(index: int = 0) -> None:
+        """Start over with the character's greeting `index`, when the adapter is a character."""
+        char = engine.character_for(state.adapter)
+        if char is None or not char.greetings:
+            return
+        if not 0 <= index < len(char.greetings):
+            raise ConfigError(f"greeting {index + 1}: {char.name} has {len(char.greetings)} greeting(s)")
+        state.messages[:] = [Message("assistant", char.greetings[index])]
+        say(f"[{char.name}] {char.greetings[index]}")
+
     say(f"chatting with {state.adapter!r} (loaded: {', '.join(engine.adapter_names)}); /help lists commands")
+    if not state.messages:
+        greet()
     while True:
         line = read_line()
         if line is None:
@@ -93,6 +109,9 @@ def run_chat(engine, state: ChatState, stdin: TextIO, stdout: TextIO, *, prompt:
                 elif cmd == "/clear":
                     state.messages.clear()
                     say("(conversation cleared)")
+                    greet()
+                elif cmd == "/greeting":
+                    _greeting_command(engine, state, arg, say, greet)
                 elif cmd == "/retry":
                     if len(state.messages) < 2:
                         say("(nothing to retry yet)")
@@ -110,6 +129,8 @@ def run_chat(engine, state: ChatState, stdin: TextIO, stdout: TextIO, *, prompt:
                         engine.template_for(arg)  # raises for an unknown name
                         state.adapter = arg
                         say(f"(now talking to {arg!r})")
+                        if not state.messages:
+                            greet()
                 elif cmd == "/set":
                     _apply_settings(state, arg)
                     say(_describe(state))
@@ -128,6 +149,19 @@ def run_chat(engine, state: ChatState, stdin: TextIO, stdout: TextIO, *, prompt:
         state.messages.append(Message("user", line))
         answer()
     return state
+
+
+def _greeting_command(engine, state: ChatState, arg: str, say, greet) -> None:
+    char = engine.character_for(state.adapter)
+    if char is None or not char.greetings:
+        say(f"({state.adapter!r} is not a character with a greeting)")
+    elif not arg:
+        for i, g in enumerate(char.greetings, 1):
+            say(f"{i}. {g[:70]}{'...' if len(g) > 70 else ''}")
+    elif not arg.isdigit():
+        raise ConfigError(f"/greeting: expected a number 1-{len(char.greetings)} (got {arg!r})")
+    else:
+        greet(int(arg) - 1)
 
 
 def _apply_settings(state: ChatState, arg: str) -> None:

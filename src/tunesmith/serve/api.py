@@ -5,9 +5,10 @@
     app = create_app(Engine.load("default", {"libai": "runs/libai/adapter"}), api_key="secret")
     # uvicorn.run(app, port=8000)   -- or: tunesmith serve --adapter libai=runs/libai/adapter
 
-Routes: GET /health, GET /v1/models ("base" and every adapter), POST /v1/chat/completions (stream or not,
-n, max_tokens, temperature, top_p, stop, seed; extensions top_k, num_beams, repetition_penalty,
-do_sample, max_history_turns), the web chat at /ui and, with a labeling project, the labeling UI at /label.
+Routes: GET /health, GET /v1/models ("base" and every adapter; one trained as a character also carries
+"character": its name, greeting and greetings), POST /v1/chat/completions (stream or not, n, max_tokens,
+temperature, top_p, stop, seed; extensions top_k, num_beams, repetition_penalty, do_sample,
+max_history_turns), the web chat at /ui and, with a labeling project, the labeling UI at /label.
 
 Sampling: a request samples when it sets `do_sample: true`, or a temperature above 0 without do_sample;
 otherwise it decodes greedily (or with beams when num_beams > 1).
@@ -100,19 +101,25 @@ def add_model_routes(app: FastAPI, engine: Engine) -> None:
     async def health():
         return {"status": "ok", "models": engine.adapter_names}
 
+    def model_card(name: str, now: int) -> dict:
+        card = {"id": name, "object": "model", "created": now, "owned_by": "tunesmith",
+                "root": engine.model_name, "parent": None if name == BASE else BASE}
+        char = engine.character_for(name)
+        if char is not None:  # an adapter trained as a character: a client opens its chats with the greeting
+            card["character"] = {"name": char.name, "greeting": char.greetings[0] if char.greetings else None,
+                                 "greetings": list(char.greetings)}
+        return card
+
     @app.get("/v1/models")
     async def list_models():
         now = int(time.time())
-        return {"object": "list", "data": [
-            {"id": name, "object": "model", "created": now, "owned_by": "tunesmith",
-             "root": engine.model_name, "parent": None if name == BASE else BASE}
-            for name in engine.adapter_names]}
+        return {"object": "list", "data": [model_card(name, now) for name in engine.adapter_names]}
 
     @app.get("/v1/models/{name}")
     async def get_model(name: str):
         if name not in engine.adapter_names:
             raise unknown_model(name)
-        return {"id": name, "object": "model", "created": int(time.time()), "owned_by": "tunesmith"}
+        return model_card(name, int(time.time()))
 
 
 # -- chat completions -------------------------------------------------------------------------------
