@@ -378,3 +378,27 @@ def test_format_lists_come_from_the_data_layer_and_every_export_format_writes_a_
             continue
         back = load(store.export(tmp_path / f"chat-{fmt}.jsonl", fmt).path, fmt)
         assert len(back[1].messages) == 4 and back[1].system == "你是李白" and back[1].answer == "蜀中人。", fmt
+
+
+def test_a_chat_the_character_opens_is_kept_and_exported(store, tmp_path):
+    """A card's conversations start with the character's greeting: the store takes them as they train."""
+    from pathlib import Path
+
+    from tunesmith.data import load
+
+    card = Path(__file__).resolve().parents[1] / "datasets" / "character-cards" / "Seraphina.png"
+    rep = store.import_file(card, "card")
+    convs = load(card)
+    assert rep.added == len(convs) == 1  # its one greeting (the card has no example dialogues)
+    first = store.list_samples(limit=1)[0]
+    assert first.messages[0].role == "assistant" and first.messages[0].content.startswith("*You wake with a start")
+    assert first.system == convs[0].system
+    back = load(store.export(tmp_path / "back.jsonl", "conversation").path, "conversation")
+    assert [[(m.role, m.content) for m in c.messages] for c in back] == \
+        [[(m.role, m.content) for m in c.messages] for c in convs]
+    greeted = store.add_sample(messages=[{"role": "assistant", "content": "*waves* Hello, traveller."},
+                                         {"role": "user", "content": "Hi."},
+                                         {"role": "assistant", "content": "Sit by the fire."}])
+    assert greeted.prompt == "Hi." and greeted.answer == "Sit by the fire."
+    with pytest.raises(DataError, match="turn 2: role 'assistant', expected 'user'"):
+        store.add_sample(messages=[{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}])

@@ -215,16 +215,18 @@ def _single_turn(out: dict[str, Any]) -> list[Message]:
 
 
 def _chat_turns(value: Any) -> list[Message]:
-    """The turns of a chat sample: user and assistant alternate, user first, ending with assistant."""
+    """The turns of a chat sample: user and assistant alternate, user first (or one opening assistant turn, a
+    character's greeting, as a card's conversations start), ending with assistant."""
     msgs = messages_from(value or [], "messages")
     msgs = [m for m in msgs if m.role or m.content]  # blank rows of a UI table
     if not msgs:
         raise DataError("empty (expected user and assistant turns, user first, ending with assistant)", "messages")
+    greeting = msgs[0].role == "assistant"  # the character speaks first: its greeting is learned like any answer
     for i, m in enumerate(msgs):
-        expected = "user" if i % 2 == 0 else "assistant"
+        expected = "user" if (i + greeting) % 2 == 0 else "assistant"
         if m.role != expected:
-            raise DataError(f"turn {i + 1}: role {m.role!r}, expected {expected!r} "
-                            "(user and assistant alternate, user first)", "messages")
+            raise DataError(f"turn {i + 1}: role {m.role!r}, expected {expected!r} (user and assistant alternate, "
+                            "user first, or an opening assistant greeting)", "messages")
         if not isinstance(m.content, str) or not m.content.strip():
             raise DataError(f"turn {i + 1} ({m.role}): empty text (expected what the {m.role} says)", "messages")
     if msgs[-1].role != "assistant":
