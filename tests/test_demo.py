@@ -18,6 +18,8 @@ def test_demo_runs_the_whole_road_on_a_tiny_model(tiny_qwen2, tmp_path, capsys):
     assert "tuned minus base" in printed and "CUS" in printed
     assert "CUS ROUGE-L (speaking style, by character, 2 held-out questions): base " in printed
     assert "general-ability probe: base " in printed
+    assert "in character on identity questions (你是谁？ ...): base " in printed
+    assert "CUS answers the role classifier attributes to the role: base " in printed
     adapter = out / "train" / "adapter"
     assert (adapter / "adapter_model.safetensors").stat().st_size > 0 and (adapter / "template.json").is_file()
     metrics = json.loads((out / "report" / "metrics.json").read_text(encoding="utf-8"))

@@ -163,6 +163,17 @@ def headline(res: dict, tuned: str = ROLE) -> list[str]:
         if b is not None and t is not None:
             lines.append(f"{name} ROUGE-L ({what}, by character, {mine[name]['n']} held-out questions): "
                          f"base {b:.4f} -> {tuned} {t:.4f} ({t - b:+.4f})")
+    b, t = base.get("identity", {}), mine.get("identity", {})
+    if "in_character_rate" in b and "in_character_rate" in t:
+        def kept(m: dict) -> int:
+            return round(m["in_character_rate"] * m["n"])
+
+        lines.append(f"in character on identity questions (你是谁？ ...): base {kept(b)}/{b['n']} -> {tuned} "
+                     f"{kept(t)}/{t['n']}")
+    b, t = base.get("CUS", {}), mine.get("CUS", {})
+    if "role_share" in b and "role_share" in t:
+        lines.append(f"CUS answers the role classifier attributes to the role: base {100 * b['role_share']:.1f} % -> "
+                     f"{tuned} {100 * t['role_share']:.1f} %")
     b, t = base.get("probe", {}), mine.get("probe", {})
     if "accuracy" in b and "accuracy" in t:
         lines.append(f"general-ability probe: base {b['correct']}/{b['n']} -> {tuned} {t['correct']}/{t['n']} right "
