@@ -45,110 +45,130 @@ class ChatState:
 def run_chat(engine, state: ChatState, stdin: TextIO, stdout: TextIO, *, prompt: str = ">>> ",
              interactive: bool = False) -> ChatState:
     """Read lines until /exit or end of input; returns the final state (for tests)."""
+    return _ChatLoop(engine, state, stdin, stdout, prompt, interactive).run()
 
-    def say(text: str = "") -> None:
-        stdout.write(text + "\n")
-        stdout.flush()
 
-    def read_line() -> str | None:
-        if interactive:
+class _ChatLoop:
+    """One terminal conversation: reads lines, answers them, runs the slash commands."""
+
+    def __init__(self, engine, state: ChatState, stdin: TextIO, stdout: TextIO, prompt: str, interactive: bool):
+        self.engine, self.state = engine, state
+        self.stdin, self.stdout, self.prompt, self.interactive = stdin, stdout, prompt, interactive
+
+    def say(self, text: str = "") -> None:
+        self.stdout.write(text + "\n")
+        self.stdout.flush()
+
+    def read_line(self) -> str | None:
+        if self.interactive:
             try:
-                return input(prompt)
+                return input(self.prompt)
             except EOFError:
                 return None
-        stdout.write(prompt)
-        stdout.flush()
-        line = stdin.readline()
+        self.stdout.write(self.prompt)
+        self.stdout.flush()
+        line = self.stdin.readline()
         return None if line == "" else line.rstrip("\n")
 
-    def answer() -> None:
+    def answer(self) -> None:
         """Stream a reply to state.messages (which end with the user's message) and keep it."""
-        pieces: list[str] = []
+        state, pieces = self.state, []
         try:
-            for piece in engine.stream(state.messages, system=state.system, adapter=state.adapter,
-                                       options=state.options, max_history_turns=state.max_history_turns):
+            for piece in self.engine.stream(state.messages, system=state.system, adapter=state.adapter,
+                                            options=state.options, max_history_turns=state.max_history_turns):
                 pieces.append(piece)
-                stdout.write(piece)
-                stdout.flush()
+                self.stdout.write(piece)
+                self.stdout.flush()
         except TunesmithError as e:
             state.messages.pop()  # the question could not be answered: do not keep it
-            say(f"error: {e}")
+            self.say(f"error: {e}")
             return
-        say()
+        self.say()
         state.messages.append(Message("assistant", "".join(pieces)))
 
-    def greet(index: int = 0) -> None:
+    def greet(self, index: int = 0) -> None:
         """Start over with the character's greeting `index`, when the adapter is a character."""
-        char = engine.character_for(state.adapter)
+        char = self.engine.character_for(self.state.adapter)
         if char is None or not char.greetings:
             return
         if not 0 <= index < len(char.greetings):
             raise ConfigError(f"greeting {index + 1}: {char.name} has {len(char.greetings)} greeting(s)")
-        state.messages[:] = [Message("assistant", char.greetings[index])]
-        say(f"[{char.name}] {char.greetings[index]}")
+        self.state.messages[:] = [Message("assistant", char.greetings[index])]
+        self.say(f"[{char.name}] {char.greetings[index]}")
 
-    say(f"chatting with {state.adapter!r} (loaded: {', '.join(engine.adapter_names)}); /help lists commands")
-    if not state.messages:
-        greet()
-    while True:
-        line = read_line()
-        if line is None:
-            say()
-            break
-        text = line.strip()
-        if not text:
-            continue
-        if text.startswith("/"):
-            cmd, _, arg = text.partition(" ")
-            arg = arg.strip()
-            try:
-                if cmd in ("/exit", "/quit"):
-                    break
-                elif cmd == "/help":
-                    stdout.write(HELP)
-                elif cmd == "/clear":
-                    state.messages.clear()
-                    say("(conversation cleared)")
-                    greet()
-                elif cmd == "/greeting":
-                    _greeting_command(engine, state, arg, say, greet)
-                elif cmd == "/retry":
-                    if len(state.messages) < 2:
-                        say("(nothing to retry yet)")
-                        continue
-                    state.messages.pop()  # drop the last answer, keep its question
-                    answer()
-                elif cmd == "/system":
-                    state.system = arg or None
-                    say(f"(system prompt {'set' if arg else 'removed'})")
-                elif cmd == "/adapter":
-                    if not arg:
-                        say("adapters: " + ", ".join(f"*{a}" if a == state.adapter else a
-                                                     for a in engine.adapter_names))
-                    else:
-                        engine.template_for(arg)  # raises for an unknown name
-                        state.adapter = arg
-                        say(f"(now talking to {arg!r})")
-                        if not state.messages:
-                            greet()
-                elif cmd == "/set":
-                    _apply_settings(state, arg)
-                    say(_describe(state))
-                elif cmd == "/history":
-                    if state.system:
-                        say(f"[system] {state.system}")
-                    for m in state.messages:
-                        say(f"[{m.role}] {m.content}")
-                    if not state.messages:
-                        say("(no messages yet)")
-                else:
-                    say(f"unknown command {cmd} (type /help)")
-            except TunesmithError as e:
-                say(f"error: {e}")
-            continue
-        state.messages.append(Message("user", line))
-        answer()
-    return state
+    def run(self) -> ChatState:
+        names = ", ".join(self.engine.adapter_names)
+        self.say(f"chatting with {self.state.adapter!r} (loaded: {names}); /help lists commands")
+        if not self.state.messages:
+            self.greet()
+        while True:
+            line = self.read_line()
+            if line is None:
+                self.say()
+                break
+            text = line.strip()
+            if not text:
+                continue
+            if text.startswith("/"):
+                cmd, _, arg = text.partition(" ")
+                try:
+                    if not self.command(cmd, arg.strip()):
+                        break
+                except TunesmithError as e:
+                    self.say(f"error: {e}")
+                continue
+            self.state.messages.append(Message("user", line))
+            self.answer()
+        return self.state
+
+    def command(self, cmd: str, arg: str) -> bool:
+        """Run one slash command; False means leave."""
+        state, say = self.state, self.say
+        if cmd in ("/exit", "/quit"):
+            return False
+        if cmd == "/help":
+            self.stdout.write(HELP)
+        elif cmd == "/clear":
+            state.messages.clear()
+            say("(conversation cleared)")
+            self.greet()
+        elif cmd == "/greeting":
+            _greeting_command(self.engine, state, arg, say, self.greet)
+        elif cmd == "/retry":
+            if not any(m.role == "user" for m in state.messages):
+                say("(nothing to retry yet)")
+                return True
+            state.messages.pop()  # drop the last answer, keep its question
+            self.answer()
+        elif cmd == "/system":
+            state.system = arg or None
+            say(f"(system prompt {'set' if arg else 'removed'})")
+        elif cmd == "/adapter":
+            self.switch_adapter(arg)
+        elif cmd == "/set":
+            _apply_settings(state, arg)
+            say(_describe(state))
+        elif cmd == "/history":
+            if state.system:
+                say(f"[system] {state.system}")
+            for m in state.messages:
+                say(f"[{m.role}] {m.content}")
+            if not state.messages:
+                say("(no messages yet)")
+        else:
+            say(f"unknown command {cmd} (type /help)")
+        return True
+
+    def switch_adapter(self, name: str) -> None:
+        if not name:
+            self.say("adapters: " + ", ".join(f"*{a}" if a == self.state.adapter else a
+                                              for a in self.engine.adapter_names))
+            return
+        self.engine.template_for(name)  # raises for an unknown name
+        self.state.adapter = name
+        self.say(f"(now talking to {name!r})")
+        if not self.state.messages:
+            self.greet()
 
 
 def _greeting_command(engine, state: ChatState, arg: str, say, greet) -> None:

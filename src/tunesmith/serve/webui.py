@@ -2,11 +2,17 @@
 
     tunesmith serve --adapter libai=runs/libai/adapter      # then open http://127.0.0.1:8000/ui
 
-Controls: role / adapter, system prompt (empty: the adapter's saved persona, if any), do-sample,
-temperature, top-p, top-k, beams, max new tokens, max history (in turns: one user message and its
-answer), and Submit / Retry / Clear.  Several browser sessions are served at once; their requests are
-batched by the engine.  Gradio's analytics are switched off and the default theme uses bundled fonts,
-so the page loads without internet access.
+Three tabs:
+- Chat: role / adapter, system prompt (empty: the adapter's saved persona, if any), do-sample,
+  temperature, top-p, top-k, beams, max new tokens, max history (in turns: one user message and its
+  answer), and Submit / Retry / Clear.  Picking an adapter trained as a character (character.json next to
+  it) starts a new conversation with its greeting; its other greetings are offered under "Greeting".
+- Scene: several characters and the user in one conversation (serve/webui_scene.py).
+- Side by side: one message to the base and adapters at once, the answers streamed next to each other
+  (serve/webui_compare.py).
+
+Several browser sessions are served at once; their requests are batched by the engine.  Gradio's analytics
+are switched off and the default theme uses bundled fonts, so the page loads without internet access.
 """
 
 from __future__ import annotations
@@ -33,15 +39,61 @@ def _plain_history(history) -> list[dict]:
     return out
 
 
+def adapter_choices(engine) -> list[tuple[str, str]]:
+    """(label, adapter name) for the role dropdowns: a character shows its name, e.g. "Seraphina (seraphina)"."""
+    out = []
+    for name in engine.adapter_names:
+        char = engine.character_for(name)
+        out.append((f"{char.name} ({name})" if char is not None and char.name != name else name, name))
+    return out
+
+
+def greeting_choices(engine, adapter: str) -> list[tuple[str, int]]:
+    """(a short label, index) for each greeting of `adapter`'s character; empty when it has none."""
+    char = engine.character_for(adapter)
+    greetings = char.greetings if char is not None else []
+    return [(f"{i + 1}. {g[:60]}{'...' if len(g) > 60 else ''}", i) for i, g in enumerate(greetings)]
+
+
+def opening(engine, adapter: str, index: int | None = 0) -> list[dict]:
+    """A new conversation with `adapter`: its character's greeting `index` (the first by default), or empty."""
+    char = engine.character_for(adapter)
+    if char is None or not char.greetings:
+        return []
+    i = index if isinstance(index, int) and 0 <= index < len(char.greetings) else 0
+    return [{"role": "assistant", "content": char.greetings[i]}]
+
+
 def build_chat_ui(engine, defaults=None, max_history_turns: int | None = 10):
-    """A gr.Blocks chat over `engine`."""
+    """A gr.Blocks with the Chat, Scene and Side by side tabs over `engine`."""
+    import gradio as gr
+
+    from tunesmith.infer.options import GenerationOptions
+    from tunesmith.serve.webui_compare import build_compare_tab
+    from tunesmith.serve.webui_scene import build_scene_tab
+
+    d = defaults or GenerationOptions()
+    with gr.Blocks(title="tunesmith chat", analytics_enabled=False) as demo:
+        gr.Markdown("### tunesmith chat")
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
+                build_chat_tab(engine, d, max_history_turns)
+            with gr.Tab("Scene", id="scene", elem_id="tab-scene"):
+                build_scene_tab(engine, d)
+            with gr.Tab("Side by side", id="compare", elem_id="tab-compare"):
+                build_compare_tab(engine, d)
+    demo.queue(default_concurrency_limit=None)
+    return demo
+
+
+def build_chat_tab(engine, d, max_history_turns: int | None) -> None:
+    """The one-role chat, inside the current gr.Blocks / Tab; `d`: the server's GenerationOptions."""
     import gradio as gr
 
     from tunesmith.conversation import Message
     from tunesmith.errors import TunesmithError
     from tunesmith.infer.options import GenerationOptions
 
-    d = defaults or GenerationOptions()
     names = engine.adapter_names
     start = names[1] if len(names) > 1 else names[0]
     max_new_cap = max(16, min(4096, engine.context_length // 2))
@@ -78,42 +130,48 @@ def build_chat_ui(engine, defaults=None, max_history_turns: int | None = 10):
 
     def retry(history, *settings):
         history = _plain_history(history)
-        while history and history[-1]["role"] == "assistant":
-            history = history[:-1]
-        if not history:
-            yield history
+        if not any(m["role"] == "user" for m in history):
+            yield history  # nothing asked yet (a character's greeting stays)
             return
+        while history[-1]["role"] == "assistant":
+            history = history[:-1]
         yield history
         yield from generate(history, *settings)
 
-    with gr.Blocks(title="tunesmith chat", analytics_enabled=False) as demo:
-        gr.Markdown("### tunesmith chat")
-        with gr.Row():
-            with gr.Column(scale=3):
-                chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="chatbot")
-                message = gr.Textbox(show_label=False, placeholder="Type a message, Enter to send", lines=2,
-                                     elem_id="user-input")
-                with gr.Row():
-                    submit_btn = gr.Button("Submit", variant="primary", elem_id="submit-btn")
-                    retry_btn = gr.Button("Retry", elem_id="retry-btn")
-                    clear_btn = gr.Button("Clear", elem_id="clear-btn")
-            with gr.Column(scale=1):
-                adapter = gr.Dropdown(names, value=start, label="Role / adapter", elem_id="adapter")
-                system = gr.Textbox(label="System prompt", lines=3, placeholder=persona(start), elem_id="system")
-                do_sample = gr.Checkbox(value=d.do_sample, label="Do sample", elem_id="do-sample")
-                temperature = gr.Slider(0.01, 2.0, value=max(0.01, d.temperature), step=0.01, label="Temperature")
-                top_p = gr.Slider(0.01, 1.0, value=d.top_p, step=0.01, label="Top-p")
-                top_k = gr.Slider(0, 200, value=d.top_k, step=1, label="Top-k (0: off)")
-                num_beams = gr.Slider(1, 8, value=d.num_beams, step=1, label="Beams")
-                max_new = gr.Slider(1, max_new_cap, value=min(d.max_new_tokens, max_new_cap), step=1,
-                                    label="Max new tokens", elem_id="max-new-tokens")
-                max_hist = gr.Slider(0, 50, value=10 if max_history_turns is None else max_history_turns, step=1,
-                                     label="Max history (turns)")
-        settings = [adapter, system, do_sample, temperature, top_p, top_k, num_beams, max_new, max_hist]
-        message.submit(submit, [message, chatbot, *settings], [message, chatbot], concurrency_limit=None)
-        submit_btn.click(submit, [message, chatbot, *settings], [message, chatbot], concurrency_limit=None)
-        retry_btn.click(retry, [chatbot, *settings], [chatbot], concurrency_limit=None)
-        clear_btn.click(lambda: ([], ""), None, [chatbot, message], queue=False)
-        adapter.change(lambda a: gr.update(placeholder=persona(a)), adapter, system, queue=False)
-    demo.queue(default_concurrency_limit=None)
-    return demo
+    def pick_adapter(adapter):
+        """A new conversation with the picked role: its greeting first when it is a character."""
+        greetings = greeting_choices(engine, adapter)
+        return (opening(engine, adapter), gr.update(placeholder=persona(adapter)),
+                gr.update(choices=greetings, value=0 if greetings else None, visible=bool(greetings)))
+
+    greetings = greeting_choices(engine, start)
+    with gr.Row():
+        with gr.Column(scale=3):
+            chatbot = gr.Chatbot(opening(engine, start), label="Conversation", height=460, elem_id="chatbot")
+            message = gr.Textbox(show_label=False, placeholder="Type a message, Enter to send", lines=2,
+                                 elem_id="user-input")
+            with gr.Row():
+                submit_btn = gr.Button("Submit", variant="primary", elem_id="submit-btn")
+                retry_btn = gr.Button("Retry", elem_id="retry-btn")
+                clear_btn = gr.Button("Clear", elem_id="clear-btn")
+        with gr.Column(scale=1):
+            adapter = gr.Dropdown(adapter_choices(engine), value=start, label="Role / adapter", elem_id="adapter")
+            greeting = gr.Dropdown(greetings, value=0 if greetings else None, label="Greeting",
+                                   visible=bool(greetings), elem_id="greeting")
+            system = gr.Textbox(label="System prompt", lines=3, placeholder=persona(start), elem_id="system")
+            do_sample = gr.Checkbox(value=d.do_sample, label="Do sample", elem_id="do-sample")
+            temperature = gr.Slider(0.01, 2.0, value=max(0.01, d.temperature), step=0.01, label="Temperature")
+            top_p = gr.Slider(0.01, 1.0, value=d.top_p, step=0.01, label="Top-p")
+            top_k = gr.Slider(0, 200, value=d.top_k, step=1, label="Top-k (0: off)")
+            num_beams = gr.Slider(1, 8, value=d.num_beams, step=1, label="Beams")
+            max_new = gr.Slider(1, max_new_cap, value=min(d.max_new_tokens, max_new_cap), step=1,
+                                label="Max new tokens", elem_id="max-new-tokens")
+            max_hist = gr.Slider(0, 50, value=10 if max_history_turns is None else max_history_turns, step=1,
+                                 label="Max history (turns)")
+    settings = [adapter, system, do_sample, temperature, top_p, top_k, num_beams, max_new, max_hist]
+    message.submit(submit, [message, chatbot, *settings], [message, chatbot], concurrency_limit=None)
+    submit_btn.click(submit, [message, chatbot, *settings], [message, chatbot], concurrency_limit=None)
+    retry_btn.click(retry, [chatbot, *settings], [chatbot], concurrency_limit=None)
+    clear_btn.click(lambda a, g: (opening(engine, a, g), ""), [adapter, greeting], [chatbot, message], queue=False)
+    adapter.input(pick_adapter, adapter, [chatbot, system, greeting], queue=False)
+    greeting.input(lambda a, g: opening(engine, a, g), [adapter, greeting], chatbot, queue=False)
