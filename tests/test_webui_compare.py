@@ -64,7 +64,7 @@ class FakeEngine:
         self.prompts[adapter] = list(messages)
         return [len(messages)]
 
-    def enqueue(self, ids, adapter, options, on_text):
+    def enqueue(self, ids, adapter, options, on_text, mix_adapters=False):
         req = self.requests[adapter] = FakeRequest()
         delay, script = self.scripts[adapter]
 
@@ -213,6 +213,10 @@ def test_browser_compares_base_and_adapter(engine_with_adapter, first_answers):
             for i, name in enumerate(("base", "libai")):
                 final = max(n[i] for n in lengths)
                 assert len({n[i] for n in lengths if 0 < n[i] < final}) >= 2, f"{name} did not stream: {lengths}"
+            # side by side, not in turn: both answers were seen half-written at the same moment, more than once
+            finals = [max(n[i] for n in lengths) for i in (0, 1)]
+            together = [n for n in lengths if all(0 < n[i] < finals[i] for i in (0, 1))]
+            assert len({tuple(n) for n in together}) >= 2, f"the columns filled one after the other: {lengths}"
 
             # the second message: each column answers with its own first answer in its history
             page.fill("#compare-input textarea", "再说一遍")

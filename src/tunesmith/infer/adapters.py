@@ -16,7 +16,7 @@ An adapter trained as a character carries its character.json (name, persona, gre
 from __future__ import annotations
 
 import threading
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from tunesmith.adapter_spec import BASE, check_adapter_name
@@ -84,6 +84,22 @@ class AdapterSet:
         """The character `adapter` was trained as (its character.json), or None."""
         self.check(adapter)
         return self.characters.get(adapter)
+
+    def can_mix(self) -> bool:
+        """Whether one batch may run rows through different adapters (PEFT's mixed-adapter batch: each LoRA
+        applied to its own rows); it needs the adapters unmerged, which `mixed` sees to."""
+        from peft import PeftModel
+
+        return isinstance(self.model, PeftModel) and not getattr(self.model, "tunesmith_quantization", None)
+
+    @contextmanager
+    def mixed(self, adapters: list[str]):
+        """A context in which a batch runs each row through its own adapter: yields the names PEFT takes per
+        row ("__base__" for the base).  Hold `lock` around it."""
+        for name in adapters:
+            self.check(name)
+        self.unmerge()
+        yield ["__base__" if name == BASE else name for name in adapters]
 
     def can_merge(self) -> bool:
         """Merging is offered for fp32, unquantized models: there, unmerging restores the base weights to

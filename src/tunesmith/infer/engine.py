@@ -193,15 +193,23 @@ class Engine:
         return self.enqueue(prompt_ids, adapter, options, on_text, template).future
 
     def enqueue(self, prompt_ids: list[int], adapter: str = BASE, options: GenerationOptions | None = None,
-                on_text: Callable[[int, str], None] | None = None,
-                template: ChatTemplate | None = None) -> PendingRequest:
-        """Like submit, but returns the PendingRequest (its future, and cancel())."""
+                on_text: Callable[[int, str], None] | None = None, template: ChatTemplate | None = None,
+                mix_adapters: bool = False) -> PendingRequest:
+        """Like submit, but returns the PendingRequest (its future, and cancel()).
+
+        mix_adapters: the request may share one padded batch with requests for other adapters (each row through
+        its own LoRA), so answers of several adapters to one question are generated together, step by step
+        (the web chat's side by side).  Where the model cannot mix (no adapters, int8 weights) or with beams,
+        it batches with its own adapter as usual."""
         opts = (options or GenerationOptions()).validate()
         tpl = template or self.template_for(adapter)
         if len(prompt_ids) + opts.max_new_tokens > self.context_length:
             raise PromptTooLongError(f"prompt of {len(prompt_ids)} tokens + max_new_tokens {opts.max_new_tokens} "
                                      f"exceeds the model's context of {self.context_length} tokens")
         req = PendingRequest(list(prompt_ids), adapter, tpl, opts, on_text, id=self.scheduler.next_id())
+        if mix_adapters and opts.num_beams == 1 and self.adapters.can_mix():
+            self.adapters.check(adapter)
+            req.mix_key = tuple(self.stop_ids(tpl))
         return self.scheduler.submit(req)
 
     def incoming(self):
@@ -217,8 +225,11 @@ class Engine:
 
     # -- what the worker runs -----------------------------------------------------------------------
     def _run_batch(self, requests: list[PendingRequest], take_more=None) -> list[list[Completion]] | None:
-        """Requests sharing a batch key, as their adapter (on the worker thread): a continuous session where
+        """Requests sharing a batch key, as their adapter (on the worker thread): a mixed-adapter batch when they
+        asked for one, else a continuous session where
         the engine's batching and the options allow it (it settles the futures itself), else one padded batch."""
+        if requests[0].mix_key is not None:
+            return self._run_mixed(requests)
         if take_more is not None and self._serve_continuous(requests[0]):
             first = requests[0]
             stop_ids = self.stop_ids(first.template)
@@ -241,6 +252,15 @@ class Engine:
         stop_ids = self.stop_ids(first.template)
         with self.adapters.lock, torch.inference_mode(), self.adapters.activate(first.adapter):
             return run_padded(self.model, self.tokenizer, requests, stop_ids, self._pad_id(stop_ids))
+
+    def _run_mixed(self, requests: list[PendingRequest]) -> list[list[Completion]]:
+        """One padded batch whose requests may name different adapters: each row runs through its own."""
+        import torch
+
+        self.batcher.release()
+        stop_ids = list(requests[0].mix_key)
+        with self.adapters.lock, torch.inference_mode(), self.adapters.mixed([r.adapter for r in requests]) as names:
+            return run_padded(self.model, self.tokenizer, requests, stop_ids, self._pad_id(stop_ids), names)
 
     def _run_continuous(self, prompts: list[list[int]], adapter: str, tpl: ChatTemplate, opts: GenerationOptions,
                         max_rows: int, progress: bool = False) -> list[Completion]:

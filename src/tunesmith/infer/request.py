@@ -1,7 +1,7 @@
 """What the engine is asked (a PendingRequest) and what it answers (one Completion per choice).
 
     req = PendingRequest(prompt_ids, "libai", template, GenerationOptions(n=2), on_text=None)
-    req.batch_key()          # requests with equal keys may share one padded batch
+    req.batch_key()          # requests with equal keys may share one padded batch (of one adapter, or mixed)
     req.cancel()             # its rows end at the next generated token; req.future is cancelled
     req.future.result()      # [Completion(text=..., prompt_tokens=..., completion_tokens=..., finish_reason=...)] * 2
 
@@ -44,6 +44,9 @@ class PendingRequest:
     id: int = 0
     arrived: float = field(default_factory=time.monotonic)
     cancelled: bool = False
+    # Set (to the request's stop token ids) when it may share a padded batch with requests of other adapters,
+    # each row through its own LoRA (engine.enqueue(mix_adapters=True)); None: it batches with its adapter only.
+    mix_key: tuple | None = None
     _key: tuple | None = field(default=None, repr=False)
 
     def cancel(self) -> None:
@@ -63,7 +66,9 @@ class PendingRequest:
     def _make_key(self) -> tuple:
         o = self.options
         sampling = (o.temperature, o.top_p, o.top_k) if o.sampling else None
-        return (self.adapter, template_key(self.template), o.sampling, sampling, o.repetition_penalty, o.num_beams,
+        # Mixed-adapter requests share a batch by what the rows stop on, whatever adapter and template built them.
+        weights = ("*", self.mix_key) if self.mix_key is not None else (self.adapter, template_key(self.template))
+        return (*weights, o.sampling, sampling, o.repetition_penalty, o.num_beams,
                 # beam search returns n per prompt for the whole batch; seeded requests run alone
                 o.n if o.num_beams > 1 else None, self.id if o.seed is not None else None)
 

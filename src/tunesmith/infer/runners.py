@@ -73,9 +73,10 @@ def finish_row(tokenizer, ids: list[int], finished_at: int | None, stop_ids: Seq
 
 # -- padded batches ---------------------------------------------------------------------------------
 def run_padded(model, tokenizer, requests: list[PendingRequest], stop_ids: Sequence[int],
-               pad_id: int) -> list[list[Completion]]:
+               pad_id: int, adapter_names: Sequence[str] | None = None) -> list[list[Completion]]:
     """One left-padded `generate` over every row of `requests` (which share a batch key); per request, its
-    Completions in choice order."""
+    Completions in choice order.  adapter_names: per request, the LoRA adapter its rows run through (PEFT's
+    mixed-adapter batch; "__base__" for none), when the batch mixes adapters."""
     import torch
     from transformers import StoppingCriteriaList
 
@@ -95,8 +96,9 @@ def run_padded(model, tokenizer, requests: list[PendingRequest], stop_ids: Seque
     if first.options.seed is not None:
         torch.manual_seed(first.options.seed)
     with torch.inference_mode():
+        per_row = {"adapter_names": [adapter_names[q] for q in row_req]} if adapter_names is not None else {}
         out = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
-                             stopping_criteria=StoppingCriteriaList([criteria]), streamer=streamer)
+                             stopping_criteria=StoppingCriteriaList([criteria]), streamer=streamer, **per_row)
     return _collect(tokenizer, requests, out[:, width:].tolist(), row_req, row_choice, criteria, decoders, stop_ids)
 
 

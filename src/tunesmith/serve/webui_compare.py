@@ -22,11 +22,11 @@ Decoding is greedy by default, so that two columns differ by their weights and n
 that fails (a prompt over its context, say) shows the error in its own column and the others go on; the
 failed question is left out of that model's later prompts.
 
-All requests are queued at once (engine.enqueue) and their pieces read from one queue in arrival order,
-so columns grow in whatever order the engine produces them.  The engine runs requests of one adapter
-together but different adapters one after another (a batch shares one set of weights), so with one
-model the columns fill in turn, in column order, rather than in lockstep.  Closing the stream (the
-browser went away) cancels every request still running.
+All requests are queued at once (engine.enqueue with mix_adapters) and their pieces read from one queue in
+arrival order.  The engine runs them as one batch whose rows each go through their own adapter (PEFT's
+mixed-adapter batch), so the columns grow together, token by token.  Where the model cannot mix (int8
+weights) or with beams, each adapter's request runs after the other's and the columns fill in turn.
+Closing the stream (the browser went away) cancels every request still running.
 """
 
 from __future__ import annotations
@@ -65,11 +65,17 @@ def stream_answers(engine, conversations: Mapping[str, Sequence[Message]], syste
     arrivals: queue.Queue = queue.Queue()  # (name, piece) from the engine's worker, then (name, _DONE)
     requests = {}
     try:
-        for name, messages in conversations.items():
+        prompts = {}
+        for name, messages in conversations.items():  # every prompt first, so the requests arrive together
             try:
-                ids = engine.prompt_ids(list(messages), system, name, opts, max_history_turns)
-                req = engine.enqueue(ids, name, opts, lambda _choice, piece, name=name: arrivals.put((name, piece)))
+                prompts[name] = engine.prompt_ids(list(messages), system, name, opts, max_history_turns)
             except TunesmithError as e:  # this model cannot be asked; the others still are
+                answers[name] = Answer(error=str(e), done=True)
+        for name, ids in prompts.items():
+            try:
+                req = engine.enqueue(ids, name, opts, lambda _choice, piece, name=name: arrivals.put((name, piece)),
+                                     mix_adapters=True)
+            except TunesmithError as e:
                 answers[name] = Answer(error=str(e), done=True)
                 continue
             requests[name] = req
