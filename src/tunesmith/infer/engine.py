@@ -226,8 +226,8 @@ class Engine:
     # -- what the worker runs -----------------------------------------------------------------------
     def _run_batch(self, requests: list[PendingRequest], take_more=None) -> list[list[Completion]] | None:
         """Requests sharing a batch key, as their adapter (on the worker thread): a mixed-adapter batch when they
-        asked for one, else a continuous session where
-        the engine's batching and the options allow it (it settles the futures itself), else one padded batch."""
+        asked for one, else a continuous session where the engine's batching and the options allow it (it settles
+        the futures itself), else one padded batch."""
         if requests[0].mix_key is not None:
             return self._run_mixed(requests)
         if take_more is not None and self._serve_continuous(requests[0]):
