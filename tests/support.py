@@ -1,13 +1,18 @@
-"""Helpers shared by several test modules: random LoRA adapters on a tiny model, a uvicorn server in a thread."""
+"""Helpers shared by several test modules: random LoRA adapters on a tiny model, a uvicorn server in a thread,
+a headless Chromium page on a served app."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import torch
 
 from tunesmith.template import resolve_template, save_template
@@ -38,6 +43,38 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+needs_browser = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("TUNESMITH_REQUIRE_BROWSER"),
+                                   reason=f"{CHROMIUM} is not installed "
+                                          "(set TUNESMITH_REQUIRE_BROWSER=1 to fail instead)")
+
+
+def cjk(text: str) -> str:
+    """Rendered text compared by its CJK characters (markdown rendering may change punctuation and spaces)."""
+    return "".join(re.findall(r"[\u4e00-\u9fff]", text))
+
+
+@contextmanager
+def ui_page(app, **page_options):
+    """A headless Chromium page next to `app` served in a thread: yields (page, the server's URL); on leaving, the
+    page must have asked nothing of any other host (the web pages work offline)."""
+    from playwright.sync_api import sync_playwright
+
+    outside: list[str] = []
+    with RunningServer(app) as server, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(**page_options)
+            page.on("request", lambda r: None if r.url.startswith(server.url) or r.url.startswith("data:")
+                    else outside.append(r.url))
+            yield page, server.url
+        finally:
+            browser.close()
+    assert outside == [], f"the page reached outside the server: {outside}"
 
 
 class RunningServer:

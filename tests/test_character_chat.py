@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.support import RunningServer
-from tests.test_webui import CHROMIUM, CHROMIUM_ARGS, _cjk, needs_browser
+from tests.support import cjk, needs_browser, ui_page
 from tunesmith.character import Character, save_character
 from tunesmith.cli import main
 from tunesmith.conversation import Message
@@ -140,30 +139,24 @@ def test_a_character_without_greetings_opens_nothing(tiny_qwen2, make_adapter, t
 @pytest.mark.browser
 @needs_browser
 def test_picking_a_character_in_the_web_chat_starts_with_its_greeting(char_engine):
-    from playwright.sync_api import sync_playwright
 
     char = char_engine.character_for("seraphina")
     opts = GenerationOptions(max_new_tokens=12)
     expected = char_engine.chat([Message("assistant", char.greetings[0]), Message("user", "Where am I?")],
                                 adapter="seraphina", options=opts)
-    with RunningServer(create_app(char_engine, default_options=opts)) as server, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(server.url + "/ui/")
-            page.wait_for_selector("#user-input textarea", timeout=60_000)
-            page.click("#adapter input")
-            page.get_by_role("option", name="Seraphina (seraphina)").click()
-            page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('You wake')",
-                                   timeout=30_000)
-            page.fill("#user-input textarea", "Where am I?")
-            page.click("#submit-btn")
-            # the whole expected answer, compared by its CJK characters (markdown rendering changes the rest)
-            page.wait_for_function(
-                "e => (document.querySelector('#chatbot').innerText.match(/[\\u4e00-\\u9fff]/g) || []).join('')"
-                ".endsWith(e)", arg=_cjk(expected), timeout=60_000)
-            text = page.locator("#chatbot").inner_text()
-        finally:
-            browser.close()
+    with ui_page(create_app(char_engine, default_options=opts)) as (page, url):
+        page.goto(url + "/ui/")
+        page.wait_for_selector("#user-input textarea", timeout=60_000)
+        page.click("#adapter input")
+        page.get_by_role("option", name="Seraphina (seraphina)").click()
+        page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('You wake')",
+                               timeout=30_000)
+        page.fill("#user-input textarea", "Where am I?")
+        page.click("#submit-btn")
+        # the whole expected answer, compared by its CJK characters (markdown rendering changes the rest)
+        page.wait_for_function(
+            "e => (document.querySelector('#chatbot').innerText.match(/[\\u4e00-\\u9fff]/g) || []).join('')"
+            ".endsWith(e)", arg=cjk(expected), timeout=60_000)
+        text = page.locator("#chatbot").inner_text()
     assert text.index("You wake with a start") < text.index("Where am I?")
-    assert _cjk(text).endswith(_cjk(expected)) and len(_cjk(expected)) > 3
+    assert cjk(text).endswith(cjk(expected)) and len(cjk(expected)) > 3

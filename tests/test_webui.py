@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import re
 import time
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.support import RunningServer
+from tests.support import cjk, needs_browser, ui_page
 from tunesmith.conversation import Message
 from tunesmith.infer.options import GenerationOptions
 from tunesmith.serve.api import create_app
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-needs_browser = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("TUNESMITH_REQUIRE_BROWSER"),
-                                   reason=f"{CHROMIUM} is not installed "
-                                          "(set TUNESMITH_REQUIRE_BROWSER=1 to fail instead)")
 MAX_NEW = 120
 
 
@@ -52,59 +43,45 @@ def test_ui_asks_for_the_api_key(ui_engine):
         assert tc.get("/v1/models").status_code == 401  # the UI login does not open the API
 
 
-def _cjk(text: str) -> str:
-    """Compare rendered text by its CJK characters (markdown rendering may change punctuation and spaces)."""
-    return "".join(re.findall(r"[\u4e00-\u9fff]", text))
-
 
 @pytest.mark.browser
 @needs_browser
 def test_browser_chat_streams_the_answer(ui_engine):
-    from playwright.sync_api import sync_playwright
 
     app = create_app(ui_engine, default_options=GenerationOptions(max_new_tokens=MAX_NEW))
     expected = ui_engine.chat([Message("user", "你好")], adapter="libai",
                               options=GenerationOptions(max_new_tokens=MAX_NEW))
-    assert len(_cjk(expected)) > 10
-    outside: list[str] = []
-    with RunningServer(app) as server, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.on("request", lambda r: None if r.url.startswith(server.url) or r.url.startswith("data:")
-                    else outside.append(r.url))
-            page.goto(server.url + "/ui/")
-            page.wait_for_selector("#user-input textarea", timeout=60_000)
-            # record every length the answer bubble goes through
-            page.evaluate("""() => {
-                window.__lengths = [];
-                new MutationObserver(() => {
-                    const bots = document.querySelectorAll('#chatbot [data-testid="bot"]');
-                    if (bots.length) window.__lengths.push(bots[bots.length - 1].innerText.length);
-                }).observe(document.querySelector('#chatbot'), {subtree: true, childList: true, characterData: true});
-            }""")
-            page.fill("#user-input textarea", "你好")
-            page.click("#submit-btn")
-            bot = page.locator('#chatbot [data-testid="bot"]').last
-            deadline = time.time() + 90
-            while _cjk(bot.inner_text() if bot.count() else "") != _cjk(expected):
-                assert time.time() < deadline, f"answer never completed: {bot.inner_text() if bot.count() else None!r}"
-                time.sleep(0.1)
-            lengths = page.evaluate("window.__lengths")
-            partial = {n for n in lengths if 0 < n < max(lengths)}
-            assert len(partial) >= 2, f"the answer did not stream (lengths seen: {lengths})"
-            assert page.locator('#chatbot [data-testid="user"]').first.inner_text().strip() == "你好"
+    assert len(cjk(expected)) > 10
+    with ui_page(app) as (page, url):
+        page.goto(url + "/ui/")
+        page.wait_for_selector("#user-input textarea", timeout=60_000)
+        # record every length the answer bubble goes through
+        page.evaluate("""() => {
+            window.__lengths = [];
+            new MutationObserver(() => {
+                const bots = document.querySelectorAll('#chatbot [data-testid="bot"]');
+                if (bots.length) window.__lengths.push(bots[bots.length - 1].innerText.length);
+            }).observe(document.querySelector('#chatbot'), {subtree: true, childList: true, characterData: true});
+        }""")
+        page.fill("#user-input textarea", "你好")
+        page.click("#submit-btn")
+        bot = page.locator('#chatbot [data-testid="bot"]').last
+        deadline = time.time() + 90
+        while cjk(bot.inner_text() if bot.count() else "") != cjk(expected):
+            assert time.time() < deadline, f"answer never completed: {bot.inner_text() if bot.count() else None!r}"
+            time.sleep(0.1)
+        lengths = page.evaluate("window.__lengths")
+        partial = {n for n in lengths if 0 < n < max(lengths)}
+        assert len(partial) >= 2, f"the answer did not stream (lengths seen: {lengths})"
+        assert page.locator('#chatbot [data-testid="user"]').first.inner_text().strip() == "你好"
 
-            # Retry answers the same question again (greedy: the same answer), Clear empties the chat
-            page.click("#retry-btn")
-            time.sleep(0.5)
-            deadline = time.time() + 90
-            while _cjk(bot.inner_text() if bot.count() else "") != _cjk(expected):
-                assert time.time() < deadline
-                time.sleep(0.1)
-            assert page.locator('#chatbot [data-testid="user"]').count() == 1
-            page.click("#clear-btn")
-            page.wait_for_function("document.querySelectorAll('#chatbot [data-testid=\"user\"]').length === 0")
-        finally:
-            browser.close()
-    assert outside == [], f"the page reached outside the server: {outside}"
+        # Retry answers the same question again (greedy: the same answer), Clear empties the chat
+        page.click("#retry-btn")
+        time.sleep(0.5)
+        deadline = time.time() + 90
+        while cjk(bot.inner_text() if bot.count() else "") != cjk(expected):
+            assert time.time() < deadline
+            time.sleep(0.1)
+        assert page.locator('#chatbot [data-testid="user"]').count() == 1
+        page.click("#clear-btn")
+        page.wait_for_function("document.querySelectorAll('#chatbot [data-testid=\"user\"]').length === 0")

@@ -10,8 +10,7 @@ from concurrent.futures import Future
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.support import RunningServer
-from tests.test_webui import CHROMIUM, CHROMIUM_ARGS, _cjk, needs_browser
+from tests.support import cjk, needs_browser, ui_page
 from tunesmith.character import Character
 from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError
@@ -172,62 +171,52 @@ _RECORD_LENGTHS = """() => {
 @pytest.mark.browser
 @needs_browser
 def test_browser_compares_base_and_adapter(engine_with_adapter, first_answers):
-    from playwright.sync_api import sync_playwright
 
     engine = engine_with_adapter
     opts = GenerationOptions(max_new_tokens=MAX_NEW)
     expected = first_answers
     second = {n: engine.chat(QUESTION + [Message("assistant", expected[n]), Message("user", "再说一遍")],
                              adapter=n, options=opts) for n in ("base", "libai")}
-    assert expected["base"] != expected["libai"] and all(len(_cjk(t)) > 5 for t in expected.values())
-    outside: list[str] = []
+    assert expected["base"] != expected["libai"] and all(len(cjk(t)) > 5 for t in expected.values())
     app = create_app(engine, default_options=opts)
-    with RunningServer(app) as server, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("request", lambda r: None if r.url.startswith(server.url) or r.url.startswith("data:")
-                    else outside.append(r.url))
-            page.goto(server.url + "/ui/")
-            page.get_by_role("tab", name="Side by side").click()
-            page.wait_for_selector("#compare-input textarea", timeout=60_000)
-            page.evaluate(_RECORD_LENGTHS)
+    with ui_page(app, viewport={"width": 1400, "height": 1000}) as (page, url):
+        page.goto(url + "/ui/")
+        page.get_by_role("tab", name="Side by side").click()
+        page.wait_for_selector("#compare-input textarea", timeout=60_000)
+        page.evaluate(_RECORD_LENGTHS)
 
-            def answers(n: int) -> dict[str, str]:
-                """The n-th answer (0-based) of each column once both are complete."""
-                deadline, seen = time.time() + 60, {}
-                while True:
-                    for name in ("base", "libai"):
-                        bots = page.locator(f'#compare-{name} [data-testid="bot"]')
-                        seen[name] = bots.nth(n).inner_text() if bots.count() > n else ""
-                    want = expected if n == 0 else second
-                    if all(_cjk(seen[k]) == _cjk(want[k]) for k in want):
-                        return seen
-                    assert time.time() < deadline, f"answers never completed: {seen}"
-                    time.sleep(0.1)
+        def answers(n: int) -> dict[str, str]:
+            """The n-th answer (0-based) of each column once both are complete."""
+            deadline, seen = time.time() + 60, {}
+            while True:
+                for name in ("base", "libai"):
+                    bots = page.locator(f'#compare-{name} [data-testid="bot"]')
+                    seen[name] = bots.nth(n).inner_text() if bots.count() > n else ""
+                want = expected if n == 0 else second
+                if all(cjk(seen[k]) == cjk(want[k]) for k in want):
+                    return seen
+                assert time.time() < deadline, f"answers never completed: {seen}"
+                time.sleep(0.1)
 
-            page.fill("#compare-input textarea", "你好")
-            page.click("#compare-send")
-            answers(0)
-            lengths = page.evaluate("window.__lengths")
-            for i, name in enumerate(("base", "libai")):
-                final = max(n[i] for n in lengths)
-                assert len({n[i] for n in lengths if 0 < n[i] < final}) >= 2, f"{name} did not stream: {lengths}"
-            # side by side, not in turn: both answers were seen half-written at the same moment, more than once
-            finals = [max(n[i] for n in lengths) for i in (0, 1)]
-            together = [n for n in lengths if all(0 < n[i] < finals[i] for i in (0, 1))]
-            assert len({tuple(n) for n in together}) >= 2, f"the columns filled one after the other: {lengths}"
+        page.fill("#compare-input textarea", "你好")
+        page.click("#compare-send")
+        answers(0)
+        lengths = page.evaluate("window.__lengths")
+        for i, name in enumerate(("base", "libai")):
+            final = max(n[i] for n in lengths)
+            assert len({n[i] for n in lengths if 0 < n[i] < final}) >= 2, f"{name} did not stream: {lengths}"
+        # side by side, not in turn: both answers were seen half-written at the same moment, more than once
+        finals = [max(n[i] for n in lengths) for i in (0, 1)]
+        together = [n for n in lengths if all(0 < n[i] < finals[i] for i in (0, 1))]
+        assert len({tuple(n) for n in together}) >= 2, f"the columns filled one after the other: {lengths}"
 
-            # the second message: each column answers with its own first answer in its history
-            page.fill("#compare-input textarea", "再说一遍")
-            page.click("#compare-send")
-            answers(1)
-            for name in ("base", "libai"):
-                users = page.locator(f'#compare-{name} [data-testid="user"]')
-                assert [users.nth(i).inner_text().strip() for i in range(users.count())] == ["你好", "再说一遍"]
+        # the second message: each column answers with its own first answer in its history
+        page.fill("#compare-input textarea", "再说一遍")
+        page.click("#compare-send")
+        answers(1)
+        for name in ("base", "libai"):
+            users = page.locator(f'#compare-{name} [data-testid="user"]')
+            assert [users.nth(i).inner_text().strip() for i in range(users.count())] == ["你好", "再说一遍"]
 
-            page.click("#compare-clear")
-            page.wait_for_function("document.querySelectorAll('#tab-compare [data-testid=\"user\"]').length === 0")
-        finally:
-            browser.close()
-    assert outside == [], f"the page reached outside the server: {outside}"
+        page.click("#compare-clear")
+        page.wait_for_function("document.querySelectorAll('#tab-compare [data-testid=\"user\"]').length === 0")

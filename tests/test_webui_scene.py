@@ -4,14 +4,12 @@ two character adapters on the tiny Qwen2."""
 from __future__ import annotations
 
 import itertools
-import re
 import time
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.support import RunningServer, make_lora_adapter
-from tests.test_webui import CHROMIUM, CHROMIUM_ARGS, needs_browser
+from tests.support import cjk, make_lora_adapter, needs_browser, ui_page
 from tunesmith.character import Character, save_character
 from tunesmith.conversation import Message
 from tunesmith.infer.history import check_messages
@@ -171,10 +169,6 @@ def test_scene_tab_controls_are_served(scene_engine):
             "scene-user-name", "scene-description", "scene-do-sample", "scene-max-new-tokens"} <= set(props)
 
 
-def _cjk(text: str) -> str:
-    """Rendered text compared by its CJK characters (markdown rendering may change punctuation and spaces)."""
-    return "".join(re.findall(r"[\u4e00-\u9fff]", text))
-
 
 def _expected_line(engine, transcript, speaker, participants, user_name):
     """The line the page should show: the greedy reply to scene_prompt, as the tab asks for it."""
@@ -191,7 +185,7 @@ def _wait_for_line(page, count: int, expected: dict):
     while True:
         shown = bots.last.inner_text() if bots.count() else ""
         if bots.count() == count and shown.startswith(expected["name"] + ":") and \
-                _cjk(shown) == _cjk(expected["text"]):
+                cjk(shown) == cjk(expected["text"]):
             return
         assert time.time() < deadline, f"expected line {count} {expected}, the page shows {bots.count()}: {shown!r}"
         time.sleep(0.1)
@@ -205,51 +199,41 @@ def _pick(page, dropdown: str, label: str):
 @pytest.mark.browser
 @needs_browser
 def test_browser_scene_takes_turns_and_follows_the_picked_speaker(scene_engine):
-    from playwright.sync_api import sync_playwright
 
     app = create_app(scene_engine, default_options=GenerationOptions(max_new_tokens=MAX_NEW))
     # picked in this order, bob speaks first: his greeting opens the scene
     people = {"bob": "Bob", "alice": "Alice"}
     user = "小明"
     transcript = [{"speaker": "bob", "name": "Bob", "text": "你好，我是Bob。"}, line(None, "你们好", name=user)]
-    outside: list[str] = []
-    with RunningServer(app) as server, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.on("request", lambda r: None if r.url.startswith(server.url) or r.url.startswith("data:")
-                    else outside.append(r.url))
-            page.goto(server.url + "/ui/")
-            page.click("#tab-scene-button")
-            page.wait_for_selector("#scene-input textarea", timeout=60_000)
-            assert page.locator('#scene-chatbot [data-testid="bot"]').first.inner_text().startswith("Alice:")
-            page.click('#scene-participants .remove-all')
-            _pick(page, "#scene-participants", "Bob (bob)")
-            _pick(page, "#scene-participants", "Alice (alice)")
-            page.keyboard.press("Escape")
-            page.fill("#scene-user-name input, #scene-user-name textarea", user)
-            page.click("#scene-clear-btn")
-            _wait_for_line(page, 1, transcript[0])
+    with ui_page(app) as (page, url):
+        page.goto(url + "/ui/")
+        page.click("#tab-scene-button")
+        page.wait_for_selector("#scene-input textarea", timeout=60_000)
+        assert page.locator('#scene-chatbot [data-testid="bot"]').first.inner_text().startswith("Alice:")
+        page.click('#scene-participants .remove-all')
+        _pick(page, "#scene-participants", "Bob (bob)")
+        _pick(page, "#scene-participants", "Alice (alice)")
+        page.keyboard.press("Escape")
+        page.fill("#scene-user-name input, #scene-user-name textarea", user)
+        page.click("#scene-clear-btn")
+        _wait_for_line(page, 1, transcript[0])
 
-            # Send: the user's line, then (taking turns) the one after bob
-            page.fill("#scene-input textarea", "你们好")
-            page.click("#scene-send-btn")
-            transcript.append(_expected_line(scene_engine, transcript, "alice", people, user))
-            _wait_for_line(page, 2, transcript[-1])
-            assert page.locator('#scene-chatbot [data-testid="user"]').last.inner_text().strip() == "你们好"
+        # Send: the user's line, then (taking turns) the one after bob
+        page.fill("#scene-input textarea", "你们好")
+        page.click("#scene-send-btn")
+        transcript.append(_expected_line(scene_engine, transcript, "alice", people, user))
+        _wait_for_line(page, 2, transcript[-1])
+        assert page.locator('#scene-chatbot [data-testid="user"]').last.inner_text().strip() == "你们好"
 
-            # Continue, taking turns: bob again, answering what alice said
-            page.click("#scene-continue-btn")
-            transcript.append(_expected_line(scene_engine, transcript, "bob", people, user))
-            _wait_for_line(page, 3, transcript[-1])
+        # Continue, taking turns: bob again, answering what alice said
+        page.click("#scene-continue-btn")
+        transcript.append(_expected_line(scene_engine, transcript, "bob", people, user))
+        _wait_for_line(page, 3, transcript[-1])
 
-            # picked explicitly, bob speaks twice in a row (asked with "(continue)")
-            _pick(page, "#scene-next-speaker", "Bob (bob)")
-            page.click("#scene-continue-btn")
-            transcript.append(_expected_line(scene_engine, transcript, "bob", people, user))
-            _wait_for_line(page, 4, transcript[-1])
-        finally:
-            browser.close()
+        # picked explicitly, bob speaks twice in a row (asked with "(continue)")
+        _pick(page, "#scene-next-speaker", "Bob (bob)")
+        page.click("#scene-continue-btn")
+        transcript.append(_expected_line(scene_engine, transcript, "bob", people, user))
+        _wait_for_line(page, 4, transcript[-1])
     texts = [t["text"] for t in transcript[2:]]
-    assert all(len(_cjk(t)) > 5 for t in texts) and len(set(texts)) == 3, texts  # the checks tell the lines apart
-    assert outside == [], f"the page reached outside the server: {outside}"
+    assert all(len(cjk(t)) > 5 for t in texts) and len(set(texts)) == 3, texts  # the checks tell the lines apart
