@@ -1,0 +1,567 @@
+"""Training speed side by side with LLaMA-Factory 0.9.5 on the same workload, each tool at its fastest setting.
+
+    python bench/bench_vs_llamafactory.py --steps 3 --repeats 1          # a quick end-to-end check
+    python bench/bench_vs_llamafactory.py --repeats 3 --append           # 30 steps, 3 repeats, into BENCHMARKS.md
+
+LLaMA-Factory is installed once into a venv of its own (runs/bench/llamafactory-venv, reused when present) with
+the pins it can run with here: transformers <= 5.6, peft <= 0.18.1, accelerate <= 1.11, datasets <= 4.0 and
+the CPU build of torch 2.13.0 (the wheel pip finds beside the project's pins, as scripts/setup.sh installs it;
+an unpinned torch pulls a CUDA build). torchvision is uninstalled and torchaudio's CUDA-linked libraries are
+deleted: neither loads on a CPU torch, and LLaMA-Factory imports them.
+
+The workload, the same for both tools, in file order: SmolLM2-135M-Instruct (the project's converted default
+model folder; both tools load that folder), the first 240 RoleBench-zh general-train answers of 李白 with the
+persona system prompt, LoRA r8 / alpha 16 / dropout 0 on all linear layers, cutoff 256 (tunesmith: 128 prompt +
+128 answer tokens), batch 8, lr 2e-4 with cosine decay and no warmup, 30 steps. LLaMA-Factory reads the data as a
+sharegpt dataset (dataset_info.json) with its `smollm2` template; the bench checks that its token ids and labels
+equal tunesmith's `auto` template (the tokenizer's own chat template) on every training record.
+Shuffling: LLaMA-Factory's `disable_shuffling` keeps file order (without packing; neat_packing regroups records
+into rows by length); tunesmith always shuffles with its seed (42) and has no switch to turn that off. In 30
+steps of 8 without packing both see each of the 240 records exactly once.
+
+Each tool runs at its fastest setting on this machine, picked by a short trial (--trial-steps) unless given:
+LLaMA-Factory no packing vs neat_packing x gradient checkpointing on/off x fp32 vs bf16 (bf16: true, autocast);
+tunesmith packing on/off x dtype fp32 / bf16 (and what dtype auto resolves to).
+
+Every run is a subprocess of its own (its peak RSS is the training process's), interleaved LF, ours, LF, ours...
+Real (non-padding) tokens/s is measured the same way for both, from the end of step 1 to the end of the last
+step, by a TrainerCallback's on_step_end clock: LLaMA-Factory's real tokens are counted where its collator
+receives the batch (non-zero attention_mask entries of the unpadded records or packed rows), tunesmith's by its
+trainer's own non-padding count. Dev loss: after training, each tool's saved adapter (standard PEFT folders) is
+loaded with peft on the same base and one shared function computes the mean answer-token loss on the same 24
+held-out 李白 records (the last 24 李白 questions of the file, none of them among the 240), rendered with
+tunesmith's template, so "the same learning" is measured, not assumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "datasets" / "rolebench-zh" / "general" / "train.jsonl"
+CACHE = REPO / "runs" / "bench"
+LF_VENV = CACHE / "llamafactory-venv"
+LF_PINS = ["llamafactory==0.9.5", "torch==2.13.0", "transformers<=5.6.0", "peft<=0.18.1", "accelerate<=1.11.0",
+           "datasets<=4.0.0"]
+ROLE = "李白"
+CUTOFF = 256  # LLaMA-Factory's cutoff_len: prompt + answer
+# tunesmith has separate prompt / answer limits and no total one; 128 + 128 would cut the middle out of 153 of the
+# 240 prompts (system + question run to 183 tokens here) where LLaMA-Factory cuts none of them, so each limit is the
+# cutoff itself: every record LLaMA-Factory leaves whole (198 of 240) is the same tokens in both tools.
+OURS_SOURCE = OURS_TARGET = CUTOFF
+
+# -- installing LLaMA-Factory ---------------------------------------------------------------------------------
+
+
+def lf_python() -> Path:
+    return LF_VENV / "bin" / "python"
+
+
+def cuda_linked(so: Path) -> bool:
+    """Whether a shared library needs a CUDA runtime library (it cannot load beside a CPU-only torch)."""
+    out = subprocess.run(["readelf", "-d", str(so)], capture_output=True, text=True).stdout
+    needed = [line for line in out.splitlines() if "NEEDED" in line]
+    return any(name in line for line in needed for name in ("libcuda", "libcudart", "libc10_cuda", "libtorch_cuda"))
+
+
+def install_llamafactory() -> tuple[float, bool]:
+    """LLaMA-Factory 0.9.5 in a venv of its own: (seconds the install took, whether it was reused)."""
+    marker = LF_VENV / "install_seconds.txt"
+    if marker.is_file():
+        return float(marker.read_text(encoding="utf-8")), True
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(LF_VENV)], check=True)
+    quiet = subprocess.DEVNULL  # pip names every absent local index folder once per package
+    subprocess.run([str(lf_python()), "-m", "pip", "install", "-q", *LF_PINS], check=True, stderr=quiet)
+    subprocess.run([str(lf_python()), "-m", "pip", "uninstall", "-y", "-q", "torchvision"], check=True, stderr=quiet)
+    site = next((LF_VENV / "lib").glob("python*/site-packages"))
+    for so in (site / "torchaudio").rglob("*.so"):
+        if cuda_linked(so):
+            so.unlink()
+    seconds = time.perf_counter() - t
+    marker.write_text(f"{seconds:.1f}\n", encoding="utf-8")
+    return seconds, False
+
+
+def lf_versions() -> str:
+    code = ("import importlib.metadata as m; print(', '.join(f'{p} {m.version(p)}' for p in "
+            "('llamafactory', 'torch', 'transformers', 'peft', 'accelerate', 'datasets')))")
+    return subprocess.run([str(lf_python()), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+# -- the workload ---------------------------------------------------------------------------------------------
+
+
+def workload(n_train: int, n_dev: int):
+    """(train, dev) Conversations: the first n_train 李白 answers in file order; the first answer of each of the
+    last n_dev 李白 questions (none of which is among the training questions)."""
+    from tunesmith.data import load
+
+    answers = load(DATA, "rolebench", roles=[ROLE])
+    train = answers[:n_train]
+    firsts = load(DATA, "rolebench", roles=[ROLE], answers="first")
+    dev = firsts[-n_dev:]
+    seen = {c.prompt_messages[-1].content for c in train}
+    assert not seen & {c.prompt_messages[-1].content for c in dev}, "a dev question is among the training ones"
+    return train, dev
+
+
+def write_data(train, work: Path) -> dict:
+    """The training records for both tools: tunesmith's conversation JSONL, LLaMA-Factory's sharegpt JSON."""
+    from tunesmith.data import save
+
+    data = work / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    save(train, data / "train.jsonl")
+    records = [{"system": c.system, "conversations": [
+        {"from": "human" if m.role == "user" else "gpt", "value": m.content} for m in c.messages]} for c in train]
+    (data / "libai_train.json").write_text(json.dumps(records, ensure_ascii=False, indent=1), encoding="utf-8")
+    info = {"libai_train": {"file_name": "libai_train.json", "formatting": "sharegpt",
+                            "columns": {"messages": "conversations", "system": "system"}}}
+    (data / "dataset_info.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+    return {"ours": str(data / "train.jsonl"), "lf_dir": str(data), "lf_name": "libai_train"}
+
+
+# -- settings -------------------------------------------------------------------------------------------------
+
+# Gradient checkpointing is tried in fp32 only: there it made a step about 3x slower on this CPU (2 cores).
+LF_SETTINGS = [{"packing": p, "gc": g, "dtype": "fp32"} for p in (False, True) for g in (False, True)] + [
+    {"packing": p, "gc": False, "dtype": "bf16"} for p in (False, True)]
+OURS_SETTINGS = [{"packing": p, "dtype": d} for d in ("fp32", "bf16") for p in (True, False)]
+
+
+def label(tool: str, s: dict) -> str:
+    if tool == "lf":
+        return (f"{'neat_packing' if s['packing'] else 'no packing'}, gradient checkpointing "
+                f"{'on' if s['gc'] else 'off'}, {s['dtype']}")
+    return f"{'packing' if s['packing'] else 'no packing'}, {s['dtype']}"
+
+
+def parse_setting(tool: str, text: str) -> dict:
+    """'neat,nogc,fp32' / 'nopack,gc,bf16' (LLaMA-Factory) or 'pack,fp32' / 'nopack,auto' (tunesmith)."""
+    words = set(text.split(","))
+    s = {"packing": bool(words & {"neat", "pack"}), "dtype": next((w for w in words if w in ("fp32", "bf16", "auto")),
+                                                                    "fp32")}
+    if tool == "lf":
+        s["gc"] = "gc" in words
+    return s
+
+
+def lf_args(spec: dict) -> dict:
+    s = spec["setting"]
+    return {
+        "stage": "sft", "do_train": True, "model_name_or_path": spec["model"], "finetuning_type": "lora",
+        "lora_rank": 8, "lora_alpha": 16, "lora_dropout": 0.0, "lora_target": "all",
+        "dataset": spec["data"]["lf_name"], "dataset_dir": spec["data"]["lf_dir"], "template": "smollm2",
+        "cutoff_len": CUTOFF, "overwrite_cache": True, "preprocessing_num_workers": None,
+        "packing": s["packing"], "neat_packing": s["packing"], "disable_shuffling": True,
+        "disable_gradient_checkpointing": not s["gc"], "bf16": s["dtype"] == "bf16",
+        "output_dir": spec["out"], "overwrite_output_dir": True, "per_device_train_batch_size": 8,
+        "gradient_accumulation_steps": 1, "learning_rate": 2e-4, "lr_scheduler_type": "cosine", "warmup_ratio": 0.0,
+        "max_steps": spec["steps"], "logging_steps": 1, "save_strategy": "no", "plot_loss": False,
+        "report_to": "none", "disable_tqdm": True, "dataloader_num_workers": 0, "seed": 42,
+        "use_cpu": True,  # without it transformers refuses bf16 on a machine with no GPU
+    }
+
+
+def ours_recipe(spec: dict) -> dict:
+    s = spec["setting"]
+    return {
+        "model": spec["model"], "output_dir": spec["out"], "template": "auto", "dtype": s["dtype"], "device": "cpu",
+        "threads": spec["threads"], "overwrite": True,
+        "data": {"train": {"path": spec["data"]["ours"], "format": "conversation"}, "max_source_len": OURS_SOURCE,
+                 "max_target_len": OURS_TARGET, "packing": s["packing"]},
+        "lora": {"rank": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["all-linear"]},
+        "batch_size": 8, "lr": 2e-4, "scheduler": "cosine", "warmup": 0, "max_steps": spec["steps"],
+        "logging_steps": 1, "save_steps": 100_000, "seed": 42, "plot": False, "sample_tokens": 0,
+        "gradient_checkpointing": False,
+    }
+
+
+# -- the worker processes (one per run; the LLaMA-Factory one runs in its own venv) -------------------------
+
+
+class Clock:
+    """A TrainerCallback's clock: (time, real tokens so far) at the end of every step, the losses logged, and
+    the base weights' dtype and gradient checkpointing as the model really trains."""
+
+    def __init__(self, tokens_of):
+        from transformers import TrainerCallback
+
+        clock = self
+        self.tokens_of = tokens_of
+        self.marks: list[tuple[float, int]] = []
+        self.losses: list[float] = []
+        self.seen: dict = {}
+
+        class _CB(TrainerCallback):
+            def on_train_begin(self, args, state, control, model=None, **kwargs):
+                if model is not None:
+                    frozen = next(p for p in model.parameters() if not p.requires_grad)
+                    clock.seen = {"base_dtype": str(frozen.dtype).replace("torch.", ""),
+                                  "gradient_checkpointing": bool(getattr(model, "is_gradient_checkpointing", False))}
+
+            def on_step_end(self, args, state, control, **kwargs):
+                clock.marks.append((time.perf_counter(), clock.tokens_of()))
+
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if logs and "loss" in logs:
+                    clock.losses.append(float(logs["loss"]))
+
+        self.callback = _CB()
+
+    def result(self, adapter: str, started: float) -> dict:
+        (t0, k0), (t1, k1) = self.marks[0], self.marks[-1]
+        return {"tok_s": (k1 - k0) / (t1 - t0) if t1 > t0 else float("nan"), "tokens": k1 - k0,
+                "step_s": (t1 - t0) / max(1, len(self.marks) - 1), "steps": len(self.marks), "losses": self.losses,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "adapter": adapter,
+                "wall_s": time.perf_counter() - started, **self.seen}
+
+
+def worker_lf(spec: dict) -> dict:
+    started = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    import llamafactory.data.collator as collator
+    from llamafactory.train.tuner import run_exp
+
+    count = {"tokens": 0}
+    call = collator.SFTDataCollatorWith4DAttentionMask.__call__
+
+    def counting_call(self, features):
+        # real tokens: the records' own tokens (neat_packing marks a packed row's padding with 0 in attention_mask)
+        count["tokens"] += sum(sum(1 for m in f["attention_mask"] if m) for f in features)
+        return call(self, features)
+
+    collator.SFTDataCollatorWith4DAttentionMask.__call__ = counting_call
+    clock = Clock(lambda: count["tokens"])
+    run_exp(lf_args(spec), callbacks=[clock.callback])
+    return clock.result(spec["out"], started)
+
+
+def worker_lf_encode(spec: dict) -> dict:
+    """LLaMA-Factory's own training records (its data pipeline, no packing): input ids and labels."""
+    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_tokenizer
+
+    model_args, data_args, training_args, finetuning_args, _ = get_train_args(lf_args(spec))
+    tokenizer_module = load_tokenizer(model_args)
+    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    ds = get_dataset(template, model_args, data_args, training_args, stage="sft", **tokenizer_module)["train_dataset"]
+    return {"records": [{"input_ids": list(r["input_ids"]), "labels": list(r["labels"])} for r in ds]}
+
+
+def worker_ours(spec: dict) -> dict:
+    started = time.perf_counter()
+    from tunesmith.train.run import train_from_config
+
+    trainer = {}
+    clock = Clock(lambda: trainer["t"].tokens_seen)
+    clock.callback.bind_trainer = lambda t: trainer.update(t=t)
+    result = train_from_config(ours_recipe(spec), callbacks=[clock.callback])
+    out = clock.result(str(result.adapter_dir), started)
+    out["resolved_dtype"] = result.summary.get("dtype") or out.get("base_dtype")
+    return out
+
+
+def run_worker(kind: str, spec: dict, work: Path) -> dict:
+    """One run in a process of its own; its stdout/stderr go to a log file beside the spec."""
+    name = f"{kind}-{spec['name']}"
+    spec_path, result_path, log_path = (work / "specs" / f"{name}{ext}" for ext in (".json", ".result.json", ".log"))
+    spec_path.parent.mkdir(parents=True, exist_ok=True)
+    spec_path.write_text(json.dumps(spec, ensure_ascii=False, indent=1), encoding="utf-8")
+    python = str(lf_python()) if kind.startswith("lf") else sys.executable
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               HF_DATASETS_CACHE=str(work / "hf-datasets"), DISABLE_VERSION_CHECK="1", WANDB_DISABLED="true")
+    with open(log_path, "w", encoding="utf-8") as log:
+        rc = subprocess.run([python, __file__, "--worker", kind, str(spec_path), str(result_path)], env=env,
+                            stdout=log, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise SystemExit(f"{name} failed (exit {rc}); the end of {log_path}:\n{tail}")
+    return json.loads(result_path.read_text(encoding="utf-8"))
+
+
+# -- checks both tools share: token agreement and the dev loss ----------------------------------------------
+
+
+def token_agreement(train, lf_records: list[dict]) -> dict:
+    """Compare LLaMA-Factory's training records with tunesmith's encoding of the same conversations: input ids,
+    and labels (LLaMA-Factory's template also learns the "\\n" after <|im_end|>; tunesmith stops at <|im_end|>)."""
+    from tunesmith.model import load_tokenizer
+    from tunesmith.template import resolve_template
+    from tunesmith.train.dataset import encode_all
+
+    tok = load_tokenizer("default")
+    ours, _ = encode_all(train, tok, resolve_template("auto", tok), max_source_len=OURS_SOURCE,
+                         max_target_len=OURS_TARGET)
+    newline = tok.encode("\n", add_special_tokens=False)
+    pairs = list(zip(ours, lf_records))
+    whole = [(o, r) for o, r in pairs if len(r["input_ids"]) == len(o["input_ids"])]  # LLaMA-Factory cut nothing
+
+    def labels_match(o, r):  # equal apart from LLaMA-Factory also learning the newline after <|im_end|>
+        lf = list(r["labels"])
+        if lf[-len(newline):] == newline and o["labels"][-len(newline):] == [-100] * len(newline):
+            lf[-len(newline):] = [-100] * len(newline)
+        return lf == o["labels"]
+
+    o0, r0 = pairs[0]
+    return {"records": len(ours), "lf_records": len(lf_records), "lf_cut": len(pairs) - len(whole),
+            "ids_equal": sum(o["input_ids"] == r["input_ids"] for o, r in pairs),
+            "ids_equal_whole": sum(o["input_ids"] == r["input_ids"] for o, r in whole), "whole": len(whole),
+            "labels_equal": sum(o["labels"] == r["labels"] for o, r in pairs),
+            "labels_match": sum(labels_match(o, r) for o, r in whole),
+            "first_ids_equal": o0["input_ids"] == r0["input_ids"], "first_labels_match": labels_match(o0, r0),
+            "longest_ours": max(len(o["input_ids"]) for o in ours),
+            "longest_lf": max(len(r["input_ids"]) for r in lf_records)}
+
+
+def dev_losses(adapters: list[str | None], dev) -> list[float]:
+    """Mean answer-token loss on `dev` of the base with each adapter (None: the base alone), all computed alike:
+    the default model in fp32, the adapter loaded with peft, tunesmith's template, one record at a time."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.model import load_tokenizer, resolve_model_path
+    from tunesmith.template import resolve_template
+    from tunesmith.train.dataset import encode_all
+
+    path = resolve_model_path("default")
+    tok = load_tokenizer(path)
+    samples, _ = encode_all(dev, tok, resolve_template("auto", tok), max_source_len=OURS_SOURCE,
+                            max_target_len=OURS_TARGET)
+    out = []
+    for adapter in adapters:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        if adapter is not None:
+            model = PeftModel.from_pretrained(model, adapter)
+        model.eval()
+        total, n = 0.0, 0
+        with torch.no_grad():
+            for s in samples:
+                ids = torch.tensor([s["input_ids"]])
+                labels = torch.tensor(s["labels"][1:])
+                logits = model(input_ids=ids).logits[0, :-1].float()
+                total += torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="sum").item()
+                n += int((labels != -100).sum())
+        out.append(total / n)
+    return out
+
+
+# -- the bench ------------------------------------------------------------------------------------------------
+
+
+def trial(work: Path, base: dict, steps: int) -> tuple[dict, dict, list[str]]:
+    """The fastest setting of each tool on this machine, by a short run of each (tokens/s over steps 2..steps).
+    Results are kept in trial.json as they come: a trial that stops resumes where it left off."""
+    path = work / "trial.json"
+    saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if saved.get("steps") != steps:
+        saved = {"steps": steps, "results": {}}
+    done = saved["results"]
+    for tool, settings in (("lf", LF_SETTINGS), ("ours", OURS_SETTINGS)):
+        for i, s in enumerate(settings):
+            key = f"{tool}: {label(tool, s)}"
+            if key in done:
+                continue
+            spec = dict(base, setting=s, steps=steps, name=f"trial{i}", out=str(work / "out" / f"trial-{tool}{i}"))
+            load = os.getloadavg()[0]
+            r = run_worker(tool, spec, work)
+            note = (f" (base weights {r.get('base_dtype')}, checkpointing {r.get('gradient_checkpointing')}"
+                    f", peak RSS {r['peak_rss_mb']:.0f} MB, 1-min load before {load:.2f})")
+            line = (f"{'LLaMA-Factory' if tool == 'lf' else 'tunesmith'} {label(tool, s)}: {r['tok_s']:.1f} "
+                    f"tok/s, {r['step_s']:.2f} s/step" + note)
+            done[key] = {"tool": tool, "setting": s, "tok_s": r["tok_s"], "line": line}
+            saved["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            path.write_text(json.dumps(saved, ensure_ascii=False, indent=1), encoding="utf-8")
+            print("trial: " + line, flush=True)
+    best = {tool: max((d for d in done.values() if d["tool"] == tool), key=lambda d: d["tok_s"])["setting"]
+            for tool in ("lf", "ours")}
+    saved.update(lf=best["lf"], ours=best["ours"], lines=[d["line"] for d in done.values()])
+    path.write_text(json.dumps(saved, ensure_ascii=False, indent=1), encoding="utf-8")
+    return best["lf"], best["ours"], saved["lines"]
+
+
+def summarize(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.1f} ({min(xs):.1f}–{max(xs):.1f})"
+
+
+def main_worker(argv: list[str]) -> int:
+    kind, spec_path, result_path = argv
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    fn = {"lf": worker_lf, "lf-encode": worker_lf_encode, "ours": worker_ours}[kind]
+    Path(result_path).write_text(json.dumps(fn(spec), ensure_ascii=False), encoding="utf-8")
+    return 0
+
+
+def arguments():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--train-samples", type=int, default=240)
+    ap.add_argument("--dev-samples", type=int, default=24)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of both tools (default: all cores)")
+    ap.add_argument("--trial-steps", type=int, default=5, help="steps of each setting's trial run")
+    ap.add_argument("--lf-setting", default=None, help="skip LLaMA-Factory's trial: e.g. nopack,nogc,fp32 or "
+                                                        "neat,gc,bf16")
+    ap.add_argument("--ours-setting", default=None, help="skip tunesmith's trial: e.g. pack,fp32 or nopack,auto")
+    ap.add_argument("--trial-only", action="store_true", help="run the setting trial only (saved as trial.json in "
+                                                                  "--work; a later run with both settings given "
+                                                                  "reports it)")
+    ap.add_argument("--work", default=str(CACHE / "vs-llamafactory"))
+    ap.add_argument("--append", action="store_true", help="append the section to BENCHMARKS.md")
+    return ap.parse_args()
+
+
+def main() -> int:
+    args = arguments()
+    from _env import append_section, cpu_name, prepare_training_bench
+
+    threads = args.threads or len(os.sched_getaffinity(0))
+    load_before = os.getloadavg()
+    seconds, reused = install_llamafactory()
+    print(f"LLaMA-Factory venv {LF_VENV}: " + (f"reused (its install took {seconds:.0f} s)" if reused
+                                              else f"installed in {seconds:.0f} s"), flush=True)
+    prepare_training_bench(threads)
+    from tunesmith.model import default_model_dir
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    train, dev = workload(args.train_samples, args.dev_samples)
+    base = {"model": str(default_model_dir()), "data": write_data(train, work), "threads": threads}
+
+    enc = run_worker("lf-encode", dict(base, setting={"packing": False, "gc": False, "dtype": "fp32"}, steps=1,
+                                       name="encode", out=str(work / "out" / "encode")), work)
+    agree = token_agreement(train, enc["records"])
+    print("token check: " + agreement_text(agree), flush=True)
+
+    trial_lines, trial_note = [], f"{args.trial_steps} steps each, tokens/s over steps 2..{args.trial_steps}"
+    lf_set = parse_setting("lf", args.lf_setting) if args.lf_setting else None
+    ours_set = parse_setting("ours", args.ours_setting) if args.ours_setting else None
+    if lf_set is None or ours_set is None or args.trial_only:
+        t_lf, t_ours, trial_lines = trial(work, base, args.trial_steps)
+        lf_set, ours_set = lf_set or t_lf, ours_set or t_ours
+        if args.trial_only:
+            print(f"fastest: LLaMA-Factory {label('lf', t_lf)}; tunesmith {label('ours', t_ours)}")
+            return 0
+    elif (work / "trial.json").is_file():
+        saved = json.loads((work / "trial.json").read_text(encoding="utf-8"))
+        trial_lines = saved["lines"]
+        trial_note = (f"an earlier `--trial-only` run, {saved['when']}: {saved['steps']} steps each, tokens/s over "
+                      f"steps 2..{saved['steps']}; fastest LLaMA-Factory {label('lf', saved['lf'])}, tunesmith "
+                      f"{label('ours', saved['ours'])}")
+    print(f"settings: LLaMA-Factory {label('lf', lf_set)}; tunesmith {label('ours', ours_set)}", flush=True)
+
+    load_start = os.getloadavg()
+    runs = {"lf": [], "ours": []}
+    for i in range(args.repeats):
+        for tool, s in (("lf", lf_set), ("ours", ours_set)):
+            spec = dict(base, setting=s, steps=args.steps, name=f"run{i}", out=str(work / "out" / f"{tool}{i}"))
+            r = run_worker(tool, spec, work)
+            runs[tool].append(r)
+            print(f"repeat {i + 1}/{args.repeats} {tool:4s}: {r['tok_s']:7.1f} tok/s  {r['step_s']:.2f} s/step  "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB  last loss {r['losses'][-1]:.4f}  ({r['tokens']:,} tokens)",
+                  flush=True)
+    load_end = os.getloadavg()
+    adapters = [None] + [r["adapter"] for tool in ("lf", "ours") for r in runs[tool]]
+    losses = dev_losses(adapters, dev)
+    base_loss, k = losses[0], 1
+    for tool in ("lf", "ours"):
+        for r in runs[tool]:
+            r["dev_loss"] = losses[k]
+            k += 1
+    text = report(args, runs, lf_set, ours_set, agree, (trial_note, trial_lines), base_loss, seconds, reused,
+                  (load_before, load_start, load_end), cpu_name(), threads)
+    print("\n" + text)
+    if args.append:
+        print(f"appended to {append_section(text)}")
+    return 0
+
+
+def agreement_text(a: dict) -> str:
+    return (f"first record: ids {'equal' if a['first_ids_equal'] else 'DIFFER'}, labels "
+            f"{'equal' if a['first_labels_match'] else 'DIFFER'} (apart from the newline after <|im_end|>, which "
+            f"LLaMA-Factory's template also learns); input ids equal on {a['ids_equal']}/{a['records']} records "
+            f"(LLaMA-Factory cuts {a['lf_cut']} records longer than its cutoff {CUTOFF}, up to "
+            f"{a['longest_ours']} tokens; on the {a['whole']} it leaves whole ids equal on {a['ids_equal_whole']}, "
+            f"labels on {a['labels_match']} apart from that newline, exactly on {a['labels_equal']})")
+
+
+def report(args, runs, lf_set, ours_set, agree, trial, base_loss, install_s, reused, loads, cpu, threads):
+    import peft
+    import torch
+    import transformers
+
+    ratios = [o["tok_s"] / f["tok_s"] for f, o in zip(runs["lf"], runs["ours"])]
+    cmd = "python bench/bench_vs_llamafactory.py " + " ".join(sys.argv[1:])
+
+    def row(name, rs):
+        each = ", ".join(f"{r['tok_s']:.1f}" for r in rs)
+        dev = ", ".join(f"{r['dev_loss']:.4f}" for r in rs)
+        return (f"| {name} | {summarize([r['tok_s'] for r in rs])} | {each} | "
+                f"{summarize([r['step_s'] for r in rs])} | {summarize([r['peak_rss_mb'] for r in rs])} | {dev} |")
+
+    from tunesmith.train.runtime import resolve_train_dtype
+
+    lf_dtype = runs["lf"][0].get("base_dtype")
+    auto_dtype = resolve_train_dtype("auto", "cpu")
+    lines = [
+        "## Training speed vs LLaMA-Factory 0.9.5, its workload side by side "
+        f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
+        "",
+        f"- CPU: {cpu}, {threads} torch threads in both tools; shared machine, load average (1/5/15 min) "
+        + "; ".join(f"{w} {a:.2f}/{b:.2f}/{c:.2f}" for w, (a, b, c) in zip(("before", "at the first run", "after"),
+                                                                          loads)),
+        f"- tunesmith: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}",
+        f"- LLaMA-Factory: {lf_versions()} (own venv; " + (f"its install took {install_s:.0f} s" if reused
+                                                             else f"installed in {install_s:.0f} s") + ")",
+        f"- workload: SmolLM2-135M-Instruct (the converted default folder, both tools), the first "
+        f"{args.train_samples} RoleBench-zh general-train 李白 answers with the persona system prompt, "
+        f"LoRA r8/alpha 16/dropout 0 all linear layers, cutoff {CUTOFF} "
+        f"(tunesmith: max_source_len {OURS_SOURCE}, max_target_len {OURS_TARGET}: 128 + 128 would cut 153 of the "
+        "prompts LLaMA-Factory keeps whole), "
+        f"batch 8, lr 2e-4 cosine, no warmup, {args.steps} steps; LLaMA-Factory with disable_shuffling (file order), "
+        "tunesmith shuffles with seed 42 (no switch)",
+        f"- settings: LLaMA-Factory {label('lf', lf_set)} (base weights trained in {lf_dtype}: for training it "
+        "loads with torch_dtype='auto', the folder's config.json dtype, float32 in the converted folder, whatever "
+        "`infer_dtype` says, which only applies to inference; `bf16: true` autocasts); tunesmith "
+        f"{label('ours', ours_set)} (base weights {runs['ours'][0].get('base_dtype')}; its dtype=auto resolves to "
+        f"{auto_dtype} on this CPU)",
+        "- token check (LLaMA-Factory's own data pipeline, `smollm2` template, vs tunesmith's `auto` template, "
+        "the tokenizer's chat template): " + agreement_text(agree),
+        f"- tokens/s: real (non-padding) tokens from the end of step 1 to the end of step {args.steps}, "
+        "on_step_end clock in both; peak RSS of the training process; dev loss: mean answer-token loss of the saved "
+        f"adapter on {args.dev_samples} held-out 李白 records, one shared function (base alone: {base_loss:.4f})",
+        f"- command: `{cmd}`",
+        "",
+        "| tool (setting) | real tokens/s median (min–max) | runs | s/step median (min–max) | peak RSS MB median "
+        "(min–max) | dev loss per run |",
+        "|---|---|---|---|---|---|",
+        row(f"LLaMA-Factory ({label('lf', lf_set)})", runs["lf"]),
+        row(f"tunesmith ({label('ours', ours_set)})", runs["ours"]),
+        "",
+        f"Ratio tunesmith / LLaMA-Factory per repeat: {', '.join(f'{x:.2f}x' for x in ratios)}; median "
+        f"{statistics.median(ratios):.2f}x.",
+    ]
+    trial_note, trial_lines = trial
+    if trial_lines:
+        lines += ["", f"Setting trial ({trial_note}):", ""]
+        lines += [f"- {t}" for t in trial_lines]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        raise SystemExit(main_worker(sys.argv[2:]))
+    raise SystemExit(main())
