@@ -139,17 +139,19 @@ OURS_SETTINGS = [{"packing": p, "dtype": d} for d in ("fp32", "bf16") for p in (
 
 
 def label(tool: str, s: dict) -> str:
+    compiled = ", torch.compile" if s.get("compile") else ""
     if tool == "lf":
         return (f"{'neat_packing' if s['packing'] else 'no packing'}, gradient checkpointing "
-                f"{'on' if s['gc'] else 'off'}, {s['dtype']}")
-    return f"{'packing' if s['packing'] else 'no packing'}, {s['dtype']}"
+                f"{'on' if s['gc'] else 'off'}, {s['dtype']}{compiled}")
+    return f"{'packing' if s['packing'] else 'no packing'}, {s['dtype']}{compiled}"
 
 
 def parse_setting(tool: str, text: str) -> dict:
-    """'neat,nogc,fp32' / 'nopack,gc,bf16' (LLaMA-Factory) or 'pack,fp32' / 'nopack,auto' (tunesmith)."""
+    """'neat,nogc,fp32' / 'nopack,gc,bf16' (LLaMA-Factory) or 'pack,fp32' / 'nopack,auto' (tunesmith); either
+    with ',compile' (torch.compile: TrainingArguments' torch_compile in LLaMA-Factory, `compile: true` in ours)."""
     words = set(text.split(","))
     s = {"packing": bool(words & {"neat", "pack"}), "dtype": next((w for w in words if w in ("fp32", "bf16", "auto")),
-                                                                    "fp32")}
+                                                                    "fp32"), "compile": "compile" in words}
     if tool == "lf":
         s["gc"] = "gc" in words
     return s
@@ -169,6 +171,7 @@ def lf_args(spec: dict) -> dict:
         "max_steps": spec["steps"], "logging_steps": 1, "save_strategy": "no", "plot_loss": False,
         "report_to": "none", "disable_tqdm": True, "dataloader_num_workers": 0, "seed": 42,
         "use_cpu": True,  # without it transformers refuses bf16 on a machine with no GPU
+        "torch_compile": bool(s.get("compile")),
     }
 
 
@@ -182,7 +185,7 @@ def ours_recipe(spec: dict) -> dict:
         "lora": {"rank": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["all-linear"]},
         "batch_size": 8, "lr": 2e-4, "scheduler": "cosine", "warmup": 0, "max_steps": spec["steps"],
         "logging_steps": 1, "save_steps": 100_000, "seed": 42, "plot": False, "sample_tokens": 0,
-        "gradient_checkpointing": False,
+        "gradient_checkpointing": False, "compile": bool(s.get("compile")),
     }
 
 

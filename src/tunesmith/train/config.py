@@ -165,6 +165,8 @@ class TrainConfig:
     quantization: str = field(default="none", metadata=_help("none | 8bit | 4bit (QLoRA; CUDA + bitsandbytes)"))
     gradient_checkpointing: bool = field(default=False, metadata=_help(
         "recompute activations in the backward pass: less memory, slower"))
+    compile: bool = field(default=False, metadata=_help(
+        "torch.compile the model (inductor): faster steps after a one-off compile of minutes (docs/training.md)"))
     seed: int = field(default=42, metadata=_help("data order, LoRA initialisation, dropout"))
     resume: bool = field(default=False, metadata=_help(
         "continue from the last checkpoint in output_dir (fails if there is none)"))
