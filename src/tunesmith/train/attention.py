@@ -7,7 +7,9 @@ where each starts.  transformers passes these keyword arguments down to the atte
 - otherwise the model runs with attention "tunesmith_packed" (registered here): for a packed row it
   runs `scaled_dot_product_attention(is_causal=True)` on each conversation's slice, which costs
   sum(len_i^2) instead of the (sum len_i)^2 a block-diagonal mask over the whole row would cost;
-  for anything else (padded batches, generation) it is exactly transformers' sdpa.
+  for anything else (padded batches, generation) it is exactly transformers' sdpa;
+- a row with shared prompt prefixes (tunesmith.train.shared_prefix) carries `packed_segments`: a
+  conversation laid after its group's prefix attends to all of the prefix and causally to itself.
 
 `check_packing(model)` proves on a small probe that packed logits equal per-conversation logits
 before training starts (models with their own attention code may ignore position ids).
@@ -27,18 +29,31 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout: fl
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
     cu = kwargs.get("cu_seq_lens_q")
-    if cu is None or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
+    segments = kwargs.get("packed_segments")
+    if (cu is None and segments is None) or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     n_rep = query.shape[1] // key.shape[1]
     key = repeat_kv(key, n_rep)
     value = repeat_kv(value, n_rep)
-    bounds = cu.tolist()
-    outs = [
-        F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], dropout_p=dropout,
-                                       scale=scaling, is_causal=True)
-        for a, b in zip(bounds[:-1], bounds[1:]) if b > a
-    ]
+    if segments is None:
+        bounds = cu.tolist()
+        segments = [(a, b, a, a) for a, b in zip(bounds[:-1], bounds[1:])]
+    outs = []
+    for a, b, pa, pb in segments:
+        if b <= a:
+            continue
+        if pb <= pa:
+            outs.append(F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b],
+                                                       dropout_p=dropout, scale=scaling, is_causal=True))
+            continue
+        # after a shared prefix: every prefix key, then causal over the segment's own keys
+        n, p = b - a, pb - pa
+        allowed = torch.ones(n, p + n, dtype=torch.bool, device=query.device).tril(diagonal=p)
+        outs.append(F.scaled_dot_product_attention(
+            query[:, :, a:b], torch.cat([key[:, :, pa:pb], key[:, :, a:b]], dim=2),
+            torch.cat([value[:, :, pa:pb], value[:, :, a:b]], dim=2), attn_mask=allowed, dropout_p=dropout,
+            scale=scaling))
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None
 
@@ -97,6 +112,39 @@ def check_packing(model, vocab_size: int, device, varlen_kwargs: bool = True) ->
     ref = torch.cat(alone, dim=1)
     scale = ref.abs().max().clamp_min(1.0)
     return float(((packed - ref).abs().max() / scale).item())
+
+
+def check_shared_prefixes(model, vocab_size: int, device) -> float:
+    """Max |logit difference| (relative) between three conversations that begin with the same prompt, packed
+    with that prefix laid once (tunesmith.train.shared_prefix), and the same three run alone; inf when the
+    model cannot take such a row."""
+    import torch
+
+    from tunesmith.model import eval_mode
+    from tunesmith.train.dataset import IGNORE_INDEX, PackedCollator
+    from tunesmith.train.shared_prefix import MIN_SHARED, plan_row
+
+    g = torch.Generator().manual_seed(1)
+    shared = MIN_SHARED + 2
+    prefix = torch.randint(3, max(4, vocab_size - 1), (shared,), generator=g).tolist()
+    seqs = [prefix + torch.randint(3, max(4, vocab_size - 1), (n,), generator=g).tolist() for n in (6, 4, 5)]
+    feats = [{"input_ids": s, "labels": [IGNORE_INDEX] * (shared + 1) + s[shared + 1:]} for s in seqs]
+    batch = PackedCollator(share_prefixes=True)(feats)
+    for key in ("labels", "num_tokens"):
+        batch.pop(key)
+    row = plan_row(feats)
+    try:
+        with eval_mode(model):
+            packed = model(**{k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()},
+                           use_cache=False).logits.float()[0]
+            diffs, scale = [], 1.0
+            for (a, b, pa, pb), i in zip([s for s in row.segments if s[3] > s[2]], row.samples):
+                alone = model(input_ids=torch.tensor([seqs[i]], device=device), use_cache=False).logits.float()[0]
+                diffs.append((packed[a:b] - alone[pb - pa:]).abs().max())
+                scale = max(scale, float(alone.abs().max()))
+    except (TypeError, ValueError, RuntimeError):
+        return float("inf")
+    return float(max(diffs)) / scale
 
 
 def choose_packing(model, model_label: str) -> str:

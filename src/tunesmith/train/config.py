@@ -91,6 +91,10 @@ class DataConfigSection:
         "in multi-turn conversations learn only the last answer"))
     packing: bool = field(default=True, metadata=_help(
         "lay each batch end to end in one row: no padding, no attention across conversations"))
+    share_prefixes: bool = field(default=True, metadata=_help(
+        "packing: a prompt prefix that several conversations of a batch begin with (a persona, an instruction) is "
+        "computed once in the row and they all attend to it; the same loss and gradients for fewer tokens "
+        "(tunesmith's packed attention only, checked at start; off with flash-attention)"))
     group_by_length: bool = field(default=True, metadata=_help(
         "without packing: batches of similar lengths (less padding)"))
     max_samples: int | None = field(default=None, metadata=_help(

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-IGNORE_INDEX = -100
+from tunesmith.train.shared_prefix import IGNORE_INDEX, plan_row
 
 
 @dataclass
@@ -99,40 +99,34 @@ class PackedCollator:
     """Flatten a batch into one row: input_ids/labels/position_ids of shape [1, total], no padding.
 
     `cu_seq_lens_q/k` and `max_length_q/k` (the flash-attention varlen convention) travel with the
-    batch when `varlen_kwargs` is true; `num_tokens` is what the progress display counts.
+    batch when `varlen_kwargs` is true; `num_tokens` (the conversations' own tokens) is what the progress
+    display counts.  With `share_prefixes`, a prompt prefix that several conversations share is laid once
+    (tunesmith.train.shared_prefix) and `packed_segments` tells tunesmith's packed attention what each
+    segment sees; only that attention knows it, so only a model using it gets such rows.
     """
 
-    def __init__(self, varlen_kwargs: bool = True, sample_weights: bool = False):
+    def __init__(self, varlen_kwargs: bool = True, sample_weights: bool = False, share_prefixes: bool = False):
         self.varlen_kwargs = varlen_kwargs
         self.sample_weights = sample_weights
+        self.share_prefixes = share_prefixes
 
     def __call__(self, features: list[dict]) -> dict[str, Any]:
         import torch
 
-        ids: list[int] = []
-        labels: list[int] = []
-        pos: list[int] = []
-        weights: list[float] = []
-        bounds = [0]
-        for f in features:
-            n = len(f["input_ids"])
-            ids.extend(f["input_ids"])
-            lab = list(f["labels"])
-            lab[0] = IGNORE_INDEX  # the previous conversation's last token must not predict this one
-            labels.extend(lab)
-            if self.sample_weights:
-                weights.extend(_sample_weights(lab))
-            pos.extend(range(n))
-            bounds.append(bounds[-1] + n)
+        row = plan_row(features, share=self.share_prefixes)
         batch: dict[str, Any] = {
-            "input_ids": torch.tensor([ids], dtype=torch.long),
-            "labels": torch.tensor([labels], dtype=torch.long),
-            "position_ids": torch.tensor([pos], dtype=torch.long),
-            "num_tokens": len(ids),
+            "input_ids": torch.tensor([row.ids], dtype=torch.long),
+            "labels": torch.tensor([row.labels], dtype=torch.long),
+            "position_ids": torch.tensor([row.positions], dtype=torch.long),
+            "num_tokens": sum(len(f["input_ids"]) for f in features),
         }
         if self.sample_weights:
+            weights = [w for a, b, _, _ in row.segments for w in _sample_weights(row.labels[a:b])]
             batch["loss_weights"] = torch.tensor([weights], dtype=torch.float32)
+        if self.share_prefixes and any(pb > pa for _, _, pa, pb in row.segments):
+            batch["packed_segments"] = tuple(row.segments)
         if self.varlen_kwargs:
+            bounds = [0] + [b for _, b, _, _ in row.segments]
             cu = torch.tensor(bounds, dtype=torch.int32)
             longest = max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
             batch.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)

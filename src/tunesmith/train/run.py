@@ -44,7 +44,7 @@ from tunesmith.model import load_model, resolve_model_path
 from tunesmith.template import resolve_template
 from tunesmith.train.adapter import save_adapter, verify_adapter
 from tunesmith.train.arguments import training_arguments
-from tunesmith.train.attention import choose_packing
+from tunesmith.train.attention import PACKED_ATTENTION, PACKING_TOLERANCE, check_shared_prefixes, choose_packing
 from tunesmith.train.checkpoints import resume_point
 from tunesmith.train.config import TrainConfig, dump_config, load_config
 from tunesmith.train.dataset import ListDataset, PackedCollator, PaddedCollator
@@ -53,6 +53,7 @@ from tunesmith.train.preference_data import first_sequence
 from tunesmith.train.preference_trainers import preference_trainer
 from tunesmith.train.progress import ProgressCallback
 from tunesmith.train.runtime import Runtime, log, peak_memory_mb, release_process_group, setup_runtime
+from tunesmith.train.shared_prefix import saving_line
 from tunesmith.train.summary import TrainResult, build_summary, finished_run, saved_line, write_summary
 from tunesmith.train.trainer import TunesmithTrainer, head_loss_supported, output_head
 from tunesmith.train.training_data import TrainingData, explicit_character, load_training_data, run_character
@@ -72,6 +73,7 @@ class TunedModel:
     packing: str  # "off", "varlen (IMPL)" or "block-diagonal mask from position ids"
     head: Any  # the frozen output head applied to answer positions only, or None (the model's full logits)
     trainable: int  # trainable parameters (the adapter's)
+    share_prefixes: bool = False  # packed rows lay a prompt prefix that conversations share once
 
 
 @dataclass
@@ -179,6 +181,8 @@ def tune_model(cfg: TrainConfig, runtime: Runtime, model, tokenizer, template, m
     prints the model line."""
     sft = cfg.method == "sft"
     packing = choose_packing(model, model_path) if cfg.data.packing and sft else "off"
+    share = packing == f"varlen ({PACKED_ATTENTION})" and cfg.data.share_prefixes and \
+        check_shared_prefixes(model, model.config.get_text_config().vocab_size, model.device) <= PACKING_TOLERANCE
     model = start_adapter(model, cfg)
     head = output_head(model) if sft and head_loss_supported(model, model.device) else None
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -191,10 +195,11 @@ def tune_model(cfg: TrainConfig, runtime: Runtime, model, tokenizer, template, m
         f"method {cfg.method} (beta {cfg.preference.beta:g})"
     log(f"model: {model_path} ({dtype}, {device}{f' x{threads} threads' if device == 'cpu' else ''}"
         f"{', ' + cfg.quantization if cfg.quantization != 'none' else ''}); "
-        f"{lora}: {n_train:,} trainable of {n_all:,} parameters; template {template.name}; packing {packing}; "
+        f"{lora}: {n_train:,} trainable of {n_all:,} parameters; template {template.name}; packing {packing}"
+        f"{' with shared prompt prefixes' if share else ''}; "
         f"{loss}", stream)
     return TunedModel(model=model, tokenizer=tokenizer, template=template, model_path=model_path, packing=packing,
-                      head=head, trainable=n_train)
+                      head=head, trainable=n_train, share_prefixes=share)
 
 
 # -- the Trainer --------------------------------------------------------------------------------------
@@ -218,8 +223,11 @@ def build_trainer(setup: RunSetup, callbacks: list, stream=None) -> TunesmithTra
                                 stream=stream)
     if cfg.method == "sft":
         per_sample = cfg.loss_weighting == "sample"
-        collator = PackedCollator(varlen_kwargs=tuned.packing.startswith("varlen"), sample_weights=per_sample) \
+        collator = PackedCollator(varlen_kwargs=tuned.packing.startswith("varlen"), sample_weights=per_sample,
+                                  share_prefixes=tuned.share_prefixes) \
             if cfg.data.packing else PaddedCollator(tuned.tokenizer.pad_token_id, sample_weights=per_sample)
+        if tuned.share_prefixes:
+            log("shared prompt prefixes: " + saving_line(data.train_samples, cfg.batch_size), stream)
         trainer = TunesmithTrainer(
             model=tuned.model, args=TrainingArguments(**training_kwargs), train_dataset=ListDataset(data.train_samples),
             eval_dataset=ListDataset(data.dev_samples) if has_dev else None, data_collator=collator,

@@ -84,6 +84,7 @@ def build_summary(cfg: TrainConfig, *, setup: RunSetup, trained: Trained, adapte
         "device": rt.device,
         "threads": threads,
         "packing": tuned.packing,
+        "shared_prefixes": tuned.share_prefixes,
         "loss_weighting": cfg.loss_weighting,
         "lora": {"rank": cfg.lora.rank, "alpha": cfg.lora.alpha, "target_modules": cfg.lora.target_modules,
                  "trainable_parameters": tuned.trainable},
