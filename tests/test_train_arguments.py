@@ -71,6 +71,11 @@ def test_length_grouped_batches_only_without_packing():
     assert _args("data.packing=false", "data.group_by_length=false")["train_sampling_strategy"] == "random"
 
 
+def test_file_order_when_shuffle_is_off():
+    assert _args("data.shuffle=false")["train_sampling_strategy"] == "sequential"
+    assert _args("data.shuffle=false", "data.packing=false")["train_sampling_strategy"] == "sequential"
+
+
 def test_dtype_device_steps_and_batches_map_to_the_trainer_names():
     a = _args("batch_size=4", "grad_accum=2", "lr=1e-4", dtype="bf16", device="cuda")
     assert a["bf16"] is True and a["fp16"] is False and a["use_cpu"] is False
@@ -92,3 +97,21 @@ def test_the_trainer_accepts_the_arguments(tmp_path):
         load_config(None, ["data.train=train.jsonl", "scheduler=constant", "warmup=3", "max_steps=10"]),
         checkpoints_dir=tmp_path / "checkpoints", has_dev=True, resuming=False, dtype="fp32", device="cpu", world=1))
     assert args.lr_scheduler_type == "constant_with_warmup" and args.warmup_steps == 3 and args.max_steps == 10
+
+
+def test_conversations_keep_file_order_when_shuffle_is_off(tmp_path):
+    from tests.support import write_conversations
+    from tunesmith.conversation import Conversation
+    from tunesmith.train.training_data import load_conversations
+
+    convs = [Conversation.single_turn(f"问题{i}", f"答案{i}") for i in range(30)]
+    train = write_conversations(tmp_path / "train.jsonl", convs)
+    questions = [f"问题{i}" for i in range(30)]
+
+    def order(*overrides):
+        got, _ = load_conversations(load_config(None, [f"data.train={train}", *overrides]))
+        return [c.prompt_messages[-1].content for c in got]
+
+    assert order("data.shuffle=false") == questions
+    assert order("data.shuffle=false", "data.max_samples=5") == questions[:5]
+    assert sorted(order()) == sorted(questions) and order() != questions  # the seeded shuffle

@@ -38,6 +38,14 @@ def warmup_of(cfg) -> float | int:
     return cfg.warmup if cfg.warmup < 1 else int(cfg.warmup)
 
 
+def sampling_strategy(cfg) -> str:
+    """How the Trainer draws batches: in file order (data.shuffle false), length-grouped (without packing), or
+    shuffled."""
+    if not cfg.data.shuffle:
+        return "sequential"
+    return "group_by_length" if (not cfg.data.packing and cfg.data.group_by_length) else "random"
+
+
 def training_arguments(cfg, *, checkpoints_dir: str | Path, has_dev: bool, resuming: bool, dtype: str, device: str,
                        world: int) -> dict[str, Any]:
     """TrainingArguments keywords for `cfg` (a TrainConfig); `dtype`/`device` as resolved for this machine,
@@ -84,6 +92,6 @@ def training_arguments(cfg, *, checkpoints_dir: str | Path, has_dev: bool, resum
         dataloader_num_workers=0,
         ddp_backend=("gloo" if device == "cpu" else None) if world > 1 else None,
         ddp_find_unused_parameters=False if world > 1 else None,
-        train_sampling_strategy="group_by_length" if (not cfg.data.packing and cfg.data.group_by_length) else "random",
+        train_sampling_strategy=sampling_strategy(cfg),
         save_only_model=False,
     )

@@ -95,10 +95,13 @@ class DataConfigSection:
         "packing: a prompt prefix that several conversations of a batch begin with (a persona, an instruction) is "
         "computed once in the row and they all attend to it; the same loss and gradients for fewer tokens "
         "(tunesmith's packed attention only, checked at start; off with flash-attention)"))
+    shuffle: bool = field(default=True, metadata=_help(
+        "draw the training conversations in a seeded random order; false: in the order of the data files, every "
+        "epoch (a curriculum, or a side-by-side run with a tool that reads in order)"))
     group_by_length: bool = field(default=True, metadata=_help(
         "without packing: batches of similar lengths (less padding)"))
     max_samples: int | None = field(default=None, metadata=_help(
-        "train on only the first N conversations (after the seeded shuffle)"))
+        "train on only the first N conversations (after the seeded shuffle, if any)"))
 
 
 @dataclass

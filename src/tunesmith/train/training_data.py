@@ -84,7 +84,8 @@ def run_character(cfg, train_convs, explicit=None, stream=None):
 
 
 def load_conversations(cfg):
-    """(train, dev) Conversations for `cfg` (a TrainConfig): train shuffled with `seed` and cut to
+    """(train, dev) Conversations for `cfg` (a TrainConfig): train shuffled with `seed` (unless data.shuffle is
+    false) and cut to
     data.max_samples; dev from data.dev, else data.dev_ratio of the training questions."""
     train = resolve_dataset(cfg.data.train, purpose="train")
     if not train:
@@ -92,9 +93,9 @@ def load_conversations(cfg):
     dev = resolve_dataset(cfg.data.dev) if cfg.data.dev is not None else []
     if not dev and cfg.data.dev_ratio > 0:
         train, dev = split_conversations(train, cfg.data.dev_ratio, seed=cfg.seed)
-    rng = random.Random(cfg.seed)
     train = list(train)
-    rng.shuffle(train)
+    if cfg.data.shuffle:
+        random.Random(cfg.seed).shuffle(train)
     if cfg.data.max_samples is not None:
         train = train[: cfg.data.max_samples]
     if dev and cfg.data.max_dev_samples and len(dev) > cfg.data.max_dev_samples:
