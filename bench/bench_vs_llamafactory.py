@@ -11,17 +11,19 @@ deleted: neither loads on a CPU torch, and LLaMA-Factory imports them.
 
 The workload, the same for both tools, in file order: SmolLM2-135M-Instruct (the project's converted default
 model folder; both tools load that folder), the first 240 RoleBench-zh general-train answers of 李白 with the
-persona system prompt, LoRA r8 / alpha 16 / dropout 0 on all linear layers, cutoff 256 (tunesmith: 128 prompt +
-128 answer tokens), batch 8, lr 2e-4 with cosine decay and no warmup, 30 steps. LLaMA-Factory reads the data as a
-sharegpt dataset (dataset_info.json) with its `smollm2` template; the bench checks that its token ids and labels
-equal tunesmith's `auto` template (the tokenizer's own chat template) on every training record.
-Shuffling: LLaMA-Factory's `disable_shuffling` keeps file order (without packing; neat_packing regroups records
-into rows by length); tunesmith always shuffles with its seed (42) and has no switch to turn that off. In 30
-steps of 8 without packing both see each of the 240 records exactly once.
+persona system prompt, LoRA r8 / alpha 16 / dropout 0 on all linear layers, cutoff 256 (tunesmith: 256 prompt +
+256 answer tokens, see OURS_SOURCE), batch 8, lr 2e-4 with cosine decay and no warmup, 30 steps. LLaMA-Factory
+reads the data as a sharegpt dataset (dataset_info.json) with its `smollm2` template; the bench checks that its
+token ids and labels equal tunesmith's `auto` template (the tokenizer's own chat template) on every training
+record.
+File order in both: LLaMA-Factory's `disable_shuffling` (neat_packing then regroups records into rows by length),
+tunesmith's `data.shuffle: false` (its packing keeps each batch's 8 records, in order, in one row). In 30 steps
+of 8 without packing both see each of the 240 records exactly once.
 
 Each tool runs at its fastest setting on this machine, picked by a short trial (--trial-steps) unless given:
 LLaMA-Factory no packing vs neat_packing x gradient checkpointing on/off x fp32 vs bf16 (bf16: true, autocast);
-tunesmith packing on/off x dtype fp32 / bf16 (and what dtype auto resolves to).
+tunesmith packing with shared prompt prefixes (its default) in fp32 / bf16, packing without them, no packing
+(and what dtype auto resolves to).
 
 Every run is a subprocess of its own (its peak RSS is the training process's), interleaved LF, ours, LF, ours...
 Real (non-padding) tokens/s is measured the same way for both, from the end of step 1 to the end of the last
@@ -135,7 +137,8 @@ def write_data(train, work: Path) -> dict:
 # Gradient checkpointing is tried in fp32 only: there it made a step about 3x slower on this CPU (2 cores).
 LF_SETTINGS = [{"packing": p, "gc": g, "dtype": "fp32"} for p in (False, True) for g in (False, True)] + [
     {"packing": p, "gc": False, "dtype": "bf16"} for p in (False, True)]
-OURS_SETTINGS = [{"packing": p, "dtype": d} for d in ("fp32", "bf16") for p in (True, False)]
+OURS_SETTINGS = [{"packing": True, "share": True, "dtype": d} for d in ("fp32", "bf16")] + [
+    {"packing": p, "share": False, "dtype": "fp32"} for p in (True, False)]
 
 
 def label(tool: str, s: dict) -> str:
@@ -143,17 +146,21 @@ def label(tool: str, s: dict) -> str:
     if tool == "lf":
         return (f"{'neat_packing' if s['packing'] else 'no packing'}, gradient checkpointing "
                 f"{'on' if s['gc'] else 'off'}, {s['dtype']}{compiled}")
-    return f"{'packing' if s['packing'] else 'no packing'}, {s['dtype']}{compiled}"
+    packing = ("packing with shared prompt prefixes" if s.get("share") else "packing") if s["packing"] else "no packing"
+    return f"{packing}, {s['dtype']}{compiled}"
 
 
 def parse_setting(tool: str, text: str) -> dict:
-    """'neat,nogc,fp32' / 'nopack,gc,bf16' (LLaMA-Factory) or 'pack,fp32' / 'nopack,auto' (tunesmith); either
+    """'neat,nogc,fp32' / 'nopack,gc,bf16' (LLaMA-Factory) or 'pack,share,fp32' / 'pack,fp32' / 'nopack,auto'
+    (tunesmith; 'share': shared prompt prefixes); either
     with ',compile' (torch.compile: TrainingArguments' torch_compile in LLaMA-Factory, `compile: true` in ours)."""
     words = set(text.split(","))
     s = {"packing": bool(words & {"neat", "pack"}), "dtype": next((w for w in words if w in ("fp32", "bf16", "auto")),
                                                                     "fp32"), "compile": "compile" in words}
     if tool == "lf":
         s["gc"] = "gc" in words
+    else:
+        s["share"] = s["packing"] and "share" in words
     return s
 
 
@@ -181,7 +188,8 @@ def ours_recipe(spec: dict) -> dict:
         "model": spec["model"], "output_dir": spec["out"], "template": "auto", "dtype": s["dtype"], "device": "cpu",
         "threads": spec["threads"], "overwrite": True,
         "data": {"train": {"path": spec["data"]["ours"], "format": "conversation"}, "max_source_len": OURS_SOURCE,
-                 "max_target_len": OURS_TARGET, "packing": s["packing"]},
+                 "max_target_len": OURS_TARGET, "packing": s["packing"], "share_prefixes": bool(s.get("share")),
+                 "shuffle": False},
         "lora": {"rank": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["all-linear"]},
         "batch_size": 8, "lr": 2e-4, "scheduler": "cosine", "warmup": 0, "max_steps": spec["steps"],
         "logging_steps": 1, "save_steps": 100_000, "seed": 42, "plot": False, "sample_tokens": 0,
@@ -304,6 +312,7 @@ def token_agreement(train, lf_records: list[dict]) -> dict:
     from tunesmith.model import load_tokenizer
     from tunesmith.template import resolve_template
     from tunesmith.train.dataset import encode_all
+    from tunesmith.train.shared_prefix import saving_line
 
     tok = load_tokenizer("default")
     ours, _ = encode_all(train, tok, resolve_template("auto", tok), max_source_len=OURS_SOURCE,
@@ -326,7 +335,8 @@ def token_agreement(train, lf_records: list[dict]) -> dict:
             "labels_match": sum(labels_match(o, r) for o, r in whole),
             "first_ids_equal": o0["input_ids"] == r0["input_ids"], "first_labels_match": labels_match(o0, r0),
             "longest_ours": max(len(o["input_ids"]) for o in ours),
-            "longest_lf": max(len(r["input_ids"]) for r in lf_records)}
+            "longest_lf": max(len(r["input_ids"]) for r in lf_records),
+            "sharing": saving_line(ours, 8, batches=len(ours) // 8)}
 
 
 def dev_losses(adapters: list[str | None], dev) -> list[float]:
@@ -418,7 +428,8 @@ def arguments():
     ap.add_argument("--trial-steps", type=int, default=5, help="steps of each setting's trial run")
     ap.add_argument("--lf-setting", default=None, help="skip LLaMA-Factory's trial: e.g. nopack,nogc,fp32 or "
                                                         "neat,gc,bf16")
-    ap.add_argument("--ours-setting", default=None, help="skip tunesmith's trial: e.g. pack,fp32 or nopack,auto")
+    ap.add_argument("--ours-setting", default=None, help="skip tunesmith's trial: e.g. pack,share,fp32, pack,fp32 or "
+                                                          "nopack,auto")
     ap.add_argument("--trial-only", action="store_true", help="run the setting trial only (saved as trial.json in "
                                                                   "--work; a later run with both settings given "
                                                                   "reports it)")
@@ -534,8 +545,8 @@ def report(args, runs, lf_set, ours_set, agree, trial, base_loss, install_s, reu
         f"LoRA r8/alpha 16/dropout 0 all linear layers, cutoff {CUTOFF} "
         f"(tunesmith: max_source_len {OURS_SOURCE}, max_target_len {OURS_TARGET}: 128 + 128 would cut 153 of the "
         "prompts LLaMA-Factory keeps whole), "
-        f"batch 8, lr 2e-4 cosine, no warmup, {args.steps} steps; LLaMA-Factory with disable_shuffling (file order), "
-        "tunesmith shuffles with seed 42 (no switch)",
+        f"batch 8, lr 2e-4 cosine, no warmup, {args.steps} steps; file order in both (LLaMA-Factory "
+        "disable_shuffling, tunesmith data.shuffle false)",
         f"- settings: LLaMA-Factory {label('lf', lf_set)} (base weights trained in {lf_dtype}: for training it "
         "loads with torch_dtype='auto', the folder's config.json dtype, float32 in the converted folder, whatever "
         "`infer_dtype` says, which only applies to inference; `bf16: true` autocasts); tunesmith "
@@ -543,6 +554,7 @@ def report(args, runs, lf_set, ours_set, agree, trial, base_loss, install_s, reu
         f"{auto_dtype} on this CPU)",
         "- token check (LLaMA-Factory's own data pipeline, `smollm2` template, vs tunesmith's `auto` template, "
         "the tokenizer's chat template): " + agreement_text(agree),
+        f"- tunesmith's shared prompt prefixes on these batches (file order): {agree['sharing']}",
         f"- tokens/s: real (non-padding) tokens from the end of step 1 to the end of step {args.steps}, "
         "on_step_end clock in both; peak RSS of the training process; dev loss: mean answer-token loss of the saved "
         f"adapter on {args.dev_samples} held-out 李白 records, one shared function (base alone: {base_loss:.4f})",
