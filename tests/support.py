@@ -123,3 +123,19 @@ def write_conversations(path: Path, convs) -> Path:
     """Write tunesmith conversations as JSONL (one `to_dict()` per line) and return the path."""
     path.write_text("".join(json.dumps(c.to_dict(), ensure_ascii=False) + "\n" for c in convs), encoding="utf-8")
     return path
+
+
+def packed_lora_model(path):
+    """A tiny model from `path` with tunesmith's packed attention and a LoRA adapter whose B is random (so the
+    adapter changes the logits and its gradients are non-trivial): what the packing equivalence tests train."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.train.attention import use_packed_attention
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    assert use_packed_attention(model) == "tunesmith_packed"
+    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0,
+                                            init_lora_weights=False))

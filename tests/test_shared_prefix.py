@@ -7,9 +7,9 @@ import random
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
-from tests.support import write_conversations
+from tests.support import packed_lora_model, write_conversations
 from tunesmith.conversation import Conversation
 from tunesmith.template import resolve_template
 from tunesmith.train.shared_prefix import IGNORE_INDEX, plan_row, prefix_groups, saving_line
@@ -46,11 +46,10 @@ def test_row_lays_each_shared_prefix_once_and_keeps_every_learned_token(tiny_qwe
     groups = [g for g in prefix_groups(samples) if g[0]]
     assert len(groups) == 2  # one per persona; the conversations without a system text share nothing long
     assert len(row.ids) == sum(len(s["input_ids"]) for s in samples) - sum(p * (len(m) - 1) for p, m in groups)
-    assert sorted(row.samples) == list(range(len(samples)))
+    assert sorted(i for _, i in row.placed) == list(range(len(samples)))
     # each learned token once, with its own context: a member's tokens after its prefix, positions continuing
     assert _learned(row.labels) == _learned(t for s in samples for t in [IGNORE_INDEX] + s["labels"][1:])
-    for (a, b, pa, pb), i in zip([s for s in row.segments if s[3] > s[2] or s[0] not in
-                                  {p for _, _, p, q in row.segments if q > p}], row.samples):
+    for (a, b, pa, pb), i in row.placed:
         shared = pb - pa
         assert row.ids[pa:pb] + row.ids[a:b] == samples[i]["input_ids"]
         assert row.positions[a:b] == list(range(shared, len(samples[i]["input_ids"])))
@@ -78,19 +77,13 @@ def test_saving_line_says_what_share_of_the_tokens_is_computed():
 
 @pytest.mark.parametrize("arch", ["qwen2", "llama", "glm"])
 def test_shared_prefix_row_gives_the_plain_rows_loss_and_gradients(tiny_model_factory, arch):
-    from peft import LoraConfig, get_peft_model
-
-    from tunesmith.train.attention import check_shared_prefixes, use_packed_attention
+    from tunesmith.train.attention import check_shared_prefixes
     from tunesmith.train.dataset import PackedCollator
     from tunesmith.train.trainer import answer_loss_sum, output_head
 
     path = tiny_model_factory(arch)
     tok = AutoTokenizer.from_pretrained(path)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    assert use_packed_attention(model) == "tunesmith_packed"
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0,
-                                             init_lora_weights=False))
+    model = packed_lora_model(path)
     samples = _samples(tok)
     shared = PackedCollator(share_prefixes=True, sample_weights=True)(samples)
     plain = PackedCollator(sample_weights=True)(samples)

@@ -121,19 +121,14 @@ def test_cutoffs_drop_samples_with_nothing_to_learn(tiny_qwen2):
 @pytest.mark.parametrize("arch", ["qwen2", "llama"])
 def test_packed_batch_loss_equals_unpacked_and_model_loss(tiny_model_factory, arch):
     """Same conversations, packed into one row or padded: identical token-weighted loss and gradients."""
-    from peft import LoraConfig, get_peft_model
-
-    from tunesmith.train.attention import check_packing, use_packed_attention
+    from tests.support import packed_lora_model
+    from tunesmith.train.attention import check_packing
     from tunesmith.train.dataset import PackedCollator, PaddedCollator, encode_all
     from tunesmith.train.trainer import answer_loss_sum, head_loss_supported, output_head
 
     path = tiny_model_factory(arch)
     tok = AutoTokenizer.from_pretrained(path)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    assert use_packed_attention(model) == "tunesmith_packed"
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0,
-                                             init_lora_weights=False))  # random B: the adapter matters
+    model = packed_lora_model(path)  # random B: the adapter matters
     model.eval()
     samples, _ = encode_all([CONV, *_convs(5)], tok, resolve_template("chatml", tok), max_source_len=512,
                             max_target_len=256)

@@ -132,13 +132,13 @@ def check_shared_prefixes(model, vocab_size: int, device) -> float:
     batch = PackedCollator(share_prefixes=True)(feats)
     for key in ("labels", "num_tokens"):
         batch.pop(key)
-    row = plan_row(feats)
+    row = plan_row(feats)  # where the collator placed each conversation
     try:
         with eval_mode(model):
             packed = model(**{k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()},
                            use_cache=False).logits.float()[0]
             diffs, scale = [], 1.0
-            for (a, b, pa, pb), i in zip([s for s in row.segments if s[3] > s[2]], row.samples):
+            for (a, b, pa, pb), i in row.placed:
                 alone = model(input_ids=torch.tensor([seqs[i]], device=device), use_cache=False).logits.float()[0]
                 diffs.append((packed[a:b] - alone[pb - pa:]).abs().max())
                 scale = max(scale, float(alone.abs().max()))

@@ -4,11 +4,12 @@ begin with is laid in the row once, and each of those conversations continues af
     from tunesmith.train.shared_prefix import plan_row
     row = plan_row(samples[:8])   # Row(ids, labels, positions, segments)
 
-Role-play and task-format data repeat one long system text in every record (a 李白 persona runs to ~150 tokens
-before a ~30-token question), so a packed row of 8 conversations spends most of its compute on 8 copies of the
-same tokens. Under causal attention the prefix's hidden states do not depend on what follows it, so computing
-them once and letting every conversation of the group attend to them gives the same logits, the same loss and the
-same gradients (the prefix's gradient is the sum of what each conversation sends back, as with 8 copies):
+Role-play and task-format data repeat one long system text in every record (a 李白 persona and the template's
+opening run to ~140 tokens of a ~220-token record), so a packed row of 8 conversations spends most of its compute
+on 8 copies of the same tokens. Under causal attention the prefix's hidden states do not depend on what follows
+it, so computing them once and letting every conversation of the group attend to them gives the same logits, the
+same loss and the same gradients (the prefix's gradient is the sum of what each conversation sends back, as
+with 8 copies):
 
 - a group's prefix is a segment of its own (positions 0..P-1, causal attention, nothing learned);
 - each member continues with its own tokens at positions P.. and attends to the prefix and causally to itself;
@@ -35,7 +36,7 @@ class Row:
     labels: list[int] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
     segments: list[tuple[int, int, int, int]] = field(default_factory=list)
-    samples: list[int] = field(default_factory=list)  # the feature each non-prefix segment holds
+    placed: list[tuple[tuple[int, int, int, int], int]] = field(default_factory=list)  # (segment, feature index)
 
     def add(self, ids, labels, first_position: int = 0, prefix: tuple[int, int] | None = None, sample=None) -> None:
         start = len(self.ids)
@@ -47,7 +48,7 @@ class Row:
         pa, pb = prefix if prefix else (start, start)
         self.segments.append((start, len(self.ids), pa, pb))
         if sample is not None:
-            self.samples.append(sample)
+            self.placed.append((self.segments[-1], sample))
 
 
 def shareable_length(labels) -> int:
@@ -105,7 +106,7 @@ def plan_row(features: list[dict], share: bool = True, min_shared: int = MIN_SHA
 
 def saving_line(samples: list[dict], batch_size: int, batches: int = 50) -> str:
     """What sharing saves on batches of `batch_size` taken in order from `samples` (the Trainer draws them
-    shuffled again, so this is an estimate): e.g. '8 conversations a batch compute 46% of their tokens'."""
+    shuffled again, so this is an estimate): e.g. 'a batch of 8 conversations computes 61% of their tokens'."""
     total = computed = 0
     for start in range(0, min(len(samples), batches * batch_size), batch_size):
         chunk = samples[start:start + batch_size]
