@@ -10,6 +10,7 @@ Every value is checked by `validate()`; a bad one raises ConfigError naming the 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,13 @@ MAX_SEED = 2**64 - 1
 MIN_SAMPLING_TEMPERATURE = 1e-5
 # A repetition penalty divides or multiplies logits; near zero it makes them infinite, as above.
 MIN_REPETITION_PENALTY = 1e-3
+# DRY's defaults are those of its reference implementations (text-generation-webui, llama.cpp, koboldcpp).
+DRY_SEQUENCE_BREAKERS = ("\n", ":", "\"", "*")
+MAX_DRY_BREAKERS = 64
+# The samplers of infer/samplers.py, with the value that turns each off: options that change logits by what
+# was generated before (see `anti_repeat`).
+SAMPLER_OFF = {"min_p": 0.0, "presence_penalty": 0.0, "frequency_penalty": 0.0, "no_repeat_ngram_size": 0,
+               "dry_multiplier": 0.0}
 
 @dataclass
 class GenerationOptions:
@@ -42,6 +50,16 @@ class GenerationOptions:
     seed: int | None = None  # makes sampling reproducible (such a request runs in a batch of its own)
     stop: list[str] = field(default_factory=list)  # the reply ends before the first of these strings
     n: int = 1  # replies per prompt; with beam search, the n best beams (n <= num_beams)
+    # Samplers against loops (infer/samplers.py; docs/serving.md "Samplers against loops"); each default is off.
+    min_p: float = 0.0  # sampling keeps tokens with at least min_p x the top token's probability
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from every token already generated
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted per time a token was generated
+    no_repeat_ngram_size: int = 0  # no n-gram of this size occurs twice (transformers' processor)
+    dry_multiplier: float = 0.0  # DRY: penalty = multiplier * base ** (match length - allowed length)
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2  # repeats this long are free
+    dry_sequence_breakers: list[str] = field(default_factory=lambda: list(DRY_SEQUENCE_BREAKERS))
+    dry_range: int = 0  # DRY looks at the last this many tokens (0: the whole prompt and reply)
 
     def validate(self) -> GenerationOptions:
         def bad(name: str, expected: str) -> ConfigError:
@@ -78,7 +96,36 @@ class GenerationOptions:
         if self.num_beams > 1 and self.n > self.num_beams:
             raise ConfigError("n: with beam search n must be <= num_beams "
                               f"(got n={self.n}, num_beams={self.num_beams})")
+        self._validate_samplers(bad, is_int, is_num)
         return self
+
+    def _validate_samplers(self, bad, is_int, is_num) -> None:
+        if not is_num(self.min_p) or not 0 <= self.min_p <= 1:
+            raise bad("min_p", "a number in [0, 1] (0 disables min-p)")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not is_num(getattr(self, name)) or not -2 <= getattr(self, name) <= 2:
+                raise bad(name, "a number in [-2, 2] (0: none)")
+        if not is_int(self.no_repeat_ngram_size) or not 0 <= self.no_repeat_ngram_size <= 64:
+            raise bad("no_repeat_ngram_size", "an integer in [0, 64] (0 disables it)")
+        if not is_num(self.dry_multiplier) or not 0 <= self.dry_multiplier <= 100:
+            raise bad("dry_multiplier", "a number in [0, 100] (0 disables DRY)")
+        if not is_num(self.dry_base) or not 1 < self.dry_base <= 16:
+            raise bad("dry_base", "a number in (1, 16]")
+        if not is_int(self.dry_allowed_length) or not 1 <= self.dry_allowed_length <= 1000:
+            raise bad("dry_allowed_length", "an integer in [1, 1000]")
+        breakers = self.dry_sequence_breakers
+        if (not isinstance(breakers, list) or len(breakers) > MAX_DRY_BREAKERS
+                or not all(isinstance(b, str) and b for b in breakers)):
+            raise bad("dry_sequence_breakers", f"a list of at most {MAX_DRY_BREAKERS} non-empty strings")
+        if not is_int(self.dry_range) or self.dry_range < 0:
+            raise bad("dry_range", "an integer >= 0 (0: the whole sequence)")
+
+    @property
+    def anti_repeat(self) -> bool:
+        """Whether a sampler of infer/samplers.py is on (min_p, the penalties, no-repeat n-grams, DRY)."""
+        # min_p only ever acts on sampling (a greedy reply keeps the top token whatever min_p is)
+        return any(getattr(self, name) != off for name, off in SAMPLER_OFF.items()
+                   if name != "min_p" or self.sampling)
 
     @property
     def sampling(self) -> bool:
@@ -98,20 +145,31 @@ class GenerationOptions:
 
 def _parse_field(key: str, raw: Any) -> Any:
     if not isinstance(raw, str):
-        return list(raw) if key == "stop" and isinstance(raw, (list, tuple)) else raw
+        return list(raw) if key in ("stop", "dry_sequence_breakers") and isinstance(raw, (list, tuple)) else raw
     text = raw.strip()
     try:
         if key == "do_sample":
             return parse_bool(text, key)
-        if key in ("max_new_tokens", "top_k", "num_beams", "n"):
+        if key in _INT_FIELDS:
             return int(text)
         if key == "seed":
             return None if text.lower() in ("", "none", "null") else int(text)
-        if key in ("temperature", "top_p", "repetition_penalty"):
+        if key in _FLOAT_FIELDS:
             return float(text)
     except ValueError:
         raise ConfigError(f"{key}: expected a number (got {raw!r})") from None
-    if key == "stop":
+    if key == "dry_sequence_breakers" and text.startswith("["):
+        # text-generation-webui sends the breakers as a JSON list in a string: '["\\n", ":", "\\"", "*"]'
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a JSON list of strings (got {raw!r})") from None
+    if key in ("stop", "dry_sequence_breakers"):
         # "a|b" -> ["a", "b"]; \n and \t are understood so a newline can be typed
         return [s.replace("\\n", "\n").replace("\\t", "\t") for s in raw.split("|") if s]
     return raw
+
+
+_INT_FIELDS = ("max_new_tokens", "top_k", "num_beams", "n", "no_repeat_ngram_size", "dry_allowed_length", "dry_range")
+_FLOAT_FIELDS = ("temperature", "top_p", "repetition_penalty", "min_p", "presence_penalty", "frequency_penalty",
+                 "dry_multiplier", "dry_base")

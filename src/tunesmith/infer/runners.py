@@ -22,6 +22,7 @@ from typing import Any
 from tunesmith.errors import ModelError
 from tunesmith.infer.options import GenerationOptions
 from tunesmith.infer.request import Completion, PendingRequest
+from tunesmith.infer.samplers import config_fields, logits_processors
 from tunesmith.infer.streaming import BatchStreamer, IncrementalDecoder, RowStopCriteria, first_stop
 
 CB_PAGE_SIZE = 256  # tokens per KV-cache page (transformers' default)
@@ -89,6 +90,7 @@ def run_padded(model, tokenizer, requests: list[PendingRequest], stop_ids: Seque
     criteria = CancellableStops(tokenizer, width, [requests[q].options.stop for q in row_req], row_max, stop_ids,
                                 [requests[q] for q in row_req])
     config = _generation_config(model, first.options, stop_ids, pad_id, max(row_max))
+    processors = logits_processors(first.options, tokenizer, width)
     streaming = first.options.num_beams == 1 and any(r.on_text is not None for r in requests)
     decoders = _row_decoders(tokenizer, requests, row_req) if streaming else []
     streamer = _batch_streamer(requests, row_req, row_choice, decoders, stop_ids, row_max) if streaming else None
@@ -98,7 +100,8 @@ def run_padded(model, tokenizer, requests: list[PendingRequest], stop_ids: Seque
     with torch.inference_mode():
         per_row = {"adapter_names": [adapter_names[q] for q in row_req]} if adapter_names is not None else {}
         out = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
-                             stopping_criteria=StoppingCriteriaList([criteria]), streamer=streamer, **per_row)
+                             stopping_criteria=StoppingCriteriaList([criteria]), logits_processor=processors,
+                             streamer=streamer, **per_row)
     return _collect(tokenizer, requests, out[:, width:].tolist(), row_req, row_choice, criteria, decoders, stop_ids)
 
 
@@ -134,6 +137,7 @@ def _generation_config(model, opts: GenerationOptions, stop_ids: Sequence[int], 
         gen.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     if opts.num_beams > 1:
         gen.update(num_return_sequences=opts.n, early_stopping=True)
+    gen.update(config_fields(opts))
     return GenerationConfig(**gen)
 
 
@@ -200,6 +204,9 @@ def continuous_blocker(model, opts: GenerationOptions, sampling_ok: bool = False
         return "it gives one greedy reply per prompt (no beam search, n = 1)"
     if opts.repetition_penalty != 1.0:
         return "transformers' continuous batching drops the repetition penalty"
+    if opts.anti_repeat:
+        return ("min_p, presence/frequency penalties, no_repeat_ngram_size and DRY need each request's own tokens, "
+                "which transformers' continuous batching does not give its logits processors")
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     if not callable(getattr(inner, "generate_batch", None)):
         return "this model has no generate_batch (transformers' continuous batching)"
