@@ -541,22 +541,3 @@ def test_sample_line_never_ends_in_half_a_character(tiny_qwen2, tmp_path, monkey
     assert cb.generate_sample(model) == "吾乃李白"
     monkeypatch.setattr(tok, "decode", lambda ids, **kw: "\ufffd吾\n乃")
     assert cb.generate_sample(model) == "\ufffd吾 ⏎ 乃"  # only the tail is a cut; a broken first byte stays visible
-
-
-def test_threads_follow_the_cores_busy_now_not_the_load_average(monkeypatch):
-    """Right after setup the 1-minute load average still counts our own work; the sample of 'now' does not."""
-    import psutil
-
-    from tunesmith.train import runtime
-
-    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (8.0, 8.0, 8.0))
-    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 4)
-    monkeypatch.setattr(psutil, "cpu_count", lambda *a, **k: 4)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
-    monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None, **k: 2.0)  # an idle machine
-    assert runtime.resolve_threads(None, "cpu") == 4
-    monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None, **k: 50.0)  # two of four cores busy
-    assert runtime.resolve_threads(None, "cpu") == 2
-    monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None, **k: 100.0)
-    assert runtime.resolve_threads(None, "cpu") == 1
-    assert runtime.resolve_threads(3, "cpu") == 3 and runtime.resolve_threads(None, "cuda") is None

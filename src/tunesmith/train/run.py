@@ -145,6 +145,8 @@ def as_config(config_or_path: TrainConfig | str | os.PathLike | dict | None, ove
 def setup_run(cfg: TrainConfig, resume_from: Path | None, stream=None) -> RunSetup:
     """Resolve where the run computes, load the base model, its template and the data, attach LoRA."""
     runtime = setup_runtime(cfg)
+    if runtime.device == "cpu":
+        log(f"threads: {runtime.threads} ({runtime.thread_reason})", stream)
     named = explicit_character(cfg)  # before the model: a bad card fails in a second
     model_path = resolve_model_path(cfg.model)
     model, tokenizer = load_model(model_path, dtype=runtime.dtype, device=runtime.device,
@@ -187,13 +189,13 @@ def tune_model(cfg: TrainConfig, runtime: Runtime, model, tokenizer, template, m
     head = output_head(model) if sft and head_loss_supported(model, model.device) else None
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
-    dtype, device, threads = runtime.dtype, runtime.device, runtime.threads
+    dtype, device = runtime.dtype, runtime.device
     lora = f"adapter {cfg.init_adapter}" if cfg.init_adapter else \
         f"LoRA rank {cfg.lora.rank} on {cfg.lora.target_modules}"
     loss = (f"loss head {'answer positions only' if head is not None else 'full logits'}; "
             f"loss weighted per {'conversation' if cfg.loss_weighting == 'sample' else 'token'}") if sft else \
         f"method {cfg.method} (beta {cfg.preference.beta:g})"
-    log(f"model: {model_path} ({dtype}, {device}{f' x{threads} threads' if device == 'cpu' else ''}"
+    log(f"model: {model_path} ({dtype}, {device}"
         f"{', ' + cfg.quantization if cfg.quantization != 'none' else ''}); "
         f"{lora}: {n_train:,} trainable of {n_all:,} parameters; template {template.name}; packing {packing}"
         f"{' with shared prompt prefixes' if share else ''}; "

@@ -5,7 +5,8 @@
     rt.log("printed once, by the main process")
 
 `dtype: auto` measures on CPU whether bf16 matmuls are really faster than fp32 (many CPUs emulate them);
-`threads` default to the idle cores. Under torchrun every process calls this; only rank 0 prints.
+`threads` default to the free cores (tunesmith.threads: niced work counts as free). Under torchrun every
+process calls this; only rank 0 prints.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Runtime:
     device: str  # cpu | cuda | mps
     dtype: str  # fp32 | bf16 | fp16
     threads: int | None  # torch CPU threads set for this run (None: left as torch has them)
+    thread_reason: str  # why that many (tunesmith.threads), printed as the first line of the run
     started: float  # perf_counter at setup: total_seconds in summary.json counts from here
 
 
@@ -46,10 +48,10 @@ def setup_runtime(cfg) -> Runtime:
     """Quiet transformers, then resolve device, threads (set on torch) and dtype for `cfg` (a TrainConfig)."""
     import warnings
 
-    import torch
     import transformers
 
     from tunesmith.model import resolve_device
+    from tunesmith.threads import choose_threads
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -57,11 +59,11 @@ def setup_runtime(cfg) -> Runtime:
     started = time.perf_counter()
     world, rank, _ = dist_env()
     device = resolve_device(cfg.device)
-    threads = resolve_threads(cfg.threads, device)
-    if threads:
-        torch.set_num_threads(threads)
+    threads = choose_threads(cfg.threads, device)
+    threads.apply()
     dtype = resolve_train_dtype(cfg.dtype, device)
-    return Runtime(world=world, rank=rank, device=device, dtype=dtype, threads=threads, started=started)
+    return Runtime(world=world, rank=rank, device=device, dtype=dtype, threads=threads.threads,
+                   thread_reason=threads.reason, started=started)
 
 
 def cpu_bf16_speedup(n: int = 1024, repeats: int = 3) -> float:
@@ -95,31 +97,6 @@ def resolve_train_dtype(dtype: str, device: str) -> str:
         # Many CPUs emulate bf16 matmuls (slower than fp32); use it only where it really is faster.
         return "bf16" if cpu_bf16_speedup() >= 1.3 else "fp32"
     return "fp32"
-
-
-def resolve_threads(threads: int | None, device: str) -> int | None:
-    """CPU threads: as asked, else as many as there are idle cores (busy cores make OpenMP threads wait)."""
-    if threads:
-        return threads
-    if device != "cpu":
-        return None
-    import torch
-
-    idle = max(1, (os.cpu_count() or 1) - round(busy_cores()))
-    return min(torch.get_num_threads(), idle)
-
-
-def busy_cores(window_s: float = 0.3, samples: int = 3) -> float:
-    """How many cores other work keeps busy right now: the least of a few short samples taken while this
-    process waits (a job that lasts shows in every sample; a command that runs for a moment does not).
-
-    Not the load average: its 1-minute mean still counts this process's own setup work (installing,
-    converting the model, tokenizing) for a minute after it ended, which made a run started right after
-    setup train on one thread of an idle 2-core machine."""
-    import psutil
-
-    busy = min(psutil.cpu_percent(interval=window_s) for _ in range(samples))
-    return busy / 100 * (psutil.cpu_count() or 1)
 
 
 def peak_memory_mb(device: str) -> float | None:

@@ -1,0 +1,103 @@
+"""The CPU thread choice: busy cores are left alone, niced work counts as free, the line says why."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import psutil
+import pytest
+
+from tunesmith import threads
+from tunesmith.threads import CpuLoad, choose_threads, cpu_load
+
+
+def _sample(user=0.0, nice=0.0, system=0.0, idle=0.0, steal=0.0, iowait=0.0):
+    """A psutil.cpu_times_percent result: percentages of all cores together."""
+    return SimpleNamespace(user=user, nice=nice, system=system, idle=idle, iowait=iowait, irq=0.0, softirq=0.0,
+                           steal=steal, guest=0.0, guest_nice=0.0)
+
+
+@pytest.fixture
+def four_cores(monkeypatch):
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 4)
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    samples: list = []
+
+    def fake(interval=None, percpu=False):
+        return samples.pop(0)
+
+    monkeypatch.setattr(psutil, "cpu_times_percent", fake)
+    return samples
+
+
+def test_niced_work_counts_as_free(four_cores):
+    # a nice-19 job keeps two of four cores busy: all four are the run's (the job yields at once)
+    four_cores.extend([_sample(nice=50.0, idle=50.0)] * 3)
+    load = cpu_load(window_s=0)
+    assert load.busy == 0 and load.niced == pytest.approx(2.0)
+    choice = choose_threads(None, "cpu", load)
+    assert choice.threads == 4
+    assert choice.line() == "threads: 4 (4 of 4 cores free; 2.0 cores of niced work, which yields)"
+
+
+def test_normal_priority_work_takes_its_cores(four_cores):
+    four_cores.extend([_sample(user=45.0, system=5.0, idle=50.0)] * 3)
+    choice = choose_threads(None, "cpu", cpu_load(window_s=0))
+    assert choice.threads == 2
+    assert "2 of 4 cores free: other work keeps 2.0 cores busy" in choice.line()
+
+
+def test_busy_and_niced_together(four_cores):
+    # one core of normal work and one of niced work: three threads, and the line names both
+    four_cores.extend([_sample(user=25.0, nice=25.0, idle=50.0)] * 3)
+    choice = choose_threads(None, "cpu", cpu_load(window_s=0))
+    assert choice.threads == 3
+    assert "keeps 1.0 core busy" in choice.reason and "1.0 core of niced work" in choice.reason
+
+
+def test_the_quietest_sample_counts(four_cores):
+    # a command that ran for a moment shows in one sample only; a lasting job shows in all
+    four_cores.extend([_sample(user=100.0), _sample(user=25.0, idle=75.0), _sample(user=75.0, idle=25.0)])
+    assert choose_threads(None, "cpu", cpu_load(window_s=0)).threads == 3
+
+
+def test_hypervisor_steal_is_busy_and_at_least_one_thread(four_cores):
+    four_cores.extend([_sample(user=60.0, steal=40.0)] * 3)
+    assert choose_threads(None, "cpu", cpu_load(window_s=0)).threads == 1
+
+
+def test_asked_threads_and_other_devices_skip_the_sample(monkeypatch):
+    monkeypatch.setattr(threads, "cpu_load", lambda *a, **k: pytest.fail("sampled the CPU"))
+    assert choose_threads(3, "cpu").line() == "threads: 3 (as asked)"
+    assert choose_threads(None, "cuda").threads is None
+
+
+def test_no_more_threads_than_physical_cores(monkeypatch):
+    # four logical CPUs on two physical cores (hyper-threads): two threads on an idle machine
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 4 if logical else 2)
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert choose_threads(None, "cpu", CpuLoad(cores=4, busy=0.0, niced=0.0)).threads == 2
+
+
+def test_training_logs_the_thread_line(tiny_qwen2, tmp_path, monkeypatch, capsys):
+    """A training run prints one `threads:` line with the reason and sets torch to it."""
+    import torch
+
+    from tunesmith.train import train_from_config
+
+    monkeypatch.setattr(threads, "cpu_load", lambda *a, **k: CpuLoad(cores=2, busy=1.0, niced=1.0))
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    data = tmp_path / "d.jsonl"
+    line = '{"messages": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "吾乃李白"}]}\n'
+    data.write_text(line * 4, encoding="utf-8")
+    before = torch.get_num_threads()
+    try:
+        train_from_config({"model": str(tiny_qwen2), "data": {"train": str(data)}, "max_steps": 1, "warmup": 0,
+                           "output_dir": str(tmp_path / "run"), "device": "cpu", "dtype": "fp32"})
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("threads:")]
+    assert lines == ["threads: 1 (1 of 2 cores free: other work keeps 1.0 core busy (a threads setting overrides); "
+                     "1.0 core of niced work, which yields)"]
