@@ -1,7 +1,10 @@
 """The command line: help everywhere, light imports, user errors without tracebacks."""
 
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +79,35 @@ def test_help_text_joins_each_docstring_paragraph_and_keeps_examples():
                            "    tunesmith demo --steps 40\n    tunesmith demo --help")
     helps = {info.name: info.help for info in app.registered_commands}
     assert "the base uses the first adapter's saved chat template" in helps["eval"]
+
+
+# What a library prints that the user can do nothing about: failed optional kernel loads, glog-style warning
+# lines (W1206 23:57:43.391 ...), Python warnings shown with their category, deprecation notices.
+_NOISE = re.compile(r"Failed to load|Warning\b|^[WE]\d{4} \d\d:|is deprecated|Could not load", re.MULTILINE)
+
+
+def _tunesmith(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The installed `tunesmith` command in a fresh process, as a user starts it (libraries import from scratch)."""
+    code = "import sys; from tunesmith.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "default"}
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=300)
+
+
+def test_a_first_command_prints_no_library_noise(tiny_qwen2, tmp_path):
+    """`train --help`, a one-step training and building a tiny model print only tunesmith's own lines."""
+    data = tmp_path / "d.jsonl"
+    line = '{"messages": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "吾乃李白"}]}\n'
+    data.write_text(line * 4, encoding="utf-8")
+    runs = [
+        _tunesmith("train", "--help", cwd=tmp_path),
+        _tunesmith("train", f"model={tiny_qwen2}", f"data.train={data}", "max_steps=1", "warmup=0", "threads=1",
+                   f"output_dir={tmp_path / 'run'}", cwd=tmp_path),
+        _tunesmith("tiny-model", str(tmp_path / "tiny"), cwd=tmp_path),
+    ]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+        printed = run.stdout + run.stderr
+        assert not _NOISE.search(printed), printed[:3000]
+    assert "saved adapter to" in runs[1].stdout and runs[1].stderr.strip() == ""
+    assert runs[2].stderr.strip() == ""

@@ -132,6 +132,9 @@ def tiny_model_command(
         from tunesmith.errors import ConfigError
 
         raise ConfigError(f"--arch {arch!r} is not supported (expected one of {', '.join(ARCHS)})")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one small shard: a bar that flashes 0% to 100% says nothing
     path = build_tiny_model(out, arch, seed=seed, hidden_size=hidden_size, layers=layers,
                             intermediate_size=hidden_size * 2)
     typer.echo(f"wrote tiny {arch} model to {path}")
