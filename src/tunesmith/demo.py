@@ -64,7 +64,7 @@ def demo_train_config(data: dict, out: Path, model: str, steps: int, device: str
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for data, adapter and report.")] = Path("runs/demo"),
     model: Annotated[str, typer.Option(
-        help="Base model: 'default' (bundled SmolLM2-135M-Instruct) or a folder.")] = "default",
+        help="Base model: 'default' (bundled SmolLM2-135M-Instruct), a folder or a .gguf file.")] = "default",
     steps: Annotated[int, typer.Option(
         help="Optimizer steps of LoRA training (8 conversations each). 60 keeps the whole demo near 20 minutes on "
              "a 2-core CPU; the 李白 recipe's 300 steps gain more (README.md).")] = 60,

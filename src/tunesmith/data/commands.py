@@ -297,7 +297,8 @@ def make_pairs_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Pairs file to write (conversation JSONL); "
                                                                  "a rerun continues it.")],
     model: Annotated[str, typer.Option(
-        "--model", "-m", help="Base model (folder, hub id or 'default') whose answers become the rejected ones.")],
+        "--model", "-m", help="Base model (folder, hub id, .gguf file or 'default') whose answers become the "
+                              "rejected ones.")],
     adapter: Annotated[str | None, typer.Option(
         "--adapter", "-a", help="LoRA adapter folder on the base (its template.json builds the prompts).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Prompts answered per batch.")] = 16,

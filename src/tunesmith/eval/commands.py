@@ -75,8 +75,8 @@ def eval_command(
         "--data2", help="Second test file. RoleBench: the role_specific test (SPE). Other tasks: scored as its own "
                         "set. Repeatable.")] = None,
     model: Annotated[str, typer.Option(
-        "--model", "-m", help="Base model: a folder, a hub id, or 'default' (the embedded "
-                              "SmolLM2-135M-Instruct).")] = "default",
+        "--model", "-m", help="Base model: a folder, a hub id, a .gguf file (llama, qwen2), or 'default' (the "
+                              "embedded SmolLM2-135M-Instruct).")] = "default",
     adapter: Annotated[list[str] | None, typer.Option(
         "--adapter", "-a", help="NAME=PATH of a LoRA adapter folder (with its template.json). Repeatable.")] = None,
     task: Annotated[str, typer.Option(

@@ -18,7 +18,8 @@ from tunesmith.adapter_spec import parse_adapter_specs
 from tunesmith.errors import ConfigError
 
 ModelOpt = Annotated[str, typer.Option(
-    "--model", "-m", help="Base model: a folder, a hub id, or 'default' (the embedded SmolLM2-135M-Instruct).")]
+    "--model", "-m", help="Base model: a folder, a hub id, a .gguf file (llama, qwen2; converted once into the "
+                          "cache), or 'default' (the embedded SmolLM2-135M-Instruct).")]
 AdapterOpt = Annotated[list[str] | None, typer.Option(
     "--adapter", "-a", help="A LoRA adapter as NAME=PATH; repeat for several (they share one base in memory).")]
 TemplateOpt = Annotated[str | None, typer.Option(

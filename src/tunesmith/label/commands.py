@@ -40,8 +40,8 @@ def label(
     project_dir: Annotated[Path, typer.Argument(
         help="Project folder; its store tunesmith-label.sqlite is created on first use.")],
     model: Annotated[str | None, typer.Option(
-        "--model", "-m", help="Base model (folder, hub id or 'default') for the Try-it tab; without it the page labels "
-                              "without a model.")] = None,
+        "--model", "-m", help="Base model (folder, hub id, .gguf file or 'default') for the Try-it tab; without it "
+                              "the page labels without a model.")] = None,
     adapter: Annotated[list[str] | None, typer.Option(
         "--adapter", "-a", help="LoRA adapter NAME=PATH to try (repeatable); needs --model.")] = None,
     host: Annotated[str, typer.Option(

@@ -79,7 +79,8 @@ def export(
         "--merge/--no-merge", help="Merge LoRA into the base weights (a standalone model); --no-merge copies the "
                                    "adapter with a chat template baked into its tokenizer.")] = True,
     base: Annotated[str | None, typer.Option(
-        help="Base model folder, when the one recorded in adapter_config.json is elsewhere on this machine.")] = None,
+        help="Base model folder (or .gguf file), when the one recorded in adapter_config.json is elsewhere on "
+             "this machine.")] = None,
     dtype: Annotated[str, typer.Option(
         help="Saved weight dtype: auto (the base's), fp32, bf16, fp16. The merge runs in fp32 for auto.")] = "auto",
     device: Annotated[str, typer.Option(help="Device for the merge: cpu or cuda.")] = "cpu",

@@ -122,7 +122,8 @@ class PreferenceConfigSection:
 @dataclass
 class TrainConfig:
     model: str = field(default="default", metadata=_help(
-        "a model folder, a hub id, or default (SmolLM2-135M-Instruct, bundled)"))
+        "a model folder, a hub id, a .gguf file (llama or qwen2, converted once into the cache), or default "
+        "(SmolLM2-135M-Instruct, bundled)"))
     template: str = field(default="auto", metadata=_help(
         "auto | tokenizer | chatml | plain | instruction; saved as template.json next to the adapter"))
     system: str | None = field(default=None, metadata=_help(
