@@ -112,6 +112,7 @@ def test_train_two_steps_then_chat_on_a_gguf_base(gguf_files, cache, conversions
     base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
     # the adapter records the converted folder: plain peft/transformers/vLLM load it; summary.json keeps the file
     assert Path(base).parent == folder and Path(base).name.startswith("gguf-model-")
+    assert resolve_model_path(base) == base  # export without --base finds it
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"] == str(gguf) and summary["model_path"] == base and summary["steps"] == 2
     assert conversions == [gguf]
