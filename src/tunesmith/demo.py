@@ -30,7 +30,8 @@ def demo_data_dir() -> Path:
     return Path(__file__).with_name("resources") / "demo" / "rolebench-libai"
 
 
-def demo_train_config(data: dict, out: Path, model: str, steps: int, device: str, dtype: str) -> dict:
+def demo_train_config(data: dict, out: Path, model: str, steps: int, device: str, dtype: str,
+                      threads: int | None = None) -> dict:
     """The recipe of configs/rolebench_libai.yaml, pointed at the bundled data (that file says why for each knob)."""
     return {
         "model": model,
@@ -56,6 +57,7 @@ def demo_train_config(data: dict, out: Path, model: str, steps: int, device: str
         "sample_tokens": 32,
         "dtype": dtype,
         "device": device,
+        "threads": threads,
         "seed": 42,
         "overwrite": True,
     }
@@ -73,6 +75,9 @@ def demo(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto (bf16 where fast), fp32, bf16 or fp16.")] = "auto",
     show: Annotated[int, typer.Option(help="Answers shown side by side at the end.")] = 4,
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads (default: each phase takes the cores no normal-priority work keeps busy when it starts; "
+             "niced work counts as free).")] = None,
 ) -> None:
     """Train a 李白 role adapter on the default model, evaluate it against the base and show the result."""
     from rich.console import Console
@@ -84,6 +89,8 @@ def demo(
 
     if steps < 1:
         raise ConfigError(f"--steps: expected an integer >= 1 (got {steps})")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads: expected an integer >= 1 (got {threads})")
     if eval_limit < 0:
         raise ConfigError(f"--eval-limit: expected 0 (all) or more (got {eval_limit})")
     console = Console()
@@ -95,7 +102,7 @@ def demo(
     console.print(", ".join(f"{k}: {v['conversations']}" for k, v in manifest["files"].items()))
 
     console.rule(f"2/3 LoRA training on {model} ({steps} steps)")
-    result = train_from_config(demo_train_config(files, out, model, steps, device, dtype))
+    result = train_from_config(demo_train_config(files, out, model, steps, device, dtype, threads))
     t_train = time.time() - t0
 
     console.rule("3/3 evaluation: base vs tuned on held-out questions")
@@ -111,6 +118,7 @@ def demo(
         limit=eval_limit or None,
         generation={"max_new_tokens": max_new_tokens},
         device=device,
+        threads=threads,
         dtype="auto" if dtype == "auto" else dtype,
         overwrite=True,
         show=show,

@@ -312,6 +312,9 @@ def make_pairs_command(
     template: Annotated[str | None, typer.Option(
         "--template", help="Chat template of the base model without --adapter (auto, tokenizer, chatml, plain, "
                            "instruction).")] = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help="CPU threads for torch (default: the cores no normal-priority work keeps busy now; niced "
+                          "work counts as free).")] = None,
 ) -> None:
     """Preference pairs from data and a model: chosen = the reference answer, rejected = the model's greedy answer.
 
@@ -323,5 +326,5 @@ def make_pairs_command(
 
     cfg = MakePairsConfig(data=data, out=output, model=model, adapter=adapter, batch_size=batch_size,
                           max_new_tokens=max_new_tokens, limit=limit, fmt=from_, roles=role, dtype=dtype,
-                          device=device, template=template)
+                          device=device, template=template, threads=threads)
     print(make_pairs(cfg).summary())

@@ -56,6 +56,7 @@ class MakePairsConfig:
     dtype: str = "auto"
     device: str = "auto"
     template: str | None = None  # the base model's template (an adapter uses its own template.json)
+    threads: int | None = None  # torch CPU threads (None: the cores free now, tunesmith.threads)
 
 
 @dataclass
@@ -170,8 +171,10 @@ def _check_config(cfg: MakePairsConfig) -> dict[str, str]:
         v = getattr(cfg, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ConfigError(f"--{name.replace('_', '-')}: expected an integer >= 1 (got {v!r})")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise ConfigError(f"--limit: expected an integer >= 1 (got {cfg.limit!r})")
+    for name in ("limit", "threads"):
+        v = getattr(cfg, name)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ConfigError(f"--{name}: expected an integer >= 1 (got {v!r})")
     out = Path(cfg.out)
     if out.is_dir():
         raise ConfigError(f"{out}: is a folder (expected the .jsonl file to write the pairs to)")
@@ -203,7 +206,12 @@ def make_pairs(cfg: MakePairsConfig, engine: Any = None) -> MakePairsReport:
     earlier = read_pairs(out)  # before loading a model for minutes: a broken OUT is refused at once
     if engine is None:
         from tunesmith.infer.engine import Engine
+        from tunesmith.model import resolve_device
+        from tunesmith.threads import choose_threads
 
+        threads = choose_threads(cfg.threads, resolve_device(cfg.device))
+        threads.apply()
+        _note(threads.line())
         _note(f"loading {cfg.model}" + (f" with adapter {next(iter(adapters.values()))}" if adapters else ""))
         engine = Engine.load(cfg.model, adapters=adapters, dtype=cfg.dtype, device=cfg.device,
                              template=cfg.template, max_batch_size=cfg.batch_size)

@@ -130,8 +130,8 @@ def eval_command(
     quantization: QuantOpt = "none",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
     threads: Annotated[int | None, typer.Option(
-        "--threads", help="CPU threads for torch (default: torch's choice). On a CPU shared with other jobs, 1 is "
-                          "often much faster.")] = None,
+        "--threads", help="CPU threads for torch (default: the cores no normal-priority work keeps busy now; niced "
+                          "work counts as free). The report's first lines say how many and why.")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Discard predictions.jsonl in the report folder instead of resuming from it.")] = False,
 ) -> None:

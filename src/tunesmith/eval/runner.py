@@ -95,9 +95,9 @@ class EvalConfig:
     attribution_data: str | Path | None = None  # a rolebench-zh folder (default: the repository's datasets/)
     show: int = 20
     dtype: str = "auto"
-    quantization: str = "none"  # none, or int8 (torchao weight-only), 8bit / 4bit (bitsandbytes, CUDA)
+    quantization: str = "none"  # none, or int8 (model.quantize_int8_weights), 8bit / 4bit (bitsandbytes, CUDA)
     device: str = "auto"
-    threads: int | None = None  # torch CPU threads (None: torch's default)
+    threads: int | None = None  # torch CPU threads (None: the cores free now, tunesmith.threads)
     overwrite: bool = False
     command: str = ""
 
@@ -367,14 +367,18 @@ def prepare_output(cfg: EvalConfig) -> Path:
 
 # -- engine and answers -----------------------------------------------------------------------------------
 def load_engine(cfg: EvalConfig, engine=None):
-    """torch's CPU threads set as asked, and the engine: `engine` when given, else the base model loaded with
-    every adapter side by side."""
-    if cfg.threads:
-        import torch
+    """torch's CPU threads (as asked, else the cores free now: tunesmith.threads) and the engine: `engine` when
+    given (its threads are left alone unless asked), else the base model loaded with every adapter side by side."""
+    from tunesmith.model import resolve_device
+    from tunesmith.threads import choose_threads
 
-        torch.set_num_threads(cfg.threads)
     if engine is not None:
+        if cfg.threads:
+            choose_threads(cfg.threads, "cpu").apply()
         return engine
+    threads = choose_threads(cfg.threads, resolve_device(cfg.device))
+    threads.apply()
+    _log(threads.line())
     from tunesmith.infer.engine import Engine
 
     _log(f"loading {cfg.model}" + (f" with adapters {', '.join(cfg.adapters)}" if cfg.adapters else ""))

@@ -169,7 +169,8 @@ class TrainConfig:
         "auto | fp32 | bf16 | fp16 (auto: bf16/fp16 on GPU; on CPU bf16 where it measures faster)"))
     device: str = field(default="auto", metadata=_help("auto | cpu | cuda | mps"))
     threads: int | None = field(default=None, metadata=_help(
-        "CPU threads (default: the idle cores; busy cores make extra threads wait)"))
+        "CPU threads (default: the cores no normal-priority work keeps busy; niced work counts as free, busy cores "
+        "make extra threads wait)"))
     quantization: str = field(default="none", metadata=_help("none | 8bit | 4bit (QLoRA; CUDA + bitsandbytes)"))
     gradient_checkpointing: bool = field(default=False, metadata=_help(
         "recompute activations in the backward pass: less memory, slower"))
