@@ -126,7 +126,7 @@ def quantization_config(quantization: str, compute_dtype, device: str):
     )
 
 
-INFERENCE_QUANTIZATIONS = (*QUANTIZATIONS, "int8")  # int8: torchao weight-only, applied after loading (inference)
+INFERENCE_QUANTIZATIONS = (*QUANTIZATIONS, "int8")  # int8 weights, applied after loading (inference only)
 
 
 def quantize_int8_weights(model) -> None:
@@ -150,7 +150,8 @@ def quantize_int8_weights(model) -> None:
         try:
             from torchao.quantization import Int8WeightOnlyConfig, quantize_
         except ImportError as e:
-            raise ModelError("quantization=int8 needs torchao: pip install torchao") from e
+            raise ModelError("quantization=int8 on a GPU needs torchao, which is not installed by default: "
+                             "pip install 'tunesmith[int8-gpu]' (or pip install torchao==0.18.0)") from e
         quantize_(model, Int8WeightOnlyConfig(), filter_fn=lambda module, fqn: fqn in names)
     model.tunesmith_quantization = "int8"
 

@@ -28,8 +28,8 @@ TemplateOpt = Annotated[str | None, typer.Option(
 DtypeOpt = Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16 (auto: bf16/fp16 on GPU, fp32 on CPU).")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
 QuantOpt = Annotated[str, typer.Option(
-    help="none; 8bit or 4bit (bitsandbytes, needs CUDA); int8 (int8 weight-only through torchao, CPU or GPU: "
-         "a faster single stream on a CPU, see docs/serving.md).")]
+    help="none; 8bit or 4bit (bitsandbytes, needs CUDA); int8 (int8 weights: torch's dynamic int8 on a CPU, "
+         "torchao on a GPU, installed apart: pip install 'tunesmith[int8-gpu]'; see docs/serving.md).")]
 MaxNewOpt = Annotated[int, typer.Option(help="Most tokens per reply.")]
 SampleOpt = Annotated[bool, typer.Option(
     "--do-sample/--greedy", help="Sample (with temperature/top-p/top-k) or decode greedily / with beams.")]
