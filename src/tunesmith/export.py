@@ -4,8 +4,8 @@
     python -c "from transformers import AutoModelForCausalLM as M; M.from_pretrained('models/libai-merged')"
 
 The folder holds the merged weights (safetensors), the tokenizer with a chat template that renders
-exactly what training saw, template.json (for tunesmith chat/serve/eval) and, for an adapter trained as a
-character, its character.json.  Any transformers,
+exactly what training saw, template.json (for tunesmith chat/serve/eval), for an adapter trained as a
+character its character.json, and its recommended sampler (generation.json) when it has one.  Any transformers,
 vLLM or llama.cpp-conversion user can load it without peft.  Its logits equal base + adapter
 (up to float rounding; the merge runs in fp32 unless asked otherwise).
 """
@@ -72,7 +72,7 @@ def export_model(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
             merged = model.merge_and_unload()
             if gguf is not None:
                 _write_gguf_folder(merged, tokenizer, tpl, tmp, gguf, name=adapter.parent.name or adapter.name)
-                copy_extras(adapter, tmp, ("character.json",))
+                copy_extras(adapter, tmp, ("character.json", "generation.json"))
                 return
             if dtype == "auto":
                 # keep the base's own storage dtype (the merge itself ran in fp32)
@@ -93,9 +93,10 @@ def export_model(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
     return out
 
 
-def copy_extras(adapter: Path, folder: Path, names: tuple[str, ...] = ("train_config.yaml", "character.json")) -> None:
-    """The adapter's files an exported folder carries along: the recipe, and the character (character.json, for
-    chat and serve) when the adapter was trained as one."""
+def copy_extras(adapter: Path, folder: Path,
+                names: tuple[str, ...] = ("train_config.yaml", "character.json", "generation.json")) -> None:
+    """The adapter's files an exported folder carries along: the recipe, the character (character.json, for
+    chat and serve) when the adapter was trained as one, and its recommended sampler (generation.json)."""
     for name in names:
         if (adapter / name).is_file():
             shutil.copy2(adapter / name, folder / name)

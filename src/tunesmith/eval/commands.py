@@ -64,6 +64,24 @@ AttributionDataOption = Annotated[Path | None, typer.Option(
                                "datasets/rolebench-zh).")]
 
 
+# The samplers against loops (infer/samplers.py): unset, each stays off; an adapter's generation.json is not
+# read here, so that a score says which settings produced it.
+MinPOpt = Annotated[float | None, typer.Option("--min-p", help="Min-p sampling (with --do-sample; 0: off).")]
+PresenceOpt = Annotated[float | None, typer.Option(
+    "--presence-penalty", help="OpenAI's presence penalty over the answer's tokens (-2..2; 0: off).")]
+FrequencyOpt = Annotated[float | None, typer.Option(
+    "--frequency-penalty", help="OpenAI's frequency penalty over the answer's tokens (-2..2; 0: off).")]
+NgramOpt = Annotated[int | None, typer.Option(
+    "--no-repeat-ngram-size", help="No n-gram of this many tokens occurs twice (0: off).")]
+DryMultOpt = Annotated[float | None, typer.Option(
+    "--dry-multiplier", help="DRY penalty on extending a repeat (0: off; docs/serving.md).")]
+DryBaseOpt = Annotated[float | None, typer.Option("--dry-base", help="DRY: growth of the penalty (> 1; 1.75).")]
+DryAllowedOpt = Annotated[int | None, typer.Option(
+    "--dry-allowed-length", help="DRY: repeats up to this many tokens are free (2).")]
+DryBreakersOpt = Annotated[str | None, typer.Option(
+    "--dry-sequence-breakers", help="DRY: strings that end a repeat, '|'-separated or a JSON list.")]
+
+
 def eval_command(
     ctx: typer.Context,
     data: Annotated[list[Path], typer.Option(
@@ -119,6 +137,14 @@ def eval_command(
     repetition_penalty: Annotated[float | None, typer.Option(
         "--repetition-penalty", help="Penalty > 1 discourages repeating tokens.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for sampling.")] = None,
+    min_p: MinPOpt = None,
+    presence_penalty: PresenceOpt = None,
+    frequency_penalty: FrequencyOpt = None,
+    no_repeat_ngram_size: NgramOpt = None,
+    dry_multiplier: DryMultOpt = None,
+    dry_base: DryBaseOpt = None,
+    dry_allowed_length: DryAllowedOpt = None,
+    dry_sequence_breakers: DryBreakersOpt = None,
     probe: ProbeOption = None,
     probe_file: ProbeFileOption = None,
     in_character: InCharacterOption = None,
@@ -145,19 +171,29 @@ def eval_command(
     """
     from tunesmith.eval.runner import EvalConfig, run_eval
 
-    adapters = parse_adapter_specs(adapter)
     scores = [parse_name_path(s, "--score-file", lambda p: Path(p).stem) for s in score_file or []]
-    gen = {k: v for k, v in {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "temperature": temperature,
-                             "top_p": top_p, "top_k": top_k, "num_beams": num_beams,
-                             "repetition_penalty": repetition_penalty, "seed": seed}.items() if v is not None}
-    cfg = EvalConfig(out=out, data=list(data), data2=list(data2 or []), model=model, adapters=adapters, task=task,
+    cfg = EvalConfig(out=out, data=list(data), data2=list(data2 or []), model=model,
+                     adapters=parse_adapter_specs(adapter), task=task,
                      fmt=from_, roles=list(role or []), raw_refs=raw_refs, score_files=scores, run_base=base,
                      base_template=base_template, limit=limit, batch_size=batch_size, batching=batching,
-                     generation=gen, probe=probe, probe_file=probe_file, in_character=in_character,
+                     generation=_generation(ctx), probe=probe, probe_file=probe_file, in_character=in_character,
                      identity_file=identity_file, attribution=attribution, attribution_data=attribution_data,
                      show=show, dtype=dtype, quantization=quantization, device=device, threads=threads,
                      overwrite=overwrite, command=_command_line(ctx))
-    result = run_eval(cfg)
+    _print_result(out, run_eval(cfg))
+
+
+# the eval flags that are GenerationOptions fields (unset ones keep the task's defaults)
+GENERATION_FLAGS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "num_beams", "repetition_penalty",
+                    "seed", "min_p", "presence_penalty", "frequency_penalty", "no_repeat_ngram_size", "dry_multiplier",
+                    "dry_base", "dry_allowed_length", "dry_sequence_breakers")
+
+
+def _generation(ctx: typer.Context) -> dict:
+    return {k: v for k, v in ctx.params.items() if k in GENERATION_FLAGS and v is not None}
+
+
+def _print_result(out: Path, result: dict) -> None:
     typer.echo(f"wrote {out / 'report.md'} ({result['seconds']:.1f} s)")
     from tunesmith.eval.report import metric_rows
 

@@ -11,6 +11,8 @@ Every adapter's prompt is built with the template saved next to it by training (
 without a template.json, and "base", use the base template.  `lock` guards the weights and the active
 adapter: whoever generates, switches or merges holds it, so an adapter never changes under a running batch.
 An adapter trained as a character carries its character.json (name, persona, greetings): `character_for`.
+One trained with a recommended sampler carries its generation.json: `generation_for` (chat, serve and the web
+chat start from it; a request's own values win).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from tunesmith.adapter_spec import BASE, check_adapter_name
 from tunesmith.character import Character, load_character
 from tunesmith.errors import ModelError
+from tunesmith.infer.options import GenerationOptions, load_generation
 from tunesmith.template import ChatTemplate, load_template
 
 
@@ -60,14 +63,21 @@ def load_characters(folders: dict[str, Path]) -> dict[str, Character]:
     return {name: char for name, char in found.items() if char is not None}
 
 
+def load_generations(folders: dict[str, Path]) -> dict[str, dict]:
+    """{name: recommended sampler} for the adapter folders that hold a generation.json."""
+    found = {name: load_generation(path) for name, path in folders.items()}
+    return {name: values for name, values in found.items() if values}
+
+
 class AdapterSet:
     """Which adapters are loaded, their templates, and which one is active or merged into the weights."""
 
     def __init__(self, model, base_template: ChatTemplate, templates: dict[str, ChatTemplate],
-                 characters: dict[str, Character] | None = None):
+                 characters: dict[str, Character] | None = None, generations: dict[str, dict] | None = None):
         self.model = model
         self.templates = {BASE: base_template, **templates}
         self.characters = dict(characters or {})
+        self.generations = dict(generations or {})
         self.names: list[str] = [BASE, *templates]
         self.lock = threading.RLock()  # the weights and the active adapter serve one generate at a time
         self.merged: str | None = None  # the adapter folded into the base weights, if any
@@ -84,6 +94,15 @@ class AdapterSet:
         """The character `adapter` was trained as (its character.json), or None."""
         self.check(adapter)
         return self.characters.get(adapter)
+
+    def generation_for(self, adapter: str) -> dict:
+        """The sampler recommended for `adapter` (its generation.json: only the fields it sets), or {}."""
+        self.check(adapter)
+        return dict(self.generations.get(adapter, {}))
+
+    def options_for(self, adapter: str, defaults: GenerationOptions | None = None) -> GenerationOptions:
+        """`defaults` with `adapter`'s recommended sampler applied: what a request that sets nothing gets."""
+        return (defaults or GenerationOptions()).updated(self.generation_for(adapter))
 
     def can_mix(self) -> bool:
         """Whether one batch may run rows through different adapters (PEFT's mixed-adapter batch: each LoRA

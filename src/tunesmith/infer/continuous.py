@@ -18,8 +18,10 @@ stream, or a request cancelled (a client that disconnected), cancels that row in
 frees its cache pages for the next request.
 
 Greedy and unseeded sampling requests use this path (see `session_blocker`): under sampling each row
-draws from its own distribution whatever else shares the step.  A seeded request, beam search, n > 1
-or a repetition penalty (the manager drops that processor) runs as a padded batch instead.
+draws from its own distribution whatever else shares the step.  A seeded request, beam search, n > 1,
+a repetition penalty (the manager drops that processor) or a sampler of infer/samplers.py (min_p, the
+presence/frequency penalties, no-repeat n-grams, DRY: the manager hands processors packed rows, not a
+request's own tokens) runs as a padded batch instead.
 
 The manager outlives a session: starting one (allocating its paged KV cache, starting its thread) and
 stopping it (joining the thread, collecting garbage) cost about a second on a CPU, which a client asking

@@ -32,8 +32,9 @@ compatible sampling settings together, streaming each row's text to its own requ
 `batching="auto"` (the default) or "continuous" they run as a continuous batching session
 (infer/continuous.py): requests that arrive while it runs join at the next step, and a finished or
 cancelled reply's slot goes to the next one at once.  Seeded, beam-search, n > 1 and repetition-penalty
-requests, every request under `batching="padded"`, and "auto" with max_batch_size 1, run as one
-left-padded `generate` batch instead (rows end one by one, but the batch lasts as long as its longest
+requests, those with a sampler against loops (infer/samplers.py; `served_batching` names why), every
+request under `batching="padded"`, and "auto" with max_batch_size 1, run as one left-padded `generate`
+batch instead (rows end one by one, but the batch lasts as long as its longest
 reply).  So throughput grows with the number of concurrent clients.  Per-row stop strings and
 max_new_tokens are honoured either way.  A request with a `seed` runs in a batch of its own so that its
 result does not depend on what else was running.
@@ -58,7 +59,14 @@ from typing import Any
 from tunesmith.adapter_spec import ADAPTER_NAME_RE, BASE, check_adapter_name  # noqa: F401 (re-export)
 from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError
-from tunesmith.infer.adapters import AdapterSet, UnknownAdapterError, adapter_folders, load_adapters, load_characters
+from tunesmith.infer.adapters import (
+    AdapterSet,
+    UnknownAdapterError,
+    adapter_folders,
+    load_adapters,
+    load_characters,
+    load_generations,
+)
 from tunesmith.infer.continuous import ContinuousBatcher, session_blocker
 from tunesmith.infer.history import PromptTooLongError, check_messages, fit_prompt  # noqa: F401 (re-export)
 from tunesmith.infer.options import BATCHING_MODES, GenerationOptions
@@ -74,7 +82,7 @@ __all__ = ["BASE", "Completion", "Engine", "GenerationOptions", "PendingRequest"
 class Engine:
     def __init__(self, model, tokenizer, base_template: ChatTemplate, adapter_templates: dict[str, ChatTemplate],
                  *, model_name: str = "model", max_batch_size: int = 16, batch_wait_s: float = 0.02,
-                 batching: str = "auto", characters: dict | None = None):
+                 batching: str = "auto", characters: dict | None = None, generations: dict | None = None):
         if batching not in BATCHING_MODES:
             raise ConfigError(f"batching: expected one of {', '.join(BATCHING_MODES)} (got {batching!r})")
         self.batching = batching  # how queued requests run: see _run_batch
@@ -82,7 +90,7 @@ class Engine:
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.base_template = base_template
-        self.adapters = AdapterSet(model, base_template, adapter_templates, characters)
+        self.adapters = AdapterSet(model, base_template, adapter_templates, characters, generations)
         self.adapter_names: list[str] = self.adapters.names
         self.batcher = ContinuousBatcher(model, tokenizer, max_rows=max_batch_size)  # served requests' sessions
         self.scheduler = Scheduler(self._run_batch, max_batch_size=max_batch_size, batch_wait_s=batch_wait_s)
@@ -123,7 +131,8 @@ class Engine:
             quantize_int8_weights(m)
         m.eval()
         return cls(m, tok, base_tpl, templates, model_name=str(model), max_batch_size=max_batch_size,
-                   batch_wait_s=batch_wait_s, batching=batching, characters=load_characters(folders))
+                   batch_wait_s=batch_wait_s, batching=batching, characters=load_characters(folders),
+                   generations=load_generations(folders))
 
     def _context_length(self) -> int:
         cfg = getattr(self.model, "config", None)
@@ -145,6 +154,22 @@ class Engine:
     def character_for(self, adapter: str):
         """The tunesmith.character.Character `adapter` was trained as (its character.json), or None."""
         return self.adapters.character_for(adapter)
+
+    def generation_for(self, adapter: str) -> dict:
+        """The sampler recommended for `adapter` (its generation.json: the fields it sets), or {}."""
+        return self.adapters.generation_for(adapter)
+
+    def options_for(self, adapter: str, defaults: GenerationOptions | None = None) -> GenerationOptions:
+        """`defaults` with `adapter`'s recommended sampler applied (a request's own values go on top)."""
+        return self.adapters.options_for(adapter, defaults)
+
+    def served_batching(self, options: GenerationOptions) -> str:
+        """How a served request with these options runs: "continuous", or "padded (why)" (a response header
+        and the server log say so)."""
+        if self.batching == "padded" or (self.batching == "auto" and self.max_batch_size == 1):
+            return "padded"
+        why = session_blocker(self.model, options)
+        return "continuous" if why is None else f"padded ({why})"
 
     def can_merge(self) -> bool:
         """See AdapterSet.can_merge: fp32, unquantized models only."""

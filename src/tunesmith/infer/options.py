@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import ConfigError
@@ -173,3 +175,44 @@ def _parse_field(key: str, raw: Any) -> Any:
 _INT_FIELDS = ("max_new_tokens", "top_k", "num_beams", "n", "no_repeat_ngram_size", "dry_allowed_length", "dry_range")
 _FLOAT_FIELDS = ("temperature", "top_p", "repetition_penalty", "min_p", "presence_penalty", "frequency_penalty",
                  "dry_multiplier", "dry_base")
+
+
+# -- the recommended sampler saved next to an adapter -------------------------------------------------
+GENERATION_FILE = "generation.json"
+
+
+def check_generation(values: Any, where: str = "generation") -> dict[str, Any]:
+    """A recommended sampler (a mapping of GenerationOptions fields) checked: known keys, valid values.
+    A bad one is a ConfigError naming `where` and the key."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of generation options (got {type(values).__name__})")
+    try:
+        GenerationOptions().updated(values)
+    except ConfigError as e:
+        # a recipe's key path reads generation.dry_base: ..., a file's /path/generation.json: dry_base: ...
+        nested = not str(e).startswith("unknown") and not where.endswith(".json")
+        raise ConfigError(f"{where}.{e}" if nested else f"{where}: {e}") from None
+    return {k: _parse_field(k, v) for k, v in values.items()}
+
+
+def save_generation(values: Mapping[str, Any], folder: str | os.PathLike) -> Path:
+    """Write `folder`/generation.json (atomically): the sampler chat, serve and the web chat use for this
+    adapter where a request does not say otherwise."""
+    from tunesmith.fsio import atomic_write
+
+    checked = check_generation(values)
+    return atomic_write(Path(folder) / GENERATION_FILE, json.dumps(checked, ensure_ascii=False, indent=2) + "\n")
+
+
+def load_generation(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The recommended sampler saved next to an adapter (or in an exported folder); None when there is none."""
+    path = Path(folder) / GENERATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason})") from None
+    return check_generation(values, str(path))

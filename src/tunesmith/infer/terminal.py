@@ -15,7 +15,9 @@ Commands inside the chat (type /help):
     /exit               leave (Ctrl-D works too)
 
 An adapter trained as a character (character.json next to it) opens the conversation: its greeting is printed
-first and is the first assistant message the model sees, as in training.
+first and is the first assistant message the model sees, as in training.  An adapter saved with a recommended
+sampler (generation.json next to it) answers with it, except for the options given as flags or with /set
+(`ChatState.explicit`): those always win.
 
 `run_chat` takes its input and output streams as arguments so tests can drive it.
 """
@@ -40,6 +42,15 @@ class ChatState:
     system: str | None = None
     max_history_turns: int | None = 10
     messages: list[Message] = dataclasses.field(default_factory=list)
+    # option names the user chose (flags given, /set): these win over an adapter's generation.json
+    explicit: set[str] = dataclasses.field(default_factory=set)
+
+    def effective_options(self, engine) -> GenerationOptions:
+        """What a reply is generated with: the adapter's recommended sampler over `options`, then the
+        options the user chose on top."""
+        recommended = engine.generation_for(self.adapter)
+        chosen = {k: v for k, v in recommended.items() if k not in self.explicit}
+        return self.options.updated(chosen) if chosen else self.options
 
 
 def run_chat(engine, state: ChatState, stdin: TextIO, stdout: TextIO, *, prompt: str = ">>> ",
@@ -75,7 +86,8 @@ class _ChatLoop:
         state, pieces = self.state, []
         try:
             for piece in self.engine.stream(state.messages, system=state.system, adapter=state.adapter,
-                                            options=state.options, max_history_turns=state.max_history_turns):
+                                            options=state.effective_options(self.engine),
+                                            max_history_turns=state.max_history_turns):
                 pieces.append(piece)
                 self.stdout.write(piece)
                 self.stdout.flush()
@@ -147,7 +159,7 @@ class _ChatLoop:
             self.switch_adapter(arg)
         elif cmd == "/set":
             _apply_settings(state, arg)
-            say(_describe(state))
+            say(_describe(state, self.engine))
         elif cmd == "/history":
             if state.system:
                 say(f"[system] {state.system}")
@@ -206,8 +218,9 @@ def _apply_settings(state: ChatState, arg: str) -> None:
         state.options = new_options
     else:
         state.options = state.options.updated(changes)
+    state.explicit.update(changes)
 
 
-def _describe(state: ChatState) -> str:
-    opts = ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(state.options).items())
+def _describe(state: ChatState, engine) -> str:
+    opts = ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(state.effective_options(engine)).items())
     return f"{opts}, max_history_turns={state.max_history_turns!r}"

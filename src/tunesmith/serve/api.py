@@ -7,8 +7,15 @@
 
 Routes: GET /health, GET /v1/models ("base" and every adapter; one trained as a character also carries
 "character": its name, greeting and greetings), POST /v1/chat/completions (stream or not, n, max_tokens,
-temperature, top_p, stop, seed; extensions top_k, num_beams, repetition_penalty, do_sample,
-max_history_turns), the web chat at /ui and, with a labeling project, the labeling UI at /label.
+temperature, top_p, stop, seed, presence_penalty, frequency_penalty; extensions top_k, num_beams,
+repetition_penalty, do_sample, max_history_turns, and the samplers against loops under llama.cpp's and
+text-generation-webui's names: min_p, no_repeat_ngram_size, dry_multiplier, dry_base, dry_allowed_length,
+dry_sequence_breakers, dry_range), the web chat at /ui and, with a labeling project, the labeling UI at /label.
+
+Defaults: a field a request leaves out takes the adapter's recommended sampler (its generation.json, also in
+GET /v1/models/{name} as "generation"), else the server's default; a request's own value always wins.  The
+X-Tunesmith-Batching response header says how the request ran: "continuous", or "padded (why)" (the
+samplers against loops need padded batches; the server log says so too).
 
 Sampling: a request samples when it sets `do_sample: true`, or a temperature above 0 without do_sample;
 otherwise it decodes greedily (or with beams when num_beams > 1).
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import time
@@ -64,6 +72,8 @@ from tunesmith.serve.schema import (  # noqa: F401 (the request schema and its c
 )
 
 API_KEY_ENV = "TUNESMITH_API_KEY"
+BATCHING_HEADER = "X-Tunesmith-Batching"
+logger = logging.getLogger(__name__)
 
 
 def create_app(engine: Engine, api_key: str | None = None, *, ui: bool = True, label_project: str | None = None,
@@ -108,6 +118,9 @@ def add_model_routes(app: FastAPI, engine: Engine) -> None:
         if char is not None:  # an adapter trained as a character: a client opens its chats with the greeting
             card["character"] = {"name": char.name, "greeting": char.greetings[0] if char.greetings else None,
                                  "greetings": list(char.greetings)}
+        generation = engine.generation_for(name)
+        if generation:  # the recommended sampler: what a request that leaves these fields out gets
+            card["generation"] = generation
         return card
 
     @app.get("/v1/models")
@@ -129,11 +142,13 @@ def add_chat_route(app: FastAPI, engine: Engine, defaults: GenerationOptions,
     cancels its generation."""
 
     @app.post("/v1/chat/completions", responses=error_responses(400, 413, 422, 503))
-    async def chat_completions(req: ChatCompletionRequest, request: Request):
+    async def chat_completions(req: ChatCompletionRequest, request: Request, response: Response):
         if req.model not in engine.adapter_names:
             raise unknown_model(req.model)
         system, messages = to_conversation(req.messages)
-        options = to_options(req, defaults)
+        options = to_options(req, engine.options_for(req.model, defaults))
+        batching = _batching_note(engine, options)
+        response.headers[BATCHING_HEADER] = batching
         turns = req.max_history_turns if req.max_history_turns is not None else default_max_history_turns
         created = int(time.time())
         cid = f"chatcmpl-{uuid.uuid4().hex}"
@@ -150,9 +165,23 @@ def add_chat_route(app: FastAPI, engine: Engine, defaults: GenerationOptions,
                 pending = engine.enqueue(prompt, req.model, options, _queue_writer(events))
                 return StreamingResponse(_sse(pending, events, req.model, options, cid, created, include_usage),
                                          media_type="text/event-stream",
-                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                                                  BATCHING_HEADER: batching})
             pending = engine.enqueue(prompt, req.model, options)
         return await _answer(request, pending, req.model, cid, created)
+
+
+_logged_fallbacks: set[str] = set()
+
+
+def _batching_note(engine: Engine, options: GenerationOptions) -> str:
+    """How the request will run ("continuous" or "padded (why)"); each reason for padded batches under a
+    continuous-batching engine is logged once."""
+    note = engine.served_batching(options)
+    if note.startswith("padded (") and note not in _logged_fallbacks:
+        _logged_fallbacks.add(note)
+        logger.warning("requests run as padded batches: %s", note[len("padded ("):-1])
+    return note
 
 
 async def _answer(request: Request, pending, model: str, cid: str, created: int):

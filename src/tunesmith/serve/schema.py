@@ -11,6 +11,7 @@ refuse lone UTF-16 surrogates so that the error names the field instead of faili
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -95,7 +96,8 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    # Other OpenAI fields (user, presence_penalty, ...) are accepted and ignored.
+    # Other OpenAI fields (user, logit_bias, ...) are accepted and ignored; presence_penalty and
+    # frequency_penalty are honoured (infer/samplers.py).
     model_config = ConfigDict(extra="allow")
     model: Text
     messages: list[ChatMessage]
@@ -114,6 +116,22 @@ class ChatCompletionRequest(BaseModel):
     repetition_penalty: float | None = None
     do_sample: bool | None = None
     max_history_turns: int | None = Field(default=None, ge=0)
+    # samplers against loops: OpenAI's penalties, then llama.cpp's / text-generation-webui's names
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    min_p: float | None = None
+    no_repeat_ngram_size: int | None = None
+    dry_multiplier: float | None = None
+    dry_base: float | None = None
+    dry_allowed_length: int | None = None
+    dry_sequence_breakers: list[Text] | Text | None = None  # a list, or a JSON list in a string (as tgw sends)
+    dry_range: int | None = None
+
+
+# request fields that map one to one onto GenerationOptions, defaulting to the adapter's recommended sampler
+_SAMPLER_FIELDS = ("top_k", "repetition_penalty", "num_beams", "presence_penalty", "frequency_penalty", "min_p",
+                   "no_repeat_ngram_size", "dry_multiplier", "dry_base", "dry_allowed_length",
+                   "dry_sequence_breakers", "dry_range")
 
 
 # -- conversion -------------------------------------------------------------------------------------
@@ -170,13 +188,11 @@ def to_options(req: ChatCompletionRequest, defaults: GenerationOptions) -> Gener
         "max_new_tokens": defaults.max_new_tokens if max_tokens is None else max_tokens,
         "temperature": defaults.temperature if req.temperature is None else req.temperature,
         "top_p": defaults.top_p if req.top_p is None else req.top_p,
-        "top_k": defaults.top_k if req.top_k is None else req.top_k,
-        "repetition_penalty": defaults.repetition_penalty if req.repetition_penalty is None else req.repetition_penalty,
-        "num_beams": defaults.num_beams if req.num_beams is None else req.num_beams,
-        "seed": req.seed,
-        "stop": [req.stop] if isinstance(req.stop, str) else list(req.stop or []),
+        "seed": defaults.seed if req.seed is None else req.seed,
+        "stop": list(defaults.stop if req.stop is None else [req.stop] if isinstance(req.stop, str) else req.stop),
         "n": req.n,
     }
+    given = {name: getattr(req, name) for name in _SAMPLER_FIELDS if getattr(req, name) is not None}
     if req.do_sample is not None:
         values["do_sample"] = req.do_sample
     elif req.temperature is not None:
@@ -184,7 +200,8 @@ def to_options(req: ChatCompletionRequest, defaults: GenerationOptions) -> Gener
     else:
         values["do_sample"] = defaults.do_sample
     try:
-        return GenerationOptions(**values).validate()
+        # updated() also reads dry_sequence_breakers given as a JSON list in a string
+        return replace(defaults, **values).updated(given)
     except ConfigError as e:
         field, _, rest = str(e).partition(":")
         param = _PARAM_NAMES.get(field, field)

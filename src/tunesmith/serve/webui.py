@@ -5,8 +5,11 @@
 Three tabs:
 - Chat: role / adapter, system prompt (empty: the adapter's saved persona, if any), do-sample,
   temperature, top-p, top-k, beams, max new tokens, max history (in turns: one user message and its
-  answer), and Submit / Retry / Clear.  Picking an adapter trained as a character (character.json next to
-  it) starts a new conversation with its greeting; its other greetings are offered under "Greeting".
+  answer), an "Anti-repetition" accordion (min-p, repetition / presence / frequency penalty, no-repeat
+  n-gram size, DRY multiplier / base / allowed length; infer/samplers.py), and Submit / Retry / Clear.
+  Picking an adapter trained as a character (character.json next to it) starts a new conversation with its
+  greeting; its other greetings are offered under "Greeting".  Picking an adapter saved with a recommended
+  sampler (generation.json) sets the sampling controls to it; what is then changed by hand wins.
 - Scene: several characters and the user in one conversation (serve/webui_scene.py).
 - Side by side: one message to the base and adapters at once, the answers streamed next to each other
   (serve/webui_compare.py).
@@ -64,6 +67,41 @@ def opening(engine, adapter: str, index: int | None = 0) -> list[dict]:
     return [{"role": "assistant", "content": char.greetings[i]}]
 
 
+# The sampling controls of the Chat tab, in the order their values reach `generate`: the first five in view,
+# the rest under "Anti-repetition" as (label, minimum, maximum, step).
+SAMPLING_FIELDS = ("do_sample", "temperature", "top_p", "top_k", "num_beams")
+ANTI_REPETITION = {
+    "min_p": ("Min-p (0: off; with sampling)", 0.0, 1.0, 0.01),
+    "repetition_penalty": ("Repetition penalty (1: off; per token, hard on Chinese)", 1.0, 2.0, 0.01),
+    "presence_penalty": ("Presence penalty (0: off)", -2.0, 2.0, 0.05),
+    "frequency_penalty": ("Frequency penalty (0: off)", -2.0, 2.0, 0.05),
+    "no_repeat_ngram_size": ("No-repeat n-gram size (0: off)", 0, 16, 1),
+    "dry_multiplier": ("DRY multiplier (0: off)", 0.0, 5.0, 0.05),
+    "dry_base": ("DRY base", 1.01, 4.0, 0.01),
+    "dry_allowed_length": ("DRY allowed length", 1, 20, 1),
+}
+
+
+def sampler_values(engine, adapter: str, defaults) -> list:
+    """The sampling controls' values for `adapter`: its recommended sampler (generation.json) over the
+    server's defaults, in the order of SAMPLING_FIELDS then ANTI_REPETITION."""
+    opts = engine.options_for(adapter, defaults)
+    values = [getattr(opts, name) for name in (*SAMPLING_FIELDS, *ANTI_REPETITION)]
+    values[1] = max(0.01, values[1])  # the temperature slider starts at 0.01
+    return values
+
+
+def options_from(engine, adapter: str, defaults, max_new, values):
+    """GenerationOptions from the controls' values (sliders hand back floats: integer fields are rounded)."""
+    from tunesmith.infer.options import GenerationOptions
+
+    typed = {}
+    for name, value in zip((*SAMPLING_FIELDS, *ANTI_REPETITION), values):
+        kind = type(getattr(GenerationOptions(), name))
+        typed[name] = bool(value) if kind is bool else int(round(value)) if kind is int else float(value)
+    return engine.options_for(adapter, defaults).updated({"max_new_tokens": int(max_new), **typed})
+
+
 def build_chat_ui(engine, defaults=None, max_history_turns: int | None = 10):
     """A gr.Blocks with the Chat, Scene and Side by side tabs over `engine`."""
     import gradio as gr
@@ -92,7 +130,6 @@ def build_chat_tab(engine, d, max_history_turns: int | None) -> None:
 
     from tunesmith.conversation import Message
     from tunesmith.errors import TunesmithError
-    from tunesmith.infer.options import GenerationOptions
 
     names = engine.adapter_names
     start = names[1] if len(names) > 1 else names[0]
@@ -102,12 +139,10 @@ def build_chat_tab(engine, d, max_history_turns: int | None) -> None:
         tpl = engine.template_for(adapter)
         return f"(default: {tpl.default_system})" if tpl.default_system else "(none)"
 
-    def generate(history, adapter, system, do_sample, temperature, top_p, top_k, num_beams, max_new, max_hist):
+    def generate(history, adapter, system, max_new, max_hist, *samplers):
         """Stream the answer to `history` (which ends with a user message)."""
         try:
-            opts = GenerationOptions(max_new_tokens=int(max_new), do_sample=bool(do_sample),
-                                     temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
-                                     repetition_penalty=d.repetition_penalty, num_beams=int(num_beams)).validate()
+            opts = options_from(engine, adapter, d, max_new, samplers)
             messages = [Message(m["role"], m["content"]) for m in history]
             answer = ""
             for piece in engine.stream(messages, system=(system or "").strip() or None, adapter=adapter,
@@ -139,10 +174,12 @@ def build_chat_tab(engine, d, max_history_turns: int | None) -> None:
         yield from generate(history, *settings)
 
     def pick_adapter(adapter):
-        """A new conversation with the picked role: its greeting first when it is a character."""
+        """A new conversation with the picked role: its greeting first when it is a character, the sampling
+        controls at its recommended sampler."""
         greetings = greeting_choices(engine, adapter)
         return (opening(engine, adapter), gr.update(placeholder=persona(adapter)),
-                gr.update(choices=greetings, value=0 if greetings else None, visible=bool(greetings)))
+                gr.update(choices=greetings, value=0 if greetings else None, visible=bool(greetings)),
+                *sampler_values(engine, adapter, d))
 
     greetings = greeting_choices(engine, start)
     with gr.Row():
@@ -159,19 +196,32 @@ def build_chat_tab(engine, d, max_history_turns: int | None) -> None:
             greeting = gr.Dropdown(greetings, value=0 if greetings else None, label="Greeting",
                                    visible=bool(greetings), elem_id="greeting")
             system = gr.Textbox(label="System prompt", lines=3, placeholder=persona(start), elem_id="system")
-            do_sample = gr.Checkbox(value=d.do_sample, label="Do sample", elem_id="do-sample")
-            temperature = gr.Slider(0.01, 2.0, value=max(0.01, d.temperature), step=0.01, label="Temperature")
-            top_p = gr.Slider(0.01, 1.0, value=d.top_p, step=0.01, label="Top-p")
-            top_k = gr.Slider(0, 200, value=d.top_k, step=1, label="Top-k (0: off)")
-            num_beams = gr.Slider(1, 8, value=d.num_beams, step=1, label="Beams")
+            samplers = _sampler_controls(sampler_values(engine, start, d))
             max_new = gr.Slider(1, max_new_cap, value=min(d.max_new_tokens, max_new_cap), step=1,
                                 label="Max new tokens", elem_id="max-new-tokens")
             max_hist = gr.Slider(0, 50, value=10 if max_history_turns is None else max_history_turns, step=1,
                                  label="Max history (turns)")
-    settings = [adapter, system, do_sample, temperature, top_p, top_k, num_beams, max_new, max_hist]
+    settings = [adapter, system, max_new, max_hist, *samplers]
     message.submit(submit, [message, chatbot, *settings], [message, chatbot], concurrency_limit=None)
     submit_btn.click(submit, [message, chatbot, *settings], [message, chatbot], concurrency_limit=None)
     retry_btn.click(retry, [chatbot, *settings], [chatbot], concurrency_limit=None)
     clear_btn.click(lambda a, g: (opening(engine, a, g), ""), [adapter, greeting], [chatbot, message], queue=False)
-    adapter.input(pick_adapter, adapter, [chatbot, system, greeting], queue=False)
+    adapter.input(pick_adapter, adapter, [chatbot, system, greeting, *samplers], queue=False)
     greeting.input(lambda a, g: opening(engine, a, g), [adapter, greeting], chatbot, queue=False)
+
+
+def _sampler_controls(values: list) -> list:
+    """The sampling controls (inside the current column), set to `values` (see sampler_values)."""
+    import gradio as gr
+
+    do_sample, temperature, top_p, top_k, num_beams, *anti = values
+    controls = [gr.Checkbox(value=do_sample, label="Do sample", elem_id="do-sample"),
+                gr.Slider(0.01, 2.0, value=temperature, step=0.01, label="Temperature"),
+                gr.Slider(0.01, 1.0, value=top_p, step=0.01, label="Top-p"),
+                gr.Slider(0, 200, value=top_k, step=1, label="Top-k (0: off)"),
+                gr.Slider(1, 8, value=num_beams, step=1, label="Beams")]
+    with gr.Accordion("Anti-repetition", open=False, elem_id="anti-repetition"):
+        for (name, (label, low, high, step)), value in zip(ANTI_REPETITION.items(), anti):
+            controls.append(gr.Slider(low, high, value=value, step=step, label=label,
+                                      elem_id=name.replace("_", "-")))
+    return controls

@@ -4,7 +4,8 @@
     save_adapter(peft_model, tokenizer, template, "runs/libai/adapter", config_yaml=text)
 
 The folder is an ordinary PEFT adapter (adapter_model.safetensors + adapter_config.json with the base
-model's path), plus template.json, the tokenizer, train_config.yaml and, for a character, character.json.
+model's path), plus template.json, the tokenizer, train_config.yaml, for a character character.json, and with a
+recipe's `generation:` key generation.json (the recommended sampler).
 It is written to a temporary sibling and renamed into place.  Then it is checked: the file holds every LoRA
 tensor of the model, the lora_B matrices are not all zero after training (an untrained or emptied adapter is
 exactly the base model), and the saved adapter, loaded back beside the trained one, gives the same logits.
@@ -43,10 +44,11 @@ def adapter_tensor_stats(adapter_dir: str | os.PathLike) -> dict[str, float]:
 
 
 def save_adapter(model, tokenizer, template, out_dir: str | os.PathLike, *, config_yaml: str | None = None,
-                 base_model: str | None = None, character=None) -> Path:
+                 base_model: str | None = None, character=None, generation: dict | None = None) -> Path:
     """Write the adapter folder (PEFT files, template.json, tokenizer, train_config.yaml; character.json when a
-    tunesmith.character.Character is given)."""
+    tunesmith.character.Character is given; generation.json, the recommended sampler, when given)."""
     from tunesmith.character import save_character
+    from tunesmith.infer.options import save_generation
     from tunesmith.template import save_template
 
     out = Path(out_dir)
@@ -66,6 +68,8 @@ def save_adapter(model, tokenizer, template, out_dir: str | os.PathLike, *, conf
             (tmp / "train_config.yaml").write_text(config_yaml, encoding="utf-8")
         if character is not None:
             save_character(character, tmp)
+        if generation:
+            save_generation(generation, tmp)
     return out
 
 

@@ -184,6 +184,10 @@ class TrainConfig:
     eval_batch_size: int | None = field(default=None, metadata=_help(
         "conversations per dev batch (default: batch_size)"))
     plot: bool = field(default=True, metadata=_help("write loss.png"))
+    generation: dict[str, Any] | None = field(default=None, metadata=_help(
+        "the sampler recommended for the adapter, a mapping of generation options (e.g. {dry_multiplier: 0.8, "
+        "dry_allowed_length: 2}): saved as generation.json next to it; chat, serve and the web chat use it where a "
+        "request does not say otherwise (docs/serving.md)"))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -243,6 +247,12 @@ def coerce(value: Any, tp: Any, what: str) -> Any:
         if isinstance(value, (dict, list)) or value is None:
             raise ConfigError(f"{what}: expected a string, got {value!r}")
         return str(value)
+    if origin is dict:
+        if isinstance(value, str):
+            value = _parse_scalar_text(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{what}: expected a mapping, got {value!r}")
+        return dict(value)
     if origin is list:
         (inner,) = typing.get_args(tp)
         if isinstance(value, str):
@@ -436,6 +446,18 @@ def _choice(value: str, choices: tuple[str, ...], key: str, where: dict[str, str
         raise ConfigError(f"{loc + ': ' if loc else ''}{key}: {value!r} is not one of {', '.join(choices)}")
 
 
+def _check_generation(values: dict[str, Any], where: dict[str, str]) -> dict[str, Any]:
+    """The recipe's recommended sampler checked now, so a bad key fails before training (named with its line)."""
+    from tunesmith.infer.options import check_generation
+
+    try:
+        return check_generation(values, "generation")
+    except ConfigError as e:
+        key = str(e).split(":", 1)[0]
+        loc = where.get(key) or where.get("generation")
+        raise ConfigError(f"{loc}: {e}" if loc else str(e)) from None
+
+
 def validate(cfg: TrainConfig, where: dict[str, str] | None = None) -> None:
     where = where or {}
 
@@ -444,6 +466,8 @@ def validate(cfg: TrainConfig, where: dict[str, str] | None = None) -> None:
         raise ConfigError(f"{loc + ': ' if loc else ''}{key}: {msg}")
 
     _choice(cfg.scheduler, SCHEDULERS, "scheduler", where)
+    if cfg.generation is not None:
+        cfg.generation = _check_generation(cfg.generation, where)
     _choice(cfg.dtype, DTYPES, "dtype", where)
     _choice(cfg.loss_weighting, LOSS_WEIGHTINGS, "loss_weighting", where)
     _choice(cfg.device, DEVICES, "device", where)

@@ -286,7 +286,7 @@ def save_and_verify(setup: RunSetup, trained: Trained, stream=None) -> TrainResu
     if trainer.is_world_process_zero():
         peft_model = trainer.model
         save_adapter(peft_model, tuned.tokenizer, tuned.template, adapter_dir, config_yaml=dump_config(cfg),
-                     character=setup.character)
+                     character=setup.character, generation=cfg.generation)
         first = setup.data.train_samples[0]
         probe = torch.tensor([(first["input_ids"] if "input_ids" in first else first_sequence(first))[:64]],
                              device=next(peft_model.parameters()).device)
