@@ -12,7 +12,9 @@ character who spoke).  Every reply comes from the speaker's own adapter and sees
     user       everyone else's lines (the user's and the other characters'), each written "Name: text",
                consecutive ones merged into one message, one line each
 
-so the speaker's adapter sees the shape it was trained on: its own lines as answers, the rest as what it answers.
+so the speaker's adapter sees the shape it was trained on: its own lines as answers, the rest as what it answers
+(tunesmith.scene holds scene_prompt and scene_system, shared with the group chats `tunesmith data convert --from
+sillytavern` turns into training data).
 Where the speaker spoke last, a user message "(continue)" asks for its next line (an empty scene:
 "(the scene begins)"); the speaker's own line opening the scene stays an assistant-first greeting, as in training.
 The reply stops where the model starts another speaker's line ("\\nName:"), and a leading "Name:" of its own is
@@ -23,60 +25,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
-from tunesmith.conversation import Message
+from tunesmith.scene import CONTINUE_LINE, START_LINE, scene_prompt, scene_system  # noqa: F401 - re-exported
 
 TAKE_TURNS = "(take turns)"  # the "Next speaker" value for round-robin; parentheses keep it apart from adapter names
-CONTINUE_LINE = "(continue)"  # asks a speaker who spoke last for its next line
-START_LINE = "(the scene begins)"  # asks for the first line of an empty scene
 DEFAULT_USER_NAME = "User"
 MAX_SCENE_STOPS = 16  # GenerationOptions allows 16 stop strings (MAX_STOP_STRINGS)
 
 # A transcript line: {"speaker": adapter name, or None for the user, "name": the name shown, "text": the line}.
 # The name is kept with the line so a later change of the user's name or of the participants leaves it as said.
-
-
-def _names(names: list[str]) -> str:
-    """"A", "A and B", "A, B and C"."""
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def scene_system(speaker: str, participants: Mapping[str, str], user_name: str, persona: str | None,
-                 description: str | None = None) -> str:
-    """The speaker's system text: persona, the scene description, and who else is present."""
-    me = participants.get(speaker, speaker)
-    others = [name for adapter, name in participants.items() if adapter != speaker] + [user_name]
-    scene_line = (f"{me} is in a scene with {_names(others)}. The others' lines come as \"Name: text\". "
-                  f"Reply only as {me}, with {me}'s next line.")
-    return "\n\n".join(p.strip() for p in (persona, description, scene_line) if p and p.strip())
-
-
-def scene_prompt(transcript: list[dict], speaker: str, participants: Mapping[str, str], user_name: str,
-                 system_for: Callable[[str], str | None],
-                 description: str | None = None) -> tuple[str, list[Message]]:
-    """(system, messages) that ask `speaker` (an adapter name) for its next line in the scene.
-
-    `participants`: adapter name -> the name shown, in speaking order; `system_for(adapter)`: its persona or None.
-    Own lines are assistant messages; everyone else's lines are "Name: text" lines of user messages (consecutive
-    ones merged); the messages end with a user message ("(continue)" when `speaker` spoke last)."""
-    messages: list[Message] = []
-    heard: list[str] = []  # others' lines since the speaker's last own line
-    for line in transcript:
-        if line["speaker"] == speaker:
-            if heard:
-                messages.append(Message("user", "\n".join(heard)))
-                heard = []
-            elif messages:  # two own lines in a row: the "(continue)" that asked for the second one
-                messages.append(Message("user", CONTINUE_LINE))
-            messages.append(Message("assistant", line["text"]))
-        else:
-            heard.append(f"{line['name']}: {line['text']}")
-    if heard:
-        messages.append(Message("user", "\n".join(heard)))
-    else:
-        messages.append(Message("user", CONTINUE_LINE if messages else START_LINE))
-    return scene_system(speaker, participants, user_name, system_for(speaker), description), messages
 
 
 def scene_stops(speaker: str, participants: Mapping[str, str], user_name: str) -> list[str]:
