@@ -229,15 +229,23 @@ def test_cli_errors_exit_2_without_traceback(args, expected, libai_data, tiny_qw
 
 
 def test_chart_without_a_cjk_font_still_renders(tmp_path, monkeypatch, capsys):
+    """A broken install (the bundled font package gone, no system CJK font): the chart renders, a warning says
+    how to fix it. With the font present, tests/test_fonts.py checks the glyphs are real."""
+    from tunesmith import fonts
     from tunesmith.eval import report
 
     result = {"task": "rolebench", "model_order": ["base", "李白"], "set_order": ["CUS"],
               "metrics": {"base": {"CUS": {"n": 1, "rouge_l_chars": 0.2}},
                           "李白": {"CUS": {"n": 1, "rouge_l_chars": 0.4}}}}
-    monkeypatch.setattr(report, "find_cjk_font", lambda: None)
-    assert report.draw_chart(result, tmp_path / "c.png") == {"font": None}
+    assert report.draw_chart(result, tmp_path / "ok.png") == {"font": "Noto Sans SC"}
+    assert "no CJK font" not in capsys.readouterr().err
+    monkeypatch.setattr(fonts, "bundled_font_path", lambda: None)
+    monkeypatch.setattr(fonts, "find_system_cjk_font", lambda: None)
+    with pytest.warns(UserWarning, match="missing from font"):  # the boxes the warning below announces
+        assert report.draw_chart(result, tmp_path / "c.png") == {"font": None}
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
-    assert "no CJK font" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no CJK font" in err and "pylopdf-fonts-zh-cn" in err and "pip install -r requirements.txt" in err
 
 
 def test_iecls_on_real_dev_records_reports_ie_and_classification(tiny_qwen2, random_adapter, datasets_dir, tmp_path):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.eval.testset import CUS, IDENTITY, PROBE, RAW, SPE
+from tunesmith.fonts import MISSING_HINT, chart_rc
 from tunesmith.fsio import atomic_file, atomic_write
 
 CHART_FILE = "metrics.png"
@@ -154,37 +155,32 @@ def in_character_tables(result: dict[str, Any]) -> list[tuple[str, list[str], li
 
 # -- chart ---------------------------------------------------------------------------------------
 
-_CJK_FONT_HINTS = ("Noto Sans CJK", "Noto Serif CJK", "Source Han Sans", "WenQuanYi", "SimHei", "Microsoft YaHei",
-                   "PingFang", "Hiragino Sans GB", "AR PL", "Droid Sans Fallback", "Noto Sans SC")
-
-
-def find_cjk_font() -> str | None:
-    """The name of an installed font that has Chinese glyphs (matplotlib's font list), or None."""
-    from matplotlib import font_manager
-
-    names = sorted({f.name for f in font_manager.fontManager.ttflist})
-    for hint in _CJK_FONT_HINTS:
-        for n in names:
-            if n.startswith(hint):
-                return n
-    return None
-
-
 def draw_chart(result: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Grouped bars: one group per headline metric, one bar per model. Returns {"font": name or None}."""
+    """Grouped bars: one group per headline metric, one bar per model. Returns {"font": the CJK family or None}.
+
+    Chinese labels (model and set names) are set in the bundled CJK font (tunesmith.fonts); a warning that says
+    how to fix it is printed only when no CJK font is found at all (the font package missing: a broken install).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    font = find_cjk_font()
-    if font:
-        plt.rcParams["font.sans-serif"] = [font, "DejaVu Sans"]
-    else:
-        print("warning: no CJK font found for the chart (install fonts-noto-cjk); Chinese labels may show as boxes",
-              file=sys.stderr)
-    plt.rcParams["font.family"] = "sans-serif"
-    plt.rcParams["axes.unicode_minus"] = False
+    rc, font = chart_rc()
+    rc["axes.unicode_minus"] = False
+    if not font:
+        print(f"warning: {MISSING_HINT}", file=sys.stderr)
+    with plt.rc_context(rc):
+        fig = _chart_figure(result, plt)
+        try:
+            with atomic_file(path, "wb") as f:
+                fig.savefig(f, format="png")
+        finally:
+            plt.close(fig)
+    return {"font": font}
+
+
+def _chart_figure(result: dict[str, Any], plt):
     cols = [(s, k) for s, k in columns(result) if k not in ("rouge_l_words", "typed_f1", "ie_typed_f1")]
     models = result["model_order"]
     fig_w = max(6.0, 1.2 + 0.5 * len(cols) * max(1, len(models)))
@@ -206,12 +202,7 @@ def draw_chart(result: dict[str, Any], path: Path) -> dict[str, Any]:
     ax.set_title(f"tunesmith eval: {result['task']} — base vs tuned")
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
-    try:
-        with atomic_file(path, "wb") as f:
-            fig.savefig(f, format="png")
-    finally:
-        plt.close(fig)
-    return {"font": font}
+    return fig
 
 
 # -- side by side ---------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from tunesmith.fonts import chart_rc
 from tunesmith.fsio import atomic_file
 from tunesmith.model import eval_mode
 
@@ -105,35 +106,37 @@ def plot_losses(log_history: list[dict], path: Path, window: int, title: str = "
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rewards = reward_metrics_logged(log_history)
-    if rewards:
-        fig, (ax, ax_r) = plt.subplots(1, 2, figsize=(13, 4.5), dpi=100)
-        plot_rewards(ax_r, log_history, rewards, window)
-    else:
-        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    if train:
-        steps = [s for s, _ in train]
-        losses = [v for _, v in train]
-        ax.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="train (per step)")
-        smooth = [window_mean(losses[: i + 1], window) for i in range(len(losses))]
-        ax.plot(steps, smooth, color="tab:blue", linewidth=1.8, label=f"train (mean of last {window})")
-    if dev:
-        ax.plot([s for s, _ in dev], [v for _, v in dev], "o-", color="tab:orange", linewidth=1.8, label="dev")
-        best = min(dev, key=lambda x: x[1])
-        ax.annotate(f"best {best[1]:.3f}", best, textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("preference loss" if rewards else "loss (answer tokens)")
-    if title:
-        ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    try:
-        with atomic_file(path, "wb") as f:
-            fig.savefig(f, format="png")
-    finally:
-        plt.close(fig)
+    rc, _ = chart_rc()  # a model folder in the title may be Chinese
+    with plt.rc_context(rc):
+        rewards = reward_metrics_logged(log_history)
+        if rewards:
+            fig, (ax, ax_r) = plt.subplots(1, 2, figsize=(13, 4.5), dpi=100)
+            plot_rewards(ax_r, log_history, rewards, window)
+        else:
+            fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+        if train:
+            steps = [s for s, _ in train]
+            losses = [v for _, v in train]
+            ax.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="train (per step)")
+            smooth = [window_mean(losses[: i + 1], window) for i in range(len(losses))]
+            ax.plot(steps, smooth, color="tab:blue", linewidth=1.8, label=f"train (mean of last {window})")
+        if dev:
+            ax.plot([s for s, _ in dev], [v for _, v in dev], "o-", color="tab:orange", linewidth=1.8, label="dev")
+            best = min(dev, key=lambda x: x[1])
+            ax.annotate(f"best {best[1]:.3f}", best, textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("preference loss" if rewards else "loss (answer tokens)")
+        if title:
+            ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = Path(path)
+        try:
+            with atomic_file(path, "wb") as f:
+                fig.savefig(f, format="png")
+        finally:
+            plt.close(fig)
     return path
 
 
