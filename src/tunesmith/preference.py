@@ -27,6 +27,10 @@ from tunesmith.errors import DataError
 
 REJECTED = "rejected"  # meta key of a pair's rejected answer
 LABEL = "label"  # meta key of a judged answer's verdict (True: desirable)
+# meta key of a plain conversation's other answers (a chat front end's swipes): [{"message": index of an
+# assistant message, "chosen": the answer kept there, "rejected": [the other answers]}]; alternative_pairs makes
+# one pair of each
+ALTERNATIVES = "alternatives"
 
 PLAIN, PAIR, JUDGED = "plain", "pair", "judged"
 KINDS = (PLAIN, PAIR, JUDGED)
@@ -50,6 +54,19 @@ def make_judged(prompt: Sequence[Message], completion: str, label: bool, system:
                         meta={**meta, LABEL: bool(label)})
     conv.validate()
     return conv
+
+
+def alternative_pairs(conv: Conversation) -> list[Conversation]:
+    """The pairs of a plain conversation's meta.alternatives: for each entry, the conversation up to that
+    assistant message as the prompt, its kept answer chosen against each other answer (none: no alternatives)."""
+    out = []
+    meta = {k: v for k, v in conv.meta.items() if k != ALTERNATIVES}
+    for alt in conv.meta.get(ALTERNATIVES) or []:
+        i = alt["message"]
+        for n, other in enumerate(alt["rejected"]):
+            out.append(make_pair(conv.messages[:i], alt["chosen"], other, conv.system,
+                                 **meta, alternative={"message": i, "index": n}))
+    return out
 
 
 def kind_of(conv: Conversation, where: str | None = None) -> str:

@@ -25,7 +25,7 @@ from tunesmith.data.rolebench import prepare
 from tunesmith.data.split import split_conversations
 from tunesmith.data.stats import dataset_stats, equal_answers_warning, load_tokenizer, render_stats
 from tunesmith.errors import ConfigError, DataError
-from tunesmith.preference import JUDGED, PAIR, PLAIN, kind_of_dataset
+from tunesmith.preference import JUDGED, PAIR, PLAIN, alternative_pairs, kind_of_dataset
 
 app = typer.Typer(no_args_is_help=True, help="Import, validate, inspect and split datasets.")
 
@@ -101,6 +101,9 @@ def convert(
     if not convs:
         raise DataError("no conversations to write (every record was skipped or filtered out)", input)
     kind = kind_of_dataset(convs, input)
+    if kind == PLAIN and get_format(to).name == "trl" and any(c.meta.get("alternatives") for c in convs):
+        # answers a chat front end kept beside the chosen one (SillyTavern's swipes) become the pairs
+        convs, kind = [p for c in convs for p in alternative_pairs(c)], PAIR
     keeps = {PLAIN: None, PAIR: ("conversation", "trl"), JUDGED: ("conversation", "kto")}[kind]
     if keeps and get_format(to).name not in keeps:
         what = "rejected answers" if kind == PAIR else "labels"

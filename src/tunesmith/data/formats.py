@@ -34,6 +34,7 @@ from tunesmith.data import (
     novel_text,
     rolebench_format,
     sharegpt,
+    sillytavern,
     trl,
 )
 from tunesmith.data.format import Format
@@ -48,7 +49,7 @@ SHOW_FIRST_ERRORS = 5
 
 # Every format, in the order `tunesmith data formats` lists them: each module exports its FORMAT.
 FORMAT_MODULES = (rolebench_format, novel_text, novel_dialogue, context_target, alpaca, sharegpt, messages,
-                  conversation_jsonl, trl, kto, card)
+                  conversation_jsonl, trl, kto, card, sillytavern)
 FORMATS: dict[str, Format] = {m.FORMAT.name: m.FORMAT for m in FORMAT_MODULES}
 ALIASES: dict[str, str] = {alias: f.name for f in FORMATS.values() for alias in f.aliases}
 # Shapes that contain other shapes are tried first: our own JSONL is a superset of OpenAI messages. A format
