@@ -54,12 +54,17 @@ class Character:
     spec: str = "chara_card_v2"  # chara_card_v1 (flat), chara_card_v2 or chara_card_v3
     source: str | None = None  # the card file's name
     card: dict[str, Any] = field(default_factory=dict)  # the card's data object as read (v1: its fields)
+    # the card file's own fields beside "data" (spec, spec_version, the top-level copies SillyTavern writes, ...):
+    # with `card`, everything an exported card (tunesmith.data.card.write_card) needs to be the card imported
+    card_top: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_card(cls, data: dict[str, Any], *, spec: str = "chara_card_v2", user: str = DEFAULT_USER,
-                  lorebook: str = "constant", source: str | None = None) -> Character:
+                  lorebook: str = "constant", source: str | None = None,
+                  card_top: dict[str, Any] | None = None) -> Character:
         """The character of a card's (checked) data object: name, description, personality, scenario, first_mes,
-        alternate_greetings, system_prompt, post_history_instructions, character_book.
+        alternate_greetings, system_prompt, post_history_instructions, character_book; `card_top`: the card
+        file's fields beside "data", kept for writing the card back.
 
         lorebook: constant (entries marked constant go into the persona, as a front end always inserts them),
         all (every enabled entry does), none (none does); the others are kept in `lorebook`.
@@ -88,7 +93,7 @@ class Character:
         return cls(name=name, persona=persona, greetings=[g for g in greetings if g], user=user,
                    post_history_instructions=fill(data.get("post_history_instructions")) or None,
                    lorebook=[{"keys": list(e.get("keys") or []), "content": fill(e["content"])} for e in kept],
-                   spec=spec, source=source, card=data)
+                   spec=spec, source=source, card=data, card_top=dict(card_top or {}))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

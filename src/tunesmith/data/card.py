@@ -59,6 +59,12 @@ _START = re.compile(r"<START>", re.IGNORECASE)
 def read_card(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     """(spec, data) of a card file, JSON or PNG: spec is chara_card_v1 for a flat v1 card, and data the object
     holding name, description, ... checked field by field. DataError naming the file (and field) otherwise."""
+    spec, data, _ = read_card_file(path)
+    return spec, data
+
+
+def read_card_file(path: str | os.PathLike) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(spec, data, top) of a card file: read_card's, and the card object's fields beside "data" (none for v1)."""
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -84,7 +90,8 @@ def read_card(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
         card = strict_loads(text)
     except ValueError as e:
         raise DataError(f"not JSON ({e}) (expected {EXPECTED})", where) from None
-    return _card_data(card, where)
+    spec, data = _card_data(card, where)
+    return spec, data, {} if spec == "chara_card_v1" else {k: v for k, v in card.items() if k != "data"}
 
 
 def _png_card_text(p: Path) -> tuple[str, str]:
@@ -181,8 +188,8 @@ def _options(opts: dict[str, Any]) -> dict[str, Any]:
 
 def read_character(path: str | os.PathLike, *, user: str = DEFAULT_USER, lorebook: str = "constant") -> Character:
     """The Character of a card file (JSON or PNG); DataError naming the file and field for a bad card."""
-    spec, data = read_card(path)
-    return Character.from_card(data, spec=spec, user=user, lorebook=lorebook, source=Path(path).name)
+    spec, data, top = read_card_file(path)
+    return Character.from_card(data, spec=spec, user=user, lorebook=lorebook, source=Path(path).name, card_top=top)
 
 
 # -- mes_example -> conversations ------------------------------------------------------------------------
@@ -266,6 +273,96 @@ def claims(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(card, dict) and (card.get("spec") in SPECS or ("name" in card and "first_mes" in card))
+
+
+# -- the character -> card files (tunesmith export ADAPTER -o OUT --card) ---------------------------------------
+CARD_SIZE = (400, 600)  # SillyTavern's avatar size
+
+
+def card_objects(char: Character) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(v2, v3): the character's card as a chara_card_v2 and a chara_card_v3 object, each the card's own top-level
+    fields and data object unchanged under that spec (a v1 card's fields become the data)."""
+    top = {k: v for k, v in char.card_top.items() if k != "data"}
+
+    def under(spec: str, version: str) -> dict[str, Any]:
+        keep = top.get("spec") == spec and isinstance(top.get("spec_version"), str)
+        return {**top, "spec": spec, "spec_version": top["spec_version"] if keep else version, "data": char.card}
+
+    return under("chara_card_v2", "2.0"), under("chara_card_v3", "3.0")
+
+
+def card_file_name(name: str) -> str:
+    """The character's name as a file name (what SillyTavern names an imported card after)."""
+    return re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", name).strip(" .") or "character"
+
+
+def _card_image(name: str):
+    """A plain portrait-sized placeholder with the character's name on it (character.json keeps no picture)."""
+    import hashlib
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    hue = hashlib.sha256(name.encode("utf-8")).digest()
+    im = Image.new("RGB", CARD_SIZE, (40 + hue[0] % 80, 40 + hue[1] % 80, 60 + hue[2] % 80))
+    draw = ImageDraw.Draw(im)
+    try:
+        font = ImageFont.load_default(size=40)
+    except TypeError:  # pragma: no cover - Pillow without FreeType
+        font = ImageFont.load_default()
+    draw.text((CARD_SIZE[0] // 2, CARD_SIZE[1] // 2), name[:16], fill=(240, 240, 240), font=font, anchor="mm")
+    return im
+
+
+def card_png(char: Character) -> bytes:
+    """A PNG card: the placeholder image with the v2 card in a tEXt chunk `chara` and the v3 card in `ccv3`,
+    base64-encoded UTF-8 JSON, as SillyTavern writes its cards."""
+    import io
+
+    from PIL import PngImagePlugin
+
+    v2, v3 = card_objects(char)
+    info = PngImagePlugin.PngInfo()
+    for keyword, card in (("chara", v2), ("ccv3", v3)):
+        text = json.dumps(card, ensure_ascii=False, separators=(",", ":"))
+        info.add_text(keyword, base64.b64encode(text.encode("utf-8")).decode("ascii"))
+    buf = io.BytesIO()
+    _card_image(char.name).save(buf, "PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def write_card(char: Character, out_dir: str | os.PathLike, *, overwrite: bool = False) -> tuple[Path, Path]:
+    """OUT/<name>.png and OUT/<name>.json: the character's card, for SillyTavern (or tunesmith) to import.
+
+    The JSON is the card under its own spec (chara_card_v3 for a v3 card, else chara_card_v2)."""
+    from tunesmith.fsio import atomic_write
+
+    out = Path(out_dir)
+    base = card_file_name(char.name)
+    png, js = out / f"{base}.png", out / f"{base}.json"
+    existing = [str(p) for p in (png, js) if p.exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"{' and '.join(existing)} already exist (pass --overwrite to replace them)")
+    v2, v3 = card_objects(char)
+    card = v3 if char.spec == "chara_card_v3" else v2
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(png, card_png(char))
+    atomic_write(js, json.dumps(card, ensure_ascii=False, indent=2) + "\n")
+    return png, js
+
+
+def export_card(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                overwrite: bool = False) -> tuple[Path, Path]:
+    """The card of an adapter trained as a character (its character.json) as OUT/<name>.png and OUT/<name>.json."""
+    from tunesmith.character import CHARACTER_FILE, load_character
+
+    adapter = Path(adapter_dir)
+    if not adapter.is_dir():
+        raise ConfigError(f"{adapter}: not a folder (expected an adapter folder written by tunesmith train)")
+    char = load_character(adapter)
+    if char is None:
+        raise ConfigError(f"{adapter}: no {CHARACTER_FILE}, so no card to write (expected an adapter trained on "
+                          "a character card's data: `tunesmith data convert --from card` or `-O card=` data)")
+    return write_card(char, out_dir, overwrite=overwrite)
 
 
 FORMAT = Format(NAME, EXPECTED, options=OPTIONS, read_file=read_card_conversations, claims=claims,

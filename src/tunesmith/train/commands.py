@@ -89,10 +89,20 @@ def export(
     gguf: Annotated[str | None, typer.Option(
         help="Write the merged model as OUT/model.gguf (f16, q8_0 or f32; llama and qwen2 models) with an Ollama "
              "Modelfile, instead of a transformers folder.")] = None,
+    card: Annotated[bool, typer.Option(
+        "--card", help="Write only the adapter's character (character.json) as a character card: OUT/<name>.png "
+                       "and OUT/<name>.json, for SillyTavern to import.")] = False,
 ) -> None:
-    """Write a standalone model folder: base + LoRA merged, tokenizer, chat template and template.json."""
+    """Write a standalone model folder: base + LoRA merged, tokenizer, chat template and template.json
+    (--card: the adapter's character card instead)."""
     from tunesmith.errors import ConfigError
 
+    if card:
+        from tunesmith.data.card import export_card
+
+        png, js = export_card(adapter, out, overwrite=overwrite)
+        typer.echo(f"wrote the character card to {png} and {js}")
+        return
     if dtype not in ("auto", "fp32", "bf16", "fp16"):
         raise ConfigError(f"--dtype {dtype!r} is not one of auto, fp32, bf16, fp16")
     from tunesmith.export import export_model
