@@ -187,3 +187,24 @@ def test_generation_json_round_trip_and_checks(tmp_path):
         load_generation(tmp_path)
     with pytest.raises(ConfigError, match="generation: unknown generation option 'dry_bse'"):
         check_generation({"dry_bse": 1.0})
+
+
+def test_dry_never_penalizes_inside_a_character(default_model_path):
+    """SmolLM2 spells 白 in two byte tokens: the one that completes it is never penalized; the next character's
+    first token is, with the whole repeat counted."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(default_model_path)
+    ids = tok.encode("我李白喝酒。我李白", add_special_tokens=False)
+    inside = ids[:-1]  # ends between the two bytes of the second 白
+    assert tok.decode(inside[-1:]) == "\ufffd"
+    plain = DRYPenalty(1.0, 2.0, 2, NONE)
+    guarded = DRYPenalty(1.0, 2.0, 2, NONE, tokenizer=tok)
+    vocab = len(tok)
+    assert plain(torch.tensor([inside]), torch.zeros(1, vocab)).abs().sum() > 0
+    assert guarded(torch.tensor([inside]), torch.zeros(1, vocab)).abs().sum() == 0
+    # after the whole 白: the first token of 喝 (what followed "我李白" before) loses 2 ** (n - 2), n = len("我李白")
+    after = guarded(torch.tensor([ids]), torch.zeros(1, vocab))
+    n = len(tok.encode("我李白", add_special_tokens=False))
+    drink = tok.encode("我李白喝", add_special_tokens=False)[n]
+    assert after[0, drink] == -(2.0 ** (n - 2))

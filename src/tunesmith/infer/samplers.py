@@ -27,6 +27,13 @@ LogitsProcessors; generate runs them before temperature and the warpers, as llam
     after one, and a breaker is never penalized itself.  `dry_range` limits the scan to the last tokens
     (0: the whole prompt and reply, as llama.cpp's default).
 
+One addition to the reference semantics, for byte-level vocabularies that spell a CJK character in two or
+three tokens (SmolLM2, partly Llama 3): while the reply ends inside a character (its last tokens decode to an
+incomplete UTF-8 sequence), nothing is penalized.  Penalizing the character's last byte would turn it into
+mojibake; the penalty falls on the next character's first token instead, whose match length already counts
+the whole character.  (no_repeat_ngram_size and the presence/frequency penalties have no such guard: on
+those vocabularies they can cut characters, one reason the recipes recommend DRY.)
+
 Sequence breakers are strings; a token is a breaker when its text contains one of them.  That works alike
 for byte-level BPE vocabularies (Qwen, Llama 3), where "\\n" is often merged into tokens such as "。\\n\\n":
 each of those breaks too (text-generation-webui takes only the last token of each breaker's encoding and so
@@ -70,7 +77,7 @@ def logits_processors(opts: GenerationOptions, tokenizer, prompt_len: int):
         out.append(PresenceFrequencyPenalty(opts.presence_penalty, opts.frequency_penalty, prompt_len))
     if opts.dry_multiplier > 0:
         out.append(DRYPenalty(opts.dry_multiplier, opts.dry_base, opts.dry_allowed_length,
-                              breaker_ids(tokenizer, opts.dry_sequence_breakers), opts.dry_range))
+                              breaker_ids(tokenizer, opts.dry_sequence_breakers), opts.dry_range, tokenizer))
     return out
 
 
@@ -95,16 +102,19 @@ class DRYPenalty:
     """The DRY penalty (see the module docstring), row by row."""
 
     def __init__(self, multiplier: float, base: float, allowed_length: int, breakers: Iterable[int],
-                 range_: int = 0):
+                 range_: int = 0, tokenizer=None):
         self.multiplier, self.base, self.allowed_length = multiplier, base, allowed_length
         self.breakers = frozenset(breakers)
         self.range = range_
+        self.tokenizer = tokenizer  # with it, no penalty inside a character (see the module docstring)
 
     def __call__(self, input_ids, scores):
         import torch
 
         rows = input_ids[:, -self.range:] if self.range > 0 else input_ids
         for r, seq in enumerate(rows.tolist()):
+            if self.tokenizer is not None and ends_inside_character(self.tokenizer, seq):
+                continue
             penalties = dry_penalties(seq, self.multiplier, self.base, self.allowed_length, self.breakers)
             if penalties:
                 ids = torch.tensor(list(penalties), device=scores.device)
@@ -135,6 +145,12 @@ def dry_penalties(seq: list[int], multiplier: float, base: float, allowed_length
         if n >= allowed_length and n > longest.get(follower, 0):
             longest[follower] = n
     return {t: multiplier * base ** (n - allowed_length) for t, n in longest.items()}
+
+
+def ends_inside_character(tokenizer, seq: list[int]) -> bool:
+    """Whether `seq` ends in the middle of a UTF-8 character (a byte-level vocabulary's partial bytes decode to
+    U+FFFD; a character has at most 4 bytes, so the last 4 tokens tell)."""
+    return tokenizer.decode(seq[-4:], skip_special_tokens=False).endswith("\ufffd")
 
 
 _BREAKERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
