@@ -155,9 +155,10 @@ def _target(chat: Chat, wanted: str | None) -> str:
         raise DataError("no line of a character in this chat (expected at least one message that is not the "
                         "user's, hidden or a narrator line)", str(chat.path))
     if wanted:
+        keys = {wanted.casefold(), wanted.removesuffix(".png").casefold()}
         for ln in chat.lines:
             avatar = (ln.avatar or "").removesuffix(".png")
-            if not ln.is_user and wanted.casefold() in (ln.name.casefold(), avatar.casefold()):
+            if not ln.is_user and keys & {ln.name.casefold(), avatar.casefold()}:
                 return ln.name
         raise DataError(f"character {wanted!r} does not speak in this chat (its characters: {', '.join(names)})",
                         str(chat.path))

@@ -93,12 +93,14 @@ def split_turns(turns: list[Turn], what: str) -> tuple[str | None, list[Message]
     if prefix and prefix[0].role == "system":
         system = prefix.pop(0).content
     msgs = []
+    offset = 1 if prefix and prefix[0].role == "assistant" else 0  # a character's greeting may open the prompt
     for i, t in enumerate(prefix):
-        want = "user" if i % 2 == 0 else "assistant"
+        want = "user" if (i + offset) % 2 == 0 else "assistant"
         if t.role != want:
             extra = " (a system message may only come first)" if t.role == "system" else ""
             raise DataError(f"{t.where}: expected a {want} message, got {t.role}{extra} "
-                            "(user and assistant alternate, user first, before the answer)")
+                            "(user and assistant alternate, user first or after one opening assistant greeting, "
+                            "before the answer)")
         msgs.append(Message(t.role, t.content))
     if not msgs:
         raise DataError(f"{what} has no user message before the answer at {last.where} (expected a prompt)")
