@@ -115,7 +115,8 @@ def test_swipes_become_pairs_that_train_with_dpo(tmp_path, tiny_qwen2, capsys):
         ("And I trust nobody. Open? No.", "The forest trusts too easily."),
         ("Iron? *She narrows her eyes.* Show me.", "Salt I can use. Iron draws bandits."),
         ("Iron? *She narrows her eyes.* Show me.", "Trade is for the valley, not the pass.")]
-    assert rows[1]["prompt"] == [{"role": "system", "content": KESTREL_LINE + "\nThe wind picks up; snow starts to fall."},
+    system = KESTREL_LINE + "\nThe wind picks up; snow starts to fall."
+    assert rows[1]["prompt"] == [{"role": "system", "content": system},
                                  {"role": "assistant", "content": GREETING},
                                  {"role": "user", "content": "I come to trade, Kestrel. Salt and iron."}]
     assert rows[0]["prompt"][-1]["content"].startswith("Alex: Evening")
