@@ -81,17 +81,20 @@ def test_eval_end_to_end_writes_every_report_file(tiny_qwen2, random_adapter, li
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["task"] == "rolebench"
     assert metrics["model_order"] == ["base", "rnd"]
-    assert metrics["set_order"] == ["CUS", "SPE", "probe", "identity"]  # identity: asked with the probe
+    # identity questions, role-breaking probes and long conversations: asked with the probe
+    assert metrics["set_order"] == ["CUS", "SPE", "probe", "identity", "role_breaking", "drift"]
     # the fp32 adapter answered folded into the weights (as fast as the base), the base did not
     assert metrics["models"]["rnd"]["merged"] is True and metrics["models"]["base"]["merged"] is False
     n_probe, n_identity = metrics["set_sizes"]["probe"], metrics["set_sizes"]["identity"]
+    n_breaking = metrics["set_sizes"]["role_breaking"]
     for model in ("base", "rnd"):
         m = metrics["metrics"][model]
         assert m["CUS"]["n"] == 4 and m["SPE"]["n"] == 4 and m["probe"]["n"] == n_probe
         assert 0.0 <= m["CUS"]["rouge_l_chars"] <= 1.0 and 0.0 <= m["probe"]["accuracy"] <= 1.0
     # every (model, prompt) answered exactly once, by batched calls
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert len(rows) == 2 * (8 + n_probe + n_identity) == len({(r["model"], r["id"]) for r in rows})
+    assert len(rows) == len({(r["model"], r["id"]) for r in rows})
+    assert sum(r["set"] != "long_conversation" for r in rows) == 2 * (8 + n_probe + n_identity + n_breaking)
     assert spy.prompts() == len(rows)
     # greedy answers go through continuous batching, several batches of 4 per call (finished rows refilled)
     assert set(spy.modes) == {"continuous"} and metrics["models"]["rnd"]["batching"] == "continuous"

@@ -212,7 +212,8 @@ def test_eval_reports_in_character_rate_and_attribution(tiny_qwen2, libai_adapte
     out = tmp_path / "r"
     assert main(["eval", "--model", str(tiny_qwen2), "--adapter", f"libai={libai_adapter}", "--data", str(libai_test),
                  "--task", "rolebench", "--max-new-tokens", "6", "--batch-size", "8", "--probe-file",
-                 str(_one_probe(tmp_path)), "--attribution-data", str(small_rolebench), "-o", str(out)]) == 0
+                 str(_one_probe(tmp_path)), "--attribution-data", str(small_rolebench), "--no-long-conversations",
+                 "--no-role-breaking", "-o", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["set_order"] == ["CUS", "probe", "identity"]
     n_questions = len(load_identity_questions())
@@ -249,7 +250,8 @@ def test_in_character_scores_switch_off(tiny_qwen2, libai_adapter, libai_test, t
     out = tmp_path / "off"
     assert main(["eval", "--model", str(tiny_qwen2), "--adapter", f"libai={libai_adapter}", "--data", str(libai_test),
                  "--task", "rolebench", "--max-new-tokens", "4", "--probe-file", str(_one_probe(tmp_path)),
-                 "--no-in-character", "--no-attribution", "-o", str(out)]) == 0
+                 "--no-in-character", "--no-attribution", "--no-long-conversations", "--no-role-breaking",
+                 "-o", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["set_order"] == ["CUS", "probe"] and metrics["identity"] is None and metrics["attribution"] is None
     assert "role_share" not in metrics["metrics"]["base"]["CUS"]

@@ -59,6 +59,22 @@ AttributionOption = Annotated[bool | None, typer.Option(
     "--attribution/--no-attribution", help="Role attribution: the share of answers a character n-gram classifier "
                                            "trained on RoleBench-zh attributes to the test's role (default: on for "
                                            "rolebench).")]
+LongConversationsOption = Annotated[bool | None, typer.Option(
+    "--long-conversations/--no-long-conversations", help="Scripted conversations of 12+ turns with the model's own "
+                                                         "answers as the history; identity probes early, in the middle "
+                                                         "and late give the persona drift (late - early) (default: "
+                                                         "with the identity questions).")]
+LongConversationsFileOption = Annotated[Path | None, typer.Option(
+    "--long-conversations-file", help="Own scripts, JSONL {turns: [{user, probe: \"identity\" | null}, ...]} "
+                                      "(default: the bundled long_conversations.jsonl).")]
+RoleBreakingOption = Annotated[bool | None, typer.Option(
+    "--role-breaking/--no-role-breaking", help="Role-breaking probes by category: requests to drop the role, "
+                                               "out-of-character tasks, anachronisms, unknowable questions (default: "
+                                               "with the identity questions).")]
+RoleBreakingFileOption = Annotated[Path | None, typer.Option(
+    "--role-breaking-file", help="Own probes, JSONL {question, category, term?} ({name} is the role) (default: the "
+                                 "bundled role_breaking.jsonl).")]
+ROLE_PLAY_FLAGS = ("long_conversations", "long_conversations_file", "role_breaking", "role_breaking_file")
 AttributionDataOption = Annotated[Path | None, typer.Option(
     "--attribution-data", help="The rolebench-zh folder the classifier trains on (default: the repository's "
                                "datasets/rolebench-zh).")]
@@ -145,12 +161,11 @@ def eval_command(
     dry_base: DryBaseOpt = None,
     dry_allowed_length: DryAllowedOpt = None,
     dry_sequence_breakers: DryBreakersOpt = None,
-    probe: ProbeOption = None,
-    probe_file: ProbeFileOption = None,
-    in_character: InCharacterOption = None,
-    identity_file: IdentityFileOption = None,
-    attribution: AttributionOption = None,
-    attribution_data: AttributionDataOption = None,
+    probe: ProbeOption = None, probe_file: ProbeFileOption = None,
+    in_character: InCharacterOption = None, identity_file: IdentityFileOption = None,
+    attribution: AttributionOption = None, attribution_data: AttributionDataOption = None,
+    long_conversations: LongConversationsOption = None, long_conversations_file: LongConversationsFileOption = None,
+    role_breaking: RoleBreakingOption = None, role_breaking_file: RoleBreakingFileOption = None,
     show: Annotated[int, typer.Option("--show", help="Rows per set in the side-by-side answer table.")] = 20,
     dtype: Annotated[str, typer.Option("--dtype", help="auto, fp32, bf16 or fp16.")] = "auto",
     quantization: QuantOpt = "none",
@@ -178,6 +193,7 @@ def eval_command(
                      base_template=base_template, limit=limit, batch_size=batch_size, batching=batching,
                      generation=_generation(ctx), probe=probe, probe_file=probe_file, in_character=in_character,
                      identity_file=identity_file, attribution=attribution, attribution_data=attribution_data,
+                     **{k: ctx.params[k] for k in ROLE_PLAY_FLAGS},
                      show=show, dtype=dtype, quantization=quantization, device=device, threads=threads,
                      overwrite=overwrite, command=_command_line(ctx))
     _print_result(out, run_eval(cfg))

@@ -42,10 +42,21 @@ METRIC_LABELS = {
     "role_share": "attributed to the role",
     "in_character_rate": "in-character rate",
     "names_role_rate": "names the role",
+    "drop_role": "drop-role requests",  # role-breaking probes (eval/role_breaking.py): in-character rate per category
+    "ooc_task": "out-of-character tasks",
+    "anachronism": "anachronisms",
+    "unknowable": "unknowable questions",
+    "in_character_early": "in character, early turns",  # long conversations (eval/drift.py)
+    "in_character_late": "in character, late turns",
+    "in_character_drift": "in-character drift (points)",
+    "attribution_early": "attributed to the role, early turns",
+    "attribution_late": "attributed to the role, late turns",
+    "attribution_drift": "attribution drift (points)",
 }
 SET_LABELS = {CUS: "CUS (general test, speaking style)", SPE: "SPE (role-specific test, role knowledge)",
               RAW: "RAW (plain-answer references)", PROBE: "general-ability probe",
-              IDENTITY: "identity questions (in character)"}
+              IDENTITY: "identity questions (in character)", "role_breaking": "role-breaking probes",
+              "drift": "long conversations (persona drift)"}
 
 
 def fmt(v: Any) -> str:
@@ -150,7 +161,9 @@ def in_character_tables(result: dict[str, Any]) -> list[tuple[str, list[str], li
         rows = [[t, f"{held['per_role'][t]['recall']:.2f}", *(str(held["confusion"][t].get(p, 0)) for p in said)]
                 for t in clf["roles"]]
         tables.append((caption, ["role", "recall", *said], rows))
-    return tables
+    from tunesmith.eval.role_play import report_tables
+
+    return tables + report_tables(result)  # persona drift, role-breaking probes
 
 
 # -- chart ---------------------------------------------------------------------------------------
@@ -181,7 +194,8 @@ def draw_chart(result: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 def _chart_figure(result: dict[str, Any], plt):
-    cols = [(s, k) for s, k in columns(result) if k not in ("rouge_l_words", "typed_f1", "ie_typed_f1")]
+    cols = [(s, k) for s, k in columns(result) if k not in ("rouge_l_words", "typed_f1", "ie_typed_f1")
+            and not k.endswith("_drift")]  # drifts are points, not 0-1 scores
     models = result["model_order"]
     fig_w = max(6.0, 1.2 + 0.5 * len(cols) * max(1, len(models)))
     fig, ax = plt.subplots(figsize=(min(fig_w, 18.0), 4.5), dpi=110)

@@ -42,6 +42,8 @@ from tunesmith.eval.in_character import RULES_DESCRIPTION, identity_items, main_
 from tunesmith.eval.predictions import PredictionStore, signature
 from tunesmith.eval.probe import CHECKER_DESCRIPTION, load_probe
 from tunesmith.eval.report import write_report
+from tunesmith.eval.role_breaking import ROLE_BREAKING
+from tunesmith.eval.role_play import add_results, add_sets, answer_long_conversations
 from tunesmith.eval.rouge import CHARS_DESCRIPTION, WORDS_DESCRIPTION
 from tunesmith.eval.scoring import per_item_scores, score_model
 from tunesmith.eval.testset import (
@@ -65,7 +67,7 @@ PROBE_MAX_NEW_TOKENS = 64
 # from them, and predictions.jsonl is appended after each call (what an interruption can lose).
 CONTINUOUS_WINDOW = 4
 # Item kinds answered with the probe's (short) generation options: questions asked in character, not test items.
-SHORT_KINDS = ("probe", "identity")
+SHORT_KINDS = ("probe", "identity", "role_breaking")
 
 
 @dataclass
@@ -93,6 +95,12 @@ class EvalConfig:
     identity_file: str | Path | None = None
     attribution: bool | None = None  # role classifier on the answers; None: on for rolebench (RoleBench-zh found)
     attribution_data: str | Path | None = None  # a rolebench-zh folder (default: the repository's datasets/)
+    long_conversations: bool | None = None  # scripted chats, persona drift (role_play.py); None: as identity
+    long_conversations_file: str | Path | None = None
+    long_conversations_limit: int | None = None  # the first N scripts (None: all)
+    role_breaking: bool | None = None  # role-breaking and anachronism probes; None: as identity
+    role_breaking_file: str | Path | None = None
+    role_breaking_limit: int | None = None  # the first N probes of each category (None: all)
     show: int = 20
     dtype: str = "auto"
     quantization: str = "none"  # none, or int8 (model.quantize_int8_weights), 8bit / 4bit (bitsandbytes, CUDA)
@@ -246,6 +254,7 @@ class EvalInputs:
     identity_persona: str | None = None  # the system text they are asked with
     classifier: Any = None  # attribution.RoleClassifier, or None (no role attribution)
     attribution_note: str | None = None  # why role attribution is off, when it is
+    role_play: Any = None  # role_play.RolePlay: long-conversation scripts and role-breaking probes, or None
 
 
 @dataclass
@@ -317,6 +326,7 @@ def load_inputs(cfg: EvalConfig) -> EvalInputs:
     inputs = EvalInputs(task=task, items=items, options=options, probe_options=probe_options, raw_table=raw_table,
                         score_tables=score_tables, run_models=run_models, use_probe=use_probe, persona=persona)
     add_identity_questions(cfg, inputs, test_items)
+    add_sets(cfg, inputs, test_items)
     inputs.classifier, inputs.attribution_note = load_classifier(cfg, task, test_items)
     return inputs
 
@@ -440,6 +450,7 @@ def answer_one_model(cfg: EvalConfig, engine, inputs: EvalInputs, store: Predict
     try:
         stats = _generate_all(engine, store, name, adapter, tpl, sig, inputs.items, options, probe_options,
                               cfg.batch_size, cfg.batching)
+        stats = answer_long_conversations(cfg, engine, inputs, store, name, adapter, tpl, sig, stats)
     except KeyboardInterrupt:
         _log(f"interrupted: {len(store.rows)} answers are saved in {store.path}; "
              "run the same command again to continue from there")
@@ -481,12 +492,13 @@ def set_order_of(inputs: EvalInputs) -> list[str]:
     order = [s for s in (CUS, SPE) if any(i.set == s for i in items)]
     if inputs.raw_table is not None and CUS in order:
         order.append(RAW)
-    order += [s for s in dict.fromkeys(i.set for i in items) if s not in (CUS, SPE, PROBE, IDENTITY)]
+    order += [s for s in dict.fromkeys(i.set for i in items)
+              if s not in (CUS, SPE, PROBE, IDENTITY, ROLE_BREAKING)]
     if inputs.use_probe:
         order.append(PROBE)
     if any(i.set == IDENTITY for i in items):
         order.append(IDENTITY)
-    return order
+    return order + [ROLE_BREAKING] * any(i.set == ROLE_BREAKING for i in items)
 
 
 def side_by_side(items: Sequence[EvalItem], preds: dict[str, dict[str, str]], set_order: list[str],
@@ -546,12 +558,13 @@ def build_result(cfg: EvalConfig, inputs: EvalInputs, answers: Answers, engine, 
     metrics = {name: score_model(items, p, inputs.raw_table) for name, p in preds.items()}
     if inputs.classifier is not None:
         for name, p in preds.items():
-            for set_name, block in attribute_sets(inputs.classifier, items, p, (PROBE, IDENTITY, RAW)).items():
+            skip = (PROBE, IDENTITY, RAW, ROLE_BREAKING)
+            for set_name, block in attribute_sets(inputs.classifier, items, p, skip).items():
                 metrics[name].setdefault(set_name, {}).update(block)
     set_sizes = {s: sum(1 for i in items if i.set == s) for s in set_order if s != RAW}
     if RAW in set_order:
         set_sizes[RAW] = next(iter(metrics.values()), {}).get(RAW, {}).get("n_total", 0)
-    return {
+    result = {
         "task": inputs.task, "command": cfg.command, "started": started, "seconds": 0.0,
         "device": _device_text(engine) if inputs.run_models else "none (no model was run)",
         "model": str(cfg.model), "models": answers.models, "model_order": list(preds), "set_order": set_order,
@@ -567,3 +580,5 @@ def build_result(cfg: EvalConfig, inputs: EvalInputs, answers: Answers, engine, 
                       "questions": sum(i.set == IDENTITY for i in items)} if inputs.identity_role else None),
         "attribution": inputs.classifier.summary() if inputs.classifier is not None else None,
     }
+    add_results(inputs, preds, metrics, result)  # long conversations, role-breaking probes
+    return result

@@ -22,12 +22,14 @@ from tunesmith.eval.ie import classification_scores, parse_json_answer, task_of_
 from tunesmith.eval.in_character import identity_scores, per_item_verdict
 from tunesmith.eval.probe import probe_correct, probe_scores
 from tunesmith.eval.repetition import loop_rate
+from tunesmith.eval.role_breaking import CATEGORIES, ROLE_BREAKING, role_breaking_scores
+from tunesmith.eval.role_breaking import per_item_verdict as breaking_verdict
 from tunesmith.eval.rouge import rouge_l_zh
 from tunesmith.eval.testset import CUS, IDENTITY, PROBE, RAW, EvalItem, lookup
 
 # The number each set is judged by first (the chart and the headline table use it).
 HEADLINE = {"rouge": "rouge_l_chars", "ie": "f1", "cls": "accuracy", "probe": "accuracy",
-            "identity": "in_character_rate"}
+            "identity": "in_character_rate", "role_breaking": "in_character_rate"}
 
 
 def _rouge_block(preds: list[str], refs: list[list[str]]) -> dict[str, Any]:
@@ -60,6 +62,8 @@ def score_items(items: Sequence[EvalItem], preds: dict[str, str]) -> dict[str, A
             block.pop("ok", None)
         elif kind == "identity":
             block = identity_scores(p, [i.meta for i in group])
+        elif kind == "role_breaking":
+            block = role_breaking_scores(p, [i.meta for i in group])
         else:  # pragma: no cover - kinds are set by testset/probe
             raise ValueError(f"unknown item kind {kind!r}")
         if len(kinds) == 1:
@@ -106,6 +110,8 @@ def per_item_scores(item: EvalItem, prediction: str) -> str:
         return "right" if probe_correct(prediction, item.meta["accept"]) else "wrong"
     if item.kind == "identity":
         return per_item_verdict(item, prediction)
+    if item.kind == "role_breaking":
+        return breaking_verdict(item, prediction)
     return ""
 
 
@@ -118,6 +124,11 @@ def headline_metrics(set_name: str, metrics: dict[str, Any]) -> list[str]:
         keys = ["accuracy"]
     if set_name == IDENTITY:
         keys = ["in_character_rate", "names_role_rate"]
+    if set_name == ROLE_BREAKING:
+        keys = [k for k in ("in_character_rate", *CATEGORIES) if k in metrics]
+    if set_name == "drift":  # long conversations (eval/drift.py): the rates early and late, and the drift
+        keys = [f"{w}_{d}" for w in ("in_character", "attribution") for d in ("early", "late", "drift")
+                if f"{w}_{d}" in metrics]
     return keys
 
 
