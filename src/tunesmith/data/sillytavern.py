@@ -178,7 +178,9 @@ def _user_name(chat: Chat, wanted: str | None) -> tuple[str, str | None]:
 
 def _texts(chat: Chat, user: str, stored_user: str | None, target: str) -> None:
     """Fill {{char}} (each line's speaker) and {{user}}, and put `user` for the chat's own name of the user."""
-    rename = re.compile(rf"\b{re.escape(stored_user)}\b") if stored_user and stored_user != user else None
+    # as a whole word against Latin letters and digits (a Chinese name inside Chinese text is replaced too)
+    rename = (re.compile(rf"(?<![A-Za-z0-9_]){re.escape(stored_user)}(?![A-Za-z0-9_])")
+              if stored_user and stored_user != user else None)
 
     def fix(text: str, char: str) -> str:
         text = fill_placeholders(text.replace("\r\n", "\n"), char, user).strip()
