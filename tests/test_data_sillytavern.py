@@ -188,3 +188,17 @@ def test_unknown_character_and_option(tmp_path):
 
     with pytest.raises(ConfigError, match="no option 'speaker'"):
         load(GROUP, "sillytavern", speaker="Kestrel")
+
+
+def test_chats_with_their_card_train_and_export_the_card(tmp_path, tiny_qwen2):
+    from tunesmith.data.card import read_character
+
+    code, data = _convert(tmp_path, "--from", "sillytavern", "-O", f"card={CARD}", str(ONE))
+    assert code == 0
+    run = tmp_path / "sft"
+    assert main(["train", f"model={tiny_qwen2}", f"output_dir={run}", f"data.train={data}", "dtype=fp32",
+                 "device=cpu", "batch_size=1", "max_steps=1", "logging_steps=1", "sample_tokens=4", "warmup=0"]) == 0
+    saved = json.loads((run / "adapter" / "character.json").read_text(encoding="utf-8"))
+    assert saved["name"] == "Kestrel" and saved["user"] == "Alex"
+    assert main(["export", str(run / "adapter"), "-o", str(tmp_path / "cards"), "--card"]) == 0
+    assert read_character(tmp_path / "cards" / "Kestrel.json").card == read_character(CARD).card

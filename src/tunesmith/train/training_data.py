@@ -65,14 +65,15 @@ def explicit_character(cfg):
 
 def run_character(cfg, train_convs, explicit=None, stream=None):
     """The character saved next to the adapter: the one `character:` names, else the card every card conversation
-    of the training data came from (meta.card), else init_adapter's character.json, else None."""
+    of the training data came from (meta.card: a card's conversations, chats read with its card), else
+    init_adapter's character.json, else None."""
     from tunesmith.character import Character, load_character
 
     if explicit is not None:
         return explicit
     cards: dict[str, dict] = {}
     for c in train_convs:
-        if c.meta.get("source") == "card" and isinstance(c.meta.get("card"), dict):
+        if isinstance(c.meta.get("card"), dict):  # a card's conversations; SillyTavern chats read with -O card=
             cards.setdefault(json.dumps(c.meta["card"], sort_keys=True, ensure_ascii=False), c.meta["card"])
     if len(cards) == 1:
         return Character.from_dict(next(iter(cards.values())), "the training data's meta.card")
