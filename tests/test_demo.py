@@ -20,10 +20,15 @@ def test_demo_runs_the_whole_road_on_a_tiny_model(tiny_qwen2, tmp_path, capsys):
     assert "general-ability probe: base " in printed
     assert "in character on identity questions (你是谁？ ...): base " in printed
     assert "CUS answers the role classifier attributes to the role: base " in printed
+    assert "persona drift, long conversations (late - early): base " in printed
+    assert "role-breaking probes answered in character: base " in printed
     adapter = out / "train" / "adapter"
     assert (adapter / "adapter_model.safetensors").stat().st_size > 0 and (adapter / "template.json").is_file()
     metrics = json.loads((out / "report" / "metrics.json").read_text(encoding="utf-8"))
     assert set(metrics["model_order"]) >= {"base", "李白", "RoleGPT"}
+    # the role-play sets, cut to size for the demo: 2 conversations, 2 probes of each category
+    assert metrics["long_conversations"]["conversations"] == 2 and metrics["role_breaking"]["probes"] == 8
+    assert "drift" in metrics["metrics"]["李白"] and "drop_role" in metrics["metrics"]["李白"]["role_breaking"]
     # the demo never trains on test questions
     with (out / "data" / "train.jsonl").open(encoding="utf-8") as f:
         train_q = {json.loads(line)["meta"]["question"] for line in f}

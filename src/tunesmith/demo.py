@@ -116,6 +116,9 @@ def demo(
         task="rolebench",
         score_files=score_files,
         limit=eval_limit or None,
+        # the role-play sets cut to size with the test sets: 2 long conversations, 2 role-breaking probes a category
+        long_conversations_limit=2 if eval_limit else None,
+        role_breaking_limit=2 if eval_limit else None,
         generation={"max_new_tokens": max_new_tokens},
         device=device,
         threads=threads,
@@ -178,6 +181,14 @@ def headline(res: dict, tuned: str = ROLE) -> list[str]:
 
         lines.append(f"in character on identity questions (你是谁？ ...): base {kept(b)}/{b['n']} -> {tuned} "
                      f"{kept(t)}/{t['n']}")
+    b, t = base.get("drift", {}), mine.get("drift", {})
+    if b.get("in_character_drift") is not None and t.get("in_character_drift") is not None:
+        lines.append(f"persona drift, long conversations (late - early): base "
+                     f"{b['in_character_drift']:+.1f} -> {tuned} {t['in_character_drift']:+.1f} points")
+    b, t = base.get("role_breaking", {}), mine.get("role_breaking", {})
+    if "in_character_rate" in b and "in_character_rate" in t:
+        lines.append(f"role-breaking probes answered in character: base "
+                     f"{100 * b['in_character_rate']:.1f} % -> {tuned} {100 * t['in_character_rate']:.1f} %")
     b, t = base.get("CUS", {}), mine.get("CUS", {})
     if "role_share" in b and "role_share" in t:
         lines.append(f"CUS answers the role classifier attributes to the role: base {100 * b['role_share']:.1f} % -> "
