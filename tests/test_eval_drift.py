@@ -192,6 +192,7 @@ def test_eval_reports_drift_on_a_tiny_model(engine_with_adapter, libai_test, tmp
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "Persona drift over 2 scripted conversations" in md and "drift in-character drift (points)" in md
     assert "Persona drift" in (out / "report.html").read_text(encoding="utf-8")
+    assert "x, turn 6 of 6 (late): x问5" in md and "after its own answers to turns 1-5" in md  # the probe answers
     assert result["models"]["base"]["answered"] >= 12
 
 

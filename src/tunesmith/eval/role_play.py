@@ -15,9 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunesmith.errors import ConfigError
-from tunesmith.eval.drift import DEPTHS, DRIFT, answer_conversations, drift_scores, load_conversations
+from tunesmith.eval.drift import (
+    DEPTHS,
+    DRIFT,
+    answer_conversations,
+    depth_of,
+    drift_scores,
+    load_conversations,
+    transcripts,
+)
 from tunesmith.eval.drift import DESCRIPTION as DRIFT_DESCRIPTION
-from tunesmith.eval.in_character import main_role
+from tunesmith.eval.in_character import IN_CHARACTER, main_role, verdict
 from tunesmith.eval.role_breaking import CATEGORIES, ROLE_BREAKING, probe_items
 from tunesmith.eval.role_breaking import DESCRIPTION as BREAKING_DESCRIPTION
 
@@ -87,11 +95,35 @@ def add_results(inputs, preds: dict[str, dict[str, str]], metrics: dict[str, Any
         result["long_conversations"] = {"role": rp.role, "persona": rp.persona, "conversations": len(rp.scripts),
                                         "turns": turns, "ids": [s["id"] for s in rp.scripts]}
         result["metric_notes"].append(DRIFT_DESCRIPTION)
+        shown = [m for m in inputs.run_models if m in preds]
+        result.setdefault("side_by_side", []).extend(probe_rows(rp, preds, shown)[:result.get("show", 20)])
     if rp.probes:
         cats = [i.meta.get("category") for i in inputs.items if i.set == ROLE_BREAKING]
         result["role_breaking"] = {"role": rp.role, "persona": rp.persona, "probes": rp.probes,
                                    "by_category": {c: cats.count(c) for c in dict.fromkeys(cats)}}
         result["metric_notes"].append(BREAKING_DESCRIPTION)
+
+
+def probe_rows(rp: RolePlay, preds: dict[str, dict[str, str]], models: list[str]) -> list[dict[str, Any]]:
+    """Side-by-side rows of the identity probes of the long conversations: each model's answer (asked after its
+    own earlier answers) and its verdict."""
+    done = {m: transcripts(rp.scripts, rp.persona, preds[m]) for m in models}
+    rows = []
+    for c, script in enumerate(rp.scripts):
+        n = len(script["turns"])
+        for k, turn in enumerate(script["turns"]):
+            if turn["probe"] != "identity":
+                continue
+            answers = {}
+            for m in models:
+                if k < len(done[m][c]):
+                    text = done[m][c][k]["answer"]
+                    v = verdict(text, rp.role, question=turn["user"], persona=rp.persona)[0]
+                    answers[m] = (text, f"{'in' if v in IN_CHARACTER else 'out of'} character: {v}")
+            rows.append({"set": DRIFT, "question": f"{script['id']}, turn {k + 1} of {n} ({depth_of(k, n)}): "
+                                                   f"{turn['user']}", "answers": answers,
+                         "reference": f"after its own answers to turns 1-{k}: names {rp.role}, or claims no AI"})
+    return rows
 
 
 def _pct(v: Any) -> str:
