@@ -27,6 +27,7 @@ and short user turns stay well inside SmolLM2's 2,048 tokens, so nothing is drop
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -123,6 +124,8 @@ def answer_conversations(engine, store, model: str, adapter: str, template, sig:
             store.append(rows)
             stats["answered"] += len(todo)
             stats["seconds"] += dt
+            print(f"[{model}] long conversations: turn {k + 1}, {len(todo)} answered in {dt:.1f} s "
+                  f"({stats['answered']} turns, {stats['seconds']:.1f} s so far)", file=sys.stderr, flush=True)
         for c in live:
             histories[c] = asked[c][1] + [Message("assistant", done[asked[c][0]])]
     return stats
