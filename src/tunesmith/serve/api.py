@@ -28,9 +28,12 @@ Hostile input costs little: a body over `max_request_bytes` is refused (413) bef
 a prompt that cannot fit the context is refused before most of it is tokenized (see infer/history.py),
 and a client that goes away cancels its generation, streamed or not.
 
+Messages as SillyTavern sends them (several system messages, system messages between turns, turns of one role
+in a row, a trailing system instruction) become the engine's turns by the rule in serve/turns.py.
+
 `create_app` assembles the app from its parts: the request schema and error bodies (serve/schema.py), the
-error handlers, key check and body limit (serve/guards.py), then one function per route group here
-(health and models, chat completions, the web UIs).
+messages -> turns rule (serve/turns.py), the error handlers, key check and body limit (serve/guards.py), then
+one function per route group here (health and models, chat completions, the web UIs).
 """
 
 from __future__ import annotations
@@ -66,10 +69,10 @@ from tunesmith.serve.schema import (  # noqa: F401 (the request schema and its c
     error_body,
     error_for,
     error_responses,
-    to_conversation,
     to_options,
     unknown_model,
 )
+from tunesmith.serve.turns import check_fields, to_conversation  # noqa: F401 (to_conversation: re-exported)
 
 API_KEY_ENV = "TUNESMITH_API_KEY"
 BATCHING_HEADER = "X-Tunesmith-Batching"
@@ -145,6 +148,7 @@ def add_chat_route(app: FastAPI, engine: Engine, defaults: GenerationOptions,
     async def chat_completions(req: ChatCompletionRequest, request: Request, response: Response):
         if req.model not in engine.adapter_names:
             raise unknown_model(req.model)
+        check_fields(req)
         system, messages = to_conversation(req.messages)
         options = to_options(req, engine.options_for(req.model, defaults))
         batching = _batching_note(engine, options)

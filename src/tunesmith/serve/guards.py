@@ -4,13 +4,18 @@
     add_key_check(app, "secret")       # every route but /health, / and the web UIs needs "Authorization: Bearer secret"
     app.add_middleware(BodyLimit, limit=4 * 1024 * 1024, exempt=UI_PATHS)   # 413 before a large body is read
 
-A body over the limit is refused from its declared Content-Length, unread, or, sent without one, as soon as
-the bytes received pass the limit; either way it is never parsed.
+A body over the limit is refused from its declared Content-Length, or, sent without one, as soon as the bytes
+received pass the limit; either way it is never parsed.  The 413 is sent at once, but the connection is closed
+only after the rest of the body is read and thrown away (up to DRAIN_BYTES, for at most DRAIN_SECONDS): a client
+that sends its whole body before it reads the answer (most do) would otherwise get a connection reset instead of
+the 413.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,6 +31,10 @@ UI_PATHS = ("/ui", "/label")
 # The largest request body taken (413 above it).  A full 128k-token context of Chinese sent as JSON
 # escapes is about 1.2 MB; the limit leaves room above that and keeps a hostile body cheap to refuse.
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+# After a 413, the rest of the body is read and dropped (so that the client reads the answer instead of a reset)
+# up to this many bytes and seconds; a larger or slower body is cut off.
+DRAIN_BYTES = 256 * 1024 * 1024
+DRAIN_SECONDS = 30.0
 
 
 def add_error_handlers(app: FastAPI) -> None:
@@ -52,7 +61,8 @@ def add_error_handlers(app: FastAPI) -> None:
     async def _http_error(_request: Request, exc: StarletteHTTPException):
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         # the headers matter: a 405 names the allowed methods in Allow, a 401 asks for a Bearer key
-        return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code,
+        code = "request_too_large" if exc.status_code == 413 else None  # a chunked body over the limit
+        return JSONResponse(error_body(str(exc.detail), kind, code=code), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
     @app.exception_handler(TunesmithError)
@@ -93,26 +103,65 @@ class BodyLimit:
         if scope["type"] != "http" or any(path == p or path.startswith(p + "/") for p in self.exempt):
             await self.app(scope, receive, send)
             return
-        declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
+        headers = dict(scope.get("headers", ()))
+        declared = headers.get(b"content-length")
+        # a client waiting for "100 Continue" has sent no body: nothing to drain (reading would invite it)
+        drain = b"100-continue" not in headers.get(b"expect", b"").lower()
         if declared is not None and declared.strip().isdigit() and int(declared) > self.limit:
-            # Connection: close, as the unread body cannot be skipped to reach a next request
+            # Connection: close, as the body is not read to reach a next request
             response = JSONResponse(error_body(self._too_large(), "invalid_request_error", code="request_too_large"),
                                     status_code=413, headers={"Connection": "close"})
-            await response(scope, receive, send)
+            await response(scope, receive, _draining_send(send, receive) if drain else send)
             return
         received = 0
+        over = False
 
         async def counted():
-            nonlocal received
+            nonlocal received, over
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
+                    over = True
                     # FastAPI passes an HTTPException from reading the body on to the app's handler
                     raise HTTPException(413, self._too_large(), headers={"Connection": "close"})
             return message
 
-        await self.app(scope, counted, send)
+        drained = _draining_send(send, receive)
+
+        async def sending(message):
+            await (drained(message) if over and drain else send(message))
+
+        await self.app(scope, counted, sending)
+
+
+def _draining_send(send, receive):
+    """`send` for a 413: the answer goes out whole at once, then the rest of the request body is read and dropped
+    before the response ends (and the server closes the connection)."""
+
+    async def draining(message):
+        if message["type"] != "http.response.body" or message.get("more_body", False):
+            await send(message)
+            return
+        await send({**message, "more_body": True})
+        await _drain(receive)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return draining
+
+
+async def _drain(receive) -> None:
+    dropped, deadline = 0, time.monotonic() + DRAIN_SECONDS
+    while dropped <= DRAIN_BYTES:
+        try:
+            message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            return
+        if message["type"] != "http.request":
+            return
+        dropped += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _param_from_loc(loc) -> str | None:

@@ -1,10 +1,10 @@
 """The OpenAI chat-completions request and error shapes, and their conversion to the engine's types.
 
     req = ChatCompletionRequest(model="libai", messages=[{"role": "user", "content": "你好"}], temperature=0.8)
-    system, messages = to_conversation(req.messages)     # (None, [Message("user", "你好")])
     options = to_options(req, GenerationOptions())       # do_sample=True: a temperature above 0 samples
     status, body = error_for(PromptTooLongError("..."))  # 400, {"error": {..., "code": "context_length_exceeded"}}
 
+The messages become the engine's turns in serve/turns.py (the rule SillyTavern's requests need).
 A client mistake found here is an APIError (a 4xx with an OpenAI-style body naming the field); text fields
 refuse lone UTF-16 surrogates so that the error names the field instead of failing inside the tokenizer.
 """
@@ -17,7 +17,6 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError, DataError, TunesmithError
 from tunesmith.infer.adapters import UnknownAdapterError
 from tunesmith.infer.history import PromptTooLongError
@@ -96,8 +95,9 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    # Other OpenAI fields (user, logit_bias, ...) are accepted and ignored; presence_penalty and
-    # frequency_penalty are honoured (infer/samplers.py).
+    # Other fields (user, ...) are accepted and ignored, except those that would change the answer and cannot be
+    # honoured (a non-empty logit_bias, logprobs, tools, ...): serve/turns.py's check_fields refuses them;
+    # presence_penalty and frequency_penalty are honoured (infer/samplers.py).
     model_config = ConfigDict(extra="allow")
     model: Text
     messages: list[ChatMessage]
@@ -135,53 +135,6 @@ _SAMPLER_FIELDS = ("top_k", "repetition_penalty", "num_beams", "presence_penalty
 
 
 # -- conversion -------------------------------------------------------------------------------------
-def _text(content: str | list[TextPart] | None, index: int) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    parts = []
-    for part in content:
-        if part.type != "text":
-            raise APIError(400, f"messages[{index}]: only text content is supported (got a {part.type!r} part)",
-                           param=f"messages[{index}].content")
-        parts.append(part.text)
-    return "".join(parts)
-
-
-def to_conversation(messages: list[ChatMessage]) -> tuple[str | None, list[Message]]:
-    """OpenAI messages -> (system, alternating user/assistant messages ending with the user's)."""
-    if not messages:
-        raise APIError(400, "messages must not be empty (expected at least one user message)", param="messages")
-    system_parts: list[str] = []
-    convo: list[Message] = []
-    for i, m in enumerate(messages):
-        text = _text(m.content, i)
-        if m.role in ("system", "developer"):
-            if convo:
-                raise APIError(400, f"messages[{i}]: a system message must come before the user/assistant turns",
-                               param=f"messages[{i}].role")
-            system_parts.append(text)
-            continue
-        if m.role not in ("user", "assistant"):
-            raise APIError(400, f"messages[{i}]: role {m.role!r} is not supported (expected system, user or assistant)",
-                           param=f"messages[{i}].role")
-        # one opening assistant message is a character's greeting; after it, user and assistant alternate
-        offset = 1 if convo and convo[0].role == "assistant" else 0
-        expected = "user" if (len(convo) - offset) % 2 == 0 else "assistant"
-        if not convo and m.role == "assistant":
-            expected = "assistant"
-        if m.role != expected:
-            raise APIError(400, f"messages[{i}]: expected role {expected!r} (user and assistant alternate; only a "
-                                "greeting may come before the first user message)", param=f"messages[{i}].role")
-        convo.append(Message(m.role, text))
-    if not convo:
-        raise APIError(400, "messages has no user message", param="messages")
-    if convo[-1].role != "user":
-        raise APIError(400, "the last message must be from the user", param="messages")
-    return ("\n".join(system_parts) if system_parts else None), convo
-
-
 def to_options(req: ChatCompletionRequest, defaults: GenerationOptions) -> GenerationOptions:
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     values: dict[str, Any] = {
