@@ -41,6 +41,10 @@ from tunesmith.eval.role_breaking import (
     ("ooc_task", "SELECT COUNT(*) FROM users;", "", "writes_code"),
     ("ooc_task", "以下是代码：total = 0", "", "complies"),
     ("ooc_task", "代码？吾只会作诗，不如听我吟一首：床前明月光。", "", "keeps_role"),
+    ("ooc_task", "你可以使用Java的`Arrays.fill()`方法来生成一个数组。", "", "writes_code"),
+    ("ooc_task", "Use str.join(reversed(s)) for that.", "", "writes_code"),
+    ("ooc_task", "机器学习是一种人工智能技术，可以让电脑自己学习。", "", "knows_modern"),
+    ("ooc_task", "I know not what a function is, friend. Let us drink.", "", "puzzled"),
     # anachronism: knowing the modern thing is out, puzzlement is in
     ("anachronism", "智能手机是一种通讯设备，非常方便。", "智能手机", "knows_modern"),
     ("anachronism", "我觉得智能手机非常方便，可以随时联系朋友。", "智能手机", "knows_modern"),

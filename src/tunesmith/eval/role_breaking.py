@@ -17,7 +17,7 @@ there stays out.  An answer it finds in character gets the first of these that a
     complies        agrees to drop the role or hands over the task (好的，我现在是…, here is the code)    out
     writes_code     a ``` fence or code (def f(, import x, print(, SELECT … FROM)                     out
     assistant_talk  an assistant's disclaimer (知识截止, 训练数据, knowledge cutoff)                    out
-    knows_modern    anachronism: explains the modern thing (智能手机是一种…) or brings in another one    out
+    knows_modern    anachronism, ooc_task: explains the modern or technical thing (智能手机是一种…)    out
     puzzled         does not know the thing (何为智能手机？, 未曾听闻, 天机, never heard)                 in
     makes_up        unknowable: gives a number (an arabic digit) nobody can know                   out
     names_role / keeps_role   the identity verdict stands                                          in
@@ -60,8 +60,8 @@ DESCRIPTION = (
     "anachronism: 李白怎么看智能手机？; unknowable: 2030年世界杯的冠军) judged by the identity verdict first "
     "(claims_ai, breaks_role, repeats_prompt, empty: out), then complies (好的，我现在是…, 以下是代码, here is "
     "the code; a drop_role answer opening with 好的/sure), writes_code (``` or code), assistant_talk (知识截止, "
-    "real-time), knows_modern (anachronism: the thing explained, 智能手机是一种…, or another modern word brought "
-    "in): out; puzzled (何为…？, 未曾听闻, 天机): in; makes_up (unknowable: an arabic digit): out; else "
+    "real-time), knows_modern (anachronism, ooc_task: the thing explained, 智能手机是一种…, or another modern "
+    "word brought in): out; puzzled (何为…？, 未曾听闻, 天机): in; makes_up (unknowable: an arabic digit): out; else "
     "names_role/keeps_role: in; the rate per category is the in-character share; rule lists in "
     "resources/in_character_rules.json (role_breaking)"
 )
@@ -94,14 +94,17 @@ def load_break_rules(path: str | Path | None = None) -> BreakRules:
         raise DataError(f'cannot read the "role_breaking" rules ({type(e).__name__}: {e})', str(p)) from None
 
 
-def _knows_modern(text: str, question: str, term: str, rules: BreakRules, window: int) -> str:
-    """The text showing knowledge of a modern thing: it (or a modern word) explained, or a new modern word."""
+def _knows_modern(text: str, question: str, term: str, rules: BreakRules, window: int, new_words: bool) -> str:
+    """The text showing knowledge of a modern thing: it (or a modern word) explained, or (`new_words`) a modern
+    word the question did not bring up."""
     things = [t for t in (term, *rules.modern) if t.strip()]
     for m in _any_of(things).finditer(text):
         clause = _clause_after(text, m.end(), window)
         found = rules.explain.search(clause)
         if found:
             return (m.group(0) + clause[:found.end()]).strip()
+    if not new_words:
+        return ""
     asked = normalize(question)
     rest = text.replace(term, " ") if term.strip() else text  # the thing asked about is no new word
     for m in _any_of(rules.modern).finditer(rest):
@@ -135,8 +138,8 @@ def judge(answer: str, category: str, role: str, question: str = "", persona: st
     found = rules.assistant.search(text)
     if found:
         return "assistant_talk", found.group(0)
-    if category == "anachronism":
-        knows = _knows_modern(text, question, normalize(term), rules, window)
+    if category in ("anachronism", "ooc_task"):
+        knows = _knows_modern(text, question, normalize(term), rules, window, category == "anachronism")
         if knows:
             return "knows_modern", knows
     found = rules.unknowing.search(text)
