@@ -251,3 +251,24 @@ def test_a_large_chunked_body_sent_whole_gets_a_readable_413(st_server):
     r = httpx.post(st_server.url + "/v1/chat/completions", content=chunks(),
                    headers={"content-type": "application/json"}, timeout=60)
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+
+# -- the loop of docs/sillytavern.md ------------------------------------------------------------------------------
+def test_the_loop_in_the_docs_runs_as_written(tiny_qwen2, tmp_path):
+    """card + chats -> SFT -> swipe pairs -> DPO -> card: the docs' commands, on the tiny model for 2 steps each."""
+    import re
+    import subprocess
+    import sys
+
+    docs = (Path(__file__).parents[1] / "docs" / "sillytavern.md").read_text(encoding="utf-8")
+    block = re.search(r"```bash\n(T=tests/data/sillytavern.*?)```", docs, re.S).group(1)
+    script = (block.replace("model=default", f"model={tiny_qwen2}").replace("max_steps=60", "max_steps=2")
+              .replace("max_steps=20", "max_steps=2"))
+    script = re.sub(r"^tunesmith serve .*$", "", script, flags=re.M).replace("tunesmith ", f"{sys.executable} -m "
+                                                                             "tunesmith.cli ")
+    (tmp_path / "tests").symlink_to(Path(__file__).parent)
+    run = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (tmp_path / "runs/kestrel-dpo/adapter/character.json").exists()
+    assert len((tmp_path / "data/kestrel_pairs.jsonl").read_text().splitlines()) == 2
+    assert (tmp_path / "cards/Kestrel.png").exists()
