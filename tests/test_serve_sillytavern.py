@@ -17,7 +17,7 @@ from tunesmith.infer.engine import Engine
 from tunesmith.infer.options import GenerationOptions
 from tunesmith.scene import CONTINUE_LINE
 from tunesmith.serve.api import create_app
-from tunesmith.serve.schema import APIError, ChatCompletionRequest, ChatMessage
+from tunesmith.serve.schema import APIError, ChatCompletionRequest, ChatMessage, to_options
 from tunesmith.serve.turns import check_fields, to_conversation
 
 REQUESTS = Path(__file__).parent / "data" / "sillytavern" / "requests"
@@ -42,7 +42,9 @@ def st_engine(tmp_path_factory, make_adapter):
 
 @pytest.fixture(scope="module")
 def st_server(st_engine):
-    with RunningServer(create_app(st_engine, ui=False)) as s:
+    # SillyTavern sends temperature 1 and no seed: the server's default seed makes the replayed answers the same on
+    # every run (the bodies themselves are sent as recorded)
+    with RunningServer(create_app(st_engine, ui=False, default_options=GenerationOptions(seed=0))) as s:
         yield s
 
 
@@ -85,8 +87,10 @@ def test_recorded_request_is_answered(st_server, path):
 def test_the_include_body_samplers_are_used(st_server):
     rec = _recorded("09_include_body_stream.json")
     assert {"min_p", "top_k", "repetition_penalty", "dry_multiplier"} <= set(rec["body"])
+    opts = to_options(ChatCompletionRequest(**rec["body"]), GenerationOptions())
+    assert (opts.min_p, opts.top_k, opts.repetition_penalty, opts.dry_multiplier, opts.dry_base,
+            opts.dry_allowed_length) == (0.05, 40, 1.1, 0.8, 1.75, 2)
     r = httpx.post(st_server.url + "/v1/chat/completions", headers=rec["headers"], json=rec["body"], timeout=120)
-    # DRY and repetition_penalty run as a padded batch: the header names them, so they were applied
     assert r.status_code == 200 and r.headers["x-tunesmith-batching"].startswith("padded")
 
 
