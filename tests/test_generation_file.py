@@ -172,3 +172,19 @@ def test_web_chat_controls_start_at_the_adapters_sampler(engine):
     config = build_chat_ui(engine, d).config
     slider = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "dry-multiplier")
     assert slider["props"]["value"] == 0.8
+
+
+# -- the shipped recipes and the demo ------------------------------------------------------------------
+def test_role_play_recipes_and_the_demo_recommend_a_sampler_and_ie_stays_greedy(monkeypatch, tmp_path):
+    from tunesmith.demo import demo_train_config
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    monkeypatch.chdir(configs.parent)
+    for name in ("rolebench_libai.yaml", "sanguo_cosplay.yaml"):
+        generation = load_config(configs / name).generation
+        assert generation and generation["dry_multiplier"] > 0, name
+        assert generation.get("repetition_penalty", 1.0) == 1.0, name  # per-token penalties wreck Chinese
+    assert load_config(configs / "ie_cls.yaml").generation is None  # strict formats: greedy, nothing else
+    data = {"train": "train.jsonl", "dev": "dev.jsonl"}
+    demo = demo_train_config(data, tmp_path, "default", 60, "cpu", "fp32")
+    assert demo["generation"] == load_config(configs / "rolebench_libai.yaml").generation
