@@ -74,6 +74,13 @@ RoleBreakingOption = Annotated[bool | None, typer.Option(
 RoleBreakingFileOption = Annotated[Path | None, typer.Option(
     "--role-breaking-file", help="Own probes, JSONL {question, category, term?} ({name} is the role) (default: the "
                                  "bundled role_breaking.jsonl).")]
+ThreadsOption = Annotated[int | None, typer.Option(
+    "--threads", help="CPU threads for torch (default: the cores no normal-priority work keeps busy now; niced work "
+                      "counts as free). The report's first lines say how many and why.")]
+SamplerOption = Annotated[list[str] | None, typer.Option(
+    "--sampler", help="Answer under this sampler too, as more columns (repeatable): greedy (the settings of the flags "
+                      "above), recommended (each adapter's generation.json), or NAME=key=value,... (e.g. "
+                      "dry=dry_multiplier=0.8,dry_allowed_length=4). Default: greedy.")]
 ROLE_PLAY_FLAGS = ("long_conversations", "long_conversations_file", "role_breaking", "role_breaking_file")
 AttributionDataOption = Annotated[Path | None, typer.Option(
     "--attribution-data", help="The rolebench-zh folder the classifier trains on (default: the repository's "
@@ -170,9 +177,7 @@ def eval_command(
     dtype: Annotated[str, typer.Option("--dtype", help="auto, fp32, bf16 or fp16.")] = "auto",
     quantization: QuantOpt = "none",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
-    threads: Annotated[int | None, typer.Option(
-        "--threads", help="CPU threads for torch (default: the cores no normal-priority work keeps busy now; niced "
-                          "work counts as free). The report's first lines say how many and why.")] = None,
+    threads: ThreadsOption = None, sampler: SamplerOption = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Discard predictions.jsonl in the report folder instead of resuming from it.")] = False,
 ) -> None:
@@ -195,6 +200,7 @@ def eval_command(
                      identity_file=identity_file, attribution=attribution, attribution_data=attribution_data,
                      **{k: ctx.params[k] for k in ROLE_PLAY_FLAGS},
                      show=show, dtype=dtype, quantization=quantization, device=device, threads=threads,
+                     samplers=list(sampler or ["greedy"]),
                      overwrite=overwrite, command=_command_line(ctx))
     _print_result(out, run_eval(cfg))
 

@@ -30,7 +30,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from tunesmith.eval.report import write_report
 from tunesmith.eval.role_breaking import ROLE_BREAKING
 from tunesmith.eval.role_play import add_results, add_sets, answer_long_conversations
 from tunesmith.eval.rouge import CHARS_DESCRIPTION, WORDS_DESCRIPTION
+from tunesmith.eval.sampler_runs import GREEDY, Column, column_options, columns, parse_samplers, sampler_note
 from tunesmith.eval.scoring import per_item_scores, score_model
 from tunesmith.eval.testset import (
     CUS,
@@ -106,6 +107,7 @@ class EvalConfig:
     quantization: str = "none"  # none, or int8 (model.quantize_int8_weights), 8bit / 4bit (bitsandbytes, CUDA)
     device: str = "auto"
     threads: int | None = None  # torch CPU threads (None: the cores free now, tunesmith.threads)
+    samplers: list[str] = field(default_factory=lambda: [GREEDY])  # --sampler values (eval/sampler_runs.py)
     overwrite: bool = False
     command: str = ""
 
@@ -255,6 +257,7 @@ class EvalInputs:
     classifier: Any = None  # attribution.RoleClassifier, or None (no role attribution)
     attribution_note: str | None = None  # why role attribution is off, when it is
     role_play: Any = None  # role_play.RolePlay: long-conversation scripts and role-breaking probes, or None
+    columns: dict[str, Column] = field(default_factory=dict)  # run_models' names -> model and sampler
 
 
 @dataclass
@@ -315,7 +318,11 @@ def load_inputs(cfg: EvalConfig) -> EvalInputs:
         if name == BASE or name in cfg.adapters:
             raise ConfigError(f"--score-file name {name!r} is already used by a model; pick another (NAME=PATH)")
         score_tables.setdefault(name, []).append(read_answer_file(path, "--score-file", model=name))
-    run_models = ([BASE] if cfg.run_base else []) + list(cfg.adapters)
+    models = ([BASE] if cfg.run_base else []) + list(cfg.adapters)
+    cols = {c.name: c for c in columns(parse_samplers(cfg.samplers), models, cfg.adapters)}
+    for c in cols.values():
+        column_options(options, c)  # a bad sampler field fails now, before any model loads
+    run_models = list(cols)
     # The probe needs a model to ask; existing answer files have no answers to it.
     use_probe = bool(run_models) and (cfg.probe if cfg.probe is not None else task in ("rolebench", "generic"))
     persona = None
@@ -324,7 +331,8 @@ def load_inputs(cfg: EvalConfig) -> EvalInputs:
         pitems, persona = probe_items(cfg.probe_file, items)
         items = items + pitems
     inputs = EvalInputs(task=task, items=items, options=options, probe_options=probe_options, raw_table=raw_table,
-                        score_tables=score_tables, run_models=run_models, use_probe=use_probe, persona=persona)
+                        score_tables=score_tables, run_models=run_models, use_probe=use_probe, persona=persona,
+                        columns=cols)
     add_identity_questions(cfg, inputs, test_items)
     add_sets(cfg, inputs, test_items)
     inputs.classifier, inputs.attribution_note = load_classifier(cfg, task, test_items)
@@ -436,11 +444,16 @@ def base_template(cfg: EvalConfig, engine):
 
 def answer_one_model(cfg: EvalConfig, engine, inputs: EvalInputs, store: PredictionStore, answers: Answers,
                      name: str, base_tpl) -> None:
-    """One model (the base or an adapter) answers the items it has not answered with these settings yet."""
-    options, probe_options = inputs.options, inputs.probe_options
-    adapter = BASE if name == BASE else name
-    tpl = base_tpl if name == BASE else engine.template_for(name)
-    path = None if name == BASE else str(Path(cfg.adapters[name]).resolve())
+    """One column (the base or an adapter, under one sampler) answers the items it has not answered with these
+    settings yet."""
+    col = inputs.columns.get(name) or Column(name, name, GREEDY)
+    options = column_options(inputs.options, col)
+    probe_options = column_options(inputs.probe_options, Column(name, col.model, col.sampler, {
+        k: v for k, v in col.changes.items() if k != "max_new_tokens"}))
+    inputs = replace(inputs, options=options, probe_options=probe_options)
+    adapter = col.model
+    tpl = base_tpl if adapter == BASE else engine.template_for(adapter)
+    path = None if adapter == BASE else str(Path(cfg.adapters[adapter]).resolve())
     sig = signature({"model": str(cfg.model), "adapter": path, "template": tpl.to_dict(),
                      "options": asdict(options), "probe_options": asdict(probe_options), "dtype": cfg.dtype,
                      **({"quantization": cfg.quantization} if cfg.quantization != "none" else {})})
@@ -456,7 +469,8 @@ def answer_one_model(cfg: EvalConfig, engine, inputs: EvalInputs, store: Predict
              "run the same command again to continue from there")
         raise
     answers.preds[name] = store.done(name, sig)
-    answers.models[name] = {"kind": "base" if name == BASE else "adapter", "path": path or str(cfg.model),
+    answers.models[name] = {"kind": "base" if adapter == BASE else "adapter", "path": path or str(cfg.model),
+                            "sampler": col.sampler, "sampler_fields": dict(col.changes),
                             "template": tpl.name, "merged": merged,
                             "batching": engine.resolve_batching(cfg.batching, options), **stats,
                             "tokens_per_s": stats["generated_tokens"] / stats["seconds"] if stats["seconds"] else 0.0}
@@ -572,7 +586,7 @@ def build_result(cfg: EvalConfig, inputs: EvalInputs, answers: Answers, engine, 
         "generation": asdict(inputs.options),
         "probe_generation": asdict(inputs.probe_options) if inputs.use_probe else None,
         "limit": cfg.limit, "batch_size": cfg.batch_size, "persona": inputs.persona,
-        "metric_notes": metric_notes(inputs), "show": cfg.show,
+        "metric_notes": metric_notes(inputs) + sampler_note(inputs.columns.values()), "show": cfg.show,
         "side_by_side": side_by_side(items, preds, set_order, cfg.show),
         "data": [str(p) for p in cfg.data], "data2": [str(p) for p in cfg.data2],
         "raw_refs": str(cfg.raw_refs) if cfg.raw_refs else None,
