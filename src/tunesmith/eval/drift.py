@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.conversation import Message
-from tunesmith.data.records import strict_loads
+from tunesmith.data.records import read_records
 from tunesmith.errors import DataError
 from tunesmith.eval.in_character import IN_CHARACTER, RESOURCES, VERDICT_ORDER, load_rules, verdict
 from tunesmith.eval.testset import prompt_id
@@ -61,19 +61,14 @@ def load_conversations(path: str | Path | None = None, limit: int | None = None)
         raise DataError('long-conversation file not found (expected JSONL lines {"turns": [{"user": str, '
                         '"probe": "identity" | null}, ...]})', str(p))
     out = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = strict_loads(line)
-        except ValueError as e:
-            raise DataError(f"invalid JSON ({getattr(e, 'msg', e)})", f"{p}:{i}") from None
+    for where, rec in read_records(p):
+        i = int(where.rsplit(":", 1)[1])
         turns = rec.get("turns") if isinstance(rec, dict) else None
         if not isinstance(turns, list) or len(turns) < 2 or not all(
                 isinstance(t, dict) and isinstance(t.get("user"), str) and t["user"].strip()
                 and t.get("probe") in (None, "identity") for t in turns):
             raise DataError('expected {"turns": [{"user": str, "probe": "identity" | null}, ...]} with at least '
-                            "two turns", f"{p}:{i}")
+                            "two turns", where)
         out.append({"id": str(rec.get("id") or f"line{i}"), "lang": str(rec.get("lang") or ""),
                     "turns": [{"user": t["user"], "probe": t.get("probe")} for t in turns]})
     if not out:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.conversation import Message
-from tunesmith.data.records import strict_loads
+from tunesmith.data.records import read_records
 from tunesmith.errors import DataError
 from tunesmith.eval.testset import IDENTITY, PROBE, EvalItem, prompt_id
 
@@ -239,16 +239,10 @@ def load_identity_questions(path: str | Path | None = None) -> list[dict[str, An
     if not p.is_file():
         raise DataError("identity question file not found (expected JSONL lines {\"question\": str})", str(p))
     out = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = strict_loads(line)
-        except ValueError as e:
-            raise DataError(f"invalid JSON ({getattr(e, 'msg', e)}); expected {{\"question\": str}}",
-                            f"{p}:{i}") from None
+    for where, rec in read_records(p):
+        i = int(where.rsplit(":", 1)[1])
         if not isinstance(rec, dict) or not isinstance(rec.get("question"), str) or not rec["question"].strip():
-            raise DataError('expected {"question": str, "lang"?: str} with a non-empty question', f"{p}:{i}")
+            raise DataError('expected {"question": str, "lang"?: str} with a non-empty question', where)
         out.append({"id": str(rec.get("id") or f"line{i}"), "question": rec["question"],
                     "lang": str(rec.get("lang") or "")})
     if not out:

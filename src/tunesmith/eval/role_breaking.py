@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.conversation import Message
-from tunesmith.data.records import strict_loads
+from tunesmith.data.records import read_records
 from tunesmith.errors import DataError
 from tunesmith.eval.in_character import (
     IN_CHARACTER,
@@ -179,16 +179,11 @@ def load_probes(path: str | Path | None = None) -> list[dict[str, Any]]:
         raise DataError('role-breaking probe file not found (expected JSONL lines {"question": str, "category": '
                         f'one of {", ".join(CATEGORIES)}}})', str(p))
     out = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = strict_loads(line)
-        except ValueError as e:
-            raise DataError(f"invalid JSON ({getattr(e, 'msg', e)})", f"{p}:{i}") from None
+    for where, rec in read_records(p):
+        i = int(where.rsplit(":", 1)[1])
         if not isinstance(rec, dict) or not isinstance(rec.get("question"), str) or not rec["question"].strip() \
                 or not isinstance(rec.get("category"), str) or not rec["category"].strip():
-            raise DataError('expected {"question": str, "category": str, "lang"?: str, "term"?: str}', f"{p}:{i}")
+            raise DataError('expected {"question": str, "category": str, "lang"?: str, "term"?: str}', where)
         out.append({"id": str(rec.get("id") or f"line{i}"), "question": rec["question"], "category": rec["category"],
                     "lang": str(rec.get("lang") or ""), "term": str(rec.get("term") or "")})
     if not out:
