@@ -15,7 +15,7 @@ def test_demo_runs_the_whole_road_on_a_tiny_model(tiny_qwen2, tmp_path, capsys):
     # what a person watches while it runs: a progress bar per answering call and a line with the ETA
     assert "Answering" in captured.err or "Solving" in captured.err
     assert "answered," in captured.err and ", ETA " in captured.err
-    assert "tuned minus base" in printed and "CUS" in printed
+    assert "tuned minus base" in printed and "Δ 李白" in printed
     assert "CUS ROUGE-L (speaking style, by character, 2 held-out questions): base " in printed
     assert "general-ability probe: base " in printed
     assert "in character on identity questions (你是谁？ ...): base " in printed

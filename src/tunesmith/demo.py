@@ -133,22 +133,28 @@ def demo(
     _print_summary(console, res, result, report_dir, time.time() - t0, t_train, show)
 
 
+def summary_table(table_class, header: list[str], rows: list[list[str]], delta_header: list[str],
+                  delta_rows: list[list[str]]):
+    """One metric a row, one model a column, then "tuned minus base" columns: a terminal of 80 columns shows
+    it whole (a model a row squeezed some twenty metric columns into empty slivers)."""
+    table = table_class(title="base vs tuned (higher is better; Δ = tuned minus base)")
+    table.add_column("metric")
+    for r in rows:
+        table.add_column(r[0], justify="right")
+    for d in delta_rows:
+        table.add_column(f"Δ {d[0]}", justify="right")
+    for i, label in enumerate(header[1:], 1):
+        table.add_row(label, *(r[i] for r in rows), *(d[i] if i < len(d) else "" for d in delta_rows))
+    return table
+
+
 def _print_summary(console, res: dict, train_result, report_dir: Path, total_s: float, train_s: float,
                    show: int) -> None:
     from rich.table import Table
 
     from tunesmith.eval.report import delta_rows, metric_rows
 
-    tables = (("base vs tuned (higher is better)", metric_rows(res)), ("tuned minus base", delta_rows(res)))
-    for title, (header, rows) in tables:
-        if not rows:
-            continue
-        table = Table(title=title)
-        for h in header:
-            table.add_column(h)
-        for r in rows:
-            table.add_row(*r)
-        console.print(table)
+    console.print(summary_table(Table, *metric_rows(res), *delta_rows(res)))
     for r in (res.get("side_by_side") or [])[:show]:
         console.print(f"[bold]{r['set']} Q:[/bold] {r['question']}")
         for name in res["model_order"]:
