@@ -86,16 +86,17 @@ def test_help_text_joins_each_docstring_paragraph_and_keeps_examples():
 _NOISE = re.compile(r"Failed to load|Warning\b|^[WE]\d{4} \d\d:|is deprecated|Could not load", re.MULTILINE)
 
 
-def _tunesmith(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def _tunesmith(*args: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess:
     """The installed `tunesmith` command in a fresh process, as a user starts it (libraries import from scratch)."""
     code = "import sys; from tunesmith.cli import main; sys.exit(main(sys.argv[1:]))"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "default"}
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=300)
+                          timeout=300, input=stdin)
 
 
 def test_a_first_command_prints_no_library_noise(tiny_qwen2, tmp_path):
-    """`train --help`, a one-step training and building a tiny model print only tunesmith's own lines."""
+    """`train --help`, a one-step training, building a tiny model, and eval and chat with the trained adapter print
+    only tunesmith's own lines and progress."""
     data = tmp_path / "d.jsonl"
     line = '{"messages": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "吾乃李白"}]}\n'
     data.write_text(line * 4, encoding="utf-8")
@@ -105,9 +106,19 @@ def test_a_first_command_prints_no_library_noise(tiny_qwen2, tmp_path):
                    f"output_dir={tmp_path / 'run'}", cwd=tmp_path),
         _tunesmith("tiny-model", str(tmp_path / "tiny"), cwd=tmp_path),
     ]
+    adapter = tmp_path / "run" / "adapter"
+    runs += [  # the trained adapter answering: eval and chat load it on the base
+        _tunesmith("eval", "--model", str(tiny_qwen2), "--adapter", f"a={adapter}", "--data", str(data), "--task",
+                   "generic", "--no-probe", "--max-new-tokens", "4", "--threads", "1", "-o", str(tmp_path / "rep"),
+                   cwd=tmp_path),
+        _tunesmith("chat", "--model", str(tiny_qwen2), "-a", f"a={adapter}", "--max-new-tokens", "4", cwd=tmp_path,
+                   stdin="你好\n/exit\n"),
+    ]
     for run in runs:
         assert run.returncode == 0, run.stderr[-2000:]
         printed = run.stdout + run.stderr
         assert not _NOISE.search(printed), printed[:3000]
+        assert "Loading weights" not in run.stderr  # a bar that flashes past for a model on disk
     assert "saved adapter to" in runs[1].stdout and runs[1].stderr.strip() == ""
     assert runs[2].stderr.strip() == ""
+    assert "wrote" in runs[3].stdout and runs[4].stdout.strip()

@@ -195,7 +195,8 @@ def load_model(
         kwargs["quantization_config"] = qconf
         kwargs["device_map"] = {"": 0}
     try:
-        m = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        with quiet_loading(local=Path(path).is_dir()):
+            m = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as e:
         raise ModelError(f"{path}: cannot load the model ({str(e).splitlines()[0]})") from e
     if qconf is None:
@@ -212,10 +213,33 @@ def load_adapter(model, adapter_path: str | os.PathLike, name: str = "default", 
     p = Path(adapter_path)
     if not (p / "adapter_config.json").is_file():
         raise ModelError(f"{p}: not a LoRA adapter folder (expected adapter_config.json and adapter_model.safetensors)")
-    if isinstance(model, PeftModel):
-        model.load_adapter(str(p), adapter_name=name, is_trainable=is_trainable)
-        return model
-    return PeftModel.from_pretrained(model, str(p), adapter_name=name, is_trainable=is_trainable)
+    with quiet_loading(local=True):
+        if isinstance(model, PeftModel):
+            model.load_adapter(str(p), adapter_name=name, is_trainable=is_trainable)
+            return model
+        return PeftModel.from_pretrained(model, str(p), adapter_name=name, is_trainable=is_trainable)
+
+
+@contextmanager
+def quiet_loading(local: bool) -> Iterator[None]:
+    """Load without what the user can do nothing about: transformers' deprecation notices to library authors
+    (peft asks every model for `is_gradient_checkpointing`, which warns under transformers 5) and, for a
+    folder on disk, the "Loading weights" bar that flashes past in a second.  A hub download keeps its bars."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    if local and bars:
+        hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*is deprecated and will be removed in v6.*",
+                                    category=FutureWarning)
+            yield
+    finally:
+        if local and bars:
+            hf_logging.enable_progress_bar()
 
 
 @contextmanager
