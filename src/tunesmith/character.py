@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import ConfigError
-from tunesmith.fsio import atomic_write
+from tunesmith.fsio import atomic_write, read_json_file
 
 CHARACTER_FILE = "character.json"
 DEFAULT_USER = "User"
@@ -140,10 +140,5 @@ def load_character(folder: str | os.PathLike) -> Character | None:
     path = Path(folder) / CHARACTER_FILE
     if not path.is_file():
         return None
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text ({e.reason})") from None
+    d = read_json_file(path)
     return Character.from_dict(d, str(path))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import ConfigError
+from tunesmith.fsio import read_json_file
 from tunesmith.parsing import parse_bool  # noqa: F401  (re-exported: chat /set and the API use it)
 
 MAX_N = 16
@@ -209,10 +210,5 @@ def load_generation(folder: str | os.PathLike) -> dict[str, Any] | None:
     path = Path(folder) / GENERATION_FILE
     if not path.is_file():
         return None
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text ({e.reason})") from None
+    values = read_json_file(path)
     return check_generation(values, str(path))
