@@ -58,6 +58,19 @@ def test_dry_processor_subtracts_per_row_within_its_range():
     assert DRYPenalty(1.0, 2.0, 2, NONE, range_=4)(ids[:1], torch.zeros(1, 10)).abs().sum() == 0
 
 
+def test_dry_reply_scope_leaves_quoting_the_prompt_free():
+    # prompt "1 2 3 4", reply "1 2 3": in the context scope the reply repeats the prompt (4 loses 2 ** 1);
+    # in the reply scope (start = 4) nothing in the reply repeats yet
+    ids = torch.tensor([[1, 2, 3, 4, 1, 2, 3]])
+    assert DRYPenalty(1.0, 2.0, 2, NONE)(ids, torch.zeros(1, 10))[0, 4] == -2.0
+    assert DRYPenalty(1.0, 2.0, 2, NONE, start=4)(ids, torch.zeros(1, 10)).abs().sum() == 0
+    # the reply repeating itself is penalized in either scope: reply "5 6 7 5 6" -> 7 loses 2 ** 0
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 5, 6]])
+    assert DRYPenalty(1.0, 2.0, 2, NONE, start=4)(ids, torch.zeros(1, 10))[0, 7] == -1.0
+    opts = GenerationOptions().updated({"dry_multiplier": "1", "dry_scope": "reply"})
+    assert opts.dry_scope == "reply"
+
+
 def test_breakers_are_the_tokens_whose_text_contains_one(tiny_qwen2):
     from transformers import AutoTokenizer
 
@@ -159,6 +172,7 @@ def test_served_requests_with_samplers_run_padded_and_say_why(engine):
     ("dry_allowed_length", 0, "dry_allowed_length: expected an integer in [1, 1000]"),
     ("dry_sequence_breakers", ["\n", ""], "dry_sequence_breakers: expected a list of at most 64 non-empty strings"),
     ("dry_range", -1, "dry_range: expected an integer >= 0"),
+    ("dry_scope", "prompt", "dry_scope: expected 'context' or 'reply'"),
 ])
 def test_bad_sampler_values_name_the_field(field, value, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):

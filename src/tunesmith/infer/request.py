@@ -69,7 +69,8 @@ class PendingRequest:
         # Mixed-adapter requests share a batch by what the rows stop on, whatever adapter and template built them.
         weights = ("*", self.mix_key) if self.mix_key is not None else (self.adapter, template_key(self.template))
         samplers = (o.min_p if o.sampling else 0.0, o.presence_penalty, o.frequency_penalty, o.no_repeat_ngram_size,
-                    (o.dry_multiplier, o.dry_base, o.dry_allowed_length, tuple(o.dry_sequence_breakers), o.dry_range)
+                    (o.dry_multiplier, o.dry_base, o.dry_allowed_length, tuple(o.dry_sequence_breakers), o.dry_range,
+                     o.dry_scope)
                     if o.dry_multiplier > 0 else None)
         return (*weights, o.sampling, sampling, samplers, o.repetition_penalty, o.num_beams,
                 # beam search returns n per prompt for the whole batch; seeded requests run alone

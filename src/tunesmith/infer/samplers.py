@@ -25,7 +25,9 @@ LogitsProcessors; generate runs them before temperature and the warpers, as llam
     longest such match); when n >= allowed_length, t's logit loses multiplier * base ** (n - allowed_length).
     Sequence breakers end matches: a match never runs across a breaker token, nothing is penalized right
     after one, and a breaker is never penalized itself.  `dry_range` limits the scan to the last tokens
-    (0: the whole prompt and reply, as llama.cpp's default).
+    (0: the whole prompt and reply, as llama.cpp's default).  `dry_scope="reply"` (an addition) scans the
+    reply alone: the reference counts a reply that quotes its question or its persona as a repeat, which
+    costs ROUGE-L on tasks that copy from the input (docs/evaluation.md measures both).
 
 One addition to the reference semantics, for byte-level vocabularies that spell a CJK character in two or
 three tokens (SmolLM2, partly Llama 3): while the reply ends inside a character (its last tokens decode to an
@@ -77,7 +79,8 @@ def logits_processors(opts: GenerationOptions, tokenizer, prompt_len: int):
         out.append(PresenceFrequencyPenalty(opts.presence_penalty, opts.frequency_penalty, prompt_len))
     if opts.dry_multiplier > 0:
         out.append(DRYPenalty(opts.dry_multiplier, opts.dry_base, opts.dry_allowed_length,
-                              breaker_ids(tokenizer, opts.dry_sequence_breakers), opts.dry_range, tokenizer))
+                              breaker_ids(tokenizer, opts.dry_sequence_breakers), opts.dry_range, tokenizer,
+                              start=prompt_len if opts.dry_scope == "reply" else 0))
     return out
 
 
@@ -102,16 +105,18 @@ class DRYPenalty:
     """The DRY penalty (see the module docstring), row by row."""
 
     def __init__(self, multiplier: float, base: float, allowed_length: int, breakers: Iterable[int],
-                 range_: int = 0, tokenizer=None):
+                 range_: int = 0, tokenizer=None, start: int = 0):
         self.multiplier, self.base, self.allowed_length = multiplier, base, allowed_length
         self.breakers = frozenset(breakers)
         self.range = range_
+        self.start = start  # the scan starts here (the reply's first column with dry_scope="reply")
         self.tokenizer = tokenizer  # with it, no penalty inside a character (see the module docstring)
 
     def __call__(self, input_ids, scores):
         import torch
 
-        rows = input_ids[:, -self.range:] if self.range > 0 else input_ids
+        rows = input_ids[:, self.start:]
+        rows = rows[:, -self.range:] if self.range > 0 else rows
         for r, seq in enumerate(rows.tolist()):
             if self.tokenizer is not None and ends_inside_character(self.tokenizer, seq):
                 continue

@@ -126,12 +126,13 @@ class ChatCompletionRequest(BaseModel):
     dry_allowed_length: int | None = None
     dry_sequence_breakers: list[Text] | Text | None = None  # a list, or a JSON list in a string (as tgw sends)
     dry_range: int | None = None
+    dry_scope: Text | None = None  # "context" or "reply"
 
 
 # request fields that map one to one onto GenerationOptions, defaulting to the adapter's recommended sampler
 _SAMPLER_FIELDS = ("top_k", "repetition_penalty", "num_beams", "presence_penalty", "frequency_penalty", "min_p",
                    "no_repeat_ngram_size", "dry_multiplier", "dry_base", "dry_allowed_length",
-                   "dry_sequence_breakers", "dry_range")
+                   "dry_sequence_breakers", "dry_range", "dry_scope")
 
 
 # -- conversion -------------------------------------------------------------------------------------
