@@ -112,7 +112,7 @@ def test_every_sampler_field_reaches_the_engine(api):
     tc, seen = api
     body = {"min_p": 0.1, "top_k": 7, "repetition_penalty": 1.05, "presence_penalty": 0.5, "frequency_penalty": -0.5,
             "no_repeat_ngram_size": 3, "dry_multiplier": 1.5, "dry_base": 2.0, "dry_allowed_length": 4,
-            "dry_sequence_breakers": '["\\n", "「"]', "dry_range": 64}
+            "dry_sequence_breakers": '["\\n", "「"]', "dry_range": 64, "dry_scope": "reply"}
     assert _ask(tc, model="base", **body).status_code == 200
     got = seen[-1]
     for name, value in body.items():
@@ -125,7 +125,7 @@ def test_every_sampler_field_reaches_the_engine(api):
 @pytest.mark.parametrize("field, value", [
     ("min_p", 2), ("presence_penalty", 2.5), ("frequency_penalty", -3), ("no_repeat_ngram_size", -1),
     ("dry_multiplier", -1), ("dry_base", 1), ("dry_allowed_length", 0), ("dry_sequence_breakers", "[1, 2]"),
-    ("dry_sequence_breakers", "[oops"), ("dry_range", -5),
+    ("dry_sequence_breakers", "[oops"), ("dry_range", -5), ("dry_scope", "prompt"),
 ])
 def test_bad_sampler_fields_are_a_400_naming_the_field(api, field, value):
     r = _ask(api[0], **{field: value})
@@ -172,6 +172,34 @@ def test_web_chat_controls_start_at_the_adapters_sampler(engine):
     config = build_chat_ui(engine, d).config
     slider = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "dry-multiplier")
     assert slider["props"]["value"] == 0.8
+
+
+def _tab_handler(engine, d, qualname: str):
+    from tunesmith.serve.webui import build_chat_ui
+
+    demo = build_chat_ui(engine, d)
+    return next(f.fn for f in demo.fns.values() if getattr(f.fn, "__qualname__", "") == qualname)
+
+
+def test_side_by_side_and_scene_answer_with_each_adapters_sampler(api, engine):
+    _, seen = api  # the spy on engine.enqueue
+    d = GenerationOptions(max_new_tokens=6)
+    send = _tab_handler(engine, d, "build_compare_tab.<locals>.send")
+    for _ in send("你好", ["base", "libai", "plain"], "", 5, False, 0.7, [], [], []):
+        pass
+    assert len(seen) == 3
+    by_dry = sorted((o.dry_multiplier, o.dry_allowed_length, o.min_p, o.max_new_tokens) for o in seen)
+    # libai's generation.json, the others plain greedy; the tab's max-new-tokens control for all three
+    assert by_dry == [(0.0, 2, 0.0, 5), (0.0, 2, 0.0, 5), (0.8, 3, 0.05, 5)]
+    scene = _tab_handler(engine, d, "build_scene_tab.<locals>.send")
+    seen.clear()
+    for _ in scene("你好", [], ["libai", "plain"], "User", "libai", "", False, 0.7, 4):
+        pass
+    assert [(o.dry_multiplier, o.min_p, o.max_new_tokens) for o in seen] == [(0.8, 0.05, 4)]
+    seen.clear()
+    for _ in scene("你好", [], ["libai", "plain"], "User", "plain", "", False, 0.7, 4):
+        pass
+    assert [(o.dry_multiplier, o.max_new_tokens) for o in seen] == [(0.0, 4)]
 
 
 # -- the shipped recipes and the demo ------------------------------------------------------------------

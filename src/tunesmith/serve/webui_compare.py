@@ -55,12 +55,14 @@ class Answer:
 
 
 def stream_answers(engine, conversations: Mapping[str, Sequence[Message]], system: str | None = None,
-                   options: GenerationOptions | None = None,
+                   options: GenerationOptions | Mapping[str, GenerationOptions] | None = None,
                    max_history_turns: int | None = MAX_HISTORY_TURNS) -> Iterator[dict[str, Answer]]:
     """Answer each {model name: messages} at once; yield {name: Answer} (copies) first with the requests
     queued (and any model that could not be asked already failed), then whenever new pieces arrived,
-    until every answer is done.  Closing the generator cancels the requests still running."""
-    opts = replace(options or GenerationOptions(), n=1).validate()
+    until every answer is done.  Closing the generator cancels the requests still running.
+    `options`: one GenerationOptions for every model, or {name: options} (each model its own sampler)."""
+    per_model = options if isinstance(options, Mapping) else dict.fromkeys(conversations, options)
+    opts_of = {name: replace(per_model.get(name) or GenerationOptions(), n=1).validate() for name in conversations}
     answers = {name: Answer() for name in conversations}
     arrivals: queue.Queue = queue.Queue()  # (name, piece) from the engine's worker, then (name, _DONE)
     requests = {}
@@ -68,12 +70,13 @@ def stream_answers(engine, conversations: Mapping[str, Sequence[Message]], syste
         prompts = {}
         for name, messages in conversations.items():  # every prompt first, so the requests arrive together
             try:
-                prompts[name] = engine.prompt_ids(list(messages), system, name, opts, max_history_turns)
+                prompts[name] = engine.prompt_ids(list(messages), system, name, opts_of[name], max_history_turns)
             except TunesmithError as e:  # this model cannot be asked; the others still are
                 answers[name] = Answer(error=str(e), done=True)
         for name, ids in prompts.items():
             try:
-                req = engine.enqueue(ids, name, opts, lambda _choice, piece, name=name: arrivals.put((name, piece)),
+                req = engine.enqueue(ids, name, opts_of[name],
+                                     lambda _choice, piece, name=name: arrivals.put((name, piece)),
                                      mix_adapters=True)
             except TunesmithError as e:
                 answers[name] = Answer(error=str(e), done=True)
@@ -212,9 +215,9 @@ def build_compare_tab(engine, d: GenerationOptions) -> None:
             yield message, *unchanged
             return
         try:
-            opts = GenerationOptions(max_new_tokens=int(max_new), do_sample=bool(do_sample),
-                                     temperature=float(temperature), top_p=d.top_p, top_k=d.top_k,
-                                     repetition_penalty=d.repetition_penalty).validate()
+            # each model answers as chat would (its recommended sampler, generation.json), with the tab's controls
+            controls = {"max_new_tokens": int(max_new), "do_sample": bool(do_sample), "temperature": float(temperature)}
+            opts = {n: engine.options_for(n, d).updated(controls) for n in asked}
         except TunesmithError as e:
             raise gr.Error(str(e)) from None
         conversations = {n: past_turns(histories[names.index(n)]) + [Message("user", message)] for n in asked}

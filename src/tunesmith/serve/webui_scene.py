@@ -123,7 +123,6 @@ def build_scene_tab(engine, d) -> None:
     import gradio as gr
 
     from tunesmith.errors import TunesmithError
-    from tunesmith.infer.options import GenerationOptions
 
     labels = {n: (f"{display_name(engine, n)} ({n})" if display_name(engine, n) != n else n)
               for n in engine.adapter_names}
@@ -141,9 +140,9 @@ def build_scene_tab(engine, d) -> None:
             raise gr.Error("Pick at least one participant.")
         participants = {n: display_name(engine, n) for n in chosen}
         try:
-            opts = GenerationOptions(max_new_tokens=int(max_new), do_sample=bool(do_sample),
-                                     temperature=float(temperature), top_p=d.top_p, top_k=d.top_k,
-                                     repetition_penalty=d.repetition_penalty, stop=list(d.stop))
+            # the speaker's recommended sampler (generation.json), as its own chat would use, with the tab's controls
+            opts = engine.options_for(speaker, d).updated(
+                {"max_new_tokens": int(max_new), "do_sample": bool(do_sample), "temperature": float(temperature)})
             for line in stream_line(engine, transcript, speaker, participants,
                                     (user_name or "").strip() or DEFAULT_USER_NAME, description, opts):
                 yield transcript + [line]
