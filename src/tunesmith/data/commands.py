@@ -19,6 +19,13 @@ from typing import Annotated, Any
 import typer
 
 from tunesmith.data.formats import FORMATS, get_format, load, save, writable_formats
+from tunesmith.data.pair_strategies import (
+    DEFAULT_MIN_MARGIN,
+    DEFAULT_SAMPLES,
+    DEFAULT_SEED,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+)
 from tunesmith.data.records import strict_loads
 from tunesmith.data.registry import DATA_CONFIG, register_dataset
 from tunesmith.data.rolebench import prepare
@@ -298,13 +305,43 @@ def make_pairs_command(
                                              "`tunesmith data` reads): each conversation ends with the reference "
                                              "answer.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Pairs file to write (conversation JSONL); "
-                                                                 "a rerun continues it.")],
-    model: Annotated[str, typer.Option(
+                                                                 "a rerun continues it, a rerun with another "
+                                                                 "--strategy adds its pairs to it.")],
+    model: Annotated[str | None, typer.Option(
         "--model", "-m", help="Base model (folder, hub id, .gguf file or 'default') whose answers become the "
-                              "rejected ones.")],
+                              "rejected ones; required by --strategy reference and rank, and by the negatives "
+                              "kind base.")] = None,
     adapter: Annotated[str | None, typer.Option(
         "--adapter", "-a", help="LoRA adapter folder on the base (its template.json builds the prompts).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Prompts answered per batch.")] = 16,
+    strategy: Annotated[str, typer.Option(
+        "--strategy", help="reference: chosen = the reference, rejected = the model's greedy answer. rank: "
+                           "--samples answers sampled per prompt and the reference scored (ROUGE-L, loops, in "
+                           "character, role classifier; IE/CLS: F1 or label, parsing); chosen = the best, "
+                           "rejected = the worst sample. negatives: chosen = the reference, rejected = a "
+                           "targeted bad version of it (--negatives).")] = "reference",
+    samples: Annotated[int, typer.Option(
+        "--samples", help="rank: answers sampled per prompt (>= 2).")] = DEFAULT_SAMPLES,
+    temperature: Annotated[float, typer.Option(
+        "--temperature", help="rank: sampling temperature (> 0).")] = DEFAULT_TEMPERATURE,
+    top_p: Annotated[float, typer.Option("--top-p", help="rank: nucleus sampling (top-k is off).")] = DEFAULT_TOP_P,
+    seed: Annotated[int, typer.Option(
+        "--seed", help="rank: seeds each batch (with its prompts): the same data, settings, batch size and device "
+                       "give the same samples, also after an interruption.")] = DEFAULT_SEED,
+    min_margin: Annotated[float, typer.Option(
+        "--min-margin", help="rank: skip a prompt whose best - worst score is under this (1.0 = the whole "
+                             "ROUGE-L range).")] = DEFAULT_MIN_MARGIN,
+    negatives: Annotated[str | None, typer.Option(
+        "--negatives", help="negatives: comma-separated kinds of rejected answer: loop (the reference's tail "
+                            "repeated), disclaimer (an AI assistant's reply), base (the base model's greedy "
+                            "answer, adapter off), other_role (another RoleBench role's answer to the same "
+                            "question). Default: every kind that applies (base with --model, other_role with "
+                            "the RoleBench-zh folder).")] = None,
+    rolebench: Annotated[Path | None, typer.Option(
+        "--rolebench", help="The rolebench-zh folder: the role classifier of rank (trained on its train answers) "
+                            "and the answers of other_role (general/train.jsonl). Default: the repository's "
+                            "datasets/rolebench-zh.")] = None,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", "-b", help="Prompts answered per batch (rank: rows, i.e. prompts x samples).")] = 16,
     max_new_tokens: Annotated[int, typer.Option(
         "--max-new-tokens", help="Longest generated answer, in tokens.")] = 256,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N conversations of the data.")] = None,
@@ -319,15 +356,20 @@ def make_pairs_command(
         "--threads", help="CPU threads for torch (default: the cores no normal-priority work keeps busy now; niced "
                           "work counts as free).")] = None,
 ) -> None:
-    """Preference pairs from data and a model: chosen = the reference answer, rejected = the model's greedy answer.
+    """Preference pairs from data and a model (default --strategy reference: chosen = the reference answer,
+    rejected = the model's greedy answer).
 
     The model answers the prompt of every conversation (everything before its final answer) in batches; an answer
     equal to the reference is skipped. Pairs are appended to OUT after every batch: run the same command again to
-    continue an interrupted run. Then train with `tunesmith train RECIPE.yaml method=dpo data.train=OUT`.
+    continue an interrupted run. Each pair records meta.strategy (rank: meta.scores, negatives: meta.negative);
+    `tunesmith data stats OUT` shows the mix. Then train with `tunesmith train RECIPE.yaml method=dpo
+    data.train=OUT`.
     """
     from tunesmith.data.make_pairs import MakePairsConfig, make_pairs
 
     cfg = MakePairsConfig(data=data, out=output, model=model, adapter=adapter, batch_size=batch_size,
                           max_new_tokens=max_new_tokens, limit=limit, fmt=from_, roles=role, dtype=dtype,
-                          device=device, template=template, threads=threads)
+                          device=device, template=template, threads=threads, strategy=strategy, samples=samples,
+                          temperature=temperature, top_p=top_p, seed=seed, min_margin=min_margin,
+                          negatives=negatives, rolebench=rolebench)
     print(make_pairs(cfg).summary())

@@ -1,4 +1,10 @@
-"""Preference pairs from a dataset and a model: chosen = the reference answer, rejected = what the model says.
+"""Preference pairs from a dataset and a model, by one of three strategies (--strategy):
+
+    reference  chosen = the reference answer, rejected = the model's greedy answer (the default; below)
+    rank       K sampled answers and the reference scored; chosen = the best, rejected = the worst sample
+    negatives  chosen = the reference, rejected = a targeted bad version of it (a loop, an AI disclaimer,
+               the base model's answer, another role's answer)
+rank and negatives are in tunesmith.data.pair_strategies; the file they share in tunesmith.data.pair_file.
 
     from tunesmith.data.make_pairs import MakePairsConfig, make_pairs
     rep = make_pairs(MakePairsConfig(data="data/libai/train.jsonl", out="data/libai/pairs.jsonl",
@@ -19,25 +25,48 @@ reads OUT back and skips every (prompt, reference) already there, keyed on a sta
 the reference (they leave nothing in OUT) are asked again.  A torn last line (the run was killed mid-write) is
 dropped with a note.  At the end OUT is rewritten atomically in the order of the data, so an interrupted run
 continued to the end gives the same file as one uninterrupted run.  Pairs made with other settings (model,
-adapter, template, max_new_tokens, dtype: `meta.made_by`) are refused, not mixed in.
+adapter, template, max_new_tokens, dtype: `meta.made_by`) are refused, not mixed in.  The pairs of the
+other strategies in OUT are kept (tunesmith.data.pair_file): one file may hold the mix.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import sys
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunesmith.conversation import Conversation, Message
+from tunesmith.conversation import Conversation
 from tunesmith.data.formats import load
-from tunesmith.data.records import strict_loads
+from tunesmith.data.pair_file import (
+    NEGATIVES,
+    RANK,
+    REFERENCE,
+    Item,
+    append,
+    finish,
+    group_of,
+    item_key,
+    items_of,
+    note,
+    pair_key,
+    read_pairs,
+)
+from tunesmith.data.pair_negatives import BASE
+from tunesmith.data.pair_strategies import (
+    DEFAULT_MIN_MARGIN,
+    DEFAULT_SAMPLES,
+    DEFAULT_SEED,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+    check_strategy,
+    made_by,
+    run_negatives,
+    run_rank,
+)
 from tunesmith.errors import ConfigError, DataError
-from tunesmith.fsio import atomic_write_lines
-from tunesmith.preference import PAIR, PLAIN, kind_of, make_pair, rejected
+from tunesmith.preference import make_pair, rejected
 
 DEFAULT_MAX_NEW_TOKENS = 256
 
@@ -46,7 +75,8 @@ DEFAULT_MAX_NEW_TOKENS = 256
 class MakePairsConfig:
     data: str | Path | Sequence[str | Path]
     out: str | Path
-    model: str = "default"
+    # the base model; None: none (--strategy negatives without the base kind loads no model)
+    model: str | None = "default"
     adapter: str | None = None  # a LoRA adapter folder (or NAME=PATH); None: the base model answers
     batch_size: int = 16
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
@@ -57,11 +87,20 @@ class MakePairsConfig:
     device: str = "auto"
     template: str | None = None  # the base model's template (an adapter uses its own template.json)
     threads: int | None = None  # torch CPU threads (None: the cores free now, tunesmith.threads)
+    strategy: str = REFERENCE  # reference, rank or negatives (tunesmith.data.pair_strategies)
+    samples: int = DEFAULT_SAMPLES  # rank: answers sampled per prompt
+    temperature: float = DEFAULT_TEMPERATURE  # rank: sampling temperature
+    top_p: float = DEFAULT_TOP_P  # rank: nucleus sampling
+    seed: int = DEFAULT_SEED  # rank: seeds every batch (with its prompts)
+    min_margin: float = DEFAULT_MIN_MARGIN  # rank: skip prompts whose best - worst score is smaller
+    negatives: str | Sequence[str] | None = None  # negatives: the kinds (None: every kind that applies)
+    rolebench: str | Path | None = None  # the rolebench-zh folder (classifier, other_role); None: the repository's
 
 
 @dataclass
 class MakePairsReport:
     path: Path
+    strategy: str = REFERENCE
     written: int = 0  # pairs in OUT at the end
     generated: int = 0  # prompts the model answered in this run
     resumed: int = 0  # pairs found in OUT from an earlier run, not generated again
@@ -69,11 +108,20 @@ class MakePairsReport:
     skipped_empty: int = 0  # the model answered nothing (a pair's rejected answer must be text)
     duplicates: int = 0  # conversations that repeat an earlier one (same prompt and reference): written once
     kept_other: int = 0  # pairs already in OUT whose prompt is not in this data (kept at the end)
+    made: int = 0  # rank / negatives: pairs made in this run
+    skipped: Counter = field(default_factory=Counter)  # rank / negatives: why a pair was not made -> how often
 
     def summary(self) -> str:
-        parts = [f"wrote {self.written} pair(s) to {self.path}",
-                 f"{self.skipped_equal} skipped: the model's answer equals the reference",
-                 f"{self.resumed} resumed from the file (not generated again)"]
+        if self.strategy == REFERENCE:
+            parts = [f"wrote {self.written} pair(s) to {self.path}",
+                     f"{self.skipped_equal} skipped: the model's answer equals the reference",
+                     f"{self.resumed} resumed from the file (not generated again)"]
+        else:
+            parts = [f"wrote {self.written} pair(s) to {self.path} ({self.made} new by --strategy {self.strategy})",
+                     f"{self.resumed} resumed from the file (not made again)"]
+            if self.skipped_equal:
+                parts.append(f"{self.skipped_equal} skipped: base: the base model's answer equals the reference")
+            parts += [f"{n} skipped: {why}" for why, n in sorted(self.skipped.items())]
         if self.skipped_empty:
             parts.append(f"{self.skipped_empty} skipped: the model's answer was empty")
         if self.duplicates:
@@ -82,84 +130,13 @@ class MakePairsReport:
             parts.append(f"{self.kept_other} earlier pair(s) of prompts not in this data kept at the end")
         return "; ".join(parts)
 
-
-@dataclass
-class _Item:
-    key: tuple[str, str]  # (prompt id, reference answer)
-    prompt_id: str
-    system: str | None
-    prompt: list[Message]
-    reference: str
-    meta: dict[str, Any]
-
-
-def _note(msg: str) -> None:
-    print(f"[make-pairs] {msg}", file=sys.stderr, flush=True)
-
-
-def _items(convs: Sequence[Conversation], where: str) -> list[_Item]:
-    """The (prompt, reference) of each conversation, in data order; a DataError names one with no answer."""
-    from tunesmith.eval.testset import prompt_id
-
-    out = []
-    for i, conv in enumerate(convs):
-        at = f"{where} conversation {i + 1}"
-        if conv.answer is None or len(conv.messages) < 2:
-            raise DataError("must end with the assistant's reference answer after a user message (it becomes the "
-                            "chosen answer; the model answers everything before it)", at)
-        if not conv.answer.strip():
-            raise DataError("the final assistant answer is empty (expected the reference answer)", at)
-        if kind_of(conv, at) != PLAIN:
-            raise DataError("is already a preference record (meta has rejected or label); make-pairs reads plain "
-                            "prompt + reference conversations", at)
-        prompt = list(conv.messages[:-1])
-        pid = prompt_id(conv.system, prompt)
-        out.append(_Item((pid, conv.answer), pid, conv.system, prompt, conv.answer, dict(conv.meta)))
-    return out
-
-
-def read_pairs(path: Path) -> list[Conversation]:
-    """The pairs an earlier run left in `path`; a torn last line is cut off (with a note), any other bad line
-    is a DataError naming PATH:LINE."""
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    out: list[Conversation] = []
-    offset = 0  # byte offset of the current line
-    for i, line in enumerate(lines):
-        if line.strip():
-            where = f"{path}:{i + 1}"
-            try:
-                conv = Conversation.from_dict(strict_loads(line.decode("utf-8")), where)
-                if kind_of(conv, where) != PAIR or "prompt_id" not in conv.meta or "made_by" not in conv.meta:
-                    raise DataError("not a pair written by make-pairs (expected meta rejected, prompt_id, made_by)",
-                                    where)
-            except (ValueError, UnicodeDecodeError, DataError) as e:
-                if any(rest.strip() for rest in lines[i + 1:]):
-                    msg = e.detail if isinstance(e, DataError) else f"not valid JSON ({e})"
-                    raise DataError(f"{msg}; fix or delete {path.name}, or write to another -o file", where) from None
-                _note(f"{where}: dropped a torn last line (an earlier run was stopped while writing it)")
-                with open(path, "r+b") as f:
-                    f.truncate(offset)
-                return out
-            out.append(conv)
-        offset += len(line) + 1
-    if raw and not raw.endswith(b"\n"):
-        with open(path, "ab") as f:
-            f.write(b"\n")
-    return out
-
-
-def _append(path: Path, convs: Sequence[Conversation]) -> None:
-    """Add finished pairs to OUT and put them on disk before the next batch (what a kill can lose)."""
-    if not convs:
-        return
-    text = "".join(json.dumps(c.to_dict(), ensure_ascii=False) + "\n" for c in convs)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    def nothing(self) -> str:
+        """Why there is no pair to write at all."""
+        if self.strategy == REFERENCE:
+            return (f"no pairs to write: the model's answer equals the reference (or is empty) for every "
+                    f"conversation ({self.skipped_equal} equal, {self.skipped_empty} empty)")
+        why = "; ".join(f"{n} {w}" for w, n in sorted(self.skipped.items())) or "no conversation gave one"
+        return f"no pairs to write by --strategy {self.strategy} ({why})"
 
 
 def _check_config(cfg: MakePairsConfig) -> dict[str, str]:
@@ -179,6 +156,8 @@ def _check_config(cfg: MakePairsConfig) -> dict[str, str]:
     if out.is_dir():
         raise ConfigError(f"{out}: is a folder (expected the .jsonl file to write the pairs to)")
     adapters = parse_adapter_specs([cfg.adapter] if cfg.adapter else None)
+    if adapters and cfg.model is None:
+        raise ConfigError("--adapter: needs --model (the base model the adapter was trained on)")
     return {n: str(p) for n, p in adapter_folders(adapters).items()}  # a missing adapter: ModelError, exit 2
 
 
@@ -192,72 +171,116 @@ def _made_by(cfg: MakePairsConfig, adapters: dict[str, str], template: Any) -> s
 
 
 def make_pairs(cfg: MakePairsConfig, engine: Any = None) -> MakePairsReport:
-    """Write OUT: one pair per conversation of the data whose reference the model does not reproduce.
+    """Write OUT: the pairs of `cfg.strategy` for the data, merged with the other strategies' pairs in OUT.
 
-    `engine`: an Engine already loaded with the adapter (tests, scripts); else the model is loaded here.
+    `engine`: an Engine already loaded with the adapter (tests, scripts); else the model is loaded here when
+    the strategy needs one.
     """
     adapters = _check_config(cfg)
+    kinds = check_strategy(cfg)
     convs = load(cfg.data, cfg.fmt, roles=list(cfg.roles) if cfg.roles else None, limit=cfg.limit)
     where = str(cfg.data) if isinstance(cfg.data, (str, Path)) else "the data"
-    items = _items(convs, where)
+    items = items_of(convs, where)
     if not items:
         raise DataError("no conversations to make pairs from", where)
     out = Path(cfg.out)
     earlier = read_pairs(out)  # before loading a model for minutes: a broken OUT is refused at once
-    if engine is None:
-        from tunesmith.infer.engine import Engine
-        from tunesmith.model import resolve_device
-        from tunesmith.threads import choose_threads
-
-        threads = choose_threads(cfg.threads, resolve_device(cfg.device))
-        threads.apply()
-        _note(threads.line())
-        _note(f"loading {cfg.model}" + (f" with adapter {next(iter(adapters.values()))}" if adapters else ""))
-        engine = Engine.load(cfg.model, adapters=adapters, dtype=cfg.dtype, device=cfg.device,
-                             template=cfg.template, max_batch_size=cfg.batch_size)
+    needs_model = cfg.strategy != NEGATIVES or BASE in kinds
+    if engine is None and needs_model:
+        engine = _load_engine(cfg, adapters)
     adapter = next(iter(adapters), "base")
-    made_by = _made_by(cfg, adapters, engine.template_for(adapter))
-    other = [c for c in earlier if c.meta["made_by"] != made_by]
-    if other:
-        raise ConfigError(f"{out} holds pairs made with other settings (model, adapter, template, max_new_tokens or "
-                          "dtype changed); write to another -o file, or delete it to start over")
-    report = MakePairsReport(out)
-    done = {(c.meta["prompt_id"], c.answer): c for c in earlier}
-    answered = {c.meta["prompt_id"]: rejected(c) for c in earlier}  # a prompt's answer, for its other references
-    todo: dict[tuple[str, str], _Item] = {}
-    for it in items:
-        if it.key in done:
-            report.resumed += 1
-        elif it.key in todo:
-            report.duplicates += 1
-        else:
-            todo[it.key] = it
-    if report.resumed:
-        _note(f"{report.resumed} pair(s) already in {out}: not generated again")
+    template = engine.template_for(adapter) if needs_model else None
+    if cfg.strategy == REFERENCE:
+        made = {(REFERENCE, ""): _made_by(cfg, adapters, template)}
+    else:
+        made = made_by(cfg, adapters, template, kinds)
+    _refuse_other_settings(out, earlier, made)
+    report = MakePairsReport(out, strategy=cfg.strategy)
+    done = {pair_key(c): c for c in earlier}
     out.parent.mkdir(parents=True, exist_ok=True)
-    if adapter != "base":
-        # folded into the weights, the adapter decodes at the base's speed (fp32 only; see Engine.merge)
-        engine.merge(adapter)
-    try:
-        _generate(engine, adapter, cfg, list(todo.values()), answered, done, made_by, report)
-    finally:
-        engine.unmerge()
-    _finish(out, items, done, earlier, report)
+    if cfg.strategy == NEGATIVES:
+        note(f"negatives: {', '.join(kinds)}")
+        run_negatives(cfg, items, done, made, kinds, report)
+        if BASE in kinds:
+            # the base's answer to the prompt the adapter is trained on (its template), adapter off
+            _run_greedy(engine, "base", cfg, items, earlier, done, made[(NEGATIVES, BASE)], report,
+                        (NEGATIVES, BASE), template)
+    else:
+        if adapter != "base":
+            # folded into the weights, the adapter decodes at the base's speed (fp32 only; see Engine.merge)
+            engine.merge(adapter)
+        try:
+            if cfg.strategy == RANK:
+                run_rank(engine, adapter, cfg, items, done, made[(RANK, "")], report)
+            else:
+                _run_greedy(engine, adapter, cfg, items, earlier, done, made[(REFERENCE, "")], report,
+                            (REFERENCE, ""))
+        finally:
+            engine.unmerge()
+    finish(out, items, done, earlier, report, report.nothing())
     return report
 
 
-def _generate(engine: Any, adapter: str, cfg: MakePairsConfig, todo: list[_Item], answered: dict[str, str],
-              done: dict[tuple[str, str], Conversation], made_by: str, report: MakePairsReport) -> None:
+def _load_engine(cfg: MakePairsConfig, adapters: dict[str, str]) -> Any:
+    from tunesmith.infer.engine import Engine
+    from tunesmith.model import resolve_device
+    from tunesmith.threads import choose_threads
+
+    threads = choose_threads(cfg.threads, resolve_device(cfg.device))
+    threads.apply()
+    note(threads.line())
+    note(f"loading {cfg.model}" + (f" with adapter {next(iter(adapters.values()))}" if adapters else ""))
+    return Engine.load(cfg.model, adapters=adapters, dtype=cfg.dtype, device=cfg.device, template=cfg.template,
+                       max_batch_size=cfg.batch_size)
+
+
+def _refuse_other_settings(out: Path, earlier: Sequence[Conversation], made: dict[tuple[str, str], str]) -> None:
+    """A ConfigError when OUT holds pairs of a (strategy, kind) this run makes, made with other settings."""
+    for c in earlier:
+        group = group_of(c)
+        if group in made and c.meta["made_by"] != made[group]:
+            what = {REFERENCE: "model, adapter, template, max_new_tokens or dtype",
+                    RANK: "model, adapter, template, max_new_tokens, dtype, samples, temperature, top_p, seed, "
+                          "min_margin, batch_size or the role classifier's data"}.get(group[0], "the kind's inputs")
+            name = "pairs" if group[0] == REFERENCE else f"{group[0]} pairs" + (f" ({group[1]})" if group[1] else "")
+            raise ConfigError(f"{out} holds {name} made with other settings ({what} changed); write to another -o "
+                              "file, or delete it to start over")
+
+
+def _run_greedy(engine: Any, adapter: str, cfg: MakePairsConfig, items: Sequence[Item],
+                earlier: Sequence[Conversation], done: dict, made_by_: str, report: MakePairsReport,
+                group: tuple[str, str], template: Any = None) -> None:
+    """Pairs of the reference and a greedy answer (the reference strategy; the base negatives): the prompts not
+    answered yet, a batch at a time."""
+    answered = {c.meta["prompt_id"]: rejected(c) for c in earlier if group_of(c) == group}
+    todo: dict[tuple, Item] = {}
+    for it in items:
+        key = item_key(it, *group)
+        if key in done:
+            report.resumed += 1
+        elif key in todo:
+            report.duplicates += 1
+        else:
+            todo[key] = it
+    if report.resumed:
+        note(f"{report.resumed} pair(s) already in {report.path}: not generated again")
+    _generate(engine, adapter, cfg, list(todo.values()), answered, done, made_by_, report, group, template)
+
+
+def _generate(engine: Any, adapter: str, cfg: MakePairsConfig, todo: list[Item], answered: dict[str, str],
+              done: dict, made_by_: str, report: MakePairsReport, group: tuple[str, str],
+              template: Any = None) -> None:
     """Answer the prompts not answered yet, a batch at a time; append each batch's pairs to OUT."""
     from tunesmith.infer.options import GenerationOptions
 
     opts = GenerationOptions(max_new_tokens=cfg.max_new_tokens, do_sample=False)
+    extra = {"template": template} if template is not None else {}
     need = list({it.prompt_id: it for it in todo if it.prompt_id not in answered}.values())
     if need:
-        _note(f"{len(need)} prompt(s) to answer with {'the base model' if adapter == 'base' else adapter}")
+        note(f"{len(need)} prompt(s) to answer with {'the base model' if adapter == 'base' else adapter}")
     # Longest prompts first: similar lengths share a batch (little padding) and the slowest come first.
     need.sort(key=lambda it: len(it.system or "") + sum(len(m.content) for m in it.prompt), reverse=True)
-    waiting = {}
+    waiting: dict[str, list[Item]] = {}
     for it in todo:
         waiting.setdefault(it.prompt_id, []).append(it)
     # One pass more than there are batches when none is needed: references of prompts answered by an earlier
@@ -266,7 +289,7 @@ def _generate(engine: Any, adapter: str, cfg: MakePairsConfig, todo: list[_Item]
         batch = need[start:start + cfg.batch_size]
         if batch:
             replies = engine.generate([(it.system, it.prompt) for it in batch], adapter=adapter, options=opts,
-                                      batch_size=cfg.batch_size)
+                                      batch_size=cfg.batch_size, **extra)
             answered.update({it.prompt_id: reply for it, reply in zip(batch, replies)})
             report.generated += len(batch)
         # every waiting (prompt, reference) whose prompt is now answered: its pair, or a skip
@@ -274,50 +297,30 @@ def _generate(engine: Any, adapter: str, cfg: MakePairsConfig, todo: list[_Item]
         pairs = []
         for pid in ready:
             for it in waiting.pop(pid):
-                pair = _pair(it, answered[pid], made_by)
+                pair = _pair(it, answered[pid], made_by_, group)
                 if pair is None:
                     if answered[pid].strip():
                         report.skipped_equal += 1
                     else:
                         report.skipped_empty += 1
                 else:
-                    done[it.key] = pair
+                    done[item_key(it, *group)] = pair
                     pairs.append(pair)
-        _append(report.path, pairs)
+                    report.made += 1
+        append(report.path, pairs)
         if batch:
-            _note(f"{min(start + len(batch), len(need))}/{len(need)} prompts answered")
+            note(f"{min(start + len(batch), len(need))}/{len(need)} prompts answered")
 
 
-def _pair(it: _Item, answer: str, made_by: str) -> Conversation | None:
+def _pair(it: Item, answer: str, made_by_: str, group: tuple[str, str]) -> Conversation | None:
     """The pair of one reference and the model's answer; None when they are equal (nothing to prefer, also when
     they differ only in surrounding white space) or the answer is empty."""
     if answer.strip() == it.reference.strip() or not answer.strip():
         return None
     meta = {k: v for k, v in it.meta.items() if k not in ("rejected", "label")}
+    strategy = {} if group[0] == REFERENCE else {"strategy": group[0], "negative": group[1]}
     return make_pair(it.prompt, it.reference, answer, system=it.system, **meta, prompt_id=it.prompt_id,
-                     made_by=made_by)
-
-
-def _finish(out: Path, items: Sequence[_Item], done: dict[tuple[str, str], Conversation],
-            earlier: Sequence[Conversation], report: MakePairsReport) -> None:
-    """Rewrite OUT atomically in the data's order (then earlier pairs of prompts not in this data)."""
-    seen: set[tuple[str, str]] = set()
-    final: list[Conversation] = []
-    for it in items:
-        if it.key in done and it.key not in seen:
-            seen.add(it.key)
-            final.append(done[it.key])
-    for c in earlier:
-        key = (c.meta["prompt_id"], c.answer)
-        if key not in seen:
-            seen.add(key)
-            final.append(c)
-            report.kept_other += 1
-    report.written = len(final)
-    if not final:  # nothing was appended either: no empty file left behind
-        raise DataError(f"no pairs to write: the model's answer equals the reference (or is empty) for every "
-                        f"conversation ({report.skipped_equal} equal, {report.skipped_empty} empty)", str(out))
-    atomic_write_lines(out, (json.dumps(c.to_dict(), ensure_ascii=False) for c in final))
+                     made_by=made_by_, **strategy)
 
 
 __all__ = ["DEFAULT_MAX_NEW_TOKENS", "MakePairsConfig", "MakePairsReport", "make_pairs", "read_pairs"]

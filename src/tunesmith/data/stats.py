@@ -12,7 +12,8 @@ they are a lower bound of the training length (the template adds a few tokens pe
 
 "kind" says what the data trains (tunesmith.preference): plain rows (SFT), pairs (DPO/ORPO: the answer is
 the chosen one, and "rejected" gives the rejected answers' lengths) or judged answers (KTO: "desirable"
-and "undesirable" count the labels). "equal_answers" counts pairs whose two answers are the same text:
+and "undesirable" count the labels). "pair_mix" counts the pairs `data make-pairs` made by strategy and
+kind ({"reference": 10, "negatives/loop": 10}). "equal_answers" counts pairs whose two answers are the same text:
 they teach nothing, and a DPO loss on them is a constant.
 """
 
@@ -86,6 +87,9 @@ def dataset_stats(convs: list[Conversation], tokenizer: Any = None) -> dict[str,
         stats["pairs"] = len(convs)
         stats["equal_answers"] = sum(1 for c, r in zip(convs, rejects) if c.answer.strip() == r.strip())
         stats["chars"]["rejected"] = percentiles([len(r) for r in rejects])
+        mix = pair_mix(convs)
+        if mix:
+            stats["pair_mix"] = mix
     elif kind == JUDGED:
         stats["desirable"] = sum(1 for c in convs if label(c))
         stats["undesirable"] = len(convs) - stats["desirable"]
@@ -95,6 +99,18 @@ def dataset_stats(convs: list[Conversation], tokenizer: Any = None) -> dict[str,
         if rejects:
             stats["tokens"]["rejected"] = percentiles(_token_lengths(tokenizer, rejects))
     return stats
+
+
+def pair_mix(convs: list[Conversation]) -> dict[str, int]:
+    """{strategy or strategy/kind: pairs} of the pairs `data make-pairs` wrote (meta.made_by; no meta.strategy:
+    reference), e.g. {"reference": 10, "rank": 4, "negatives/loop": 10}; {} for pairs from elsewhere."""
+    found: Counter = Counter()
+    for c in convs:
+        if "made_by" in c.meta:
+            strategy = str(c.meta.get("strategy", "reference"))
+            kind = c.meta.get("negative")
+            found[f"{strategy}/{kind}" if kind else strategy] += 1
+    return dict(found.most_common())
 
 
 def equal_answers_warning(stats: dict[str, Any]) -> str | None:
@@ -123,6 +139,8 @@ def render_stats(stats: dict[str, Any], title: str) -> None:
     if kind == "pair":
         t.add_row("pairs", f"{stats['pairs']:,}")
         t.add_row("equal chosen and rejected", f"{stats['equal_answers']:,}")
+        if stats.get("pair_mix"):
+            t.add_row("made by (make-pairs)", ", ".join(f"{k} {n:,}" for k, n in stats["pair_mix"].items()))
     elif kind == "judged":
         t.add_row("desirable / undesirable", f"{stats['desirable']:,} / {stats['undesirable']:,}")
     for k in ("sources", "splits"):
