@@ -88,6 +88,9 @@ def _cfg(setup, out: Path, **kw) -> MakePairsConfig:
 
 
 def _rank(setup, out: Path, engine=None, **kw):
+    # with the references as candidates: a tiny model's samples are noise that scores 0 on IE/CLS, so only the
+    # references give those tasks pairs (samples-only ranking: test_rank_pairs_are_the_models_own_samples...)
+    kw.setdefault("with_reference", True)
     return make_pairs(_cfg(setup, out, strategy="rank", samples=3, **kw), engine=engine or setup["engine"])
 
 
@@ -300,7 +303,7 @@ def test_rank_pair_prefers_a_clean_sample_over_a_looping_reference():
     ref = "举杯邀明月，举杯邀明月，举杯邀明月"
     it = Item(("p", ref), "0abc", None, [Message("user", "饮酒否？")], ref, {"role": "李白"})
     samples = ["举杯邀明月，举杯邀明月", "", "不知道"]
-    pair, why = rank_pair([it], samples, AnswerScorer(None), "mb", 0.1)
+    pair, why = rank_pair([it], samples, AnswerScorer(None), "mb", 0.1, with_reference=True)
     s = pair.meta["scores"]
     # the reference: ROUGE-L 1 - the loop penalty = 0.5; sample 1 (two repeats: no loop): P = 1, R = 10/15,
     # ROUGE-L F = 0.8
@@ -308,9 +311,26 @@ def test_rank_pair_prefers_a_clean_sample_over_a_looping_reference():
     assert s["chosen"]["total"] == pytest.approx(0.8)
     # the empty sample cannot be rejected (a pair's rejected answer is text): the worst of the others
     assert rejected(pair) == "不知道" and s["rejected"]["total"] == 0.0 and s["margin"] == pytest.approx(0.8)
-    assert rank_pair([it], samples, AnswerScorer(None), "mb", 0.9) == (None, "best - worst score under "
-                                                                        "--min-margin 0.9")
-    assert rank_pair([it], ["", ref], AnswerScorer(None), "mb", 0.1)[0] is None  # nothing but the reference
+    assert rank_pair([it], samples, AnswerScorer(None), "mb", 0.9, True) == (None, "best - worst score under "
+                                                                              "--min-margin 0.9")
+    assert rank_pair([it], ["", ref], AnswerScorer(None), "mb", 0.1, True)[0] is None  # nothing but the reference
+
+
+def test_rank_pairs_are_the_models_own_samples_unless_the_reference_is_asked_for():
+    from tunesmith.data.pair_file import Item
+    from tunesmith.data.pair_strategies import rank_pair
+
+    ref = "吾乃李白，好饮酒。"
+    it = Item(("p", ref), "0abc", None, [Message("user", "你是谁？")], ref, {"role": "李白"})
+    samples = ["吾乃李白。", "不知道", "吾乃李白，好饮酒。"[:4]]
+    on_policy, _ = rank_pair([it], samples, AnswerScorer(None), "mb", 0.1)
+    # chosen: the sample closest to the reference (punctuation aside "吾乃李白" against "吾乃李白好饮酒":
+    # P = 1, R = 4/7, F = 2 * 4/7 / (1 + 4/7) = 8/11)
+    assert on_policy.answer == "吾乃李白。" and on_policy.meta["scores"]["chosen"]["from"] == "sample 1"
+    assert on_policy.meta["scores"]["chosen"]["total"] == pytest.approx(8 / 11, abs=1e-4)
+    assert rejected(on_policy) == "不知道"
+    off_policy, _ = rank_pair([it], samples, AnswerScorer(None), "mb", 0.1, with_reference=True)
+    assert off_policy.answer == ref and off_policy.meta["scores"]["chosen"]["from"] == "reference"
 
 
 # -- strategies in one file ----------------------------------------------------------------------------------

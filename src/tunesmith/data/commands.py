@@ -315,9 +315,9 @@ def make_pairs_command(
         "--adapter", "-a", help="LoRA adapter folder on the base (its template.json builds the prompts).")] = None,
     strategy: Annotated[str, typer.Option(
         "--strategy", help="reference: chosen = the reference, rejected = the model's greedy answer. rank: "
-                           "--samples answers sampled per prompt and the reference scored (ROUGE-L, loops, in "
-                           "character, role classifier; IE/CLS: F1 or label, parsing); chosen = the best, "
-                           "rejected = the worst sample. negatives: chosen = the reference, rejected = a "
+                           "--samples answers sampled per prompt and scored (ROUGE-L, loops, in character, role "
+                           "classifier; IE/CLS: F1 or label, parsing); chosen = the best, rejected = the worst "
+                           "sample. negatives: chosen = the reference, rejected = a "
                            "targeted bad version of it (--negatives).")] = "reference",
     samples: Annotated[int, typer.Option(
         "--samples", help="rank: answers sampled per prompt (>= 2).")] = DEFAULT_SAMPLES,
@@ -330,6 +330,10 @@ def make_pairs_command(
     min_margin: Annotated[float, typer.Option(
         "--min-margin", help="rank: skip a prompt whose best - worst score is under this (1.0 = the whole "
                              "ROUGE-L range).")] = DEFAULT_MIN_MARGIN,
+    with_reference: Annotated[bool, typer.Option(
+        "--with-reference", help="rank: the data's reference answers compete for chosen too (they usually win: "
+                                 "pairs of reference over worst sample); default: both answers are samples "
+                                 "(on-policy).")] = False,
     negatives: Annotated[str | None, typer.Option(
         "--negatives", help="negatives: comma-separated kinds of rejected answer: loop (the reference's tail "
                             "repeated), disclaimer (an AI assistant's reply), base (the base model's greedy "
@@ -371,5 +375,6 @@ def make_pairs_command(
                           max_new_tokens=max_new_tokens, limit=limit, fmt=from_, roles=role, dtype=dtype,
                           device=device, template=template, threads=threads, strategy=strategy, samples=samples,
                           temperature=temperature, top_p=top_p, seed=seed, min_margin=min_margin,
+                          with_reference=with_reference,
                           negatives=negatives, rolebench=rolebench)
     print(make_pairs(cfg).summary())

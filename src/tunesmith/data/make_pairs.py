@@ -93,6 +93,7 @@ class MakePairsConfig:
     top_p: float = DEFAULT_TOP_P  # rank: nucleus sampling
     seed: int = DEFAULT_SEED  # rank: seeds every batch (with its prompts)
     min_margin: float = DEFAULT_MIN_MARGIN  # rank: skip prompts whose best - worst score is smaller
+    with_reference: bool = False  # rank: the data's reference answers compete for chosen too (off-policy)
     negatives: str | Sequence[str] | None = None  # negatives: the kinds (None: every kind that applies)
     rolebench: str | Path | None = None  # the rolebench-zh folder (classifier, other_role); None: the repository's
 
@@ -241,7 +242,8 @@ def _refuse_other_settings(out: Path, earlier: Sequence[Conversation], made: dic
         if group in made and c.meta["made_by"] != made[group]:
             what = {REFERENCE: "model, adapter, template, max_new_tokens or dtype",
                     RANK: "model, adapter, template, max_new_tokens, dtype, samples, temperature, top_p, seed, "
-                          "min_margin, batch_size or the role classifier's data"}.get(group[0], "the kind's inputs")
+                          "min_margin, with_reference, batch_size or the role classifier's data"}.get(
+                              group[0], "the kind's inputs")
             name = "pairs" if group[0] == REFERENCE else f"{group[0]} pairs" + (f" ({group[1]})" if group[1] else "")
             raise ConfigError(f"{out} holds {name} made with other settings ({what} changed); write to another -o "
                               "file, or delete it to start over")

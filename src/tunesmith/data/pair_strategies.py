@@ -2,13 +2,13 @@
 
 rank
     The start model (base, or base + adapter) samples K answers per prompt (--samples, --temperature, --top-p,
-    top-k off).  The candidates for *chosen* are the K samples and the data's reference answers of that prompt;
-    the candidates for *rejected* are the non-empty samples.  Each is scored by tunesmith.data.pair_scores
-    (role-play: ROUGE-L against the references, minus a loop and an out-of-character penalty, plus the role
-    classifier's probability; IE/CLS: F1 or exact label plus parsing), chosen = the best candidate, rejected =
-    the worst sample.  Why the references are candidates: they are what SFT taught and usually score best (ROUGE
-    1 against themselves), so a pair mostly says "the reference over the worst sample"; a sample still wins when
-    the reference loops, breaks the role, or a sample says the same in the role's voice.  A prompt whose best -
+    top-k off).  Both answers of a pair are the model's own samples (on-policy pairs, as rejection-sampling DPO
+    makes them): each is scored by tunesmith.data.pair_scores (role-play: ROUGE-L against the references, minus
+    a loop and an out-of-character penalty, plus the role classifier's probability; IE/CLS: F1 or exact label
+    plus parsing), chosen = the best sample, rejected = the worst.  With --with-reference the data's reference
+    answers compete for chosen too; they score ROUGE-L 1 against themselves, so such pairs mostly say "the
+    reference over the worst sample" (off-policy, close to --strategy reference); a sample still wins when the
+    reference loops, breaks the role, or a sample says the same in the role's voice.  A prompt whose best -
     worst margin is under --min-margin teaches little and is skipped.  One pair per prompt, its scores in
     meta.scores ({"chosen": {terms..., "total", "from"}, "rejected": {...}, "margin"}).
     Reproducibility: prompts go in fixed batches of batch_size // K distinct prompts in data order, each batch
@@ -125,6 +125,7 @@ def made_by(cfg: Any, adapters: dict[str, str], template: Any, kinds: Sequence[s
     if cfg.strategy == RANK:
         rank = {"strategy": RANK, "samples": cfg.samples, "temperature": cfg.temperature, "top_p": cfg.top_p,
                 "seed": cfg.seed, "min_margin": cfg.min_margin, "batch_size": cfg.batch_size, "weights": WEIGHTS,
+                "with_reference": cfg.with_reference,
                 "rolebench": bench_id}
         return {(RANK, ""): signature({**model, **rank})}
     parts = {LOOP: {"loop": "v1"}, DISCLAIMER: {"disclaimers": load_disclaimers()}, BASE: model,
@@ -192,7 +193,7 @@ def run_rank(engine: Any, adapter: str, cfg: Any, items: Sequence[Item], done: d
             key = item_key(g[0], RANK)
             if key in done:  # written by an earlier run from these same samples
                 continue
-            pair, why = rank_pair(g, list(answers), scorer, made_by_, cfg.min_margin)
+            pair, why = rank_pair(g, list(answers), scorer, made_by_, cfg.min_margin, cfg.with_reference)
             if pair is None:
                 report.skipped[why] += 1
             else:
@@ -204,14 +205,16 @@ def run_rank(engine: Any, adapter: str, cfg: Any, items: Sequence[Item], done: d
 
 
 def rank_pair(group: Sequence[Item], samples: Sequence[str], scorer: Any, made_by_: str,
-              min_margin: float) -> tuple[Conversation | None, str]:
-    """The rank pair of one prompt (its data items `group`) and its samples, or (None, why it is skipped)."""
+              min_margin: float, with_reference: bool = False) -> tuple[Conversation | None, str]:
+    """The rank pair of one prompt (its data items `group`) and its samples, or (None, why it is skipped).
+    with_reference: the data's reference answers are candidates for chosen as well."""
     from tunesmith.data.pair_scores import task_of
 
     first = group[0]
-    data_refs = list(dict.fromkeys(it.reference for it in group))
+    all_refs = list(dict.fromkeys(it.reference for it in group))
     extra = [r for it in group for r in (it.meta.get("references") or []) if isinstance(r, str) and r.strip()]
-    refs = list(dict.fromkeys(data_refs + extra))
+    refs = list(dict.fromkeys(all_refs + extra))
+    data_refs = all_refs if with_reference else []
     question = first.prompt[-1].content if first.prompt else ""
     cands = data_refs + list(samples)
     origin = [f"reference {i + 1}" if len(data_refs) > 1 else "reference" for i in range(len(data_refs))]
