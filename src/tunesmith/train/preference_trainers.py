@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from tunesmith.errors import ConfigError
+from tunesmith.train.fused_head import answer_only_fused_head
 from tunesmith.train.trainer import StopsWhenResumedFinished
 
 # Metrics shown at each dev evaluation and drawn in loss.png, as TRL logs them (without the eval_ prefix).
@@ -56,6 +57,12 @@ def dpo_trainer_class():
     class TunesmithDPOTrainer(_PreferenceTrainerMixin, DPOTrainer):
         """DPOTrainer on rows already encoded by our template ({prompt_ids, chosen_ids, rejected_ids})."""
 
+        def __init__(self, *args, packing: str | None = None, **kwargs):
+            super().__init__(*args, **kwargs)
+            # the fields TRL's DPO reads from its fused head: metrics, and WPO weights with use_weighting
+            answer_only_fused_head(self.model, ("log_probs", "entropy", "mean_logits", "is_top1")
+                                   + (("log_sum_sq_probs",) if self.use_weighting else ()), packing=packing)
+
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             return dataset
 
@@ -71,6 +78,10 @@ def kto_trainer_class():
 
     class TunesmithKTOTrainer(_PreferenceTrainerMixin, KTOTrainer):
         """KTOTrainer on rows already encoded by our template ({prompt_ids, completion_ids, label})."""
+
+        def __init__(self, *args, packing: str | None = None, **kwargs):
+            super().__init__(*args, **kwargs)
+            answer_only_fused_head(self.model, ("log_probs", "entropy", "mean_logits"), packing=packing)  # KTO's
 
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             if not self.calculate_KL:
@@ -98,7 +109,23 @@ def orpo_trainer_class():
         from trl.experimental.orpo import ORPOTrainer
 
     class TunesmithORPOTrainer(_PreferenceTrainerMixin, ORPOTrainer):
-        """ORPOTrainer whose rows carry our template's ids: tokenize_row lays them out as ORPO's batches."""
+        """ORPOTrainer whose rows carry our template's ids: tokenize_row lays them out as ORPO's batches; its
+        forward scores tokens through the fused LM head instead of full logits (orpo_forward)."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if not (self.is_encoder_decoder or self.aux_loss_enabled):
+                from trl.trainer.utils import add_fused_lm_head
+
+                add_fused_lm_head(self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model,
+                                  outputs=ORPO_HEAD_OUTPUTS)
+                answer_only_fused_head(self.model, ORPO_HEAD_OUTPUTS)
+                self.fused_head = True
+
+        def concatenated_forward(self, model, batch):
+            if not getattr(self, "fused_head", False):
+                return super().concatenated_forward(model, batch)
+            return orpo_forward(self, model, batch)
 
         def tokenize_row(self, feature, model=None) -> dict:
             prompt = list(feature["prompt_ids"])
@@ -115,6 +142,33 @@ def orpo_trainer_class():
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     return TunesmithORPOTrainer
+
+
+ORPO_HEAD_OUTPUTS = ("log_probs", "mean_logits")
+
+
+def orpo_forward(trainer, model, batch):
+    """TRL's ORPO concatenated_forward, the same five values, from per-token log-probabilities of the fused LM
+    head instead of the (2 x batch, length, vocabulary) logits, which TRL's ORPO builds and keeps for the
+    backward: on the 135M default, 8 sequences of 300 tokens are 470 MB of fp32 logits, and its log-softmax as
+    much again. The loss built from these values (TRL's get_batch_loss_metrics) is untouched.
+
+    Every position is scored (labels = the ids, no -100): TRL's NLL runs over prompt and answer of the chosen
+    sequences (the non-padding positions), the log-probability ratio over the answers, and its `logits/*`
+    metrics are means over every position, padding included, which the per-position vocabulary means give.
+    """
+    cat = trainer.concatenated_inputs(batch, is_encoder_decoder=False, padding_value=trainer.padding_value,
+                                      device=trainer.accelerator.device)
+    n = batch["chosen_labels"].shape[0]
+    ids, attention = cat["concatenated_input_ids"], cat["concatenated_attention_mask"]
+    out = model(ids, attention_mask=attention, labels=ids, use_cache=False, fused_lm_head=True)
+    logps = out.log_probs  # (2n, length - 1): position t scores ids[t + 1]
+    nll_mask = attention[:n, 1:] == 1
+    chosen_nll = -logps[:n][nll_mask].sum() / nll_mask.sum()  # CrossEntropyLoss's mean over non-ignored tokens
+    answers = cat["concatenated_labels"][:, 1:] != -100
+    mean_logps = (logps * answers).sum(-1) / answers.sum(-1)  # get_batch_logps(average_log_prob=True)
+    # (n, length - 1) means over the vocabulary: their mean is the mean of the logits TRL logs
+    return mean_logps[:n], mean_logps[n:], out.mean_logits[:n], out.mean_logits[n:], chosen_nll
 
 
 def method_arguments(cfg, has_dev: bool) -> dict[str, Any]:
@@ -161,8 +215,9 @@ def trainer_class(method: str):
 
 
 def preference_trainer(cfg, *, model, tokenizer, training_kwargs: dict[str, Any], train_rows: list[dict],
-                       dev_rows: list[dict], callbacks: list):
-    """The TRL trainer for cfg.method on encoded rows; `training_kwargs` are the shared TrainingArguments."""
+                       dev_rows: list[dict], callbacks: list, packing: str | None = None):
+    """The TRL trainer for cfg.method on encoded rows; `training_kwargs` are the shared TrainingArguments;
+    `packing` ("varlen" | "shared", dpo and kto): how the fused LM head packs a padded batch (fused_head.py)."""
     kwargs = dict(training_kwargs)
     # The preference trainers compute their own losses from their own batch keys.
     kwargs.pop("label_names", None)
@@ -175,5 +230,5 @@ def preference_trainer(cfg, *, model, tokenizer, training_kwargs: dict[str, Any]
     trainer = trainer_class(cfg.method)(
         model=model, args=args, train_dataset=_as_dataset(train_rows),
         eval_dataset=_as_dataset(dev_rows) if dev_rows else None, processing_class=tokenizer,
-        callbacks=callbacks)
+        callbacks=callbacks, **({"packing": packing} if cfg.method != "orpo" else {}))
     return trainer

@@ -182,7 +182,8 @@ def tune_model(cfg: TrainConfig, runtime: Runtime, model, tokenizer, template, m
     """Prove packing works on this model (data.packing), attach LoRA, probe the answer-only loss head;
     prints the model line."""
     sft = cfg.method == "sft"
-    packing = choose_packing(model, model_path) if cfg.data.packing and sft else "off"
+    # dpo/kto: TRL's padded batches run packed inside the fused LM head (tunesmith.train.fused_head)
+    packing = choose_packing(model, model_path) if cfg.data.packing and cfg.method != "orpo" else "off"
     share = packing == f"varlen ({PACKED_ATTENTION})" and cfg.data.share_prefixes and \
         check_shared_prefixes(model, model.config.get_text_config().vocab_size, model.device) <= PACKING_TOLERANCE
     model = start_adapter(model, cfg)
@@ -238,7 +239,9 @@ def build_trainer(setup: RunSetup, callbacks: list, stream=None) -> TunesmithTra
     else:
         trainer = preference_trainer(cfg, model=tuned.model, tokenizer=tuned.tokenizer, training_kwargs=training_kwargs,
                                      train_rows=data.train_samples, dev_rows=data.dev_samples,
-                                     callbacks=[progress, *callbacks])
+                                     callbacks=[progress, *callbacks],
+                                     packing=("shared" if tuned.share_prefixes else "varlen")
+                                     if tuned.packing.startswith("varlen") else None)
     # The progress callback prints its own lines; the stock ones would print dicts and bars besides.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(PrintedProgressBar)
