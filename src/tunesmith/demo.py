@@ -61,7 +61,7 @@ def demo_train_config(data: dict, out: Path, model: str, steps: int, device: str
         "seed": 42,
         "overwrite": True,
         # the recipe's recommended sampler, saved as generation.json: the web chat and chat answer without loops
-        "generation": {"dry_multiplier": 0.8, "dry_base": 1.75, "dry_allowed_length": 4},
+        "generation": {"dry_multiplier": 0.8, "dry_base": 1.75, "dry_allowed_length": 2, "dry_scope": "reply"},
     }
 
 
