@@ -12,9 +12,10 @@ import torch
 from tunesmith.conversation import Message
 from tunesmith.errors import ConfigError
 from tunesmith.infer.engine import Engine
+from tunesmith.infer.history import OWN_SEPARATOR
 from tunesmith.infer.options import GenerationOptions, check_generation, load_generation, save_generation
 from tunesmith.infer.runners import continuous_blocker
-from tunesmith.infer.samplers import DRYPenalty, PresenceFrequencyPenalty, breaker_ids, dry_penalties
+from tunesmith.infer.samplers import DRYPenalty, PresenceFrequencyPenalty, breaker_ids, dry_penalties, logits_processors
 
 NONE: frozenset[int] = frozenset()
 
@@ -69,6 +70,56 @@ def test_dry_reply_scope_leaves_quoting_the_prompt_free():
     assert DRYPenalty(1.0, 2.0, 2, NONE, start=4)(ids, torch.zeros(1, 10))[0, 7] == -1.0
     opts = GenerationOptions().updated({"dry_multiplier": "1", "dry_scope": "reply"})
     assert opts.dry_scope == "reply"
+
+
+def test_dry_own_scope_adds_the_characters_earlier_replies_and_no_repeat_crosses_them():
+    # prompt "1 2 3 4" (left out of the scan), earlier replies "5 6 7" and "8 9" (OWN_SEPARATOR after each), reply
+    # "5 6": it repeats the first earlier reply, so 7 loses 2 ** 0
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    before = [[5, 6, 7, OWN_SEPARATOR, 8, 9, OWN_SEPARATOR]]
+    out = DRYPenalty(1.0, 2.0, 2, NONE, start=4, before=before)(ids, torch.zeros(1, 10))
+    assert out[0, 7] == -1.0 and out[0].abs().sum() == 1.0
+    assert DRYPenalty(1.0, 2.0, 2, NONE, start=4)(ids, torch.zeros(1, 10)).abs().sum() == 0  # the reply scope
+    # "6 8" only occurs across the separator: no match runs over it (without one, 9 would lose 2 ** 0)
+    ids = torch.tensor([[1, 2, 3, 4, 6, 8]])
+    assert DRYPenalty(1.0, 2.0, 2, NONE, start=4, before=before)(ids, torch.zeros(1, 10)).abs().sum() == 0
+    assert DRYPenalty(1.0, 2.0, 2, NONE, start=4, before=[[5, 6, 8, 9]])(ids, torch.zeros(1, 10))[0, 9] == -1.0
+
+
+def test_own_scope_prompts_carry_the_assistants_replies(engine):
+    history = [Message("user", "你好"), Message("assistant", "吾乃李白。"), Message("user", "再说一遍")]
+    own = GenerationOptions(dry_multiplier=0.8, dry_scope="own")
+    prompt = engine.prompt_ids(history, options=own)
+    expected = engine.tokenizer("吾乃李白。", add_special_tokens=False)["input_ids"] + [OWN_SEPARATOR]
+    assert prompt.own == expected and list(prompt) == engine.prompt_ids(history)
+    assert engine.prompt_ids(history, options=GenerationOptions(dry_multiplier=0.8, dry_scope="reply")).own is None
+    # max_history_turns=0 drops the earlier turn from the prompt: its reply is not the character's to repeat
+    assert engine.prompt_ids(history, options=own, max_history_turns=0).own == []
+    req = engine.enqueue(prompt, options=own.updated({"max_new_tokens": 2}))
+    assert req.own_ids == expected and req.future.result(timeout=60)
+
+
+def test_own_scope_reaches_the_dry_processor_of_each_batch_row(engine, monkeypatch):
+    """The runner hands each row's earlier replies to DRY (the processor itself is checked by hand above)."""
+    import tunesmith.infer.runners as runners
+
+    built = []
+
+    def spy(opts, tokenizer, prompt_len, own=()):
+        procs = logits_processors(opts, tokenizer, prompt_len, own)
+        built.extend(p for p in procs if isinstance(p, DRYPenalty))
+        return procs
+
+    monkeypatch.setattr(runners, "logits_processors", spy)
+    history = [*Q, Message("assistant", "吾乃李白，斗酒诗百篇。"), *Q]
+    opts = GenerationOptions(max_new_tokens=4, dry_multiplier=3.0, dry_scope="own")
+    engine.chat(history, options=opts)
+    mine = engine.tokenizer("吾乃李白，斗酒诗百篇。", add_special_tokens=False)["input_ids"] + [OWN_SEPARATOR]
+    assert built[-1].before == [mine] and built[-1].start > 0
+    engine.generate([(None, history), (None, Q)], options=opts, batching="padded")  # eval's long conversations
+    assert sorted(built[-1].before) == [[], mine]
+    engine.chat(history, options=opts.updated({"dry_scope": "context"}))
+    assert built[-1].before == [] and built[-1].start == 0
 
 
 def test_breakers_are_the_tokens_whose_text_contains_one(tiny_qwen2):
@@ -172,7 +223,7 @@ def test_served_requests_with_samplers_run_padded_and_say_why(engine):
     ("dry_allowed_length", 0, "dry_allowed_length: expected an integer in [1, 1000]"),
     ("dry_sequence_breakers", ["\n", ""], "dry_sequence_breakers: expected a list of at most 64 non-empty strings"),
     ("dry_range", -1, "dry_range: expected an integer >= 0"),
-    ("dry_scope", "prompt", "dry_scope: expected 'context' or 'reply'"),
+    ("dry_scope", "prompt", "dry_scope: expected 'context', 'reply' or 'own'"),
 ])
 def test_bad_sampler_values_name_the_field(field, value, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):

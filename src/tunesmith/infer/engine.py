@@ -68,7 +68,13 @@ from tunesmith.infer.adapters import (
     load_generations,
 )
 from tunesmith.infer.continuous import ContinuousBatcher, session_blocker
-from tunesmith.infer.history import PromptTooLongError, check_messages, fit_prompt  # noqa: F401 (re-export)
+from tunesmith.infer.history import (  # noqa: F401 (PromptTooLongError, check_messages: re-exports)
+    PromptIds,
+    PromptTooLongError,
+    check_messages,
+    fit_prompt,
+    own_reply_ids,
+)
 from tunesmith.infer.options import BATCHING_MODES, GenerationOptions
 from tunesmith.infer.request import Completion, PendingRequest, template_key
 from tunesmith.infer.runners import continuous_blocker, run_continuous, run_padded
@@ -195,9 +201,12 @@ class Engine:
         if budget < 1:
             raise ConfigError(f"max_new_tokens: {opts.max_new_tokens} leaves no room for a prompt "
                               f"(the model's context is {self.context_length} tokens)")
-        ids, _ = fit_prompt(self.tokenizer, tpl, system, list(messages), budget=budget,
-                            max_history_turns=max_history_turns)
-        return ids
+        ids, kept = fit_prompt(self.tokenizer, tpl, system, list(messages), budget=budget,
+                               max_history_turns=max_history_turns)
+        prompt = PromptIds(ids)
+        if opts.dry_multiplier > 0 and opts.dry_scope == "own":  # DRY over the character's own words
+            prompt.own = own_reply_ids(self.tokenizer, kept)
+        return prompt
 
     def _pad_id(self, stop_ids: Sequence[int]) -> int:
         """What fills finished rows: the tokenizer's pad token, else the first stop token."""
@@ -231,7 +240,8 @@ class Engine:
         if len(prompt_ids) + opts.max_new_tokens > self.context_length:
             raise PromptTooLongError(f"prompt of {len(prompt_ids)} tokens + max_new_tokens {opts.max_new_tokens} "
                                      f"exceeds the model's context of {self.context_length} tokens")
-        req = PendingRequest(list(prompt_ids), adapter, tpl, opts, on_text, id=self.scheduler.next_id())
+        req = PendingRequest(list(prompt_ids), adapter, tpl, opts, on_text, id=self.scheduler.next_id(),
+                             own_ids=getattr(prompt_ids, "own", None))
         if mix_adapters and opts.num_beams == 1 and self.adapters.can_mix():
             self.adapters.check(adapter)
             req.mix_key = tuple(self.stop_ids(tpl))
@@ -372,7 +382,8 @@ class Engine:
                   disable=not progress) as bar:
             for start in range(0, len(order), per_batch):
                 chunk = order[start:start + per_batch]
-                reqs = [PendingRequest(prompts[i], adapter, tpl, opts, None, id=self.scheduler.next_id())
+                reqs = [PendingRequest(prompts[i], adapter, tpl, opts, None, id=self.scheduler.next_id(),
+                                       own_ids=getattr(prompts[i], "own", None))
                         for i in chunk]
                 results = self.scheduler.wait(self.scheduler.submit_job(partial(self._run_padded, reqs), reqs))
                 for i, comps in zip(chunk, results):

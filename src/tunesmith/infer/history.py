@@ -37,6 +37,29 @@ _bytes_per_token: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 MAX_TEMPLATE_TURNS = 256
 
 
+class PromptIds(list):
+    """A prompt's token ids (a list), with `own`: the token ids of the assistant's earlier replies the prompt holds,
+    each encoded alone and followed by OWN_SEPARATOR (None where nobody asked for them).  DRY's `own` scope reads
+    them (infer/samplers.py); everything else sees a plain list of ids."""
+
+    own: list[int] | None = None
+
+
+# Ends each earlier reply in PromptIds.own: no token has this id, and DRY counts it as a sequence breaker, so a
+# repeat never runs from one reply into the next.
+OWN_SEPARATOR = -1
+
+
+def own_reply_ids(tokenizer, messages: Sequence[Message]) -> list[int]:
+    """The assistant messages' token ids, each alone and followed by OWN_SEPARATOR."""
+    out: list[int] = []
+    for m in messages:
+        if m.role == "assistant" and m.content:
+            out.extend(tokenizer(m.content, add_special_tokens=False)["input_ids"])
+            out.append(OWN_SEPARATOR)
+    return out
+
+
 class PromptTooLongError(ConfigError):
     """The system prompt plus the last user message alone exceed the token budget."""
 

@@ -37,8 +37,10 @@ MIN_REPETITION_PENALTY = 1e-3
 DRY_SEQUENCE_BREAKERS = ("\n", ":", "\"", "*")
 MAX_DRY_BREAKERS = 64
 # What DRY counts as an earlier occurrence: the whole context (prompt and reply, as the reference
-# implementations do) or the reply alone, so that quoting the question or the persona costs nothing.
-DRY_SCOPES = ("context", "reply")
+# implementations do); the reply alone, so that quoting the question or the persona costs nothing; or the
+# character's own words, its earlier replies in the conversation and this one (the user's and the system's text
+# stay free to quote, a line said again from one turn to the next does not).
+DRY_SCOPES = ("context", "reply", "own")
 # The samplers of infer/samplers.py, with the value that turns each off: options that change logits by what
 # was generated before (see `anti_repeat`).
 SAMPLER_OFF = {"min_p": 0.0, "presence_penalty": 0.0, "frequency_penalty": 0.0, "no_repeat_ngram_size": 0,
@@ -66,7 +68,7 @@ class GenerationOptions:
     dry_allowed_length: int = 2  # repeats this long are free
     dry_sequence_breakers: list[str] = field(default_factory=lambda: list(DRY_SEQUENCE_BREAKERS))
     dry_range: int = 0  # DRY looks at the last this many tokens (0: the whole prompt and reply)
-    dry_scope: str = "context"  # "context": repeats of the prompt count too (the reference); "reply": this reply's own
+    dry_scope: str = "context"  # context: prompt and reply (the reference); reply: this one; own: the character's
 
     def validate(self) -> GenerationOptions:
         def bad(name: str, expected: str) -> ConfigError:
@@ -127,7 +129,7 @@ class GenerationOptions:
         if not is_int(self.dry_range) or self.dry_range < 0:
             raise bad("dry_range", "an integer >= 0 (0: the whole sequence)")
         if self.dry_scope not in DRY_SCOPES:
-            raise bad("dry_scope", " or ".join(repr(s) for s in DRY_SCOPES))
+            raise bad("dry_scope", ", ".join(repr(s) for s in DRY_SCOPES[:-1]) + f" or {DRY_SCOPES[-1]!r}")
 
     @property
     def anti_repeat(self) -> bool:

@@ -47,6 +47,8 @@ class PendingRequest:
     # Set (to the request's stop token ids) when it may share a padded batch with requests of other adapters,
     # each row through its own LoRA (engine.enqueue(mix_adapters=True)); None: it batches with its adapter only.
     mix_key: tuple | None = None
+    # The character's earlier replies in the prompt, for DRY's own scope (infer/history.py's PromptIds.own)
+    own_ids: list[int] | None = None
     _key: tuple | None = field(default=None, repr=False)
 
     def cancel(self) -> None:

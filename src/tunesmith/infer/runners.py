@@ -90,7 +90,7 @@ def run_padded(model, tokenizer, requests: list[PendingRequest], stop_ids: Seque
     criteria = CancellableStops(tokenizer, width, [requests[q].options.stop for q in row_req], row_max, stop_ids,
                                 [requests[q] for q in row_req])
     config = _generation_config(model, first.options, stop_ids, pad_id, max(row_max))
-    processors = logits_processors(first.options, tokenizer, width)
+    processors = logits_processors(first.options, tokenizer, width, [requests[q].own_ids or [] for q in row_req])
     streaming = first.options.num_beams == 1 and any(r.on_text is not None for r in requests)
     decoders = _row_decoders(tokenizer, requests, row_req) if streaming else []
     streamer = _batch_streamer(requests, row_req, row_choice, decoders, stop_ids, row_max) if streaming else None

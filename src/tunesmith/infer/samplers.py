@@ -27,7 +27,10 @@ LogitsProcessors; generate runs them before temperature and the warpers, as llam
     after one, and a breaker is never penalized itself.  `dry_range` limits the scan to the last tokens
     (0: the whole prompt and reply, as llama.cpp's default).  `dry_scope="reply"` (an addition) scans the
     reply alone: the reference counts a reply that quotes its question or its persona as a repeat, which
-    costs ROUGE-L on tasks that copy from the input (docs/evaluation.md measures both).
+    costs ROUGE-L on tasks that copy from the input (docs/evaluation.md measures both).  `dry_scope="own"`
+    (an addition) scans the character's own words: its earlier replies in the prompt (PromptIds.own, each
+    encoded alone and ended by OWN_SEPARATOR, a breaker) followed by this reply; a line said again from one
+    turn to the next is a repeat, the user's words and the persona are not.
 
 One addition to the reference semantics, for byte-level vocabularies that spell a CJK character in two or
 three tokens (SmolLM2, partly Llama 3): while the reply ends inside a character (its last tokens decode to an
@@ -49,9 +52,10 @@ tokens, so every sampler here needs a padded batch: `continuous_blocker` in runn
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+from tunesmith.infer.history import OWN_SEPARATOR
 from tunesmith.infer.options import GenerationOptions
 
 # A match longer than this counts as this long: its penalty (1.75 ** 48 ~ 4e11 at the default base) already
@@ -69,9 +73,10 @@ def config_fields(opts: GenerationOptions) -> dict[str, Any]:
     return fields
 
 
-def logits_processors(opts: GenerationOptions, tokenizer, prompt_len: int):
+def logits_processors(opts: GenerationOptions, tokenizer, prompt_len: int, own: Sequence[Sequence[int]] = ()):
     """The processors written here that `opts` turns on (an empty LogitsProcessorList when none).
-    prompt_len: the width of the (left-padded) prompt; what follows it is the reply."""
+    prompt_len: the width of the (left-padded) prompt; what follows it is the reply.  own: per batch row, the
+    character's earlier replies in its prompt (PromptIds.own), for DRY's own scope."""
     from transformers import LogitsProcessorList
 
     out = LogitsProcessorList()
@@ -80,7 +85,8 @@ def logits_processors(opts: GenerationOptions, tokenizer, prompt_len: int):
     if opts.dry_multiplier > 0:
         out.append(DRYPenalty(opts.dry_multiplier, opts.dry_base, opts.dry_allowed_length,
                               breaker_ids(tokenizer, opts.dry_sequence_breakers), opts.dry_range, tokenizer,
-                              start=prompt_len if opts.dry_scope == "reply" else 0))
+                              start=prompt_len if opts.dry_scope in ("reply", "own") else 0,
+                              before=own if opts.dry_scope == "own" else ()))
     return out
 
 
@@ -105,21 +111,24 @@ class DRYPenalty:
     """The DRY penalty (see the module docstring), row by row."""
 
     def __init__(self, multiplier: float, base: float, allowed_length: int, breakers: Iterable[int],
-                 range_: int = 0, tokenizer=None, start: int = 0):
+                 range_: int = 0, tokenizer=None, start: int = 0, before: Sequence[Sequence[int]] = ()):
         self.multiplier, self.base, self.allowed_length = multiplier, base, allowed_length
-        self.breakers = frozenset(breakers)
+        self.breakers = frozenset(breakers) | {OWN_SEPARATOR}
         self.range = range_
-        self.start = start  # the scan starts here (the reply's first column with dry_scope="reply")
+        self.start = start  # the scan starts here (the reply's first column with dry_scope="reply" or "own")
+        # per row, tokens put before what is scanned (dry_scope="own": the earlier replies, each ending in
+        # OWN_SEPARATOR, a breaker, so no repeat runs across replies)
+        self.before = [list(b) for b in before]
         self.tokenizer = tokenizer  # with it, no penalty inside a character (see the module docstring)
 
     def __call__(self, input_ids, scores):
         import torch
 
-        rows = input_ids[:, self.start:]
-        rows = rows[:, -self.range:] if self.range > 0 else rows
-        for r, seq in enumerate(rows.tolist()):
-            if self.tokenizer is not None and ends_inside_character(self.tokenizer, seq):
+        for r, reply in enumerate(input_ids[:, self.start:].tolist()):
+            if self.tokenizer is not None and reply and ends_inside_character(self.tokenizer, reply):
                 continue
+            seq = (self.before[r] if r < len(self.before) else []) + reply
+            seq = seq[-self.range:] if self.range > 0 else seq
             penalties = dry_penalties(seq, self.multiplier, self.base, self.allowed_length, self.breakers)
             if penalties:
                 ids = torch.tensor(list(penalties), device=scores.device)
