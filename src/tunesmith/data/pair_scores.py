@@ -29,7 +29,6 @@ voice as a tie-breaker between answers of the same content.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,29 +59,6 @@ def task_of(reference: str, meta: dict[str, Any]) -> str:
     return shape if shape in (IE, CLS) else ROLE
 
 
-def role_probabilities(classifier: Any, texts: Sequence[str], role: str) -> list[float | None]:
-    """The classifier's probability of `role` for each text (a softmax of the SVM's decision values over its
-    roles); None for every text when the classifier does not know the role; 0.0 for a text with no known
-    character n-gram (the classifier cannot attribute it)."""
-    if classifier is None or role not in classifier.roles or not texts:
-        return [None] * len(texts)
-    from tunesmith.eval.attribution import _clean
-
-    vectorizer, svm = classifier.pipeline[0], classifier.pipeline[1]
-    features = vectorizer.transform([_clean(t) for t in texts])
-    margins = svm.decision_function(features)
-    at = list(svm.classes_).index(role)
-    out: list[float | None] = []
-    for row, known in zip(margins, features.getnnz(axis=1)):
-        if not known:
-            out.append(0.0)
-            continue
-        top = max(row)
-        exp = [math.exp(float(v) - top) for v in row]
-        out.append(exp[at] / sum(exp))
-    return out
-
-
 class AnswerScorer:
     """Scores answers by the rules above; `classifier` (RoleClassifier or None) gives the role term."""
 
@@ -94,7 +70,7 @@ class AnswerScorer:
         """One score dict per answer (see `score`); the classifier sees all answers at once."""
         if task in (IE, CLS):
             return [_structured(a, references[0], task) for a in answers]
-        probs = role_probabilities(self.classifier, answers, role)
+        probs = self.classifier.probabilities(answers, role) if self.classifier else [None] * len(answers)
         return [_role_play(a, references, role, question, persona, p) for a, p in zip(answers, probs)]
 
     def score(self, answer: str, references: Sequence[str], task: str = ROLE, role: str = "", question: str = "",
@@ -138,4 +114,4 @@ def _structured(answer: str, reference: str, task: str) -> dict[str, Any]:
 
 
 __all__ = ["ROUGE_WEIGHT", "LOOP_PENALTY", "OOC_PENALTY", "ROLE_WEIGHT", "PARSE_WEIGHT", "WEIGHTS",
-           "SCORER_DESCRIPTION", "AnswerScorer", "task_of", "role_probabilities"]
+           "SCORER_DESCRIPTION", "AnswerScorer", "task_of"]

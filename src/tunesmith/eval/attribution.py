@@ -62,6 +62,25 @@ class RoleClassifier:
         known = features.getnnz(axis=1)
         return [str(g) if c and k else UNATTRIBUTED for g, c, k in zip(guesses, clean, known)]
 
+    def probabilities(self, texts: Sequence[str], role: str) -> list[float | None]:
+        """How much each text sounds like `role`: a softmax of the SVM's decision values over the roles (LinearSVC
+        gives no probabilities); None for every text when `role` is not one of the classifier's, 0.0 for a text
+        with no known character n-gram."""
+        import math
+
+        if role not in self.roles or not texts:
+            return [None] * len(texts)
+        features = self.pipeline[0].transform([_clean(t) for t in texts])
+        at = list(self.pipeline[1].classes_).index(role)
+        out: list[float | None] = []
+        for row, known in zip(self.pipeline[1].decision_function(features), features.getnnz(axis=1)):
+            if not known:
+                out.append(0.0)
+                continue
+            exp = [math.exp(float(v) - max(row)) for v in row]
+            out.append(exp[at] / sum(exp))
+        return out
+
     def summary(self) -> dict[str, Any]:
         """What metrics.json records about the classifier."""
         return {"data": self.data, "roles": self.roles, "train_answers": self.train_answers,
