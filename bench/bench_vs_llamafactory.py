@@ -44,6 +44,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,11 +55,11 @@ LF_VENV = CACHE / "llamafactory-venv"
 LF_PINS = ["llamafactory==0.9.5", "torch==2.13.0", "transformers<=5.6.0", "peft<=0.18.1", "accelerate<=1.11.0",
            "datasets<=4.0.0"]
 ROLE = "李白"
-CUTOFF = 256  # LLaMA-Factory's cutoff_len: prompt + answer
+CUTOFF = 256  # LLaMA-Factory's cutoff_len: prompt + answer (IE + CLS records run to ~500 tokens: 512 there)
+CUTOFFS = {"persona": CUTOFF, "short": CUTOFF, "iecls": 2 * CUTOFF}
 # tunesmith has separate prompt / answer limits and no total one; 128 + 128 would cut the middle out of 153 of the
 # 240 prompts (system + question run to 183 tokens here) where LLaMA-Factory cuts none of them, so each limit is the
 # cutoff itself: every record LLaMA-Factory leaves whole (198 of 240) is the same tokens in both tools.
-OURS_SOURCE = OURS_TARGET = CUTOFF
 
 # -- installing LLaMA-Factory ---------------------------------------------------------------------------------
 
@@ -102,17 +103,39 @@ def lf_versions() -> str:
 # -- the workload ---------------------------------------------------------------------------------------------
 
 
-def workload(n_train: int, n_dev: int):
-    """(train, dev) Conversations: the first n_train 李白 answers in file order; the first answer of each of the
-    last n_dev 李白 questions (none of which is among the training questions)."""
+SHORT_SYSTEM = "你是唐代诗人李白。"  # one sentence, 17 tokens: too short to be worth sharing (MIN_SHARED 16 + template)
+IE_CLS = REPO / "datasets" / "chatglm-mixed-ie-cls"
+# the system text SmolLM2's chat template adds when there is none, given explicitly: LLaMA-Factory's `smollm2`
+# template's own default ends with a period the tokenizer's does not have
+IE_CLS_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+WORKLOADS = {
+    "persona": "RoleBench-zh general-train 李白 answers with the persona system prompt (72 tokens)",
+    "short": f"the same 李白 answers with a one-sentence system prompt ({SHORT_SYSTEM}, 17 tokens)",
+    "iecls": "IE + CLS records (chatglm-mixed-ie-cls train, SmolLM2's default system prompt; dev: its dev file)",
+}
+
+
+def workload(name: str, n_train: int, n_dev: int):
+    """(train, dev) Conversations of a workload (WORKLOADS), in file order.
+
+    persona / short: the first n_train 李白 answers; dev: the first answer of each of the last n_dev 李白
+    questions (none of which is among the training questions); short swaps the system prompt for SHORT_SYSTEM.
+    iecls: the first n_train IE + CLS training records; dev: the first n_dev of its dev file."""
+    import dataclasses
+
     from tunesmith.data import load
 
+    if name == "iecls":
+        return tuple([dataclasses.replace(c, system=IE_CLS_SYSTEM) for c in load(IE_CLS / f, "context-target")[:n]]
+                     for f, n in (("mixed_train_dataset.jsonl", n_train), ("mixed_dev_dataset.jsonl", n_dev)))
     answers = load(DATA, "rolebench", roles=[ROLE])
     train = answers[:n_train]
     firsts = load(DATA, "rolebench", roles=[ROLE], answers="first")
     dev = firsts[-n_dev:]
     seen = {c.prompt_messages[-1].content for c in train}
     assert not seen & {c.prompt_messages[-1].content for c in dev}, "a dev question is among the training ones"
+    if name == "short":
+        train, dev = ([dataclasses.replace(c, system=SHORT_SYSTEM) for c in cs] for cs in (train, dev))
     return train, dev
 
 
@@ -123,22 +146,26 @@ def write_data(train, work: Path) -> dict:
     data = work / "data"
     data.mkdir(parents=True, exist_ok=True)
     save(train, data / "train.jsonl")
-    records = [{"system": c.system, "conversations": [
+    records = [{**({"system": c.system} if c.system else {}), "conversations": [
         {"from": "human" if m.role == "user" else "gpt", "value": m.content} for m in c.messages]} for c in train]
     (data / "libai_train.json").write_text(json.dumps(records, ensure_ascii=False, indent=1), encoding="utf-8")
-    info = {"libai_train": {"file_name": "libai_train.json", "formatting": "sharegpt",
-                            "columns": {"messages": "conversations", "system": "system"}}}
+    columns = {"messages": "conversations", **({"system": "system"} if any(c.system for c in train) else {})}
+    info = {"libai_train": {"file_name": "libai_train.json", "formatting": "sharegpt", "columns": columns}}
     (data / "dataset_info.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
     return {"ours": str(data / "train.jsonl"), "lf_dir": str(data), "lf_name": "libai_train"}
 
 
 # -- settings -------------------------------------------------------------------------------------------------
 
-# Gradient checkpointing is tried in fp32 only: there it made a step about 3x slower on this CPU (2 cores).
+# Gradient checkpointing is tried in fp32 only: there it made a step 1.2-3x slower on 2-core CPUs. Where a bf16
+# matmul measures at least FAST_BF16 times the fp32 one (AMX), the fp32 settings are not tried: earlier trials on
+# such a CPU ran them at half the bf16 speed in both tools (BENCHMARKS.md, 2026-12-03).
+FAST_BF16 = 2.0
 LF_SETTINGS = [{"packing": p, "gc": g, "dtype": "fp32"} for p in (False, True) for g in (False, True)] + [
-    {"packing": p, "gc": False, "dtype": "bf16"} for p in (False, True)]
-OURS_SETTINGS = [{"packing": True, "share": True, "dtype": d} for d in ("fp32", "bf16")] + [
-    {"packing": p, "share": False, "dtype": "fp32"} for p in (True, False)]
+    {"packing": p, "gc": False, "dtype": "bf16"} for p in (False, True)] + [
+    {"packing": False, "gc": False, "dtype": d, "compile": True} for d in ("fp32", "bf16")]
+OURS_SETTINGS = [{"packing": True, "share": True, "dtype": d, "compile": c} for c in (False, True)
+                 for d in ("fp32", "bf16")] + [{"packing": p, "share": False, "dtype": "fp32"} for p in (True, False)]
 
 
 def label(tool: str, s: dict) -> str:
@@ -170,7 +197,7 @@ def lf_args(spec: dict) -> dict:
         "stage": "sft", "do_train": True, "model_name_or_path": spec["model"], "finetuning_type": "lora",
         "lora_rank": 8, "lora_alpha": 16, "lora_dropout": 0.0, "lora_target": "all",
         "dataset": spec["data"]["lf_name"], "dataset_dir": spec["data"]["lf_dir"], "template": "smollm2",
-        "cutoff_len": CUTOFF, "overwrite_cache": True, "preprocessing_num_workers": None,
+        "cutoff_len": spec["cutoff"], "overwrite_cache": True, "preprocessing_num_workers": None,
         "packing": s["packing"], "neat_packing": s["packing"], "disable_shuffling": True,
         "disable_gradient_checkpointing": not s["gc"], "bf16": s["dtype"] == "bf16",
         "output_dir": spec["out"], "overwrite_output_dir": True, "per_device_train_batch_size": 8,
@@ -187,13 +214,13 @@ def ours_recipe(spec: dict) -> dict:
     return {
         "model": spec["model"], "output_dir": spec["out"], "template": "auto", "dtype": s["dtype"], "device": "cpu",
         "threads": spec["threads"], "overwrite": True,
-        "data": {"train": {"path": spec["data"]["ours"], "format": "conversation"}, "max_source_len": OURS_SOURCE,
-                 "max_target_len": OURS_TARGET, "packing": s["packing"], "share_prefixes": bool(s.get("share")),
+        "data": {"train": {"path": spec["data"]["ours"], "format": "conversation"}, "max_source_len": spec["cutoff"],
+                 "max_target_len": spec["cutoff"], "packing": s["packing"], "share_prefixes": bool(s.get("share")),
                  "shuffle": False},
         "lora": {"rank": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["all-linear"]},
         "batch_size": 8, "lr": 2e-4, "scheduler": "cosine", "warmup": 0, "max_steps": spec["steps"],
         "logging_steps": 1, "save_steps": 100_000, "seed": 42, "plot": False, "sample_tokens": 0,
-        "gradient_checkpointing": False, "compile": bool(s.get("compile")),
+        "gradient_checkpointing": False, "compile": "true" if s.get("compile") else "false",
     }
 
 
@@ -212,6 +239,7 @@ class Clock:
         self.marks: list[tuple[float, int]] = []
         self.losses: list[float] = []
         self.seen: dict = {}
+        self.began: float | None = None  # the start of the first step
 
         class _CB(TrainerCallback):
             def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -219,6 +247,10 @@ class Clock:
                     frozen = next(p for p in model.parameters() if not p.requires_grad)
                     clock.seen = {"base_dtype": str(frozen.dtype).replace("torch.", ""),
                                   "gradient_checkpointing": bool(getattr(model, "is_gradient_checkpointing", False))}
+
+            def on_step_begin(self, args, state, control, **kwargs):
+                if clock.began is None:
+                    clock.began = time.perf_counter()
 
             def on_step_end(self, args, state, control, **kwargs):
                 clock.marks.append((time.perf_counter(), clock.tokens_of()))
@@ -232,6 +264,7 @@ class Clock:
     def result(self, adapter: str, started: float) -> dict:
         (t0, k0), (t1, k1) = self.marks[0], self.marks[-1]
         return {"tok_s": (k1 - k0) / (t1 - t0) if t1 > t0 else float("nan"), "tokens": k1 - k0,
+                "first_step_s": t0 - self.began if self.began else float("nan"),
                 "step_s": (t1 - t0) / max(1, len(self.marks) - 1), "steps": len(self.marks), "losses": self.losses,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "adapter": adapter,
                 "wall_s": time.perf_counter() - started, **self.seen}
@@ -293,7 +326,9 @@ def run_worker(kind: str, spec: dict, work: Path) -> dict:
     spec_path.write_text(json.dumps(spec, ensure_ascii=False, indent=1), encoding="utf-8")
     python = str(lf_python()) if kind.startswith("lf") else sys.executable
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               HF_DATASETS_CACHE=str(work / "hf-datasets"), DISABLE_VERSION_CHECK="1", WANDB_DISABLED="true")
+               HF_DATASETS_CACHE=str(work / "hf-datasets"), DISABLE_VERSION_CHECK="1", WANDB_DISABLED="true",
+               # every run compiles cold (a first run on a user's machine does), not from an earlier run's cache
+               TORCHINDUCTOR_CACHE_DIR=tempfile.mkdtemp(prefix=f"inductor-{name}-"))
     with open(log_path, "w", encoding="utf-8") as log:
         rc = subprocess.run([python, __file__, "--worker", kind, str(spec_path), str(result_path)], env=env,
                             stdout=log, stderr=subprocess.STDOUT).returncode
@@ -306,7 +341,7 @@ def run_worker(kind: str, spec: dict, work: Path) -> dict:
 # -- checks both tools share: token agreement and the dev loss ----------------------------------------------
 
 
-def token_agreement(train, lf_records: list[dict]) -> dict:
+def token_agreement(train, lf_records: list[dict], cutoff: int) -> dict:
     """Compare LLaMA-Factory's training records with tunesmith's encoding of the same conversations: input ids,
     and labels (LLaMA-Factory's template also learns the "\\n" after <|im_end|>; tunesmith stops at <|im_end|>)."""
     from tunesmith.model import load_tokenizer
@@ -315,8 +350,7 @@ def token_agreement(train, lf_records: list[dict]) -> dict:
     from tunesmith.train.shared_prefix import saving_line
 
     tok = load_tokenizer("default")
-    ours, _ = encode_all(train, tok, resolve_template("auto", tok), max_source_len=OURS_SOURCE,
-                         max_target_len=OURS_TARGET)
+    ours, _ = encode_all(train, tok, resolve_template("auto", tok), max_source_len=cutoff, max_target_len=cutoff)
     newline = tok.encode("\n", add_special_tokens=False)
     pairs = list(zip(ours, lf_records))
     whole = [(o, r) for o, r in pairs if len(r["input_ids"]) == len(o["input_ids"])]  # LLaMA-Factory cut nothing
@@ -328,7 +362,7 @@ def token_agreement(train, lf_records: list[dict]) -> dict:
         return lf == o["labels"]
 
     o0, r0 = pairs[0]
-    return {"records": len(ours), "lf_records": len(lf_records), "lf_cut": len(pairs) - len(whole),
+    return {"cutoff": cutoff, "records": len(ours), "lf_records": len(lf_records), "lf_cut": len(pairs) - len(whole),
             "ids_equal": sum(o["input_ids"] == r["input_ids"] for o, r in pairs),
             "ids_equal_whole": sum(o["input_ids"] == r["input_ids"] for o, r in whole), "whole": len(whole),
             "labels_equal": sum(o["labels"] == r["labels"] for o, r in pairs),
@@ -339,7 +373,7 @@ def token_agreement(train, lf_records: list[dict]) -> dict:
             "sharing": saving_line(ours, 8, batches=len(ours) // 8)}
 
 
-def dev_losses(adapters: list[str | None], dev) -> list[float]:
+def dev_losses(adapters: list[str | None], dev, cutoff: int) -> list[float]:
     """Mean answer-token loss on `dev` of the base with each adapter (None: the base alone), all computed alike:
     the default model in fp32, the adapter loaded with peft, tunesmith's template, one record at a time."""
     import torch
@@ -352,8 +386,7 @@ def dev_losses(adapters: list[str | None], dev) -> list[float]:
 
     path = resolve_model_path("default")
     tok = load_tokenizer(path)
-    samples, _ = encode_all(dev, tok, resolve_template("auto", tok), max_source_len=OURS_SOURCE,
-                            max_target_len=OURS_TARGET)
+    samples, _ = encode_all(dev, tok, resolve_template("auto", tok), max_source_len=cutoff, max_target_len=cutoff)
     out = []
     for adapter in adapters:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -386,13 +419,15 @@ def trial(work: Path, base: dict, steps: int) -> tuple[dict, dict, list[str]]:
     from tunesmith.train.runtime import cpu_bf16_speedup
 
     bf16 = cpu_bf16_speedup()
-    skipped = [] if bf16 >= 1.0 else [
+    skip = "bf16" if bf16 < 1.0 else "fp32" if bf16 >= FAST_BF16 else None
+    skipped = [] if skip is None else [
         f"bf16 settings not tried: a bf16 matmul runs at {bf16:.3f}x the fp32 speed on this CPU (no bf16 "
-        "instructions, emulated)"]
+        "instructions, emulated)" if skip == "bf16" else
+        f"fp32 settings not tried: a bf16 matmul runs at {bf16:.1f}x the fp32 speed on this CPU (AMX; FAST_BF16)"]
     for tool, settings in (("lf", LF_SETTINGS), ("ours", OURS_SETTINGS)):
         for i, s in enumerate(settings):
             key = f"{tool}: {label(tool, s)}"
-            if key in done or (skipped and s["dtype"] == "bf16"):
+            if key in done or s["dtype"] == skip:
                 continue
             spec = dict(base, setting=s, steps=steps, name=f"trial{i}", out=str(work / "out" / f"trial-{tool}{i}"))
             load = os.getloadavg()[0]
@@ -439,6 +474,7 @@ def arguments():
     ap.add_argument("--trial-only", action="store_true", help="run the setting trial only (saved as trial.json in "
                                                                   "--work; a later run with both settings given "
                                                                   "reports it)")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, of " + ", ".join(WORKLOADS))
     ap.add_argument("--work", default=str(CACHE / "vs-llamafactory"))
     ap.add_argument("--append", action="store_true", help="append the section to BENCHMARKS.md")
     return ap.parse_args()
@@ -457,51 +493,65 @@ def main() -> int:
     from tunesmith.model import default_model_dir
 
     work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    train, dev = workload(args.train_samples, args.dev_samples)
-    base = {"model": str(default_model_dir()), "data": write_data(train, work), "threads": threads}
+    names = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = [w for w in names if w not in WORKLOADS]
+    if unknown:
+        raise SystemExit(f"--workloads: unknown {', '.join(unknown)} (expected some of {', '.join(WORKLOADS)})")
+    cases = {}
+    for name in names:
+        train, dev = workload(name, args.train_samples, args.dev_samples)
+        case_dir = work / name
+        base = {"model": str(default_model_dir()), "data": write_data(train, case_dir), "threads": threads,
+                "cutoff": CUTOFFS[name]}
+        enc = run_worker("lf-encode", dict(base, setting={"packing": False, "gc": False, "dtype": "fp32"}, steps=1,
+                                           name="encode", out=str(case_dir / "out" / "encode")), case_dir)
+        agree = token_agreement(train, enc["records"], CUTOFFS[name])
+        print(f"{name}: token check: " + agreement_text(agree), flush=True)
+        cases[name] = {"base": base, "dev": dev, "agree": agree, "dir": case_dir, "runs": {"lf": [], "ours": []}}
 
-    enc = run_worker("lf-encode", dict(base, setting={"packing": False, "gc": False, "dtype": "fp32"}, steps=1,
-                                       name="encode", out=str(work / "out" / "encode")), work)
-    agree = token_agreement(train, enc["records"])
-    print("token check: " + agreement_text(agree), flush=True)
-
-    trial_lines, trial_note = [], f"{args.trial_steps} steps each, tokens/s over steps 2..{args.trial_steps}"
+    # the setting trial runs on the first workload; its fastest settings then run every workload
+    first = cases[names[0]]
+    trial_lines = []
+    trial_note = f"{args.trial_steps} steps each on the {names[0]} workload, tokens/s over steps 2..{args.trial_steps}"
     lf_set = parse_setting("lf", args.lf_setting) if args.lf_setting else None
     ours_set = parse_setting("ours", args.ours_setting) if args.ours_setting else None
     if lf_set is None or ours_set is None or args.trial_only:
-        t_lf, t_ours, trial_lines = trial(work, base, args.trial_steps)
+        t_lf, t_ours, trial_lines = trial(first["dir"], first["base"], args.trial_steps)
         lf_set, ours_set = lf_set or t_lf, ours_set or t_ours
         if args.trial_only:
             print(f"fastest: LLaMA-Factory {label('lf', t_lf)}; tunesmith {label('ours', t_ours)}")
             return 0
-    elif (work / "trial.json").is_file():
-        saved = json.loads((work / "trial.json").read_text(encoding="utf-8"))
+    elif (first["dir"] / "trial.json").is_file():
+        saved = json.loads((first["dir"] / "trial.json").read_text(encoding="utf-8"))
         trial_lines = saved["lines"]
-        trial_note = (f"an earlier `--trial-only` run, {saved['when']}: {saved['steps']} steps each, tokens/s over "
-                      f"steps 2..{saved['steps']}; fastest LLaMA-Factory {label('lf', saved['lf'])}, tunesmith "
-                      f"{label('ours', saved['ours'])}")
+        trial_note = (f"an earlier `--trial-only` run, {saved['when']}: {saved['steps']} steps each on the "
+                      f"{names[0]} workload, tokens/s over steps 2..{saved['steps']}; fastest LLaMA-Factory "
+                      f"{label('lf', saved['lf'])}, tunesmith {label('ours', saved['ours'])}")
     print(f"settings: LLaMA-Factory {label('lf', lf_set)}; tunesmith {label('ours', ours_set)}", flush=True)
 
     load_start = os.getloadavg()
-    runs = {"lf": [], "ours": []}
-    for i in range(args.repeats):
-        for tool, s in (("lf", lf_set), ("ours", ours_set)):
-            spec = dict(base, setting=s, steps=args.steps, name=f"run{i}", out=str(work / "out" / f"{tool}{i}"))
-            r = run_worker(tool, spec, work)
-            runs[tool].append(r)
-            print(f"repeat {i + 1}/{args.repeats} {tool:4s}: {r['tok_s']:7.1f} tok/s  {r['step_s']:.2f} s/step  "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB  last loss {r['losses'][-1]:.4f}  ({r['tokens']:,} tokens)",
-                  flush=True)
+    for i in range(args.repeats):  # interleaved: every workload and tool once per repeat
+        for name in names:
+            case = cases[name]
+            for tool, s in (("lf", lf_set), ("ours", ours_set)):
+                spec = dict(case["base"], setting=s, steps=args.steps, name=f"run{i}",
+                            out=str(case["dir"] / "out" / f"{tool}{i}"))
+                r = run_worker(tool, spec, case["dir"])
+                case["runs"][tool].append(r)
+                print(f"repeat {i + 1}/{args.repeats} {name:8s} {tool:4s}: {r['tok_s']:7.1f} tok/s  "
+                      f"{r['step_s']:.2f} s/step  first step {r['first_step_s']:.1f} s  peak RSS "
+                      f"{r['peak_rss_mb']:.0f} MB  last loss {r['losses'][-1]:.4f}  ({r['tokens']:,} tokens)",
+                      flush=True)
     load_end = os.getloadavg()
-    adapters = [None] + [r["adapter"] for tool in ("lf", "ours") for r in runs[tool]]
-    losses = dev_losses(adapters, dev)
-    base_loss, k = losses[0], 1
-    for tool in ("lf", "ours"):
-        for r in runs[tool]:
-            r["dev_loss"] = losses[k]
-            k += 1
-    text = report(args, runs, lf_set, ours_set, agree, (trial_note, trial_lines), base_loss, seconds, reused,
+    for case in cases.values():
+        adapters = [None] + [r["adapter"] for tool in ("lf", "ours") for r in case["runs"][tool]]
+        losses = dev_losses(adapters, case["dev"], case["base"]["cutoff"])
+        case["base_loss"], k = losses[0], 1
+        for tool in ("lf", "ours"):
+            for r in case["runs"][tool]:
+                r["dev_loss"] = losses[k]
+                k += 1
+    text = report(args, cases, lf_set, ours_set, (trial_note, trial_lines), seconds, reused,
                   (load_before, load_start, load_end), cpu_name(), threads)
     print("\n" + text)
     if args.append:
@@ -513,31 +563,33 @@ def agreement_text(a: dict) -> str:
     return (f"first record: ids {'equal' if a['first_ids_equal'] else 'DIFFER'}, labels "
             f"{'equal' if a['first_labels_match'] else 'DIFFER'} (apart from the newline after <|im_end|>, which "
             f"LLaMA-Factory's template also learns); input ids equal on {a['ids_equal']}/{a['records']} records "
-            f"(LLaMA-Factory cuts {a['lf_cut']} records longer than its cutoff {CUTOFF}, up to "
+            f"(LLaMA-Factory cuts {a['lf_cut']} records longer than its cutoff {a['cutoff']}, up to "
             f"{a['longest_ours']} tokens; on the {a['whole']} it leaves whole ids equal on {a['ids_equal_whole']}, "
             f"labels on {a['labels_match']} apart from that newline, exactly on {a['labels_equal']})")
 
 
-def report(args, runs, lf_set, ours_set, agree, trial, base_loss, install_s, reused, loads, cpu, threads):
+def report(args, cases, lf_set, ours_set, trial, install_s, reused, loads, cpu, threads):
     import peft
     import torch
     import transformers
 
-    ratios = [o["tok_s"] / f["tok_s"] for f, o in zip(runs["lf"], runs["ours"])]
     cmd = "python bench/bench_vs_llamafactory.py " + " ".join(sys.argv[1:])
 
-    def row(name, rs):
+    def row(workload, name, rs):
         each = ", ".join(f"{r['tok_s']:.1f}" for r in rs)
         dev = ", ".join(f"{r['dev_loss']:.4f}" for r in rs)
-        return (f"| {name} | {summarize([r['tok_s'] for r in rs])} | {each} | "
-                f"{summarize([r['step_s'] for r in rs])} | {summarize([r['peak_rss_mb'] for r in rs])} | {dev} |")
+        return (f"| {workload} | {name} | {summarize([r['tok_s'] for r in rs])} | {each} | "
+                f"{summarize([r['step_s'] for r in rs])} | {summarize([r['first_step_s'] for r in rs])} | "
+                f"{summarize([r['peak_rss_mb'] for r in rs])} | {dev} |")
 
     from tunesmith.train.runtime import resolve_train_dtype
 
-    lf_dtype = runs["lf"][0].get("base_dtype")
+    any_case = next(iter(cases.values()))
+    lf_dtype = any_case["runs"]["lf"][0].get("base_dtype")
+    ours_dtype = any_case["runs"]["ours"][0].get("base_dtype")
     auto_dtype = resolve_train_dtype("auto", "cpu")
     lines = [
-        "## Training speed vs LLaMA-Factory 0.9.5, its workload side by side "
+        "## Training speed vs LLaMA-Factory 0.9.5 on three workloads, side by side "
         f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
         "",
         f"- CPU: {cpu}, {threads} torch threads in both tools; shared machine, load average (1/5/15 min) "
@@ -546,35 +598,41 @@ def report(args, runs, lf_set, ours_set, agree, trial, base_loss, install_s, reu
         f"- tunesmith: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}",
         f"- LLaMA-Factory: {lf_versions()} (own venv; " + (f"its install took {install_s:.0f} s" if reused
                                                              else f"installed in {install_s:.0f} s") + ")",
-        f"- workload: SmolLM2-135M-Instruct (the converted default folder, both tools), the first "
-        f"{args.train_samples} RoleBench-zh general-train 李白 answers with the persona system prompt, "
-        f"LoRA r8/alpha 16/dropout 0 all linear layers, cutoff {CUTOFF} "
-        f"(tunesmith: max_source_len {OURS_SOURCE}, max_target_len {OURS_TARGET}: 128 + 128 would cut 153 of the "
-        "prompts LLaMA-Factory keeps whole), "
-        f"batch 8, lr 2e-4 cosine, no warmup, {args.steps} steps; file order in both (LLaMA-Factory "
-        "disable_shuffling, tunesmith data.shuffle false)",
-        f"- settings: LLaMA-Factory {label('lf', lf_set)} (base weights trained in {lf_dtype}: for training it "
-        "loads with torch_dtype='auto', the folder's config.json dtype, float32 in the converted folder, whatever "
-        "`infer_dtype` says, which only applies to inference; `bf16: true` autocasts); tunesmith "
-        f"{label('ours', ours_set)} (base weights {runs['ours'][0].get('base_dtype')}; its dtype=auto resolves to "
+        f"- workloads, the first {args.train_samples} records of each in file order:",
+        *[f"  - {name}: {WORKLOADS[name]}" for name in cases],
+        "- both tools: SmolLM2-135M-Instruct (the converted default folder), LoRA r8/alpha 16/dropout 0 all linear "
+        "layers, cutoff " + ", ".join(f"{CUTOFFS[n]} ({n})" for n in cases) + " (tunesmith: max_source_len and "
+        "max_target_len both the cutoff, so that every record LLaMA-Factory keeps whole is the same tokens in both), "
+        "batch 8, "
+        f"lr 2e-4 cosine, no warmup, {args.steps} steps; file order in both (LLaMA-Factory disable_shuffling, "
+        "tunesmith data.shuffle false)",
+        f"- settings: LLaMA-Factory {label('lf', lf_set)} (base weights trained in {lf_dtype}; `bf16: true` "
+        f"autocasts); tunesmith {label('ours', ours_set)} (base weights {ours_dtype}; its dtype=auto resolves to "
         f"{auto_dtype} on this CPU)",
-        "- token check (LLaMA-Factory's own data pipeline, `smollm2` template, vs tunesmith's `auto` template, "
-        "the tokenizer's chat template): " + agreement_text(agree),
-        f"- tunesmith's shared prompt prefixes on these batches (file order): {agree['sharing']}",
+        *[f"- {name}: token check (LLaMA-Factory's own data pipeline, `smollm2` template, vs tunesmith's `auto` "
+          f"template): {agreement_text(c['agree'])}; tunesmith's shared prompt prefixes: {c['agree']['sharing']}"
+          for name, c in cases.items()],
         f"- tokens/s: real (non-padding) tokens from the end of step 1 to the end of step {args.steps}, "
-        "on_step_end clock in both; peak RSS of the training process; dev loss: mean answer-token loss of the saved "
-        f"adapter on {args.dev_samples} held-out 李白 records, one shared function (base alone: {base_loss:.4f})",
+        "on_step_end clock in both (the first step, where torch.compile compiles, is outside it and has a column of "
+        "its own); peak RSS of the training process; dev loss: mean answer-token loss of the saved adapter on "
+        f"{args.dev_samples} held-out records of the workload, one shared function (base alone: "
+        + ", ".join(f"{name} {c['base_loss']:.4f}" for name, c in cases.items()) + ")",
         f"- command: `{cmd}`",
         "",
-        "| tool (setting) | real tokens/s median (min–max) | runs | s/step median (min–max) | peak RSS MB median "
-        "(min–max) | dev loss per run |",
-        "|---|---|---|---|---|---|",
-        row(f"LLaMA-Factory ({label('lf', lf_set)})", runs["lf"]),
-        row(f"tunesmith ({label('ours', ours_set)})", runs["ours"]),
-        "",
-        f"Ratio tunesmith / LLaMA-Factory per repeat: {', '.join(f'{x:.2f}x' for x in ratios)}; median "
-        f"{statistics.median(ratios):.2f}x.",
+        "| workload | tool (setting) | real tokens/s median (min–max) | runs | s/step median (min–max) | first step s "
+        "| peak RSS MB median (min–max) | dev loss per run |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    for name, c in cases.items():
+        lines += [row(name, f"LLaMA-Factory ({label('lf', lf_set)})", c["runs"]["lf"]),
+                  row(name, f"tunesmith ({label('ours', ours_set)})", c["runs"]["ours"])]
+    lines.append("")
+    for name, c in cases.items():
+        ratios = [o["tok_s"] / f["tok_s"] for f, o in zip(c["runs"]["lf"], c["runs"]["ours"])]
+        gap = statistics.median(r["dev_loss"] for r in c["runs"]["ours"]) / \
+            statistics.median(r["dev_loss"] for r in c["runs"]["lf"]) - 1
+        lines.append(f"- {name}: tunesmith / LLaMA-Factory per repeat {', '.join(f'{x:.2f}x' for x in ratios)}; "
+                     f"median {statistics.median(ratios):.2f}x; dev loss tunesmith vs LLaMA-Factory {100 * gap:+.2f} %")
     trial_note, trial_lines = trial
     if trial_lines:
         lines += ["", f"Setting trial ({trial_note}):", ""]

@@ -87,7 +87,7 @@ def test_dtype_device_steps_and_batches_map_to_the_trainer_names():
     assert _args()["use_cpu"] is True and _args()["output_dir"] == str(Path("out/checkpoints"))
     g = _args("gradient_checkpointing=true")
     assert g["activation_checkpointing"] is True and g["activation_checkpointing_kwargs"] == {"use_reentrant": False}
-    assert _args()["torch_compile"] is False and _args("compile=true")["torch_compile"] is True
+    assert _args()["torch_compile"] is False and _args("compile=true")["torch_compile"] is False
 
 
 def test_the_trainer_accepts_the_arguments(tmp_path):

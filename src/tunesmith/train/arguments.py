@@ -81,7 +81,7 @@ def training_arguments(cfg, *, checkpoints_dir: str | Path, has_dev: bool, resum
         bf16=dtype == "bf16",
         fp16=dtype == "fp16",
         use_cpu=device == "cpu",
-        torch_compile=cfg.compile,
+        torch_compile=False,  # tunesmith compiles layer by layer itself (tunesmith.train.compiling)
         activation_checkpointing=cfg.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         report_to="none",

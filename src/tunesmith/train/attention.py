@@ -13,6 +13,12 @@ where each starts.  transformers passes these keyword arguments down to the atte
 
 `check_packing(model)` proves on a small probe that packed logits equal per-conversation logits
 before training starts (models with their own attention code may ignore position ids).
+
+Under torch.compile (tunesmith.train.compiling) this function stays eager: its per-conversation loop
+depends on the batch's boundaries, which would otherwise be baked into the compiled code and recompile it
+for every batch. The boundaries travel as tensors so that the compiled layers around it guard on nothing
+but shapes. The row is cut into its segments with one split (whose backward is one concatenation) rather
+than a slice per segment (whose backward zero-fills a row-sized gradient for each).
 """
 
 from __future__ import annotations
@@ -39,31 +45,39 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout: fl
     if segments is None:
         bounds = cu.tolist()
         segments = [(a, b, a, a) for a, b in zip(bounds[:-1], bounds[1:])]
+    elif hasattr(segments, "tolist"):
+        segments = segments.tolist()
+    # segments tile the row in order; a shared prefix is itself one of them
+    sizes = [b - a for a, b, _, _ in segments]
+    qs, ks, vs = (t.split(sizes, dim=2) for t in (query, key, value))
+    piece = {(a, b): i for i, (a, b, _, _) in enumerate(segments)}
     outs = []
-    for a, b, pa, pb in segments:
+    for i, (a, b, pa, pb) in enumerate(segments):
         if b <= a:
             continue
         if pb <= pa:
-            outs.append(F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b],
-                                                       dropout_p=dropout, scale=scaling, is_causal=True))
+            outs.append(F.scaled_dot_product_attention(qs[i], ks[i], vs[i], dropout_p=dropout, scale=scaling,
+                                                       is_causal=True))
             continue
         # after a shared prefix: every prefix key, then causal over the segment's own keys
+        j = piece[(pa, pb)]
         n, p = b - a, pb - pa
         allowed = torch.ones(n, p + n, dtype=torch.bool, device=query.device).tril(diagonal=p)
         outs.append(F.scaled_dot_product_attention(
-            query[:, :, a:b], torch.cat([key[:, :, pa:pb], key[:, :, a:b]], dim=2),
-            torch.cat([value[:, :, pa:pb], value[:, :, a:b]], dim=2), attn_mask=allowed, dropout_p=dropout,
-            scale=scaling))
+            qs[i], torch.cat([ks[j], ks[i]], dim=2), torch.cat([vs[j], vs[i]], dim=2), attn_mask=allowed,
+            dropout_p=dropout, scale=scaling))
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None
 
 
 def register_packed_attention() -> None:
+    import torch
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
 
     if PACKED_ATTENTION not in AttentionInterface._global_mapping:
-        AttentionInterface.register(PACKED_ATTENTION, packed_sdpa_attention)
+        # eager under torch.compile (module docstring)
+        AttentionInterface.register(PACKED_ATTENTION, torch.compiler.disable(packed_sdpa_attention))
     if PACKED_ATTENTION not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
         # Padded batches and generation still need sdpa's masks.
         AttentionMaskInterface.register(PACKED_ATTENTION, sdpa_mask)

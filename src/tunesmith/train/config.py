@@ -174,8 +174,9 @@ class TrainConfig:
     quantization: str = field(default="none", metadata=_help("none | 8bit | 4bit (QLoRA; CUDA + bitsandbytes)"))
     gradient_checkpointing: bool = field(default=False, metadata=_help(
         "recompute activations in the backward pass: less memory, slower"))
-    compile: bool = field(default=False, metadata=_help(
-        "torch.compile the model (inductor): faster steps after a one-off compile of minutes (docs/training.md)"))
+    compile: str = field(default="auto", metadata=_help(
+        "auto | true | false: torch.compile the decoder layers (inductor), faster steps after a one-off compile; "
+        "auto compiles when the run's measured step time says it pays (docs/training.md)"))
     seed: int = field(default=42, metadata=_help("data order, LoRA initialisation, dropout"))
     resume: bool = field(default=False, metadata=_help(
         "continue from the last checkpoint in output_dir (fails if there is none)"))
@@ -440,6 +441,16 @@ def build_config(raw: dict[str, Any], where: dict[str, str] | None = None) -> Tr
     return cfg
 
 
+COMPILE_MODES = ("auto", "true", "false")
+_COMPILE_SPELLINGS = {"auto": "auto", "true": "true", "yes": "true", "on": "true", "1": "true",
+                      "false": "false", "no": "false", "off": "false", "0": "false"}
+
+
+def compile_mode(value) -> str | None:
+    """'auto' | 'true' | 'false' from a YAML bool or a string; None when it is none of them."""
+    return _COMPILE_SPELLINGS.get(str(value).strip().lower())
+
+
 def _choice(value: str, choices: tuple[str, ...], key: str, where: dict[str, str]) -> None:
     if value not in choices:
         loc = where.get(key)
@@ -466,6 +477,8 @@ def validate(cfg: TrainConfig, where: dict[str, str] | None = None) -> None:
         raise ConfigError(f"{loc + ': ' if loc else ''}{key}: {msg}")
 
     _choice(cfg.scheduler, SCHEDULERS, "scheduler", where)
+    cfg.compile = compile_mode(cfg.compile) or cfg.compile
+    _choice(cfg.compile, COMPILE_MODES, "compile", where)
     if cfg.generation is not None:
         cfg.generation = _check_generation(cfg.generation, where)
     _choice(cfg.dtype, DTYPES, "dtype", where)

@@ -124,7 +124,7 @@ class PackedCollator:
             weights = [w for a, b, _, _ in row.segments for w in _sample_weights(row.labels[a:b])]
             batch["loss_weights"] = torch.tensor([weights], dtype=torch.float32)
         if self.share_prefixes and any(pb > pa for _, _, pa, pb in row.segments):
-            batch["packed_segments"] = tuple(row.segments)
+            batch["packed_segments"] = torch.tensor(row.segments, dtype=torch.int64)
         if self.varlen_kwargs:
             bounds = [0] + [b for _, b, _, _ in row.segments]
             cu = torch.tensor(bounds, dtype=torch.int32)

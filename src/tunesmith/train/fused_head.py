@@ -97,7 +97,7 @@ def _packed_log_probs(model, kwargs, labels, num_items_in_batch, outputs, chunk_
     packed: dict = {"input_ids": torch.tensor([row.ids], device=ids.device),
                     "position_ids": torch.tensor([row.positions], device=ids.device), "use_cache": False}
     if any(pb > pa for _, _, pa, pb in row.segments):
-        packed["packed_segments"] = tuple(row.segments)
+        packed["packed_segments"] = torch.tensor(row.segments, dtype=torch.int64)
     bounds = [0] + [b for _, b, _, _ in row.segments]
     cu = torch.tensor(bounds, dtype=torch.int32, device=ids.device)
     longest = max(b - a for a, b in zip(bounds[:-1], bounds[1:]))

@@ -46,6 +46,7 @@ from tunesmith.train.adapter import save_adapter, verify_adapter
 from tunesmith.train.arguments import training_arguments
 from tunesmith.train.attention import PACKED_ATTENTION, PACKING_TOLERANCE, check_shared_prefixes, choose_packing
 from tunesmith.train.checkpoints import resume_point
+from tunesmith.train.compiling import CompileCallback
 from tunesmith.train.config import TrainConfig, dump_config, load_config
 from tunesmith.train.dataset import ListDataset, PackedCollator, PaddedCollator
 from tunesmith.train.lora import start_adapter
@@ -231,11 +232,15 @@ def build_trainer(setup: RunSetup, callbacks: list, stream=None) -> TunesmithTra
             if cfg.data.packing else PaddedCollator(tuned.tokenizer.pad_token_id, sample_weights=per_sample)
         if tuned.share_prefixes:
             log("shared prompt prefixes: " + saving_line(data.train_samples, cfg.batch_size), stream)
+        compiling = [CompileCallback(cfg.compile, rt.device, stream)] if cfg.compile != "false" else []
         trainer = TunesmithTrainer(
             model=tuned.model, args=TrainingArguments(**training_kwargs), train_dataset=ListDataset(data.train_samples),
             eval_dataset=ListDataset(data.dev_samples) if has_dev else None, data_collator=collator,
-            processing_class=tuned.tokenizer, callbacks=[progress, *callbacks], head=tuned.head,
+            processing_class=tuned.tokenizer, callbacks=[progress, *compiling, *callbacks], head=tuned.head,
         )
+        if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:  # sharded parameters: leave the model alone
+            for cb in compiling:
+                trainer.remove_callback(cb)
     else:
         trainer = preference_trainer(cfg, model=tuned.model, tokenizer=tuned.tokenizer, training_kwargs=training_kwargs,
                                      train_rows=data.train_samples, dev_rows=data.dev_samples,

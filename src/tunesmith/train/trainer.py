@@ -156,7 +156,8 @@ class TunesmithTrainer(StopsWhenResumedFinished, Trainer):
         model = self.model_wrapped if self.is_deepspeed_enabled or self.is_fsdp_enabled else self.model
         start = time.perf_counter()
         total = torch.zeros(2, dtype=torch.float64, device=self.args.device)
-        with eval_mode(model):
+        # compiled layers (tunesmith.train.compiling) run eager here: no-grad graphs would be a second compile
+        with eval_mode(model), torch.compiler.set_stance("force_eager"):
             for inputs in dataloader:
                 inputs = self._prepare_inputs(inputs)
                 with self.compute_loss_context_manager():
@@ -173,5 +174,6 @@ class TunesmithTrainer(StopsWhenResumedFinished, Trainer):
             f"{metric_key_prefix}_runtime": round(time.perf_counter() - start, 3),
         }
         self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        with torch.compiler.set_stance("force_eager"):  # the progress display's sample generation
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
