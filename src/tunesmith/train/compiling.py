@@ -36,10 +36,11 @@ from transformers import TrainerCallback
 from tunesmith.train.runtime import log
 
 # A compiled step's time as a fraction of the eager one, and a cold compile's seconds (empty inductor
-# cache), both on a 2-core CPU with SmolLM2-135M, on the cautious side of what was measured (BENCHMARKS.md,
-# "Training speed vs LLaMA-Factory 0.9.5 on three workloads"), so that `auto` errs towards not compiling.
+# cache), both for SmolLM2-135M on 2-core CPUs, on the cautious side of what was measured, so that `auto`
+# errs towards not compiling: compiled steps took 0.65-0.8 of the eager ones on an Intel Xeon (bf16, AMX;
+# BENCHMARKS.md, "on three workloads"), where a cold compile took 30-45 s; an AMD EPYC (fp32) took 145 s.
 COMPILED_STEP_FRACTION = 0.8
-COMPILE_SECONDS = 60.0
+COMPILE_SECONDS = 150.0
 
 def decoder_layers(model) -> list:
     """The repeated blocks of a (PEFT-wrapped) causal LM: the longest ModuleList whose modules share a class."""
