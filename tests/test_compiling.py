@@ -115,3 +115,10 @@ def test_config_names_a_bad_compile_value():
 
     with pytest.raises(ConfigError, match="compile: 'sometimes' is not one of auto, true, false"):
         load_config(None, base={"model": "default", "data": {"train": "t.jsonl"}, "compile": "sometimes"})
+
+
+def test_checkpointing_or_quantization_keep_the_run_eager(monkeypatch, capsys):
+    monkeypatch.setattr(compiling, "compile_layers", lambda model: pytest.fail("compiled a blocked run"))
+    CompileCallback("true", "cpu", blocked="gradient checkpointing is on").on_train_begin(None, _State(0, 5), None,
+                                                                                         model="m")
+    assert "compile: off (gradient checkpointing is on)" in capsys.readouterr().out

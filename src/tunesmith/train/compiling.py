@@ -22,7 +22,9 @@ takes the step time it has just measured, `t`, and compiles when
 
 with both constants measured on CPUs by bench/bench_vs_llamafactory.py (docs/training.md). It stays off on
 GPUs (not measured there: set `compile: true` to try), under DeepSpeed/FSDP, when inductor has no compiler
-to call (a CPU build needs a C++ compiler), and for the preference methods (TRL's trainers).
+to call (a CPU build needs a C++ compiler), and for the preference methods (TRL's trainers); gradient
+checkpointing and quantized (bitsandbytes) layers keep a run eager even with `compile: true` (not tried
+together).
 Evaluation and sample generation during training run eager; after training the layers are eager again.
 """
 
@@ -97,15 +99,16 @@ class CompileCallback(TrainerCallback):
     """Compiles the model's layers before the first step (`compile: true`) or after the second when it pays
     (`compile: auto`); makes them eager again when training ends."""
 
-    def __init__(self, mode: str, device: str, stream=None):
+    def __init__(self, mode: str, device: str, stream=None, blocked: str | None = None):
         self.mode = mode
         self.device = device
         self.stream = stream
+        self.blocked = blocked  # why this run stays eager whatever the mode says
         self.compiled = False
         self.marks: list[tuple[int, float]] = []
 
     def _compile(self, model, why: str) -> None:
-        missing = compiler_missing(self.device)
+        missing = self.blocked or compiler_missing(self.device)
         if missing:
             log(f"compile: off ({missing}); {why}", self.stream)
             return

@@ -232,7 +232,9 @@ def build_trainer(setup: RunSetup, callbacks: list, stream=None) -> TunesmithTra
             if cfg.data.packing else PaddedCollator(tuned.tokenizer.pad_token_id, sample_weights=per_sample)
         if tuned.share_prefixes:
             log("shared prompt prefixes: " + saving_line(data.train_samples, cfg.batch_size), stream)
-        compiling = [CompileCallback(cfg.compile, rt.device, stream)] if cfg.compile != "false" else []
+        blocked = "gradient checkpointing is on" if cfg.gradient_checkpointing else \
+            f"{cfg.quantization} quantized layers" if cfg.quantization != "none" else None
+        compiling = [CompileCallback(cfg.compile, rt.device, stream, blocked)] if cfg.compile != "false" else []
         trainer = TunesmithTrainer(
             model=tuned.model, args=TrainingArguments(**training_kwargs), train_dataset=ListDataset(data.train_samples),
             eval_dataset=ListDataset(data.dev_samples) if has_dev else None, data_collator=collator,
