@@ -1,7 +1,7 @@
-"""Training speed side by side with LLaMA-Factory 0.9.5 on the same workload, each tool at its fastest setting.
+"""Training speed side by side with LLaMA-Factory 0.9.5 on three workloads, each tool at its fastest setting.
 
-    python bench/bench_vs_llamafactory.py --steps 3 --repeats 1          # a quick end-to-end check
-    python bench/bench_vs_llamafactory.py --repeats 3 --append           # 30 steps, 3 repeats, into BENCHMARKS.md
+    python bench/bench_vs_llamafactory.py --steps 3 --repeats 1 --workloads short   # a quick end-to-end check
+    python bench/bench_vs_llamafactory.py --steps 20 --repeats 3 --append           # every workload, into BENCHMARKS.md
 
 LLaMA-Factory is installed once into a venv of its own (runs/bench/llamafactory-venv, reused when present) with
 the pins it can run with here: transformers <= 5.6, peft <= 0.18.1, accelerate <= 1.11, datasets <= 4.0 and
@@ -9,21 +9,25 @@ the CPU build of torch 2.13.0 (the wheel pip finds beside the project's pins, as
 an unpinned torch pulls a CUDA build). torchvision is uninstalled and torchaudio's CUDA-linked libraries are
 deleted: neither loads on a CPU torch, and LLaMA-Factory imports them.
 
-The workload, the same for both tools, in file order: SmolLM2-135M-Instruct (the project's converted default
-model folder; both tools load that folder), the first 240 RoleBench-zh general-train answers of 李白 with the
-persona system prompt, LoRA r8 / alpha 16 / dropout 0 on all linear layers, cutoff 256 (tunesmith: 256 prompt +
-256 answer tokens, see OURS_SOURCE), batch 8, lr 2e-4 with cosine decay and no warmup, 30 steps. LLaMA-Factory
-reads the data as a sharegpt dataset (dataset_info.json) with its `smollm2` template; the bench checks that its
-token ids and labels equal tunesmith's `auto` template (the tokenizer's own chat template) on every training
-record.
+The workloads (WORKLOADS), the first 240 records of each in file order, the same for both tools:
+- persona: RoleBench-zh general-train answers of 李白 with the persona system prompt (72 tokens of a ~226-token
+  record): where tunesmith's shared prompt prefixes save most;
+- short: the same answers with a one-sentence system prompt (17 tokens): little to share, the step itself counts;
+- iecls: the IE + CLS training records (instruction in the user turn, ~420 tokens a record), cutoff 512.
+Both tools train SmolLM2-135M-Instruct (the project's converted default model folder; both load that folder), LoRA
+r8 / alpha 16 / dropout 0 on all linear layers, cutoff 256 (512 for iecls; tunesmith: that many prompt and answer
+tokens, see CUTOFFS), batch 8, lr 2e-4 with cosine decay and no warmup. LLaMA-Factory reads the data as a sharegpt
+dataset (dataset_info.json) with its `smollm2` template; the bench checks that its token ids and labels equal
+tunesmith's `auto` template (the tokenizer's own chat template) on every training record it keeps whole.
 File order in both: LLaMA-Factory's `disable_shuffling` (neat_packing then regroups records into rows by length),
-tunesmith's `data.shuffle: false` (its packing keeps each batch's 8 records, in order, in one row). In 30 steps
-of 8 without packing both see each of the 240 records exactly once.
+tunesmith's `data.shuffle: false` (its packing keeps each batch's 8 records, in order, in one row).
 
-Each tool runs at its fastest setting on this machine, picked by a short trial (--trial-steps) unless given:
-LLaMA-Factory no packing vs neat_packing x gradient checkpointing on/off x fp32 vs bf16 (bf16: true, autocast);
-tunesmith packing with shared prompt prefixes (its default) in fp32 / bf16, packing without them, no packing
-(and what dtype auto resolves to).
+Each tool runs at its fastest setting on this machine, picked by a short trial on the first workload
+(--trial-steps) unless given: LLaMA-Factory no packing vs neat_packing x gradient checkpointing on/off x fp32 vs
+bf16 (bf16: true, autocast), and no packing with torch_compile; tunesmith packing with shared prompt prefixes (its
+default) in fp32 / bf16, each with and without `compile: true`, packing without them, no packing. A CPU whose bf16
+matmul is emulated skips the bf16 settings; one whose bf16 runs at least FAST_BF16 x fp32 (AMX) skips the fp32 ones.
+The trial's fastest settings then run every workload.
 
 Every run is a subprocess of its own (its peak RSS is the training process's), interleaved LF, ours, LF, ours...
 Real (non-padding) tokens/s is measured the same way for both, from the end of step 1 to the end of the last
@@ -31,8 +35,10 @@ step, by a TrainerCallback's on_step_end clock: LLaMA-Factory's real tokens are 
 receives the batch (non-zero attention_mask entries of the unpadded records or packed rows), tunesmith's by its
 trainer's own non-padding count. Dev loss: after training, each tool's saved adapter (standard PEFT folders) is
 loaded with peft on the same base and one shared function computes the mean answer-token loss on the same 24
-held-out 李白 records (the last 24 李白 questions of the file, none of them among the 240), rendered with
-tunesmith's template, so "the same learning" is measured, not assumed.
+held-out records (李白: the last 24 李白 questions of the file, none of them among the 240; iecls: the first 24 of
+its dev file), rendered with tunesmith's template, so "the same learning" is measured, not assumed. Every run
+compiles with an empty inductor cache, as a first run on a user's machine does; the first step, where
+torch.compile compiles, is outside the tokens/s interval and has a column of its own.
 """
 
 from __future__ import annotations
