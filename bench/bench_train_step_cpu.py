@@ -15,7 +15,8 @@ Variants (each in a process of its own, so one's threads, compiled code or alloc
 Modifiers, joined with "-" (e.g. compile-bf16-weights, rows-1024-bf16-weights, share-bf16-weights):
 - share: shared prompt prefixes (tunesmith's default, data.share_prefixes): the persona the 8 conversations begin
   with is computed once per row (a lone "share" is fp32 with it)
-- compile: torch.compile(model) (inductor, dynamic shapes); its compile time shows in the first step
+- compile: the decoder layers compiled as `compile: true` does (tunesmith.train.compiling: in place, dynamic
+  shapes, the packed attention eager between them); its compile time shows in the first step
 - 1thread: one torch thread instead of one per core
 - rows-N: packing to a fixed context instead of 8 conversations a row: conversations are laid end to end
   until a row would pass N tokens, one row per step
@@ -100,7 +101,11 @@ def worker(variant: str, steps: int, threads: int) -> dict:
             p.data = p.data.float()
     head = output_head(model)
     model.train()
-    forward_model = torch.compile(model, dynamic=True) if "compile" in parts else model
+    if "compile" in parts:
+        from tunesmith.train.compiling import compile_layers
+
+        compile_layers(model)
+    forward_model = model
     row_tokens = int(parts[parts.index("rows") + 1]) if "rows" in parts else None
     groups = batches(tok, steps, 8, row_tokens)
     collate = PackedCollator(share_prefixes="share" in parts)
