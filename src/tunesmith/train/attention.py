@@ -18,8 +18,7 @@ Under torch.compile (tunesmith.train.compiling) this function stays eager: its p
 depends on the batch's boundaries, which would otherwise be baked into the compiled code and recompile it
 for every batch. The boundaries travel as tensors so that the compiled layers around it guard on nothing
 but shapes. The row is cut into its segments with one split (whose backward is one concatenation) rather
-than a slice per segment (whose backward zero-fills a row-sized gradient for each); on a CPU, short
-conversations take sdpa's math kernel (SHORT_SEGMENT).
+than a slice per segment (whose backward zero-fills a row-sized gradient for each).
 """
 
 from __future__ import annotations
@@ -27,25 +26,6 @@ from __future__ import annotations
 from tunesmith.errors import ConfigError
 
 PACKED_ATTENTION = "tunesmith_packed"
-
-
-# On a CPU, conversations up to this many tokens run sdpa's math kernel (plain batched matmuls, whose backward
-# is faster there than the flash kernel's at these lengths); longer ones keep the flash kernel, whose memory
-# does not grow with the square of the length. Measured (SmolLM2-135M, bf16, compiled layers,
-# 2-core Xeon): 8 conversations of ~170 tokens a step ran 8-14 % faster with math (2 alternating runs each),
-# 8 of ~420 tokens 16 % slower (one run).
-SHORT_SEGMENT = 256
-
-
-def short_segment_kernel(query, length: int):
-    """sdpa's math kernel for a short segment on a CPU; otherwise whatever sdpa picks."""
-    import contextlib
-
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    if query.device.type == "cpu" and length <= SHORT_SEGMENT:
-        return sdpa_kernel(SDPBackend.MATH)
-    return contextlib.nullcontext()
 
 
 def packed_sdpa_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
@@ -76,18 +56,16 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout: fl
         if b <= a:
             continue
         if pb <= pa:
-            with short_segment_kernel(query, b - a):
-                outs.append(F.scaled_dot_product_attention(qs[i], ks[i], vs[i], dropout_p=dropout, scale=scaling,
-                                                           is_causal=True))
+            outs.append(F.scaled_dot_product_attention(qs[i], ks[i], vs[i], dropout_p=dropout, scale=scaling,
+                                                       is_causal=True))
             continue
         # after a shared prefix: every prefix key, then causal over the segment's own keys
         j = piece[(pa, pb)]
         n, p = b - a, pb - pa
         allowed = torch.ones(n, p + n, dtype=torch.bool, device=query.device).tril(diagonal=p)
-        with short_segment_kernel(query, n):
-            outs.append(F.scaled_dot_product_attention(
-                qs[i], torch.cat([ks[j], ks[i]], dim=2), torch.cat([vs[j], vs[i]], dim=2), attn_mask=allowed,
-                dropout_p=dropout, scale=scaling))
+        outs.append(F.scaled_dot_product_attention(
+            qs[i], torch.cat([ks[j], ks[i]], dim=2), torch.cat([vs[j], vs[i]], dim=2), attn_mask=allowed,
+            dropout_p=dropout, scale=scaling))
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None
 
