@@ -39,8 +39,9 @@ from tunesmith.train.runtime import log
 
 # A compiled step's time as a fraction of the eager one, and a cold compile's seconds (empty inductor
 # cache), both for SmolLM2-135M on 2-core CPUs, on the cautious side of what was measured, so that `auto`
-# errs towards not compiling: compiled steps took 0.65-0.8 of the eager ones on an Intel Xeon (bf16, AMX;
-# BENCHMARKS.md, "on three workloads"), where a cold compile took 30-45 s; an AMD EPYC (fp32) took 145 s.
+# errs towards not compiling: compiled steps took 0.75-0.8 of the eager ones on an Intel Xeon (bf16, AMX;
+# BENCHMARKS.md, "on three workloads"), where a cold compile took 30-45 s; on an AMD EPYC (fp32, an earlier
+# whole-model compile) it took 145 s.
 COMPILED_STEP_FRACTION = 0.8
 COMPILE_SECONDS = 150.0
 
