@@ -13,7 +13,7 @@ embedding's output asks for a gradient so that the first layer's input looks lik
 
 What it buys is fusion: the norms, rotary embedding, SiLU gate, LoRA's scale-and-add, dtype casts and the
 backward's gradient sums become a few fused kernels instead of hundreds of small ones; the matmuls and the
-attention are what they were. Measured in BENCHMARKS.md ("Training speed on any data").
+attention are what they were. Measured in BENCHMARKS.md ("on three workloads").
 
 `compile: auto` compiles when the run is long enough to win back the compile: after the second step it
 takes the step time it has just measured, `t`, and compiles when
@@ -44,6 +44,7 @@ from tunesmith.train.runtime import log
 # whole-model compile) it took 145 s.
 COMPILED_STEP_FRACTION = 0.8
 COMPILE_SECONDS = 150.0
+
 
 def decoder_layers(model) -> list:
     """The repeated blocks of a (PEFT-wrapped) causal LM: the longest ModuleList whose modules share a class."""
@@ -106,7 +107,7 @@ class CompileCallback(TrainerCallback):
         self.stream = stream
         self.blocked = blocked  # why this run stays eager whatever the mode says
         self.compiled = False
-        self.marks: list[tuple[int, float]] = []
+        self.step_ends: list[float] = []  # when steps 1 and 2 ended (`auto`)
 
     def _compile(self, model, why: str) -> None:
         missing = self.blocked or compiler_missing(self.device)
@@ -123,18 +124,17 @@ class CompileCallback(TrainerCallback):
             self._compile(model, "compile: true")
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if self.mode != "auto" or model is None or len(self.marks) >= 2:
+        if self.mode != "auto" or model is None or len(self.step_ends) >= 2:
             return
-        self.marks.append((state.global_step, time.perf_counter()))
-        if len(self.marks) < 2:  # the first step carries one-off work; time the second
+        self.step_ends.append(time.perf_counter())
+        if len(self.step_ends) < 2:  # the first step carries one-off work; time the second
             return
-        (_, t1), (s2, t2) = self.marks
-        steps_left = state.max_steps - s2
-        on, why = worth_compiling(t2 - t1, steps_left)
         if self.device != "cpu":
             log(f"compile: auto -> off (measured on CPUs only; set compile: true to try it on {self.device})",
                 self.stream)
-        elif on:
+            return
+        on, why = worth_compiling(self.step_ends[1] - self.step_ends[0], state.max_steps - state.global_step)
+        if on:
             self._compile(model, "auto: " + why)
         else:
             log(f"compile: auto -> off ({why})", self.stream)

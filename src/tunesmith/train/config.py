@@ -442,13 +442,16 @@ def build_config(raw: dict[str, Any], where: dict[str, str] | None = None) -> Tr
 
 
 COMPILE_MODES = ("auto", "true", "false")
-_COMPILE_SPELLINGS = {"auto": "auto", "true": "true", "yes": "true", "on": "true", "1": "true",
-                      "false": "false", "no": "false", "off": "false", "0": "false"}
 
 
 def compile_mode(value) -> str | None:
-    """'auto' | 'true' | 'false' from a YAML bool or a string; None when it is none of them."""
-    return _COMPILE_SPELLINGS.get(str(value).strip().lower())
+    """'auto' | 'true' | 'false' from a YAML bool or any spelling parse_bool takes; None for anything else."""
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    try:
+        return "true" if parse_bool(value) else "false"
+    except ConfigError:
+        return None
 
 
 def _choice(value: str, choices: tuple[str, ...], key: str, where: dict[str, str]) -> None:
