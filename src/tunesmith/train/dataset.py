@@ -111,9 +111,13 @@ class PackedCollator:
         self.share_prefixes = share_prefixes
 
     def __call__(self, features: list[dict]) -> dict[str, Any]:
+        return self.batch_of(plan_row(features, share=self.share_prefixes), features)
+
+    def batch_of(self, row, features: list[dict]) -> dict[str, Any]:
+        """The batch of a row already planned from `features` (the preference head keeps the row's
+        placement to put its results back where the padded batch had them)."""
         import torch
 
-        row = plan_row(features, share=self.share_prefixes)
         batch: dict[str, Any] = {
             "input_ids": torch.tensor([row.ids], dtype=torch.long),
             "labels": torch.tensor([row.labels], dtype=torch.long),

@@ -84,6 +84,7 @@ def _packed_log_probs(model, kwargs, labels, num_items_in_batch, outputs, chunk_
     prompt laid once with packing "shared"); the results are scattered back to the batch's (row, position)."""
     import torch
 
+    from tunesmith.train.dataset import PackedCollator
     from tunesmith.train.shared_prefix import plan_row
 
     ids, attention = kwargs["input_ids"], kwargs.get("attention_mask")
@@ -93,16 +94,13 @@ def _packed_log_probs(model, kwargs, labels, num_items_in_batch, outputs, chunk_
     starts = attention.argmax(1).tolist()  # the first real token (0 when right-padded)
     features = [{"input_ids": ids[r, a:a + n].tolist(), "labels": labels[r, a:a + n].tolist()}
                 for r, (a, n) in enumerate(zip(starts, lengths))]
-    row = plan_row(features, share=packing == "shared")
-    packed: dict = {"input_ids": torch.tensor([row.ids], device=ids.device),
-                    "position_ids": torch.tensor([row.positions], device=ids.device), "use_cache": False}
-    if any(pb > pa for _, _, pa, pb in row.segments):
-        packed["packed_segments"] = torch.tensor(row.segments, dtype=torch.int64)
-    bounds = [0] + [b for _, b, _, _ in row.segments]
-    cu = torch.tensor(bounds, dtype=torch.int32, device=ids.device)
-    longest = max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
-    packed.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)
-    out = _answer_log_probs(model, (), packed, torch.tensor([row.labels], device=ids.device), num_items_in_batch,
+    share = packing == "shared"
+    row = plan_row(features, share=share)
+    batch = PackedCollator(share_prefixes=share).batch_of(row, features)
+    packed = {k: v.to(ids.device) if k in ("input_ids", "position_ids", "cu_seq_lens_q", "cu_seq_lens_k") else v
+              for k, v in batch.items() if k not in ("labels", "num_tokens")}
+    packed["use_cache"] = False
+    out = _answer_log_probs(model, (), packed, batch["labels"].to(ids.device), num_items_in_batch,
                             outputs, chunk_size)
     # packed token k -> its flat (batch row, padded position) index
     where = torch.full((len(row.ids),), -1, dtype=torch.long)
