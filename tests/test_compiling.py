@@ -47,8 +47,11 @@ def test_compiled_layers_give_the_eager_loss_and_gradients_without_recompiling_p
     # once dynamic when the length first changed; the third length reuses the dynamic graph
     frames = counters["stats"]["unique_graphs"]
     assert 0 < frames <= 2 * 3, dict(counters["stats"])
+    embeddings_out = model.get_input_embeddings()(batches[0]["input_ids"])
+    assert embeddings_out.requires_grad  # compile_layers' hook: layer 0 sees the same input kind every step
     uncompile_layers(model)
     assert all(layer._compiled_call_impl is None for layer in decoder_layers(model))
+    assert not model.get_input_embeddings()(batches[0]["input_ids"]).requires_grad  # the hook is gone again
     torch._dynamo.reset()
 
 

@@ -75,8 +75,9 @@ def compile_layers(model) -> int:
 
     layers = decoder_layers(model)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if layers and hasattr(base, "enable_input_require_grads"):
+    if layers and hasattr(base, "enable_input_require_grads") and not getattr(base, "_require_grads_hooks", None):
         base.enable_input_require_grads()
+        base._input_grads_for_compile = True  # uncompile_layers takes the hook away again
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
     for layer in layers:
         layer.compile(dynamic=True)
@@ -84,9 +85,14 @@ def compile_layers(model) -> int:
 
 
 def uncompile_layers(model) -> None:
-    """The decoder layers eager again (what nn.Module.compile set, unset)."""
+    """The decoder layers eager again (what nn.Module.compile set, unset), and the embedding output without the
+    gradient compile_layers asked for (a hook that gradient checkpointing had set stays)."""
     for layer in decoder_layers(model):
         layer._compiled_call_impl = None
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base, "_input_grads_for_compile", False):
+        base.disable_input_require_grads()
+        base._input_grads_for_compile = False
 
 
 def worth_compiling(step_seconds: float, steps_left: int) -> tuple[bool, str]:
