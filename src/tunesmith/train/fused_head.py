@@ -97,8 +97,9 @@ def _packed_log_probs(model, kwargs, labels, num_items_in_batch, outputs, chunk_
     share = packing == "shared"
     row = plan_row(features, share=share)
     batch = PackedCollator(share_prefixes=share).batch_of(row, features)
-    packed = {k: v.to(ids.device) if k in ("input_ids", "position_ids", "cu_seq_lens_q", "cu_seq_lens_k") else v
-              for k, v in batch.items() if k not in ("labels", "num_tokens")}
+    # on the batch's device, as the Trainer moves a collated batch (num_tokens is for the progress display only)
+    packed = {k: v.to(ids.device) if hasattr(v, "to") else v for k, v in batch.items()
+              if k not in ("labels", "num_tokens")}
     packed["use_cache"] = False
     out = _answer_log_probs(model, (), packed, batch["labels"].to(ids.device), num_items_in_batch,
                             outputs, chunk_size)
