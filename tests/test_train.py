@@ -277,6 +277,25 @@ def test_saved_adapter_is_complete_and_reloads_to_identical_outputs(trained, tin
     assert (reloaded - base_logits).abs().max() > 1e-3
 
 
+
+def test_every_checkpoint_is_an_adapter_folder_with_the_runs_template(trained, tiny_qwen2):
+    """eval/chat/serve -a on checkpoint-N prompt it as the run trained it, not with the base model's template."""
+    from transformers import AutoTokenizer
+
+    from tunesmith.infer.adapters import load_adapters
+    from tunesmith.template import load_template
+
+    checkpoints = sorted((trained.output_dir / "checkpoints").glob("checkpoint-*"))
+    assert checkpoints
+    base_template = resolve_template("auto", AutoTokenizer.from_pretrained(tiny_qwen2))
+    assert base_template.default_system is None  # so a checkpoint read with the base template would lose 你是诗人
+    for ckpt in checkpoints:
+        assert load_template(ckpt).to_dict() == load_template(trained.adapter_dir).to_dict()
+        assert (ckpt / "train_config.yaml").read_text() == (trained.adapter_dir / "train_config.yaml").read_text()
+    base = AutoModelForCausalLM.from_pretrained(tiny_qwen2, dtype=torch.float32)
+    _, templates = load_adapters(base, {"ckpt": checkpoints[-1]}, base_template)
+    assert templates["ckpt"].default_system == "你是诗人"
+
 class _StopAt(TrainerCallback):
     """Simulates an interruption: the run stops right after step `k` (after its checkpoint)."""
 

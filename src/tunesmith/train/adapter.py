@@ -2,6 +2,7 @@
 
     from tunesmith.train.adapter import save_adapter, adapter_tensor_stats
     save_adapter(peft_model, tokenizer, template, "runs/libai/adapter", config_yaml=text)
+    trainer.add_callback(CheckpointAdapterFiles(template, config_yaml=text))   # checkpoints get template.json too
 
 The folder is an ordinary PEFT adapter (adapter_model.safetensors + adapter_config.json with the base
 model's path), plus template.json, the tokenizer, train_config.yaml, for a character character.json, and with a
@@ -15,6 +16,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from tunesmith.errors import ModelError
 from tunesmith.fsio import atomic_dir
@@ -47,10 +51,6 @@ def save_adapter(model, tokenizer, template, out_dir: str | os.PathLike, *, conf
                  base_model: str | None = None, character=None, generation: dict | None = None) -> Path:
     """Write the adapter folder (PEFT files, template.json, tokenizer, train_config.yaml; character.json when a
     tunesmith.character.Character is given; generation.json, the recommended sampler, when given)."""
-    from tunesmith.character import save_character
-    from tunesmith.infer.options import save_generation
-    from tunesmith.template import save_template
-
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
         # Only the trained adapter: a preference run also holds its frozen reference copy ("ref").
@@ -62,15 +62,45 @@ def save_adapter(model, tokenizer, template, out_dir: str | os.PathLike, *, conf
             cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
             cfg["base_model_name_or_path"] = base_model
             cfg_path.write_text(json.dumps(cfg, ensure_ascii=False, indent=2), encoding="utf-8")
-        save_template(template, tmp)
         tokenizer.save_pretrained(str(tmp))
-        if config_yaml is not None:
-            (tmp / "train_config.yaml").write_text(config_yaml, encoding="utf-8")
-        if character is not None:
-            save_character(character, tmp)
-        if generation:
-            save_generation(generation, tmp)
+        write_adapter_files(tmp, template, config_yaml=config_yaml, character=character, generation=generation)
     return out
+
+
+def write_adapter_files(folder: str | os.PathLike, template, *, config_yaml: str | None = None, character=None,
+                        generation: dict | None = None) -> None:
+    """Write what makes a PEFT folder an adapter tunesmith serves as it was trained: template.json, and where
+    given train_config.yaml, character.json and generation.json (each file atomically)."""
+    from tunesmith.character import save_character
+    from tunesmith.fsio import atomic_write
+    from tunesmith.infer.options import save_generation
+    from tunesmith.template import save_template
+
+    folder = Path(folder)
+    save_template(template, folder)
+    if config_yaml is not None:
+        atomic_write(folder / "train_config.yaml", config_yaml)
+    if character is not None:
+        save_character(character, folder)
+    if generation:
+        save_generation(generation, folder)
+
+
+class CheckpointAdapterFiles(TrainerCallback):
+    """Give every checkpoint the Trainer saves the adapter's own files (write_adapter_files).
+
+    The Trainer writes PEFT's files, the tokenizer and its state into checkpoints/checkpoint-N, no template:
+    `tunesmith eval -a ...checkpoint-N` would then prompt with the base model's template, which is wrong for
+    any run trained on another one (the IE recipe's plain template, a card's persona as default system)."""
+
+    def __init__(self, template, *, config_yaml: str | None = None, character=None, generation: dict | None = None):
+        self.template, self.config_yaml, self.character, self.generation = template, config_yaml, character, generation
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            write_adapter_files(folder, self.template, config_yaml=self.config_yaml, character=self.character,
+                                generation=self.generation)
 
 
 def active_adapter(model) -> str:

@@ -42,7 +42,7 @@ from transformers.trainer_callback import ProgressCallback as PrintedProgressBar
 from tunesmith.fsio import atomic_write
 from tunesmith.model import load_model, resolve_model_path
 from tunesmith.template import resolve_template
-from tunesmith.train.adapter import save_adapter, verify_adapter
+from tunesmith.train.adapter import CheckpointAdapterFiles, save_adapter, verify_adapter
 from tunesmith.train.arguments import training_arguments
 from tunesmith.train.attention import PACKED_ATTENTION, PACKING_TOLERANCE, check_shared_prefixes, choose_packing
 from tunesmith.train.checkpoints import resume_point
@@ -217,6 +217,9 @@ def build_trainer(setup: RunSetup, callbacks: list, stream=None) -> TunesmithTra
     """
     cfg, rt, tuned, data = setup.cfg, setup.runtime, setup.model, setup.data
     has_dev = bool(data.dev_samples)
+    # every checkpoint an adapter folder in its own right: template.json and the rest beside PEFT's files
+    callbacks = [CheckpointAdapterFiles(tuned.template, config_yaml=dump_config(cfg), character=setup.character,
+                                        generation=cfg.generation), *callbacks]
     training_kwargs = training_arguments(
         cfg, checkpoints_dir=setup.out / "checkpoints", has_dev=has_dev, resuming=setup.resume_from is not None,
         dtype=rt.dtype, device=rt.device, world=rt.world)
