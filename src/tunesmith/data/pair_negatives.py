@@ -86,8 +86,10 @@ def disclaimer_negative(answer: str, key: str, disclaimers: dict[str, list[str]]
 
 
 def question_key(text: str) -> str:
-    """How a question is matched across roles: its words joined by single spaces (eval.testset.match_key)."""
-    return " ".join((text or "").split())
+    """How a question is matched across roles: as eval matches outside answers to its items (match_key)."""
+    from tunesmith.eval.testset import match_key
+
+    return match_key(None, text)[1]
 
 
 class OtherRoleAnswers:
