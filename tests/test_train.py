@@ -277,7 +277,6 @@ def test_saved_adapter_is_complete_and_reloads_to_identical_outputs(trained, tin
     assert (reloaded - base_logits).abs().max() > 1e-3
 
 
-
 def test_every_checkpoint_is_an_adapter_folder_with_the_runs_template(trained, tiny_qwen2):
     """eval/chat/serve -a on checkpoint-N prompt it as the run trained it, not with the base model's template."""
     from transformers import AutoTokenizer
@@ -295,6 +294,7 @@ def test_every_checkpoint_is_an_adapter_folder_with_the_runs_template(trained, t
     base = AutoModelForCausalLM.from_pretrained(tiny_qwen2, dtype=torch.float32)
     _, templates = load_adapters(base, {"ckpt": checkpoints[-1]}, base_template)
     assert templates["ckpt"].default_system == "你是诗人"
+
 
 class _StopAt(TrainerCallback):
     """Simulates an interruption: the run stops right after step `k` (after its checkpoint)."""

@@ -113,6 +113,9 @@ def test_dpo_trains_from_the_cli_and_reports_rewards(tiny_qwen2, pref_data, tmp_
     assert (adapter / "template.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     assert not (adapter / "ref").exists()  # only the trained adapter, not TRL's reference copy
     assert s["adapter_check"]["reload_max_logit_diff"] <= 1e-4
+    # TRL's Trainer saves the checkpoints here: each carries the run's template too
+    best = Path(s["best_checkpoint"])
+    assert (best / "template.json").read_text() == (adapter / "template.json").read_text()
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -25,6 +25,7 @@ import re
 from pathlib import Path
 
 from tunesmith.errors import DataError
+from tunesmith.eval.testset import match_key
 
 LOOP, DISCLAIMER, BASE, OTHER_ROLE = "loop", "disclaimer", "base", "other_role"
 KINDS = (LOOP, DISCLAIMER, BASE, OTHER_ROLE)
@@ -87,8 +88,6 @@ def disclaimer_negative(answer: str, key: str, disclaimers: dict[str, list[str]]
 
 def question_key(text: str) -> str:
     """How a question is matched across roles: as eval matches outside answers to its items (match_key)."""
-    from tunesmith.eval.testset import match_key
-
     return match_key(None, text)[1]
 
 
