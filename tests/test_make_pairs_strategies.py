@@ -280,6 +280,26 @@ def test_rank_reproduces_and_resumes_after_an_interruption(setup, rank_run, tmp_
     assert rep.resumed > 0 and out2.read_bytes() == rank_run
 
 
+def test_rank_batches_prompts_of_like_length_longest_first(setup, tmp_path):
+    # a batch is padded to its longest prompt: one long prompt among short ones would make the whole batch slow
+    class Recording:
+        def __init__(self, engine):
+            self.engine, self.batches = engine, []
+
+        def __getattr__(self, name):
+            return getattr(self.engine, name)
+
+        def generate(self, prompts, **kwargs):
+            self.batches.append([len(system or "") + sum(len(m.content) for m in turns) for system, turns in prompts])
+            return self.engine.generate(prompts, **kwargs)
+
+    rec = Recording(setup["engine"])
+    _rank(setup, tmp_path / "rank.jsonl", engine=rec)
+    lengths = [n for batch in rec.batches for n in batch]
+    assert len(rec.batches) > 1 and len(lengths) == len({(c.system, c.messages[0].content) for c in setup["convs"]})
+    assert lengths == sorted(lengths, reverse=True)
+
+
 def test_rank_skips_prompts_under_the_margin(setup, rank_run, tmp_path, capsys):
     margins = sorted(json.loads(line)["meta"]["scores"]["margin"] for line in rank_run.decode().splitlines())
     cut = margins[len(margins) // 2]

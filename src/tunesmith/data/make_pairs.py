@@ -51,6 +51,7 @@ from tunesmith.data.pair_file import (
     items_of,
     note,
     pair_key,
+    prompt_chars,
     read_pairs,
 )
 from tunesmith.data.pair_negatives import BASE
@@ -281,7 +282,7 @@ def _generate(engine: Any, adapter: str, cfg: MakePairsConfig, todo: list[Item],
     if need:
         note(f"{len(need)} prompt(s) to answer with {'the base model' if adapter == 'base' else adapter}")
     # Longest prompts first: similar lengths share a batch (little padding) and the slowest come first.
-    need.sort(key=lambda it: len(it.system or "") + sum(len(m.content) for m in it.prompt), reverse=True)
+    need.sort(key=prompt_chars, reverse=True)
     waiting: dict[str, list[Item]] = {}
     for it in todo:
         waiting.setdefault(it.prompt_id, []).append(it)

@@ -47,6 +47,11 @@ class Item:
     meta: dict[str, Any]
 
 
+def prompt_chars(it: Item) -> int:
+    """How long an item's prompt is (system + turns, in characters): what a padded batch pads to."""
+    return len(it.system or "") + sum(len(m.content) for m in it.prompt)
+
+
 def note(msg: str) -> None:
     print(f"[make-pairs] {msg}", file=sys.stderr, flush=True)
 

@@ -11,13 +11,13 @@ rank
     reference loops, breaks the role, or a sample says the same in the role's voice.  A prompt whose best -
     worst margin is under --min-margin teaches little and is skipped.  One pair per prompt, its scores in
     meta.scores ({"chosen": {terms..., "total", "from"}, "rejected": {...}, "margin"}).
-    Reproducibility: prompts go in fixed batches of batch_size // K distinct prompts in data order, each batch
-    one padded `generate` call with n = K (rows of a batch are sampled together, so batches are kept); before it
-    torch's global generator is seeded with a hash of --seed and the batch's prompt ids.  The same data, model,
-    settings (batch size included) and device give the same samples, also when a run is interrupted and
-    continued: a batch is generated again whole, with its seed, until every prompt of it has a pair in OUT.
-    Another batch size, --limit or data order changes the batches and so the samples; GPU kernels may differ
-    in the last bits between machines.
+    Reproducibility: prompts go in fixed batches of batch_size // K distinct prompts, longest first (ties in data
+    order: little padding), each batch one padded `generate` call with n = K (rows of a batch are sampled
+    together, so batches are kept); before it torch's global generator is seeded with a hash of --seed and the
+    batch's prompt ids.  The same data, model, settings (batch size included) and device give the same samples,
+    also when a run is interrupted and continued: a batch is generated again whole, with its seed, until every
+    prompt of it has a pair in OUT.  Another batch size, --limit or data order changes the batches and so the
+    samples; GPU kernels may differ in the last bits between machines.
 negatives
     chosen = the reference, rejected = a targeted bad version of it (tunesmith.data.pair_negatives: loop,
     disclaimer, other_role; base: the base model's greedy answer to the same prompt, with the adapter's template
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.conversation import Conversation
-from tunesmith.data.pair_file import NEGATIVES, RANK, STRATEGIES, Item, append, item_key, note
+from tunesmith.data.pair_file import NEGATIVES, RANK, STRATEGIES, Item, append, item_key, note, prompt_chars
 from tunesmith.data.pair_negatives import (
     BASE,
     DISCLAIMER,
@@ -171,7 +171,10 @@ def run_rank(engine: Any, adapter: str, cfg: Any, items: Sequence[Item], done: d
     prompts: dict[str, list[Item]] = {}
     for it in items:
         prompts.setdefault(it.prompt_id, []).append(it)
-    groups = list(prompts.values())
+    # Longest prompts first, ties in data order: a batch is padded to its longest prompt, so one long prompt among
+    # short ones would make the whole batch as slow as it (a 1,636-character context padded a batch of 8 prompts x
+    # 4 samples for minutes).  The order depends on the data alone, so batches and seeds stay reproducible.
+    groups = sorted(prompts.values(), key=lambda g: prompt_chars(g[0]), reverse=True)
     per_call = max(1, cfg.batch_size // cfg.samples)
     batches = [groups[i:i + per_call] for i in range(0, len(groups), per_call)]
     report.resumed += sum(item_key(g[0], RANK) in done for g in groups)
