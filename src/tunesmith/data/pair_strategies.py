@@ -171,9 +171,9 @@ def run_rank(engine: Any, adapter: str, cfg: Any, items: Sequence[Item], done: d
     prompts: dict[str, list[Item]] = {}
     for it in items:
         prompts.setdefault(it.prompt_id, []).append(it)
-    # Longest prompts first, ties in data order: a batch is padded to its longest prompt, so one long prompt among
-    # short ones would make the whole batch as slow as it (a 1,636-character context padded a batch of 8 prompts x
-    # 4 samples for minutes).  The order depends on the data alone, so batches and seeds stay reproducible.
+    # Longest prompts first, ties in data order: a batch is padded to its longest prompt, so prompts of like length
+    # batched together pad least (long prompts spread over many batches would each pad a batch of short ones).  The
+    # order depends on the data alone, so batches and seeds stay reproducible.
     groups = sorted(prompts.values(), key=lambda g: prompt_chars(g[0]), reverse=True)
     per_call = max(1, cfg.batch_size // cfg.samples)
     batches = [groups[i:i + per_call] for i in range(0, len(groups), per_call)]
