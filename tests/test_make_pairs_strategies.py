@@ -281,7 +281,7 @@ def test_rank_reproduces_and_resumes_after_an_interruption(setup, rank_run, tmp_
 
 
 def test_rank_batches_prompts_of_like_length_longest_first(setup, tmp_path):
-    # a batch is padded to its longest prompt: one long prompt among short ones would make the whole batch slow
+    # a batch is padded to its longest prompt: prompts of like length in one batch pad least
     class Recording:
         def __init__(self, engine):
             self.engine, self.batches = engine, []
