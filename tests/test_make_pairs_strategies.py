@@ -21,6 +21,7 @@ from tunesmith.data.pair_negatives import (
     disclaimer_negative,
     load_disclaimers,
     loop_negative,
+    truncated_negative,
 )
 from tunesmith.data.pair_scores import LOOP_PENALTY, OOC_PENALTY, PARSE_WEIGHT, AnswerScorer
 from tunesmith.eval.in_character import verdict
@@ -163,6 +164,37 @@ def test_loop_negatives_are_flagged_by_the_loop_measure(rolebench_dir):
         assert neg.startswith(a.strip()[:2])  # it opens like the answer
         made += 1
     assert made >= 30 and loop_negative("😀") is None and loop_negative(answers[0]) == loop_negative(answers[0])
+
+
+def test_truncated_negatives_stop_early_on_a_sentence_end(rolebench_dir):
+    assert truncated_negative("吾乃李白，好饮酒，亦好作诗。") == "吾乃李白。"  # no sentence fits: clauses, full stop
+    answer = "哈哈，此乃简单数算。五月初至六月初，正好过了一轮月。所以这两日之间，便是三十日。"
+    assert truncated_negative(answer) == "哈哈，此乃简单数算。"  # whole sentences while they fit in half
+    assert truncated_negative("Hello there, I am Li Bai, I like wine.") == "Hello there."
+    assert truncated_negative("一句话而已。") is None and truncated_negative("好") is None
+    made = 0
+    for a in (a for rec in _libai_records(rolebench_dir, 20) for a in rec["generated"][:2]):
+        neg = truncated_negative(a)
+        if neg is None:
+            continue
+        assert neg and len(neg) <= 0.5 * len(a.strip()) and neg[-1] in "。！？!?.…”」\n", (a, neg)
+        assert a.strip().startswith(neg[:-1])  # the answer's own opening, only its last mark may change
+        made += 1
+    assert made >= 20
+
+
+def test_truncated_negatives_are_made_only_when_named(setup, tmp_path, capsys):
+    out = tmp_path / "neg.jsonl"
+    assert main(_cli(setup, out, "--strategy", "negatives")) == 0
+    assert "truncated" not in {p.meta["negative"] for p in load(out)}  # not one of the defaults
+    out = tmp_path / "trunc.jsonl"
+    assert main(_cli(setup, out, "--strategy", "negatives", "--negatives", "loop,truncated")) == 0
+    pairs = load(out)
+    by_kind = {k: [p for p in pairs if p.meta["negative"] == k] for k in ("loop", "truncated")}
+    assert set(by_kind) == {p.meta["negative"] for p in pairs} and by_kind["truncated"]
+    for p in by_kind["truncated"]:
+        assert rejected(p) == truncated_negative(p.answer) and len(rejected(p)) < len(p.answer)
+    assert "skipped: truncated: the reference's first clause" in capsys.readouterr().out  # e.g. the CLS label
 
 
 def test_every_disclaimer_is_out_of_character_in_the_answers_language():

@@ -338,8 +338,10 @@ def make_pairs_command(
         "--negatives", help="negatives: comma-separated kinds of rejected answer: loop (the reference's tail "
                             "repeated), disclaimer (an AI assistant's reply), base (the base model's greedy "
                             "answer, adapter off), other_role (another RoleBench role's answer to the same "
-                            "question). Default: every kind that applies (base with --model, other_role with "
-                            "the RoleBench-zh folder).")] = None,
+                            "question), truncated (the reference's opening sentences only, at most half of it: "
+                            "the loop negative's opposite in length). Default: every kind that applies (base "
+                            "with --model, other_role with the RoleBench-zh folder); truncated only when "
+                            "named.")] = None,
     rolebench: Annotated[Path | None, typer.Option(
         "--rolebench", help="The rolebench-zh folder: the role classifier of rank (trained on its train answers) "
                             "and the answers of other_role (general/train.jsonl). Default: the repository's "

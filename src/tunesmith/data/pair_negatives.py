@@ -2,6 +2,7 @@
 
     from tunesmith.data.pair_negatives import loop_negative, disclaimer_negative, OtherRoleAnswers
     loop_negative("吾乃李白，好饮酒，亦好作诗。")   # "吾乃李白，好饮酒，好饮酒，好饮酒，…": eval's loops() flags it
+    truncated_negative("吾乃李白，好饮酒，亦好作诗。")  # "吾乃李白。": stopped before the answer is given
     disclaimer_negative("吾乃李白。", "3f2a…")      # "作为一个人工智能语言模型，我无法回答这个问题。"
     OtherRoleAnswers("datasets/rolebench-zh").answer("你是谁？", "李白", "3f2a…")   # ("孙悟空", "俺老孙…")
 
@@ -15,6 +16,10 @@ Each teaches one thing, the pair says which (meta.negative):
                 role, so general/train.jsonl has the same question answered in other voices (train answers only:
                 test answers stay evaluation data)
     base        the base model's greedy answer (generated in tunesmith.data.pair_strategies)
+    truncated   the answer stopped early: its opening clauses only, at most TRUNCATED_SHARE of its characters
+                (an answer of one clause gives none).  The loop negative is longer than the answer it comes
+                from, so on its own it also teaches "shorter is better"; this one is shorter, and together they
+                leave the length out of what is learnt
 Which disclaimer and which other role are picked by the prompt's id, so a rerun picks the same.
 """
 
@@ -27,13 +32,16 @@ from pathlib import Path
 from tunesmith.errors import DataError
 from tunesmith.eval.testset import match_key
 
-LOOP, DISCLAIMER, BASE, OTHER_ROLE = "loop", "disclaimer", "base", "other_role"
-KINDS = (LOOP, DISCLAIMER, BASE, OTHER_ROLE)
+LOOP, DISCLAIMER, BASE, OTHER_ROLE, TRUNCATED = "loop", "disclaimer", "base", "other_role", "truncated"
+KINDS = (LOOP, DISCLAIMER, BASE, OTHER_ROLE, TRUNCATED)
 LOOP_LENGTH_FACTOR = 1.5  # the loop negative is at least this many times the answer's length
+TRUNCATED_SHARE = 0.5  # the truncated negative keeps at most this share of the answer's characters
 DISCLAIMERS_FILE = Path(__file__).resolve().parents[1] / "resources" / "negative_disclaimers.json"
 OTHER_ROLE_FILE = Path("general", "train.jsonl")
 # A clause: text up to and including its closing punctuation (Chinese and latin).
 _CLAUSE = re.compile(r"[^，。！？；、,.!?;…\n]+[，。！？；、,.!?;…\n]*")
+# A sentence: text up to and including its closing full stop, question or exclamation mark (or line end).
+_SENTENCE = re.compile(r"[^。！？!?\n]+[。！？!?\n…”」]*")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
@@ -60,6 +68,27 @@ def loop_negative(answer: str) -> str | None:
     while len(text) < target or not loops(text):  # each repeat adds a unit: loops() holds after a few
         text += tail
     return text.rstrip()
+
+
+def truncated_negative(answer: str) -> str | None:
+    """The answer's opening sentences, at most TRUNCATED_SHARE of its length; failing a sentence, its opening
+    clauses ending in a full stop, so what the pair teaches is the length and not a dangling comma (None when
+    the first clause is already longer, e.g. an answer of one clause)."""
+    from tunesmith.eval.repetition import units
+
+    text = answer.strip()
+    for pattern in (_SENTENCE, _CLAUSE):
+        kept = ""
+        for m in pattern.finditer(text):
+            if len(kept) + len(m.group(0)) > TRUNCATED_SHARE * len(text):
+                break
+            kept += m.group(0)
+        kept = kept.rstrip()
+        if units(kept):
+            if kept[-1] in "，、；,;":
+                kept = kept[:-1] + ("。" if _CJK.search(kept) else ".")
+            return kept
+    return None
 
 
 def load_disclaimers(path: str | Path | None = None) -> dict[str, list[str]]:
@@ -124,5 +153,6 @@ class OtherRoleAnswers:
         return other, answers[other]
 
 
-__all__ = ["KINDS", "LOOP", "DISCLAIMER", "BASE", "OTHER_ROLE", "LOOP_LENGTH_FACTOR", "DISCLAIMERS_FILE",
-           "loop_negative", "load_disclaimers", "disclaimer_negative", "question_key", "OtherRoleAnswers"]
+__all__ = ["KINDS", "LOOP", "DISCLAIMER", "BASE", "OTHER_ROLE", "TRUNCATED", "LOOP_LENGTH_FACTOR",
+           "TRUNCATED_SHARE", "DISCLAIMERS_FILE", "loop_negative", "truncated_negative", "load_disclaimers",
+           "disclaimer_negative", "question_key", "OtherRoleAnswers"]

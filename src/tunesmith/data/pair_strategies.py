@@ -20,10 +20,10 @@ rank
     samples; GPU kernels may differ in the last bits between machines.
 negatives
     chosen = the reference, rejected = a targeted bad version of it (tunesmith.data.pair_negatives: loop,
-    disclaimer, other_role; base: the base model's greedy answer to the same prompt, with the adapter's template
-    when --adapter is given).  --negatives picks the kinds; by default every kind that applies: loop and
-    disclaimer always, other_role when the RoleBench-zh folder is found, base when --model is given.  Kinds
-    other than base load no model.
+    disclaimer, other_role, truncated; base: the base model's greedy answer to the same prompt, with the
+    adapter's template when --adapter is given).  --negatives picks the kinds; by default every kind that
+    applies: loop and disclaimer always, other_role when the RoleBench-zh folder is found, base when --model is
+    given; truncated only when named.  Kinds other than base load no model.
 """
 
 from __future__ import annotations
@@ -41,10 +41,13 @@ from tunesmith.data.pair_negatives import (
     KINDS,
     LOOP,
     OTHER_ROLE,
+    TRUNCATED,
+    TRUNCATED_SHARE,
     OtherRoleAnswers,
     disclaimer_negative,
     load_disclaimers,
     loop_negative,
+    truncated_negative,
 )
 from tunesmith.errors import ConfigError
 from tunesmith.preference import LABEL, REJECTED, make_pair
@@ -91,7 +94,9 @@ def check_strategy(cfg: Any) -> list[str]:
         if OTHER_ROLE in kinds and rolebench_dir(cfg) is None:
             raise ConfigError("--negatives other_role: needs the rolebench-zh folder (--rolebench DIR)")
         return [k for k in KINDS if k in kinds]
-    applies = {LOOP: True, DISCLAIMER: True, BASE: cfg.model is not None, OTHER_ROLE: rolebench_dir(cfg) is not None}
+    # truncated only when asked for: it answers the loop negative's length signal, measured in one recipe so far
+    applies = {LOOP: True, DISCLAIMER: True, BASE: cfg.model is not None, OTHER_ROLE: rolebench_dir(cfg) is not None,
+               TRUNCATED: False}
     return [k for k in KINDS if applies[k]]
 
 
@@ -129,7 +134,7 @@ def made_by(cfg: Any, adapters: dict[str, str], template: Any, kinds: Sequence[s
                 "rolebench": bench_id}
         return {(RANK, ""): signature({**model, **rank})}
     parts = {LOOP: {"loop": "v1"}, DISCLAIMER: {"disclaimers": load_disclaimers()}, BASE: model,
-             OTHER_ROLE: {"rolebench": bench_id}}
+             OTHER_ROLE: {"rolebench": bench_id}, TRUNCATED: {"truncated": TRUNCATED_SHARE}}
     return {(NEGATIVES, k): signature({"strategy": NEGATIVES, "kind": k, **parts[k]}) for k in kinds}
 
 
@@ -242,7 +247,8 @@ def rank_pair(group: Sequence[Item], samples: Sequence[str], scorer: Any, made_b
 # -- negatives without a model ----------------------------------------------------------------------------
 def run_negatives(cfg: Any, items: Sequence[Item], done: dict, made_by_: dict[tuple[str, str], str],
                   kinds: Sequence[str], report: Any) -> None:
-    """The negatives that need no model (loop, disclaimer, other_role), appended in batches of --batch-size."""
+    """The negatives that need no model (loop, disclaimer, other_role, truncated), appended in batches of
+    --batch-size."""
     disclaimers = load_disclaimers() if DISCLAIMER in kinds else None
     others = OtherRoleAnswers(rolebench_dir(cfg)) if OTHER_ROLE in kinds else None
     for kind in (k for k in kinds if k != BASE):
@@ -281,6 +287,8 @@ def _negative(kind: str, it: Item, disclaimers: Any, others: OtherRoleAnswers | 
         return text, {}, "the reference loops itself or has no letter to repeat"
     if kind == DISCLAIMER:
         return disclaimer_negative(it.reference, it.prompt_id, disclaimers), {}, ""
+    if kind == TRUNCATED:
+        return truncated_negative(it.reference), {}, "the reference's first clause is already half of it"
     role = str(it.meta.get("role") or "")
     if not role:
         return None, {}, "no meta.role (whose answer would be another role's?)"
