@@ -18,6 +18,8 @@ Modifiers, joined with "-" (e.g. compile-bf16-weights, rows-1024-bf16-weights, s
 - compile: the decoder layers compiled as `compile: true` does (tunesmith.train.compiling: in place, dynamic
   shapes, the packed attention eager between them); its compile time shows in the first step
 - 1thread: one torch thread instead of one per core
+- flashbwd: the packed attention's backward in sdpa's own fused kernel (tunesmith.train.attention's
+  RECOMPUTE_BACKWARD_ON_CPU off), against the recomputed-softmax backward tunesmith runs on CPUs
 - rows-N: packing to a fixed context instead of 8 conversations a row: conversations are laid end to end
   until a row would pass N tokens, one row per step
 
@@ -81,6 +83,7 @@ def worker(variant: str, steps: int, threads: int) -> dict:
     from transformers import AutoModelForCausalLM
 
     from tunesmith.model import load_tokenizer, resolve_model_path
+    from tunesmith.train import attention
     from tunesmith.train.attention import register_packed_attention, use_packed_attention
     from tunesmith.train.dataset import PackedCollator
     from tunesmith.train.trainer import answer_loss_sum, output_head
@@ -93,6 +96,7 @@ def worker(variant: str, steps: int, threads: int) -> dict:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if bf16_weights else torch.float32)
     register_packed_attention()
     use_packed_attention(model)
+    attention.RECOMPUTE_BACKWARD_ON_CPU = "flashbwd" not in parts
     torch.manual_seed(42)
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
                                              task_type="CAUSAL_LM"))

@@ -109,6 +109,46 @@ def test_shared_prefix_row_gives_the_plain_rows_loss_and_gradients(tiny_model_fa
     assert check_shared_prefixes(model, len(tok), "cpu") > 1e-2
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_recomputed_attention_backward_gives_sdpas_gradients(tiny_qwen2, monkeypatch, dtype):
+    """The packed attention's CPU backward (recomputed softmax) against sdpa's own, on plain and shared rows."""
+    from tunesmith.train import attention
+    from tunesmith.train.dataset import PackedCollator
+    from tunesmith.train.trainer import answer_loss_sum, output_head
+
+    tok = AutoTokenizer.from_pretrained(tiny_qwen2)
+    model = packed_lora_model(tiny_qwen2).to(dtype)
+    samples = _samples(tok)
+    calls = []
+    original = attention.segment_attention
+    monkeypatch.setattr(attention, "segment_attention", lambda *a: calls.append(1) or original(*a))
+
+    def loss_and_grads(batch):
+        model.zero_grad()
+        s, n = answer_loss_sum(model, dict(batch), output_head(model))
+        (s / n).backward()
+        return (s / n).item(), {k: p.grad.float().clone() for k, p in model.named_parameters() if p.requires_grad}
+
+    for share in (False, True):
+        batch = PackedCollator(share_prefixes=share)(samples)
+        monkeypatch.setattr(attention, "RECOMPUTE_BACKWARD_ON_CPU", False)
+        ref_loss, ref_grads = loss_and_grads(batch)
+        assert not calls
+        monkeypatch.setattr(attention, "RECOMPUTE_BACKWARD_ON_CPU", True)
+        loss, grads = loss_and_grads(batch)
+        assert calls  # the recomputing backward ran
+        calls.clear()
+        assert loss == pytest.approx(ref_loss, rel=1e-6)  # the same forward
+        tol = {"rtol": 1e-4, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 0.05, "atol": 0.05}
+        scale = max(g.abs().max() for g in ref_grads.values())
+        for k, g in ref_grads.items():
+            torch.testing.assert_close(grads[k] / scale, g / scale, **tol)
+    # conversations past RECOMPUTE_MAX_CELLS keep sdpa's backward
+    monkeypatch.setattr(attention, "RECOMPUTE_MAX_CELLS", 4)
+    loss_and_grads(PackedCollator()(samples))
+    assert not calls
+
+
 def test_training_shares_prefixes_by_default_and_not_when_switched_off(tiny_qwen2, tmp_path, capsys):
     from tunesmith.train import train_from_config
 

@@ -19,6 +19,14 @@ depends on the batch's boundaries, which would otherwise be baked into the compi
 for every batch. The boundaries travel as tensors so that the compiled layers around it guard on nothing
 but shapes. The row is cut into its segments with one split (whose backward is one concatenation) rather
 than a slice per segment (whose backward zero-fills a row-sized gradient for each).
+
+On a CPU, a conversation's attention runs forward in sdpa's kernel and backward in `SegmentAttention`:
+the backward recomputes the probabilities with one matmul and a softmax and takes their gradient with
+softmax's own backward, five small matmuls in all.  CPU sdpa's fused (flash) backward spends ~10x its
+forward on conversations of a few hundred tokens; this one is ~1.6x faster over forward + backward and as
+close to fp32 as sdpa's math kernel (bench/bench_train_step_cpu.py, variant modifier "flashbwd" for the old
+path).  It holds a (heads, n, keys) probability table per conversation while it runs, so conversations longer
+than RECOMPUTE_MAX_CELLS query x key cells keep the fused backward.
 """
 
 from __future__ import annotations
@@ -26,6 +34,54 @@ from __future__ import annotations
 from tunesmith.errors import ConfigError
 
 PACKED_ATTENTION = "tunesmith_packed"
+RECOMPUTE_BACKWARD_ON_CPU = True  # False: sdpa's own backward (the bench's "flashbwd" modifier)
+RECOMPUTE_MAX_CELLS = 1024 * 1024  # query x key positions of one conversation (x heads x 4 bytes while it runs)
+
+
+def _segment_attention_class():
+    import torch
+    import torch.nn.functional as F
+
+    class SegmentAttention(torch.autograd.Function):
+        """Causal attention of n queries over m >= n keys, the last n of which are the queries' own (the first
+        m - n a shared prefix every query sees): sdpa forward, recomputed-softmax backward (module docstring)."""
+
+        @staticmethod
+        def forward(ctx, query, key, value, scale):
+            n, m = query.shape[-2], key.shape[-2]
+            mask = None if m == n else torch.ones(n, m, dtype=torch.bool, device=query.device).tril(diagonal=m - n)
+            out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, is_causal=mask is None,
+                                                 scale=scale)
+            ctx.save_for_backward(query, key, value)
+            ctx.scale = query.shape[-1] ** -0.5 if scale is None else scale
+            return out
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            query, key, value = ctx.saved_tensors
+            s, n, m = ctx.scale, query.shape[-2], key.shape[-2]
+            scores = torch.matmul(query * s, key.transpose(-1, -2))
+            scores.masked_fill_(torch.ones(n, m, dtype=torch.bool, device=query.device).triu(1 + m - n), float("-inf"))
+            probs = torch.softmax(scores, -1, dtype=torch.float32)
+            grad_value = torch.matmul(probs.to(value.dtype).transpose(-1, -2), grad_out)
+            grad_probs = torch.matmul(grad_out, value.transpose(-1, -2)).float()
+            grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, torch.float32).to(query.dtype)
+            grad_query = torch.matmul(grad_scores, key) * s
+            grad_key = torch.matmul(grad_scores.transpose(-1, -2), query) * s
+            return grad_query, grad_key, grad_value, None
+
+    return SegmentAttention
+
+
+_SEGMENT_ATTENTION = None
+
+
+def segment_attention(query, key, value, scale=None):
+    """SegmentAttention.apply, the class built once (torch is imported lazily in this module)."""
+    global _SEGMENT_ATTENTION
+    if _SEGMENT_ATTENTION is None:
+        _SEGMENT_ATTENTION = _segment_attention_class()
+    return _SEGMENT_ATTENTION.apply(query, key, value, scale)
 
 
 def packed_sdpa_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
@@ -51,9 +107,17 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout: fl
     sizes = [b - a for a, b, _, _ in segments]
     qs, ks, vs = (t.split(sizes, dim=2) for t in (query, key, value))
     piece = {(a, b): i for i, (a, b, _, _) in enumerate(segments)}
+    recompute = (RECOMPUTE_BACKWARD_ON_CPU and query.device.type == "cpu" and dropout == 0.0
+                 and torch.is_grad_enabled() and query.requires_grad)
     outs = []
     for i, (a, b, pa, pb) in enumerate(segments):
         if b <= a:
+            continue
+        if recompute and (b - a) * (b - a + max(pb - pa, 0)) <= RECOMPUTE_MAX_CELLS:
+            j = piece.get((pa, pb)) if pb > pa else None
+            k_i, v_i = (ks[i], vs[i]) if j is None else (torch.cat([ks[j], ks[i]], dim=2),
+                                                         torch.cat([vs[j], vs[i]], dim=2))
+            outs.append(segment_attention(qs[i], k_i, v_i, scaling))
             continue
         if pb <= pa:
             outs.append(F.scaled_dot_product_attention(qs[i], ks[i], vs[i], dropout_p=dropout, scale=scaling,
