@@ -18,6 +18,8 @@ Modifiers, joined with "-" (e.g. compile-bf16-weights, rows-1024-bf16-weights, s
 - compile: the decoder layers compiled as `compile: true` does (tunesmith.train.compiling: in place, dynamic
   shapes, the packed attention eager between them); its compile time shows in the first step
 - 1thread: one torch thread instead of one per core
+- cast: peft's LoRA layers copy autocast's bf16 activations to their fp32 weights' dtype (autocast copies them
+  back for the matmul), as before tunesmith switched that off for the training loss
 - flashbwd: the packed attention's backward in sdpa's own fused kernel (tunesmith.train.attention's
   RECOMPUTE_BACKWARD_ON_CPU off), against the recomputed-softmax backward tunesmith runs on CPUs
 - rows-N: packing to a fixed context instead of 8 conversations a row: conversations are laid end to end
@@ -103,6 +105,10 @@ def worker(variant: str, steps: int, threads: int) -> dict:
     for p in model.parameters():
         if p.requires_grad:
             p.data = p.data.float()
+    if autocast and "cast" not in parts:  # as TunesmithTrainer's loss: bf16 activations go to LoRA as they are
+        for m in model.modules():
+            if hasattr(m, "cast_input_dtype_enabled"):
+                m.cast_input_dtype_enabled = False
     head = output_head(model)
     model.train()
     if "compile" in parts:

@@ -197,6 +197,53 @@ def test_sample_weighting_averages_each_conversations_mean_loss(tiny_qwen2):
     assert TunesmithTrainer._get_num_items_in_batch(stub, micro, torch.device("cpu")).item() == pytest.approx(5)
 
 
+def test_bf16_loss_hands_lora_the_activations_uncopied_with_the_same_loss_and_gradients(tiny_qwen2):
+    """Under bf16 autocast (bf16 base, fp32 LoRA, as dtype: bf16 trains) the Trainer's loss switches off peft's
+    cast of each activation to fp32: the same loss and gradients, no fp32 copy, and the switch is undone after."""
+    from types import SimpleNamespace
+
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora import LoraLayer
+
+    from tunesmith.train.dataset import PackedCollator, encode_all
+    from tunesmith.train.trainer import TunesmithTrainer
+
+    tok = AutoTokenizer.from_pretrained(tiny_qwen2)
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_qwen2, dtype=torch.bfloat16),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    samples, _ = encode_all(_convs(4), tok, resolve_template("chatml", tok), max_source_len=512, max_target_len=256)
+    batch = PackedCollator()(samples)
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    seen = []
+    hooks = [m.lora_A["default"].register_forward_pre_hook(lambda mod, args: seen.append(args[0].dtype))
+             for m in layers]
+
+    def loss_and_grads(bf16: bool):
+        stub = SimpleNamespace(args=SimpleNamespace(bf16=bf16, fp16=False), head=None,
+                               accelerator=SimpleNamespace(autocast=lambda: torch.autocast("cpu", torch.bfloat16)))
+        model.zero_grad()
+        seen.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            s, n = TunesmithTrainer.loss_sum_and_count(stub, model, batch)
+        (s / n).backward()
+        return (s / n).item(), {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+
+    cast_loss, cast_grads = loss_and_grads(bf16=False)  # peft's casting on, as any other caller has it
+    assert set(seen) == {torch.float32}
+    loss, grads = loss_and_grads(bf16=True)
+    assert set(seen) == {torch.bfloat16}  # the activations reach LoRA as autocast made them
+    assert loss == cast_loss
+    for k, g in cast_grads.items():
+        torch.testing.assert_close(grads[k], g, rtol=0, atol=0)
+    assert all(getattr(m, "cast_input_dtype_enabled", True) for m in layers)  # restored for everything else
+    for h in hooks:
+        h.remove()
+
+
 def test_check_packing_flags_a_model_that_rejects_packed_rows(tiny_qwen2):
     """A forward that refuses position ids (some remote-code models) must read as 'cannot pack', not crash."""
     from tunesmith.train.attention import PACKING_TOLERANCE, check_packing

@@ -134,7 +134,13 @@ class TunesmithTrainer(StopsWhenResumedFinished, Trainer):
         return total
 
     def loss_sum_and_count(self, model, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        return answer_loss_sum(model, inputs, self.head, self.accelerator.autocast)
+        from peft.helpers import disable_input_dtype_casting
+
+        # Under bf16/fp16 autocast peft's LoRA layers would copy each activation to their fp32 weights' dtype
+        # and autocast copy it straight back for the matmul: the same numbers, two copies per layer (a fifth
+        # of a CPU step, BENCHMARKS.md). Outside the loss (sample answers, checks) the casting stays on.
+        with disable_input_dtype_casting(model, active=self.args.bf16 or self.args.fp16):
+            return answer_loss_sum(model, inputs, self.head, self.accelerator.autocast)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         n_tok = inputs.get("num_tokens")
