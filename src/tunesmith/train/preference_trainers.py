@@ -25,7 +25,7 @@ from typing import Any
 
 from tunesmith.errors import ConfigError
 from tunesmith.train.fused_head import answer_only_fused_head
-from tunesmith.train.trainer import StopsWhenResumedFinished
+from tunesmith.train.trainer import StopsWhenResumedFinished, lora_takes_autocast_inputs
 
 # Metrics shown at each dev evaluation and drawn in loss.png, as TRL logs them (without the eval_ prefix).
 PAIR_METRICS = ("rewards/accuracies", "rewards/margins")
@@ -68,7 +68,8 @@ def dpo_trainer_class():
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             self.count_tokens(model, inputs)
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            with lora_takes_autocast_inputs(self, model):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     return TunesmithDPOTrainer
 
@@ -96,7 +97,8 @@ def kto_trainer_class():
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             self.count_tokens(model, inputs)
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            with lora_takes_autocast_inputs(self, model):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     return TunesmithKTOTrainer
 
@@ -139,7 +141,8 @@ def orpo_trainer_class():
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             self.count_tokens(model, inputs)
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            with lora_takes_autocast_inputs(self, model):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     return TunesmithORPOTrainer
 

@@ -88,6 +88,16 @@ def answer_loss_sum(model, inputs: dict[str, Any], head=None, head_autocast=None
     return (F.cross_entropy(logits.float(), shift[mask], reduction="none") * w).sum(), w.sum()
 
 
+def lora_takes_autocast_inputs(trainer, model):
+    """A context for a Trainer's loss: under bf16/fp16 mixed precision, peft's LoRA layers take each activation
+    in the dtype autocast made it.  Otherwise they copy it to their fp32 weights' dtype and autocast copies it
+    straight back for the matmul: the same numbers, two copies per layer (about a fifth of a CPU step,
+    BENCHMARKS.md).  Outside the loss (sample answers, checks, no autocast) peft's casting stays on."""
+    from peft.helpers import disable_input_dtype_casting
+
+    return disable_input_dtype_casting(model, active=bool(trainer.args.bf16 or trainer.args.fp16))
+
+
 class StopsWhenResumedFinished:
     """A Trainer mixin: resumed from a checkpoint at (or past) its last step, train nothing.
 
@@ -134,12 +144,7 @@ class TunesmithTrainer(StopsWhenResumedFinished, Trainer):
         return total
 
     def loss_sum_and_count(self, model, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        from peft.helpers import disable_input_dtype_casting
-
-        # Under bf16/fp16 autocast peft's LoRA layers would copy each activation to their fp32 weights' dtype
-        # and autocast copy it straight back for the matmul: the same numbers, two copies per layer (a fifth
-        # of a CPU step, BENCHMARKS.md). Outside the loss (sample answers, checks) the casting stays on.
-        with disable_input_dtype_casting(model, active=self.args.bf16 or self.args.fp16):
+        with lora_takes_autocast_inputs(self, model):
             return answer_loss_sum(model, inputs, self.head, self.accelerator.autocast)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
