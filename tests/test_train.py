@@ -240,6 +240,22 @@ def test_bf16_loss_hands_lora_the_activations_uncopied_with_the_same_loss_and_gr
     for k, g in cast_grads.items():
         torch.testing.assert_close(grads[k], g, rtol=0, atol=0)
     assert all(getattr(m, "cast_input_dtype_enabled", True) for m in layers)  # restored for everything else
+
+    # the preference trainers' loss (DPO, ORPO, KTO share one mixin) does the same around TRL's compute_loss
+    from tunesmith.train.preference_trainers import _PreferenceTrainerMixin
+
+    class TRLLoss:
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            seen.clear()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return model(**{k: v for k, v in inputs.items() if k in ("input_ids", "position_ids")}).logits.sum()
+
+    class Preference(_PreferenceTrainerMixin, TRLLoss):
+        args = SimpleNamespace(bf16=True, fp16=False)
+
+    model.train()
+    Preference().compute_loss(model, batch)
+    assert set(seen) == {torch.bfloat16} and all(m.cast_input_dtype_enabled for m in layers)
     for h in hooks:
         h.remove()
 

@@ -16,10 +16,10 @@ Each teaches one thing, the pair says which (meta.negative):
                 role, so general/train.jsonl has the same question answered in other voices (train answers only:
                 test answers stay evaluation data)
     base        the base model's greedy answer (generated in tunesmith.data.pair_strategies)
-    truncated   the answer stopped early: its opening clauses only, at most TRUNCATED_SHARE of its characters
-                (an answer of one clause gives none).  The loop negative is longer than the answer it comes
-                from, so on its own it also teaches "shorter is better"; this one is shorter, and together they
-                leave the length out of what is learnt
+    truncated   the answer stopped early: its opening sentences (failing one, clauses, ending in a full stop),
+                at most TRUNCATED_SHARE of its characters (none when the first clause is longer).  The loop
+                negative is longer than the answer it comes from, so on its own it also teaches "shorter is
+                better"; this one is shorter, and together they leave the length out of what is learnt
 Which disclaimer and which other role are picked by the prompt's id, so a rerun picks the same.
 """
 

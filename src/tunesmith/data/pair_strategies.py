@@ -288,7 +288,7 @@ def _negative(kind: str, it: Item, disclaimers: Any, others: OtherRoleAnswers | 
     if kind == DISCLAIMER:
         return disclaimer_negative(it.reference, it.prompt_id, disclaimers), {}, ""
     if kind == TRUNCATED:
-        return truncated_negative(it.reference), {}, "the reference's first clause is already half of it"
+        return truncated_negative(it.reference), {}, "the reference's first clause is more than half of it"
     role = str(it.meta.get("role") or "")
     if not role:
         return None, {}, "no meta.role (whose answer would be another role's?)"

@@ -31,6 +31,8 @@ than RECOMPUTE_MAX_CELLS query x key cells keep the fused backward.
 
 from __future__ import annotations
 
+import functools
+
 from tunesmith.errors import ConfigError
 
 PACKED_ATTENTION = "tunesmith_packed"
@@ -38,23 +40,30 @@ RECOMPUTE_BACKWARD_ON_CPU = True  # False: sdpa's own backward (the bench's "fla
 RECOMPUTE_MAX_CELLS = 1024 * 1024  # query x key positions of one conversation (x heads x 4 bytes while it runs)
 
 
-def _segment_attention_class():
+def segment_sdpa(query, key, value, dropout: float = 0.0, scale=None):
+    """sdpa of n queries over m >= n keys, the last n of them the queries' own (causal there), the first m - n a
+    shared prefix every query sees."""
     import torch
     import torch.nn.functional as F
 
+    n, m = query.shape[-2], key.shape[-2]
+    mask = None if m == n else torch.ones(n, m, dtype=torch.bool, device=query.device).tril(diagonal=m - n)
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, is_causal=mask is None,
+                                          dropout_p=dropout, scale=scale)
+
+
+@functools.cache
+def _segment_attention_class():
+    import torch
+
     class SegmentAttention(torch.autograd.Function):
-        """Causal attention of n queries over m >= n keys, the last n of which are the queries' own (the first
-        m - n a shared prefix every query sees): sdpa forward, recomputed-softmax backward (module docstring)."""
+        """segment_sdpa forward (no dropout), recomputed-softmax backward (module docstring)."""
 
         @staticmethod
         def forward(ctx, query, key, value, scale):
-            n, m = query.shape[-2], key.shape[-2]
-            mask = None if m == n else torch.ones(n, m, dtype=torch.bool, device=query.device).tril(diagonal=m - n)
-            out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, is_causal=mask is None,
-                                                 scale=scale)
             ctx.save_for_backward(query, key, value)
             ctx.scale = query.shape[-1] ** -0.5 if scale is None else scale
-            return out
+            return segment_sdpa(query, key, value, scale=scale)
 
         @staticmethod
         def backward(ctx, grad_out):
@@ -73,21 +82,14 @@ def _segment_attention_class():
     return SegmentAttention
 
 
-_SEGMENT_ATTENTION = None
-
-
 def segment_attention(query, key, value, scale=None):
-    """SegmentAttention.apply, the class built once (torch is imported lazily in this module)."""
-    global _SEGMENT_ATTENTION
-    if _SEGMENT_ATTENTION is None:
-        _SEGMENT_ATTENTION = _segment_attention_class()
-    return _SEGMENT_ATTENTION.apply(query, key, value, scale)
+    """segment_sdpa with SegmentAttention's backward (the class is built on first use: torch loads lazily here)."""
+    return _segment_attention_class().apply(query, key, value, scale)
 
 
 def packed_sdpa_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                           is_causal=None, **kwargs):
     import torch
-    import torch.nn.functional as F
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
     cu = kwargs.get("cu_seq_lens_q")
@@ -107,29 +109,19 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout: fl
     sizes = [b - a for a, b, _, _ in segments]
     qs, ks, vs = (t.split(sizes, dim=2) for t in (query, key, value))
     piece = {(a, b): i for i, (a, b, _, _) in enumerate(segments)}
-    recompute = (RECOMPUTE_BACKWARD_ON_CPU and query.device.type == "cpu" and dropout == 0.0
-                 and torch.is_grad_enabled() and query.requires_grad)
+    recompute = RECOMPUTE_BACKWARD_ON_CPU and query.device.type == "cpu" and dropout == 0.0 and torch.is_grad_enabled()
     outs = []
     for i, (a, b, pa, pb) in enumerate(segments):
         if b <= a:
             continue
-        if recompute and (b - a) * (b - a + max(pb - pa, 0)) <= RECOMPUTE_MAX_CELLS:
-            j = piece.get((pa, pb)) if pb > pa else None
-            k_i, v_i = (ks[i], vs[i]) if j is None else (torch.cat([ks[j], ks[i]], dim=2),
-                                                         torch.cat([vs[j], vs[i]], dim=2))
+        k_i, v_i = ks[i], vs[i]
+        if pb > pa:  # after a shared prefix: every prefix key, then causal over the segment's own keys
+            j = piece[(pa, pb)]
+            k_i, v_i = torch.cat([ks[j], k_i], dim=2), torch.cat([vs[j], v_i], dim=2)
+        if recompute and (b - a) * k_i.shape[2] <= RECOMPUTE_MAX_CELLS:
             outs.append(segment_attention(qs[i], k_i, v_i, scaling))
-            continue
-        if pb <= pa:
-            outs.append(F.scaled_dot_product_attention(qs[i], ks[i], vs[i], dropout_p=dropout, scale=scaling,
-                                                       is_causal=True))
-            continue
-        # after a shared prefix: every prefix key, then causal over the segment's own keys
-        j = piece[(pa, pb)]
-        n, p = b - a, pb - pa
-        allowed = torch.ones(n, p + n, dtype=torch.bool, device=query.device).tril(diagonal=p)
-        outs.append(F.scaled_dot_product_attention(
-            qs[i], torch.cat([ks[j], ks[i]], dim=2), torch.cat([vs[j], vs[i]], dim=2), attn_mask=allowed,
-            dropout_p=dropout, scale=scaling))
+        else:
+            outs.append(segment_sdpa(qs[i], k_i, v_i, dropout, scaling))
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None
 

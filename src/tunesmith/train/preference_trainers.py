@@ -40,9 +40,15 @@ def _as_dataset(rows: list[dict[str, Any]]):
 
 class _PreferenceTrainerMixin(StopsWhenResumedFinished):
     """What every preference trainer adds to TRL's: `tokens_seen` for the progress display (the non-padding
-    tokens of every training batch) and the stop when resumed at the end."""
+    tokens of every training batch), LoRA layers fed autocast's activations uncopied in the loss, and the stop
+    when resumed at the end."""
 
     tokens_seen = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self.count_tokens(model, inputs)
+        with lora_takes_autocast_inputs(self, model):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def count_tokens(self, model, inputs) -> None:
         if not model.training:
@@ -65,11 +71,6 @@ def dpo_trainer_class():
 
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             return dataset
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            self.count_tokens(model, inputs)
-            with lora_takes_autocast_inputs(self, model):
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     return TunesmithDPOTrainer
 
@@ -94,11 +95,6 @@ def kto_trainer_class():
                 return batch
 
             return dataset.map(add_kl_completions, batched=True, batch_size=args.per_device_train_batch_size)
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            self.count_tokens(model, inputs)
-            with lora_takes_autocast_inputs(self, model):
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     return TunesmithKTOTrainer
 
@@ -138,11 +134,6 @@ def orpo_trainer_class():
                 out[f"{side}_attention_mask"] = [1] * (len(prompt) + len(answer))
                 out[f"{side}_labels"] = [-100] * len(prompt) + answer
             return out
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            self.count_tokens(model, inputs)
-            with lora_takes_autocast_inputs(self, model):
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     return TunesmithORPOTrainer
 
