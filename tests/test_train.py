@@ -156,6 +156,11 @@ def test_packed_batch_loss_equals_unpacked_and_model_loss(tiny_model_factory, ar
         assert loss == pytest.approx(ref_loss, rel=1e-5, abs=1e-6)
         for k, g in ref_grads.items():
             torch.testing.assert_close(grads[k], g, rtol=1e-4, atol=1e-6)
+    # the loss with the head asks the model for no logits at all (one kept position copies the head's weight)
+    from tunesmith.train.trainer import hidden_states_only
+
+    out = hidden_states_only(model, input_ids=packed["input_ids"])
+    assert out.logits.shape[1] == 0 and out.hidden_states[-1].shape[1] == packed["input_ids"].shape[1]
     # without the attention boundaries the packed row would leak across conversations: the probe sees it
     assert check_packing(model, len(tok), "cpu") < 1e-4
     model.base_model.model.set_attn_implementation("eager")

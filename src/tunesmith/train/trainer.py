@@ -6,8 +6,8 @@
   learned token) and the same sums become a mean over conversations of their mean token loss.
 - Logits only where a label is learned: the output head (vocabulary-sized, about a fifth of a small
   model's compute) runs on the answer positions instead of every position.  The model is asked for
-  its final hidden states (one logit position kept), and the head is applied here; a probe at start-up
-  checks that this equals the model's own logits, else the model's full logits are used.
+  its final hidden states and no logits (`logits_to_keep` an empty index), and the head is applied here;
+  a probe at start-up checks that this equals the model's own logits, else the model's full logits are used.
 - Dev loss is token-weighted too (the stock evaluation averages per-batch means).
 - Token counts for the progress display (`tokens_seen`, `loss_tokens_seen`).
 
@@ -40,6 +40,15 @@ def output_head(model):
     return head
 
 
+def hidden_states_only(model, **inputs):
+    """The model's outputs with every hidden state and logits for no position.  `logits_to_keep=1` would keep
+    one, and on a CPU that one position's product runs as a batched matmul that first copies the whole
+    vocabulary-sized head weight (~5 % of a training step of the default model, BENCHMARKS.md)."""
+    ids = inputs.get("input_ids")
+    keep_none = torch.empty(0, dtype=torch.long, device=ids.device if ids is not None else None)
+    return model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=keep_none)
+
+
 def head_loss_supported(model, device) -> bool:
     """Does lm_head(final hidden state) reproduce the model's logits (no soft-capping, scaling ...)?"""
     head = output_head(model)
@@ -49,7 +58,7 @@ def head_loss_supported(model, device) -> bool:
     try:
         with eval_mode(model):
             full = model(input_ids=ids, use_cache=False).logits.float()
-            out = model(input_ids=ids, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+            out = hidden_states_only(model, input_ids=ids)
             if getattr(out, "hidden_states", None) is None:
                 return False
             mine = head(out.hidden_states[-1]).float()
@@ -75,7 +84,7 @@ def answer_loss_sum(model, inputs: dict[str, Any], head=None, head_autocast=None
     shift = labels[:, 1:]
     mask = shift != IGNORE_INDEX
     if head is not None:
-        out = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+        out = hidden_states_only(model, **inputs)
         hidden = out.hidden_states[-1][:, :-1][mask]
         with (head_autocast() if head_autocast else contextlib.nullcontext()):
             logits = head(hidden)
