@@ -24,6 +24,8 @@ Modifiers, joined with "-" (e.g. compile-bf16-weights, rows-1024-bf16-weights, s
   RECOMPUTE_BACKWARD_ON_CPU off), against the recomputed-softmax backward tunesmith runs on CPUs
 - keep1: the model's own forward keeps one logit position (`logits_to_keep=1`, as before tunesmith asked for
   none): on a CPU that one position's product copies the whole output head weight every step
+- passive: the worker's OpenMP threads wait passively (OMP_WAIT_POLICY=PASSIVE, what `tunesmith train` set before
+  it chose by the machine's load); without it they wait as OpenMP does by default (spin a moment, then sleep)
 - rows-N: packing to a fixed context instead of 8 conversations a row: conversations are laid end to end
   until a row would pass N tokens, one row per step
 
@@ -189,9 +191,12 @@ def main() -> int:
         for v in args.variants.split(","):
             load = os.getloadavg()[0]
             try:
+                env = {k: x for k, x in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+                if "passive" in v.split("-"):
+                    env["OMP_WAIT_POLICY"] = "PASSIVE"
                 proc = subprocess.run([sys.executable, __file__, "--worker", v, "--steps", str(args.steps),
                                        "--threads", str(args.threads)], capture_output=True, text=True,
-                                      timeout=args.timeout)
+                                      timeout=args.timeout, env=env)
             except subprocess.TimeoutExpired:
                 print(f"{v}: over {args.timeout} s, stopped", flush=True)
                 continue

@@ -101,3 +101,104 @@ def test_training_logs_the_thread_line(tiny_qwen2, tmp_path, monkeypatch, capsys
     lines = [line for line in out.splitlines() if line.startswith("threads:")]
     assert lines == ["threads: 1 (1 of 2 cores free: other work keeps 1.0 core busy (a threads setting overrides); "
                      "1.0 core of niced work, which yields)"]
+
+
+# -- how OpenMP threads wait, and giving cores up while training ---------------------------------------------
+@pytest.fixture
+def no_wait_env(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "_decided", [])
+
+
+def test_openmp_spins_only_when_every_core_is_free(no_wait_env, monkeypatch):
+    import os
+
+    line = threads.openmp_wait_policy(None, CpuLoad(cores=2, busy=0.2, niced=0.0))
+    assert "spin" in line and "OMP_WAIT_POLICY" not in os.environ and threads.spinning()
+    assert threads.wait_policy_line() == line
+    line = threads.openmp_wait_policy(None, CpuLoad(cores=2, busy=1.0, niced=0.0))
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and not threads.spinning()
+    assert line == "OpenMP threads wait passively (other work keeps 1.0 core busy)"
+
+
+@pytest.mark.parametrize("asked, world, why", [(2, None, "threads were set"), (None, "2", "several processes")])
+def test_openmp_waits_passively_when_nothing_watches_the_threads(no_wait_env, monkeypatch, asked, world, why):
+    import os
+
+    if world:
+        monkeypatch.setenv("WORLD_SIZE", world)
+    line = threads.openmp_wait_policy(asked, CpuLoad(cores=2, busy=0.0, niced=0.0))
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and line.endswith(f"({why})")
+
+
+def test_openmp_policy_from_the_environment_is_kept(no_wait_env, monkeypatch):
+    import os
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    line = threads.openmp_wait_policy(None, CpuLoad(cores=2, busy=1.5, niced=0.0))
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and "environment" in line and threads.spinning()
+
+
+def test_guard_gives_cores_up_to_other_work_and_takes_them_back(capsys):
+    import torch
+
+    from tunesmith.train.thread_guard import OtherWorkGuard
+
+    seen = [0.0, 0.2, 1.1, 0.9, 0.1, 1.6]  # other work's cores at each look (the first starts the interval)
+    guard = OtherWorkGuard(threads=2, every=5, measure=lambda: seen.pop(0), cores=2)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        guard.on_train_begin(None, None, None)
+        counts = []
+        for step in range(1, 26):
+            guard.on_step_end(None, SimpleNamespace(global_step=step), None)
+            counts.append(torch.get_num_threads())
+        # looks at steps 5, 10, 15, 20, 25: 0.2 -> 2, 1.1 -> 1, 0.9 -> 1, 0.1 -> 2, 1.6 -> 1 (at least one)
+        assert counts[4::5] == [2, 1, 1, 2, 1] and counts[:4] == [2] * 4
+        guard.on_train_end(None, None, None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("threads:")]
+    assert lines == ["threads: 2 -> 1 (other work keeps 1.1 cores busy)", "threads: 1 -> 2 (cores free again)",
+                     "threads: 2 -> 1 (other work keeps 1.6 cores busy)"]
+
+
+@pytest.mark.parametrize("policy", [None, "PASSIVE"])
+def test_training_guards_its_cores_only_when_its_threads_spin(tiny_qwen2, tmp_path, monkeypatch, policy):
+    """A CPU run whose OpenMP threads spin carries the guard; one that waits passively does not need it."""
+    import torch
+
+    from tunesmith.train import train_from_config
+    from tunesmith.train.thread_guard import OtherWorkGuard
+
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    if policy:
+        monkeypatch.setenv("OMP_WAIT_POLICY", policy)
+    else:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(threads, "cpu_load", lambda *a, **k: CpuLoad(cores=2, busy=0.0, niced=0.0))
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    data = tmp_path / "d.jsonl"
+    line = '{"messages": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "吾乃李白"}]}\n'
+    data.write_text(line * 4, encoding="utf-8")
+    from transformers import TrainerCallback
+
+    seen = []
+
+    class Recorder(TrainerCallback):  # build_trainer hands a callback with bind_trainer the Trainer
+        def bind_trainer(self, trainer):
+            seen.extend(trainer.callback_handler.callbacks)
+
+    before = torch.get_num_threads()
+    try:
+        train_from_config({"model": str(tiny_qwen2), "data": {"train": str(data)}, "max_steps": 1, "warmup": 0,
+                           "output_dir": str(tmp_path / "run"), "device": "cpu", "dtype": "fp32"},
+                          callbacks=[Recorder()])
+    finally:
+        torch.set_num_threads(before)
+    assert any(isinstance(cb, OtherWorkGuard) for cb in seen) == (policy is None)

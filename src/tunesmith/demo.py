@@ -84,6 +84,9 @@ def demo(
     """Train a 李白 role adapter on the default model, evaluate it against the base and show the result."""
     from rich.console import Console
 
+    from tunesmith.threads import openmp_wait_policy
+
+    openmp_wait_policy(threads)  # before torch loads (tunesmith.threads)
     from tunesmith.data.rolebench import prepare
     from tunesmith.errors import ConfigError
     from tunesmith.eval.runner import EvalConfig, run_eval

@@ -8,6 +8,14 @@
 Training, evaluation, make-pairs and the demo call this at the start of each phase, so a run that began
 while another job was busy looks again when it moves on (the demo trains, then evaluates).
 
+How the threads wait between parallel regions is decided once, before torch loads (OpenMP reads it then):
+`openmp_wait_policy()` leaves OpenMP's own waiting (spin a moment, then sleep) when every core is free, and asks
+for passive waiting (sleep at once) when other work is busy.  On a 2-core Intel Xeon a training step ran 1.4x
+faster spinning than passive on an idle machine, and several times slower spinning beside one busy process
+(BENCHMARKS.md, "OpenMP waiting").  So a spinning run also carries `OtherWorkGuard`: while training it looks at
+the machine after every step and gives cores up (torch.set_num_threads) as soon as other work takes them, and
+takes them back when they are free again.
+
 Why cores and not the load average: the 1-minute mean still counts this process's own setup work for a
 minute after it ended.  Why niced work counts as free: a process at nice 19 gives the core up as soon as
 one at nice 0 wants it, so an OpenMP thread placed there runs almost at full speed, while one placed on a
@@ -82,6 +90,52 @@ def choose_threads(asked: int | None, device: str, load: CpuLoad | None = None) 
     if load.niced >= 0.1:
         reason += f"; {load.niced:.1f} core{_s(load.niced)} of niced work, which yields"
     return ThreadChoice(free, reason)
+
+
+PASSIVE = "PASSIVE"
+_decided: list[str] = []  # what openmp_wait_policy decided in this process, for the run's threads line
+
+
+def openmp_wait_policy(asked_threads: int | None = None, load: CpuLoad | None = None) -> str:
+    """Set how OpenMP threads wait (module docstring) unless the environment already says, and say which.
+    Call it before torch loads; passive when threads were asked for (nothing watches them) or under torchrun."""
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return f"OpenMP waiting as the environment sets it ({os.environ.get('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')})"
+    why = None
+    if asked_threads:
+        why = "threads were set"
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        why = "several processes"
+    else:
+        load = load or cpu_load()
+        if load.cores - round(load.busy) < usable_cores():
+            why = f"other work keeps {load.busy:.1f} core{_s(load.busy)} busy"
+    if why:
+        os.environ["OMP_WAIT_POLICY"] = PASSIVE
+        line = f"OpenMP threads wait passively ({why})"
+    else:
+        line = "OpenMP threads spin a moment before they sleep (every core free; given up if other work starts)"
+    _decided[:] = [line]
+    return line
+
+
+def wait_policy_line() -> str | None:
+    """openmp_wait_policy's line when this process decided it, else None."""
+    return _decided[0] if _decided else None
+
+
+def spinning() -> bool:
+    """Do this process's OpenMP threads spin while they wait (OpenMP's default)?"""
+    return os.environ.get("OMP_WAIT_POLICY", "").upper() != PASSIVE and os.environ.get("GOMP_SPINCOUNT") != "0"
+
+
+def other_work_cores(own, cores: int) -> float:
+    """Cores that other normal-priority work kept busy since the last call (niced work left out): the machine's
+    busy share less this process's own (`own`, a psutil.Process; its spinning threads count as its own)."""
+    import psutil
+
+    machine = _busy_percent(psutil.cpu_times_percent(interval=None)) / 100 * cores
+    return max(0.0, machine - own.cpu_percent(interval=None) / 100)
 
 
 def usable_cores() -> int:

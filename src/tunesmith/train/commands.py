@@ -42,12 +42,6 @@ def train(
 
     Keys (key, default, what it does; docs/training.md says more):
     """
-    import os
-
-    # Before torch loads: OpenMP threads that spin while waiting make CPU training many times slower as
-    # soon as another process is busy on the machine; passive waiting costs little when it is idle.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
     extra = list(overrides or [])
     # `tunesmith train model=X data.train=Y` has no recipe: its first word is a setting, not a file name.
     if config is not None and re.match(r"[A-Za-z_][\w.]*=", str(config)) and not config.exists():
@@ -61,6 +55,9 @@ def train(
     if show_config:
         typer.echo(dump_config(cfg), nl=False)
         return
+    from tunesmith.threads import openmp_wait_policy
+
+    openmp_wait_policy(cfg.threads)  # before torch loads: OpenMP reads it once (tunesmith.threads)
     from tunesmith.train.run import train_from_config
 
     train_from_config(cfg)

@@ -42,6 +42,7 @@ from transformers.trainer_callback import ProgressCallback as PrintedProgressBar
 from tunesmith.fsio import atomic_write
 from tunesmith.model import load_model, resolve_model_path
 from tunesmith.template import resolve_template
+from tunesmith.threads import spinning, wait_policy_line
 from tunesmith.train.adapter import CheckpointAdapterFiles, save_adapter, verify_adapter
 from tunesmith.train.arguments import training_arguments
 from tunesmith.train.attention import PACKED_ATTENTION, PACKING_TOLERANCE, check_shared_prefixes, choose_packing
@@ -56,6 +57,7 @@ from tunesmith.train.progress import ProgressCallback
 from tunesmith.train.runtime import Runtime, log, peak_memory_mb, release_process_group, setup_runtime
 from tunesmith.train.shared_prefix import saving_line
 from tunesmith.train.summary import TrainResult, build_summary, finished_run, saved_line, write_summary
+from tunesmith.train.thread_guard import OtherWorkGuard
 from tunesmith.train.trainer import TunesmithTrainer, head_loss_supported, output_head
 from tunesmith.train.training_data import TrainingData, explicit_character, load_training_data, run_character
 
@@ -147,7 +149,8 @@ def setup_run(cfg: TrainConfig, resume_from: Path | None, stream=None) -> RunSet
     """Resolve where the run computes, load the base model, its template and the data, attach LoRA."""
     runtime = setup_runtime(cfg)
     if runtime.device == "cpu":
-        log(f"threads: {runtime.threads} ({runtime.thread_reason})", stream)
+        policy = wait_policy_line()
+        log(f"threads: {runtime.threads} ({runtime.thread_reason})" + (f"; {policy}" if policy else ""), stream)
     named = explicit_character(cfg)  # before the model: a bad card fails in a second
     model_path = resolve_model_path(cfg.model)
     model, tokenizer = load_model(model_path, dtype=runtime.dtype, device=runtime.device,
@@ -228,6 +231,9 @@ def build_trainer(setup: RunSetup, callbacks: list, stream=None) -> TunesmithTra
                                 sample_tokens=cfg.sample_tokens, plot=cfg.plot,
                                 title=f"{Path(str(cfg.model)).name} LoRA r={cfg.lora.rank} lr={cfg.lr:g}",
                                 stream=stream)
+    # spinning OpenMP threads give their cores up to other work while the run trains (train/thread_guard.py)
+    guard = [OtherWorkGuard(rt.threads, stream)] if rt.device == "cpu" and rt.threads and rt.world == 1 \
+        and spinning() else []
     if cfg.method == "sft":
         per_sample = cfg.loss_weighting == "sample"
         collator = PackedCollator(varlen_kwargs=tuned.packing.startswith("varlen"), sample_weights=per_sample,
@@ -241,7 +247,7 @@ def build_trainer(setup: RunSetup, callbacks: list, stream=None) -> TunesmithTra
         trainer = TunesmithTrainer(
             model=tuned.model, args=TrainingArguments(**training_kwargs), train_dataset=ListDataset(data.train_samples),
             eval_dataset=ListDataset(data.dev_samples) if has_dev else None, data_collator=collator,
-            processing_class=tuned.tokenizer, callbacks=[progress, *compiling, *callbacks], head=tuned.head,
+            processing_class=tuned.tokenizer, callbacks=[progress, *compiling, *guard, *callbacks], head=tuned.head,
         )
         if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:  # sharded parameters: leave the model alone
             for cb in compiling:
@@ -249,7 +255,7 @@ def build_trainer(setup: RunSetup, callbacks: list, stream=None) -> TunesmithTra
     else:
         trainer = preference_trainer(cfg, model=tuned.model, tokenizer=tuned.tokenizer, training_kwargs=training_kwargs,
                                      train_rows=data.train_samples, dev_rows=data.dev_samples,
-                                     callbacks=[progress, *callbacks],
+                                     callbacks=[progress, *guard, *callbacks],
                                      packing=("shared" if tuned.share_prefixes else "varlen")
                                      if tuned.packing.startswith("varlen") else None)
     # The progress callback prints its own lines; the stock ones would print dicts and bars besides.
