@@ -170,7 +170,8 @@ class TrainConfig:
     device: str = field(default="auto", metadata=_help("auto | cpu | cuda | mps"))
     threads: int | None = field(default=None, metadata=_help(
         "CPU threads (default: the cores no normal-priority work keeps busy; niced work counts as free, busy cores "
-        "make extra threads wait)"))
+        "make extra threads wait; with every core free the threads spin while they wait and are lowered as soon as "
+        "other work takes a core; set: they wait passively)"))
     quantization: str = field(default="none", metadata=_help("none | 8bit | 4bit (QLoRA; CUDA + bitsandbytes)"))
     gradient_checkpointing: bool = field(default=False, metadata=_help(
         "recompute activations in the backward pass: less memory, slower"))
