@@ -17,6 +17,13 @@ def _sample(user=0.0, nice=0.0, system=0.0, idle=0.0, steal=0.0, iowait=0.0):
                            steal=steal, guest=0.0, guest_nice=0.0)
 
 
+@pytest.fixture(autouse=True)
+def no_earlier_sample(monkeypatch):
+    """A load sample an earlier test's run left behind (tunesmith.threads reuses one for up to 10 s) stays out."""
+    monkeypatch.setattr(threads, "_sampled", [])
+    monkeypatch.setattr(threads, "_decided", [])
+
+
 @pytest.fixture
 def four_cores(monkeypatch):
     monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 4)
@@ -110,7 +117,6 @@ def no_wait_env(monkeypatch):
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
-    monkeypatch.setattr(threads, "_decided", [])
 
 
 def test_openmp_spins_only_when_every_core_is_free(no_wait_env, monkeypatch):
@@ -119,6 +125,9 @@ def test_openmp_spins_only_when_every_core_is_free(no_wait_env, monkeypatch):
     line = threads.openmp_wait_policy(None, CpuLoad(cores=2, busy=0.2, niced=0.0))
     assert "spin" in line and "OMP_WAIT_POLICY" not in os.environ and threads.spinning()
     assert threads.wait_policy_line() == line
+    # the thread choice right after reuses that sample once (no second second of sampling), then samples again
+    monkeypatch.setattr(threads, "cpu_load", lambda *a, **k: CpuLoad(cores=2, busy=1.0, niced=0.0))
+    assert choose_threads(None, "cpu").threads == 2 and choose_threads(None, "cpu").threads == 1
     line = threads.openmp_wait_policy(None, CpuLoad(cores=2, busy=1.0, niced=0.0))
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and not threads.spinning()
     assert line == "OpenMP threads wait passively (other work keeps 1.0 core busy)"

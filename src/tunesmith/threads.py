@@ -27,6 +27,7 @@ counted as busy.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 
@@ -81,7 +82,7 @@ def choose_threads(asked: int | None, device: str, load: CpuLoad | None = None) 
         return ThreadChoice(None, f"device {device}")
     if asked:
         return ThreadChoice(asked, "as asked")
-    load = load or cpu_load()
+    load = load or _fresh_sample() or cpu_load()
     usable = usable_cores()
     free = max(1, min(usable, load.cores - round(load.busy)))
     reason = f"{free} of {usable} cores free"
@@ -94,6 +95,8 @@ def choose_threads(asked: int | None, device: str, load: CpuLoad | None = None) 
 
 PASSIVE = "PASSIVE"
 _decided: list[str] = []  # what openmp_wait_policy decided in this process, for the run's threads line
+_sampled: list[tuple[float, CpuLoad]] = []  # its load sample, which the run's thread choice right after reuses
+FRESH_S = 10.0
 
 
 def openmp_wait_policy(asked_threads: int | None = None, load: CpuLoad | None = None) -> str:
@@ -108,6 +111,7 @@ def openmp_wait_policy(asked_threads: int | None = None, load: CpuLoad | None = 
         why = "several processes"
     else:
         load = load or cpu_load()
+        _sampled[:] = [(time.monotonic(), load)]
         if load.cores - round(load.busy) < usable_cores():
             why = f"other work keeps {load.busy:.1f} core{_s(load.busy)} busy"
     if why:
@@ -117,6 +121,14 @@ def openmp_wait_policy(asked_threads: int | None = None, load: CpuLoad | None = 
         line = "OpenMP threads spin a moment before they sleep (every core free; given up if other work starts)"
     _decided[:] = [line]
     return line
+
+
+def _fresh_sample() -> CpuLoad | None:
+    """openmp_wait_policy's load sample when it is under FRESH_S old, once (a later phase samples again)."""
+    if _sampled and time.monotonic() - _sampled[0][0] < FRESH_S:
+        return _sampled.pop()[1]
+    _sampled.clear()
+    return None
 
 
 def wait_policy_line() -> str | None:
