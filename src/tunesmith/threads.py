@@ -10,7 +10,7 @@ while another job was busy looks again when it moves on (the demo trains, then e
 
 How the threads wait between parallel regions is decided once, before torch loads (OpenMP reads it then):
 `openmp_wait_policy()` leaves OpenMP's own waiting (spin a moment, then sleep) when every core is free, and asks
-for passive waiting (sleep at once) when other work is busy.  On a 2-core Intel Xeon a training step ran 1.4x
+for passive waiting (sleep at once) when other work is busy.  On a 2-core Intel Xeon a training step ran 1.5x
 faster spinning than passive on an idle machine, and several times slower spinning beside one busy process
 (BENCHMARKS.md, "OpenMP waiting").  So a spinning run also carries `OtherWorkGuard`: while training it looks at
 the machine after every step and gives cores up (torch.set_num_threads) as soon as other work takes them, and
