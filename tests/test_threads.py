@@ -211,3 +211,20 @@ def test_training_guards_its_cores_only_when_its_threads_spin(tiny_qwen2, tmp_pa
     finally:
         torch.set_num_threads(before)
     assert any(isinstance(cb, OtherWorkGuard) for cb in seen) == (policy is None)
+
+
+def test_guard_counts_the_machines_cores_as_the_thread_choice_does():
+    """On a 64-CPU host where other work keeps 40 busy, 24 are free: a 2-thread run keeps both (as at its start)."""
+    import torch
+
+    from tunesmith.train.thread_guard import OtherWorkGuard
+
+    guard = OtherWorkGuard(threads=2, measure=lambda: 40.0, cores=64)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        guard.on_train_begin(None, None, None)
+        guard.on_step_end(None, SimpleNamespace(global_step=1), None)
+        assert guard.current == 2 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -27,12 +27,14 @@ class OtherWorkGuard(TrainerCallback):
     times less this process's own."""
 
     def __init__(self, threads: int, stream=None, every: int = CHECK_EVERY_STEPS, measure=None, cores=None):
-        from tunesmith.threads import usable_cores
+        import psutil
 
         self.threads = self.current = threads
         self.every = every
         self.stream = stream
-        self.cores = cores or usable_cores()
+        # the machine's CPUs, as tunesmith.threads.choose_threads counts free ones: on a big shared host other
+        # work on other cores leaves this run's cores alone
+        self.cores = cores or psutil.cpu_count() or 1
         self._measure = measure
         self._own = None
 
@@ -45,9 +47,9 @@ class OtherWorkGuard(TrainerCallback):
 
         if self._own is None:
             self._own = psutil.Process()
-            other_work_cores(self._own, psutil.cpu_count() or 1)  # the first call starts the interval
+            other_work_cores(self._own, self.cores)  # the first call starts the interval
             return 0.0
-        return other_work_cores(self._own, psutil.cpu_count() or 1)
+        return other_work_cores(self._own, self.cores)
 
     def _set(self, threads: int, why: str) -> None:
         import torch
