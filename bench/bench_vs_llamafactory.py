@@ -47,6 +47,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -335,9 +336,12 @@ def run_worker(kind: str, spec: dict, work: Path) -> dict:
                HF_DATASETS_CACHE=str(work / "hf-datasets"), DISABLE_VERSION_CHECK="1", WANDB_DISABLED="true",
                # every run compiles cold (a first run on a user's machine does), not from an earlier run's cache
                TORCHINDUCTOR_CACHE_DIR=tempfile.mkdtemp(prefix=f"inductor-{name}-"))
-    with open(log_path, "w", encoding="utf-8") as log:
-        rc = subprocess.run([python, __file__, "--worker", kind, str(spec_path), str(result_path)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT).returncode
+    try:
+        with open(log_path, "w", encoding="utf-8") as log:
+            rc = subprocess.run([python, __file__, "--worker", kind, str(spec_path), str(result_path)], env=env,
+                                stdout=log, stderr=subprocess.STDOUT).returncode
+    finally:
+        shutil.rmtree(env["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)  # tens of MB a run, never read again
     if rc != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
         raise SystemExit(f"{name} failed (exit {rc}); the end of {log_path}:\n{tail}")
