@@ -228,3 +228,14 @@ def test_guard_counts_the_machines_cores_as_the_thread_choice_does():
         assert guard.current == 2 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_other_work_is_the_machines_busy_time_less_this_process(monkeypatch):
+    """2 cores 75 % busy (niced time left out) while this process used one core: other work kept half a core."""
+    from tunesmith.threads import other_work_cores
+
+    monkeypatch.setattr(psutil, "cpu_times_percent", lambda interval=None: _sample(user=60.0, system=15.0, nice=20.0))
+    own = SimpleNamespace(cpu_percent=lambda interval=None: 100.0)
+    assert other_work_cores(own, 2) == pytest.approx(0.5)
+    own = SimpleNamespace(cpu_percent=lambda interval=None: 200.0)  # its spinning threads are its own, never less
+    assert other_work_cores(own, 2) == 0.0

@@ -87,7 +87,7 @@ def choose_threads(asked: int | None, device: str, load: CpuLoad | None = None) 
     free = max(1, min(usable, load.cores - round(load.busy)))
     reason = f"{free} of {usable} cores free"
     if free < usable:
-        reason += f": other work keeps {load.busy:.1f} core{_s(load.busy)} busy (a threads setting overrides)"
+        reason += f": {other_work_line(load.busy)} (a threads setting overrides)"
     if load.niced >= 0.1:
         reason += f"; {load.niced:.1f} core{_s(load.niced)} of niced work, which yields"
     return ThreadChoice(free, reason)
@@ -113,7 +113,7 @@ def openmp_wait_policy(asked_threads: int | None = None, load: CpuLoad | None = 
         load = load or cpu_load()
         _sampled[:] = [(time.monotonic(), load)]
         if load.cores - round(load.busy) < usable_cores():
-            why = f"other work keeps {load.busy:.1f} core{_s(load.busy)} busy"
+            why = other_work_line(load.busy)
     if why:
         os.environ["OMP_WAIT_POLICY"] = PASSIVE
         line = f"OpenMP threads wait passively ({why})"
@@ -157,6 +157,11 @@ def usable_cores() -> int:
 
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(allowed, psutil.cpu_count(logical=False) or allowed))
+
+
+def other_work_line(busy: float) -> str:
+    """"other work keeps 1.0 core busy": the words the thread choice, the wait policy and the guard share."""
+    return f"other work keeps {busy:.1f} core{_s(busy)} busy"
 
 
 def _s(n: float) -> str:

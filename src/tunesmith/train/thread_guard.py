@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from transformers import TrainerCallback
 
+from tunesmith.threads import other_work_line
 from tunesmith.train.runtime import log
 
 CHECK_EVERY_STEPS = 1  # a look costs two psutil reads; a step under contention can cost minutes
@@ -70,7 +71,7 @@ class OtherWorkGuard(TrainerCallback):
         others = self._other_work()
         free = max(1, min(self.threads, self.cores - round(others)))
         if free < self.current:
-            self._set(free, f"other work keeps {others:.1f} core{'' if round(others, 1) == 1 else 's'} busy")
+            self._set(free, other_work_line(others))
         elif free > self.current:
             self._set(free, "cores free again")
 
