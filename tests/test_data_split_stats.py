@@ -172,3 +172,37 @@ def test_rolebench_prepare_drops_train_pairs_that_are_in_test(rolebench_dir, tmp
     train = load(tmp_path / "out" / "train.jsonl")
     assert len(train) == 19 and "问3" not in {c.meta["question"] for c in train}
     assert not (tmp_path / "out" / "dev.jsonl").exists() and "baseline_general" not in m["files"]
+
+
+def test_rolebench_prepare_drops_questions_another_role_is_tested_on(tmp_path):
+    from tunesmith.data import rolebench_prepare
+
+    src = tmp_path / "rb"
+    for d in ("general", "role_specific", "profiles-zh"):
+        (src / d).mkdir(parents=True)
+    (src / "profiles-zh" / "desc.json").write_text(json.dumps({"李白": "诗仙", "张飞": "猛将"}, ensure_ascii=False),
+                                                   encoding="utf-8")
+
+    def w(rel, recs):
+        (src / rel).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
+
+    # RoleBench splits general questions per role: 问1 is 张飞's test question and one of 李白's train questions
+    w("general/train.jsonl", [{"role": "李白", "question": f"问{i}", "generated": ["答"]} for i in range(4)]
+      + [{"role": "张飞", "question": f"问{i}", "generated": ["俺答"]} for i in (2, 3, 4)])
+    w("general/test.jsonl", [{"role": "张飞", "question": "问1", "generated": ["俺参考"]},
+                             {"role": "李白", "question": "问4", "generated": ["参考"]}])
+    w("role_specific/train.jsonl", [{"role": "张飞", "question": "你的兵器？", "generated": ["丈八蛇矛"],
+                                     "type": "script_based"}])
+    w("role_specific/test.jsonl", [{"role": "张飞", "question": "你爱喝酒吗？", "generated": ["爱"],
+                                    "type": ["script_agnostic"]}])
+    m = rolebench_prepare(src, ["李白", "张飞"], tmp_path / "out", dev_ratio=0.0)
+    assert m["shared_test_questions"] == {"dropped": 2}
+    pairs = {(c.meta["role"], c.meta["question"]) for c in load(tmp_path / "out" / "train.jsonl")}
+    assert pairs == {("李白", "问0"), ("李白", "问2"), ("李白", "问3"), ("张飞", "问2"), ("张飞", "问3"),
+                     ("张飞", "你的兵器？")}
+    kept = rolebench_prepare(src, ["李白", "张飞"], tmp_path / "kept", dev_ratio=0.0, keep_shared_questions=True)
+    assert kept["shared_test_questions"] == {"kept": 2}
+    assert len(load(tmp_path / "kept" / "train.jsonl")) == 8
+    # one role alone: another role's test questions are not its concern
+    alone = rolebench_prepare(src, ["李白"], tmp_path / "alone", dev_ratio=0.0)
+    assert alone["shared_test_questions"] == {"dropped": 0} and alone["files"]["train"]["conversations"] == 4

@@ -239,6 +239,10 @@ def rolebench_prepare(
     dev_ratio: Annotated[float, typer.Option(
         "--dev-ratio", help="Share of train questions held out as dev.jsonl (0 = none).")] = 0.05,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the dev split.")] = 42,
+    keep_shared_questions: Annotated[bool, typer.Option(
+        "--keep-shared-questions", help="With several roles, keep train answers to questions another of the roles "
+        "is tested on (RoleBench's own split; CUS then includes questions the adapter saw in another voice). "
+        "Default: drop them.")] = False,
 ) -> None:
     """Build train/dev/test files for one role from rolebench-zh (test splits kept separate; see docs/data.md).
 
@@ -247,12 +251,19 @@ def rolebench_prepare(
     (RoleGPT answers to the same test questions); persona.txt, manifest.json and dataset_info.json.
     """
     m = prepare(rolebench_dir, list(role), out_dir, profiles=profiles, persona_template=persona_template,
-                dev_ratio=dev_ratio, seed=seed)
+                dev_ratio=dev_ratio, seed=seed, keep_shared_questions=keep_shared_questions)
     for f in m["files"].values():
         print(f"{out_dir / f['file']}: {f['conversations']:,} conversations ({f['questions']:,} questions)")
     if m["dropped_train_pairs_also_in_test"]:
         print(f"dropped {m['dropped_train_pairs_also_in_test']} train conversations whose (role, question) is in a "
               "test file", file=sys.stderr)
+    (how, n), = m["shared_test_questions"].items()
+    if n and how == "dropped":
+        print(f"dropped {n:,} train conversations whose question another of the roles is tested on "
+              "(--keep-shared-questions keeps them)", file=sys.stderr)
+    elif n:
+        print(f"kept {n:,} train conversations whose question another of the roles is tested on: their CUS scores "
+              "include questions the adapter saw answered in another voice", file=sys.stderr)
 
 
 @app.command("formats")

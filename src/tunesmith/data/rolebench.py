@@ -55,11 +55,12 @@ TEST_FILES = {"test_general": "general_test", "test_role_specific": "role_specif
 
 def prepare(rolebench_dir: str | Path, roles: list[str], out_dir: str | Path, *, profiles: str | Path | None = None,
             persona_template: str | None = None, dev_ratio: float = 0.05, seed: int = 42,
-            on_error: str = "fail") -> dict[str, Any]:
+            on_error: str = "fail", keep_shared_questions: bool = False) -> dict[str, Any]:
     """Build train / dev / test files for some roles from a rolebench-zh folder (see docs/data.md).
 
     train = general/train + role_specific/train for the roles, one Conversation per answer, minus any
-    (role, question) pair that also occurs in a test file; dev = a question-grouped slice of train;
+    (role, question) pair that also occurs in a test file and, unless keep_shared_questions, minus every
+    conversation whose question is a test question of another of the roles; dev = a question-grouped slice of train;
     test_general (CUS) and test_role_specific (SPE) stay separate, one Conversation per question with
     every reference in meta.references; baseline_* hold the RoleGPT answers to the same test questions.
     Returns the manifest (also written to OUT/manifest.json).
@@ -71,6 +72,8 @@ def prepare(rolebench_dir: str | Path, roles: list[str], out_dir: str | Path, *,
     train = read.train(inputs, root)
     tests = {key: read.file(inputs[source], answers="first") for key, source in TEST_FILES.items()}
     train, leaked = _drop_test_pairs(train, tests)
+    train, shared = (train, sum(_shared_test_questions(train, tests))) if keep_shared_questions \
+        else _drop_shared_questions(train, tests)
     baselines = _baselines(root, tests, read)
     train, dev = _hold_out_dev(train, dev_ratio, seed)
 
@@ -88,6 +91,7 @@ def prepare(rolebench_dir: str | Path, roles: list[str], out_dir: str | Path, *,
         "dev_ratio": dev_ratio,
         "seed": seed,
         "dropped_train_pairs_also_in_test": leaked,
+        "shared_test_questions": {"kept" if keep_shared_questions else "dropped": shared},
         "files": written,
     }
     atomic_write(out / "manifest.json", json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
@@ -148,6 +152,23 @@ def _drop_test_pairs(train: list[Conversation],
     test_pairs = {(c.meta["role"], c.meta["question"]) for convs in tests.values() for c in convs}
     kept = [c for c in train if (c.meta["role"], c.meta["question"]) not in test_pairs]
     return kept, len(train) - len(kept)
+
+
+def _shared_test_questions(train: list[Conversation], tests: dict[str, list[Conversation]]) -> list[bool]:
+    """Per train conversation: is its question a test question of another role?"""
+    # RoleBench splits general instructions per role: ~80 % of one role's test questions are train questions of
+    # the other roles. A multi-role adapter would have seen them answered, in another voice, before its CUS test.
+    test_roles: dict[str, set[str]] = {}
+    for c in (c for convs in tests.values() for c in convs):
+        test_roles.setdefault(c.meta["question"], set()).add(c.meta["role"])
+    return [bool(test_roles.get(c.meta["question"], set()) - {c.meta["role"]}) for c in train]
+
+
+def _drop_shared_questions(train: list[Conversation],
+                           tests: dict[str, list[Conversation]]) -> tuple[list[Conversation], int]:
+    """Train without the conversations whose question another role is tested on, and how many that dropped."""
+    shared = _shared_test_questions(train, tests)
+    return [c for c, s in zip(train, shared) if not s], sum(shared)
 
 
 def _baselines(root: Path, tests: dict[str, list[Conversation]], read: _Reader) -> dict[str, list[Conversation]]:
