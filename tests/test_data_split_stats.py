@@ -150,23 +150,25 @@ def test_rolebench_prepare_errors(rolebench_dir, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+def _rolebench_folder(src, descs, files):
+    """A small rolebench-zh folder: profiles-zh/desc.json with descs, and each {relative path: records} as JSONL."""
+    for sub in ("general", "role_specific", "profiles-zh"):
+        (src / sub).mkdir(parents=True)
+    (src / "profiles-zh" / "desc.json").write_text(json.dumps(descs, ensure_ascii=False), encoding="utf-8")
+    for rel, recs in files.items():
+        (src / rel).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
+    return src
+
+
 def test_rolebench_prepare_drops_train_pairs_that_are_in_test(rolebench_dir, tmp_path):
     # Build a small rolebench folder where one train (role, question) pair is also in test.
-    src = tmp_path / "rb"
-    for sub in ("general", "role_specific"):
-        (src / sub).mkdir(parents=True)
-    (src / "profiles-zh").mkdir()
-    (src / "profiles-zh" / "desc.json").write_text(json.dumps({"李白": "诗仙"}, ensure_ascii=False), encoding="utf-8")
-
-    def w(rel, recs):
-        (src / rel).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
-
-    w("general/train.jsonl", [{"role": "李白", "question": f"问{i}", "generated": ["答a", "答b"]} for i in range(10)])
-    w("general/test.jsonl", [{"role": "李白", "question": "问3", "generated": ["参考"]}])
-    w("role_specific/train.jsonl", [{"role": "李白", "question": "你的诗？", "generated": ["床前明月光"],
-                                     "type": "script_based"}])
-    w("role_specific/test.jsonl", [{"role": "李白", "question": "你爱喝酒吗？", "generated": ["爱"],
-                                    "type": ["script_agnostic"]}])
+    src = _rolebench_folder(tmp_path / "rb", {"李白": "诗仙"}, {
+        "general/train.jsonl": [{"role": "李白", "question": f"问{i}", "generated": ["答a", "答b"]} for i in range(10)],
+        "general/test.jsonl": [{"role": "李白", "question": "问3", "generated": ["参考"]}],
+        "role_specific/train.jsonl": [{"role": "李白", "question": "你的诗？", "generated": ["床前明月光"],
+                                       "type": "script_based"}],
+        "role_specific/test.jsonl": [{"role": "李白", "question": "你爱喝酒吗？", "generated": ["爱"],
+                                      "type": ["script_agnostic"]}]})
     m = rolebench_prepare(src, ["李白"], tmp_path / "out", dev_ratio=0.0)
     assert m["dropped_train_pairs_also_in_test"] == 2
     train = load(tmp_path / "out" / "train.jsonl")
@@ -174,27 +176,20 @@ def test_rolebench_prepare_drops_train_pairs_that_are_in_test(rolebench_dir, tmp
     assert not (tmp_path / "out" / "dev.jsonl").exists() and "baseline_general" not in m["files"]
 
 
-def test_rolebench_prepare_drops_questions_another_role_is_tested_on(tmp_path):
+def test_rolebench_prepare_drops_questions_another_role_is_tested_on(tmp_path, capsys):
+    from tunesmith.cli import main
     from tunesmith.data import rolebench_prepare
 
-    src = tmp_path / "rb"
-    for d in ("general", "role_specific", "profiles-zh"):
-        (src / d).mkdir(parents=True)
-    (src / "profiles-zh" / "desc.json").write_text(json.dumps({"李白": "诗仙", "张飞": "猛将"}, ensure_ascii=False),
-                                                   encoding="utf-8")
-
-    def w(rel, recs):
-        (src / rel).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
-
     # RoleBench splits general questions per role: 问1 is 张飞's test question and one of 李白's train questions
-    w("general/train.jsonl", [{"role": "李白", "question": f"问{i}", "generated": ["答"]} for i in range(4)]
-      + [{"role": "张飞", "question": f"问{i}", "generated": ["俺答"]} for i in (2, 3, 4)])
-    w("general/test.jsonl", [{"role": "张飞", "question": "问1", "generated": ["俺参考"]},
-                             {"role": "李白", "question": "问4", "generated": ["参考"]}])
-    w("role_specific/train.jsonl", [{"role": "张飞", "question": "你的兵器？", "generated": ["丈八蛇矛"],
-                                     "type": "script_based"}])
-    w("role_specific/test.jsonl", [{"role": "张飞", "question": "你爱喝酒吗？", "generated": ["爱"],
-                                    "type": ["script_agnostic"]}])
+    src = _rolebench_folder(tmp_path / "rb", {"李白": "诗仙", "张飞": "猛将"}, {
+        "general/train.jsonl": [{"role": "李白", "question": f"问{i}", "generated": ["答"]} for i in range(4)]
+        + [{"role": "张飞", "question": f"问{i}", "generated": ["俺答"]} for i in (2, 3, 4)],
+        "general/test.jsonl": [{"role": "张飞", "question": "问1", "generated": ["俺参考"]},
+                               {"role": "李白", "question": "问4", "generated": ["参考"]}],
+        "role_specific/train.jsonl": [{"role": "张飞", "question": "你的兵器？", "generated": ["丈八蛇矛"],
+                                       "type": "script_based"}],
+        "role_specific/test.jsonl": [{"role": "张飞", "question": "你爱喝酒吗？", "generated": ["爱"],
+                                      "type": ["script_agnostic"]}]})
     m = rolebench_prepare(src, ["李白", "张飞"], tmp_path / "out", dev_ratio=0.0)
     assert m["shared_test_questions"] == {"dropped": 2}
     pairs = {(c.meta["role"], c.meta["question"]) for c in load(tmp_path / "out" / "train.jsonl")}
@@ -206,3 +201,8 @@ def test_rolebench_prepare_drops_questions_another_role_is_tested_on(tmp_path):
     # one role alone: another role's test questions are not its concern
     alone = rolebench_prepare(src, ["李白"], tmp_path / "alone", dev_ratio=0.0)
     assert alone["shared_test_questions"] == {"dropped": 0} and alone["files"]["train"]["conversations"] == 4
+    # the command says what it did either way
+    for flag, said in (([], "dropped 2 train conversations"), (["--keep-shared-questions"], "kept 2 train")):
+        assert main(["data", "rolebench-prepare", str(src), "--role", "李白", "--role", "张飞",
+                     "-o", str(tmp_path / f"cli{len(flag)}"), "--dev-ratio", "0", *flag]) == 0
+        assert said in capsys.readouterr().err

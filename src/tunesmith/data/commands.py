@@ -257,8 +257,8 @@ def rolebench_prepare(
     if m["dropped_train_pairs_also_in_test"]:
         print(f"dropped {m['dropped_train_pairs_also_in_test']} train conversations whose (role, question) is in a "
               "test file", file=sys.stderr)
-    (how, n), = m["shared_test_questions"].items()
-    if n and how == "dropped":
+    n = sum(m["shared_test_questions"].values())
+    if n and not keep_shared_questions:
         print(f"dropped {n:,} train conversations whose question another of the roles is tested on "
               "(--keep-shared-questions keeps them)", file=sys.stderr)
     elif n:

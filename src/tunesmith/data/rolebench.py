@@ -72,8 +72,9 @@ def prepare(rolebench_dir: str | Path, roles: list[str], out_dir: str | Path, *,
     train = read.train(inputs, root)
     tests = {key: read.file(inputs[source], answers="first") for key, source in TEST_FILES.items()}
     train, leaked = _drop_test_pairs(train, tests)
-    train, shared = (train, sum(_shared_test_questions(train, tests))) if keep_shared_questions \
-        else _drop_shared_questions(train, tests)
+    shared = _shared_test_questions(train, tests)
+    if not keep_shared_questions:
+        train = [c for c, s in zip(train, shared) if not s]
     baselines = _baselines(root, tests, read)
     train, dev = _hold_out_dev(train, dev_ratio, seed)
 
@@ -91,7 +92,7 @@ def prepare(rolebench_dir: str | Path, roles: list[str], out_dir: str | Path, *,
         "dev_ratio": dev_ratio,
         "seed": seed,
         "dropped_train_pairs_also_in_test": leaked,
-        "shared_test_questions": {"kept" if keep_shared_questions else "dropped": shared},
+        "shared_test_questions": {"kept" if keep_shared_questions else "dropped": sum(shared)},
         "files": written,
     }
     atomic_write(out / "manifest.json", json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
@@ -162,13 +163,6 @@ def _shared_test_questions(train: list[Conversation], tests: dict[str, list[Conv
     for c in (c for convs in tests.values() for c in convs):
         test_roles.setdefault(c.meta["question"], set()).add(c.meta["role"])
     return [bool(test_roles.get(c.meta["question"], set()) - {c.meta["role"]}) for c in train]
-
-
-def _drop_shared_questions(train: list[Conversation],
-                           tests: dict[str, list[Conversation]]) -> tuple[list[Conversation], int]:
-    """Train without the conversations whose question another role is tested on, and how many that dropped."""
-    shared = _shared_test_questions(train, tests)
-    return [c for c, s in zip(train, shared) if not s], sum(shared)
 
 
 def _baselines(root: Path, tests: dict[str, list[Conversation]], read: _Reader) -> dict[str, list[Conversation]]:
